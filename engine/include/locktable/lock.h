@@ -1,0 +1,108 @@
+// Lock: a handle to one named lock of a Table.
+//
+// Ownership is per thread, as with pthread and Windows mutexes: the thread that
+// acquires must be the thread that releases. A handle is cheap to copy and may
+// be shared by any number of threads of the process; it caches the lock's slot,
+// so acquiring through it touches only the mapped table, never LMDB.
+//
+// Two ways to use it:
+//
+//  * The explicit calls, acquire() and release(), return a status:
+//      ok            acquired
+//      abandoned     acquired, but the previous holder died holding it; the
+//                    data it protected may be half-written. Repair it, then
+//                    call mark_consistent(). Until then every later acquirer is
+//                    told "abandoned" too: abandonment is never swallowed.
+//      timed_out     the deadline passed
+//      already_held  this thread holds it already (no silent recursion)
+//      stale_handle  the name was removed since this handle was made
+//      not_owner     (release) this thread does not hold it
+//
+//  * The standard Lockable, TimedLockable, SharedLockable and
+//    SharedTimedLockable members, so std::unique_lock, std::scoped_lock and
+//    std::shared_lock work. They throw locktable::Error on errors. An abandoned
+//    lock is acquired normally; abandoned() then returns true for the holding
+//    thread, and the abandonment carries on to the next holder unless
+//    mark_consistent() is called.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "locktable/status.h"
+#include "locktable/types.h"
+
+namespace locktable {
+
+namespace format {
+struct Slot;
+}
+namespace detail {
+class TableCore;
+}
+
+class Lock {
+ public:
+  Lock() = default;  // an empty handle; every call fails with invalid_argument
+
+  bool valid() const { return core_ != nullptr; }
+  const std::string& name() const { return name_; }
+  uint32_t slot() const { return index_; }
+
+  // Acquire in `mode`, waiting at most until `deadline`.
+  AcquireResult acquire(Mode mode = Mode::exclusive, Deadline deadline = Deadline::never());
+  AcquireResult try_acquire(Mode mode = Mode::exclusive) { return acquire(mode, Deadline::now()); }
+
+  // Release a lock this thread holds in `mode`.
+  Status release(Mode mode = Mode::exclusive);
+
+  // True when the calling thread holds this lock and got it abandoned, and has
+  // not yet called mark_consistent().
+  bool abandoned() const;
+
+  // Declare that the calling thread (the holder) has repaired what a dead
+  // holder left half-done: the lock stops reporting "abandoned".
+  Status mark_consistent();
+
+  // Lockable / TimedLockable.
+  void lock();
+  bool try_lock();
+  void unlock();
+  template <class Rep, class Period>
+  bool try_lock_for(const std::chrono::duration<Rep, Period>& d) {
+    return timed(Mode::exclusive, Deadline::after(d));
+  }
+  template <class Clock, class Duration>
+  bool try_lock_until(const std::chrono::time_point<Clock, Duration>& t) {
+    return timed(Mode::exclusive, Deadline::after(t - Clock::now()));
+  }
+
+  // SharedLockable / SharedTimedLockable.
+  void lock_shared();
+  bool try_lock_shared();
+  void unlock_shared();
+  template <class Rep, class Period>
+  bool try_lock_shared_for(const std::chrono::duration<Rep, Period>& d) {
+    return timed(Mode::shared, Deadline::after(d));
+  }
+  template <class Clock, class Duration>
+  bool try_lock_shared_until(const std::chrono::time_point<Clock, Duration>& t) {
+    return timed(Mode::shared, Deadline::after(t - Clock::now()));
+  }
+
+ private:
+  friend class Table;
+  friend class detail::TableCore;
+
+  bool timed(Mode mode, Deadline deadline);
+
+  std::shared_ptr<detail::TableCore> core_;
+  format::Slot* slot_ = nullptr;
+  uint32_t index_ = 0;
+  uint32_t incarnation_ = 0;
+  std::string name_;
+};
+
+}  // namespace locktable

@@ -1,0 +1,86 @@
+// Table: a persistent table of named interprocess locks.
+//
+// A table is a folder holding two things:
+//   table      the memory-mapped lock table (one 64-byte slot per lock)
+//   data.mdb   an LMDB environment: lock names, and the lock history
+//   lock.mdb   (LMDB's own lock file)
+// Every process that opens the folder shares the same locks. See the top
+// README for semantics and engine/README.md for the protocol.
+//
+// A Table object may be used by any number of threads. It must not be used in
+// a child after fork(): open the table again in the child (Locks obtained
+// before the fork keep working for acquire/release).
+#pragma once
+
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "locktable/lock.h"
+#include "locktable/status.h"
+#include "locktable/types.h"
+
+namespace locktable {
+
+namespace detail {
+class TableCore;
+}
+
+// Whether Table::lookup allocates a slot for a name it does not know.
+enum class Lookup { create_if_missing, existing };
+
+class Table {
+ public:
+  // Opens (and, if options.create_if_missing, creates) the table in `dir`.
+  // Errors: not_found (no table and not creating), corrupt, version_mismatch,
+  // unsupported (network file system, other PID namespace), permission_denied,
+  // io_error. Messages name the file and the problem.
+  static Status open(const std::string& dir, const Options& options, std::unique_ptr<Table>* table);
+
+  ~Table();
+  Table(const Table&) = delete;
+  Table& operator=(const Table&) = delete;
+
+  const std::string& dir() const;
+
+  // Returns a handle for `name` (1 to 255 bytes, no NUL). With
+  // Lookup::create_if_missing a new name gets a free slot (one LMDB write
+  // transaction; the table grows when full). An existing name costs one LMDB
+  // read transaction. Errors: invalid_argument, not_found, capacity.
+  Status lookup(std::string_view name, Lock* lock, Lookup mode = Lookup::create_if_missing);
+
+  // Removes a name and frees its slot. Handles to it fail with stale_handle
+  // afterwards. Errors: not_found, busy (held, shared or exclusive).
+  Status remove(std::string_view name);
+
+  // Every named lock with its state, holders and waiters.
+  Status list(std::vector<LockInfo>* locks);
+  Status stats(TableStats* stats);
+
+  // Frees locks whose holders are dead (the next acquirer is still told
+  // "abandoned"), and finishes work a crashed process left half-done.
+  // With dry_run, only reports.
+  Status recover(bool dry_run, std::vector<Recovery>* actions);
+
+  // Verifies the header, the slots, the reader records, the LMDB name map and
+  // the history records against each other. Each inconsistency is one line in
+  // `problems`; the status is an error only when the check itself cannot run.
+  Status check(std::vector<std::string>* problems);
+
+  // History. drain_history moves events from the ring into LMDB (a no-op unless
+  // the history level is persisted); history() drains, then reads.
+  Status drain_history(uint64_t* drained = nullptr);
+  Status history(const HistoryQuery& query, std::vector<Event>* events);
+  Status set_history_level(HistoryLevel level);
+  Status set_retention(uint64_t count, std::chrono::seconds age);
+
+ private:
+  explicit Table(std::shared_ptr<detail::TableCore> core);
+  std::shared_ptr<detail::TableCore> core_;
+};
+
+// Checks a lock name: 1 to 255 bytes, no NUL byte.
+Status validate_name(std::string_view name);
+
+}  // namespace locktable

@@ -1,0 +1,170 @@
+// Plain value types shared by the locktable API: modes, owners, deadlines,
+// acquire results, options, and the rows returned by listing and history calls.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "locktable/status.h"
+
+namespace locktable {
+
+enum class Mode : uint8_t { exclusive = 0, shared = 1 };
+
+// History level of a table: no events, events kept only in the in-file ring,
+// or events drained from the ring into LMDB (the default).
+enum class HistoryLevel : uint32_t { off = 0, ring = 1, persisted = 2 };
+
+// The identity of a thread that holds or held a lock.
+struct Owner {
+  uint32_t pid = 0;
+  uint32_t tid = 0;         // 0 when unknown (the kernel clears it when the owner dies)
+  uint32_t start_time = 0;  // low 32 bits of the thread's start time, clock ticks since boot
+  bool operator==(const Owner&) const = default;
+};
+
+// When a blocking acquire gives up. Measured on the monotonic clock.
+class Deadline {
+ public:
+  using clock = std::chrono::steady_clock;
+
+  static Deadline never() { return Deadline(clock::time_point::max()); }
+  static Deadline now() { return Deadline(clock::time_point::min()); }
+  static Deadline at(clock::time_point when) { return Deadline(when); }
+  template <class Rep, class Period>
+  static Deadline after(std::chrono::duration<Rep, Period> d) {
+    if (d <= d.zero()) return now();
+    auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(d);
+    auto current = clock::now();
+    if (ns > clock::time_point::max() - current) return never();
+    return Deadline(current + ns);
+  }
+
+  bool is_never() const { return when_ == clock::time_point::max(); }
+  bool is_now() const { return when_ == clock::time_point::min(); }
+  clock::time_point when() const { return when_; }
+
+ private:
+  explicit Deadline(clock::time_point when) : when_(when) {}
+  clock::time_point when_;
+};
+
+// Result of Lock::acquire. The lock is held when held() is true: status is ok, or
+// abandoned (then dead_owner names the holder that died and the caller must
+// repair what it protected, then call Lock::mark_consistent()).
+struct [[nodiscard]] AcquireResult {
+  Status status;
+  Owner dead_owner;
+
+  bool held() const { return status.ok() || status.code() == Code::abandoned; }
+  bool abandoned() const { return status.code() == Code::abandoned; }
+};
+
+struct Options {
+  // Opening.
+  bool create_if_missing = true;
+  bool allow_network_fs = false;          // NFS/SMB/FUSE: futexes and OFD locks do not cross machines
+  size_t lmdb_map_size = size_t{1} << 30; // upper bound of the LMDB file (sparse)
+  // Drain the history ring into LMDB from a background thread every interval (0: never).
+  std::chrono::milliseconds drain_interval{0};
+
+  // Creation only (ignored when the table exists).
+  uint32_t initial_slots = 64;            // rounded up to a power of two, at least 8
+  uint64_t max_slots = uint64_t{1} << 24; // growth limit (at most 2^30)
+  uint32_t ring_entries = 1u << 16;       // history ring size, power of two
+  HistoryLevel history = HistoryLevel::persisted;
+  uint64_t retention_count = 1'000'000;   // history records kept in LMDB (0: unlimited)
+  std::chrono::seconds retention_age{std::chrono::hours(24 * 7)};  // (0: unlimited)
+};
+
+enum class LockState { free, held, shared, dead_owner };
+
+struct HolderInfo {
+  Owner owner;
+  std::string comm;          // thread name, "" when the thread is gone
+  bool alive = false;
+  uint64_t held_for_ms = 0;
+};
+
+// One row of Table::list().
+struct LockInfo {
+  std::string name;
+  uint32_t slot = 0;
+  uint32_t incarnation = 0;
+  LockState state = LockState::free;
+  Mode mode = Mode::exclusive;
+  std::vector<HolderInfo> holders;   // one for exclusive, one per reader for shared
+  uint32_t waiters = 0;
+  bool abandoned = false;            // the next acquirer will be told "abandoned"
+};
+
+struct TableStats {
+  std::string dir;
+  uint32_t format_version = 0;
+  uint64_t slot_capacity = 0;
+  uint64_t max_slots = 0;
+  uint64_t slots_used = 0;
+  uint64_t reader_capacity = 0;
+  uint64_t readers_used = 0;
+  uint32_t extents = 0;
+  uint64_t table_file_bytes = 0;
+  uint64_t lmdb_file_bytes = 0;
+  std::string boot_id;
+  uint32_t reset_count = 0;
+  HistoryLevel history_level = HistoryLevel::persisted;
+  uint32_t ring_entries = 0;
+  uint64_t ring_head = 0;           // next event sequence number
+  uint64_t ring_drained = 0;        // events below this are in LMDB (or counted lost)
+  uint64_t history_records = 0;     // records in LMDB
+  uint64_t history_lost = 0;        // events counted lost so far
+  uint64_t retention_count = 0;
+  uint64_t retention_age_s = 0;
+};
+
+// What Table::recover did (or would do) about one dead holder or leftover.
+struct Recovery {
+  std::string name;
+  uint32_t slot = 0;
+  Mode mode = Mode::exclusive;
+  Owner dead_owner;
+  std::string action;   // "freed", "freed reader", "finished removal", ...
+};
+
+enum class EventKind : uint8_t {
+  created = 1, removed, acquired, released, recovered, timeout, grown, reset, lost,
+};
+const char* event_kind_name(EventKind kind);
+std::optional<EventKind> event_kind_from_name(std::string_view name);
+
+struct Event {
+  uint64_t seq = 0;
+  uint64_t time_ns = 0;       // wall clock, ns since the epoch (coarse: a few ms resolution)
+  EventKind kind = EventKind::acquired;
+  Mode mode = Mode::exclusive;
+  bool abandoned = false;     // acquired: taken over from a dead holder
+  uint32_t pid = 0;
+  uint32_t tid = 0;
+  std::string comm;
+  std::string name;
+  uint32_t slot = 0;
+  uint64_t wait_ns = 0;       // acquired, timeout
+  uint64_t hold_ns = 0;       // released
+  Owner dead_owner;           // recovered
+  uint64_t count = 0;         // lost: events dropped; grown: new capacity; reset: locks freed
+};
+
+struct HistoryQuery {
+  std::optional<std::string> name;
+  std::optional<EventKind> kind;
+  std::optional<uint32_t> pid;
+  uint64_t since_ns = 0;                 // inclusive
+  uint64_t until_ns = UINT64_MAX;        // exclusive
+  uint64_t after_seq = 0;                // only seq > after_seq (0: all)
+  size_t limit = 0;                      // 0: all; otherwise the newest `limit` matching
+  bool newest_first = false;
+};
+
+}  // namespace locktable

@@ -1,0 +1,176 @@
+#include "lmdb_env.h"
+
+#include <sys/stat.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include <fmt/format.h>
+
+#include "lmdb_records.h"
+
+namespace locktable::detail {
+
+Status LmdbEnv::error(int rc, std::string_view what) const {
+  Code code = Code::io_error;
+  switch (rc) {
+    case MDB_MAP_FULL:
+    case ENOSPC:
+      code = Code::capacity;
+      break;
+    case MDB_CORRUPTED:
+    case MDB_PAGE_NOTFOUND:
+    case MDB_INVALID:
+      code = Code::corrupt;
+      break;
+    case MDB_VERSION_MISMATCH:
+      code = Code::version_mismatch;
+      break;
+    case EACCES:
+    case EPERM:
+    case EROFS:
+      code = Code::permission_denied;
+      break;
+    case ENOENT:
+      code = Code::not_found;
+      break;
+    default:
+      break;
+  }
+  return Status(code, fmt::format("{}: {}: {}", path_, what, mdb_strerror(rc)));
+}
+
+Status LmdbEnv::open(const std::string& dir, size_t map_size, bool create, std::unique_ptr<LmdbEnv>* out) {
+  std::unique_ptr<LmdbEnv> e(new LmdbEnv());
+  e->path_ = dir + "/data.mdb";
+  if (!create) {
+    struct stat st;
+    if (::stat(e->path_.c_str(), &st) != 0) {
+      return Status(errno == ENOENT ? Code::not_found : Code::io_error,
+                    fmt::format("{}: {}", e->path_, std::strerror(errno)));
+    }
+  }
+  int rc = mdb_env_create(&e->env_);
+  if (rc != 0) return e->error(rc, "create environment");
+  mdb_env_set_maxdbs(e->env_, 8);
+  mdb_env_set_mapsize(e->env_, map_size);
+  mdb_env_set_maxreaders(e->env_, 1022);
+  // MDB_NOTLS: a read transaction is not tied to the thread that began it.
+  rc = mdb_env_open(e->env_, dir.c_str(), MDB_NOTLS, 0660);
+  if (rc != 0) return e->error(rc, "open");
+  int dead = 0;
+  mdb_reader_check(e->env_, &dead);  // clear reader slots of dead processes
+
+  Txn txn(*e, true);
+  Status s = txn.begin();
+  if (!s.ok()) return s;
+  struct Named {
+    const char* name;
+    MDB_dbi* dbi;
+    unsigned flags;
+  } named[] = {
+      {"meta", &e->dbi_.meta, 0},
+      {"names", &e->dbi_.names, 0},
+      {"slots", &e->dbi_.slots, 0},
+      {"free", &e->dbi_.free, 0},
+      {"graveyard", &e->dbi_.graveyard, 0},
+      {"history", &e->dbi_.history, 0},
+      {"history_by_name", &e->dbi_.history_by_name, MDB_DUPSORT | MDB_DUPFIXED},
+  };
+  for (const Named& n : named) {
+    rc = mdb_dbi_open(txn.get(), n.name, n.flags | MDB_CREATE, n.dbi);
+    if (rc != 0) return e->error(rc, fmt::format("open database '{}'", n.name));
+  }
+  uint64_t fmt_version = 0;
+  s = txn.get_u64(format::kMetaFormat, &fmt_version, 0);
+  if (!s.ok()) return s;
+  if (fmt_version == 0) {
+    s = txn.put_u64(format::kMetaFormat, format::kLmdbFormat);
+    if (!s.ok()) return s;
+  } else if (fmt_version != format::kLmdbFormat) {
+    return Status(Code::version_mismatch, fmt::format("{}: record format version {}, this build reads version {}",
+                                                      e->path_, fmt_version, format::kLmdbFormat));
+  }
+  s = txn.commit();
+  if (!s.ok()) return s;
+  *out = std::move(e);
+  return Status::OK();
+}
+
+LmdbEnv::~LmdbEnv() {
+  if (env_ != nullptr) mdb_env_close(env_);
+}
+
+Status Txn::begin() {
+  int rc = mdb_txn_begin(env_.env(), nullptr, write_ ? 0 : MDB_RDONLY, &txn_);
+  if (rc != 0) {
+    txn_ = nullptr;
+    return env_.error(rc, write_ ? "begin write transaction" : "begin read transaction");
+  }
+  return Status::OK();
+}
+
+Status Txn::commit() {
+  if (txn_ == nullptr) return Status::OK();
+  int rc = mdb_txn_commit(txn_);
+  txn_ = nullptr;
+  return rc == 0 ? Status::OK() : env_.error(rc, "commit");
+}
+
+void Txn::abort() {
+  if (txn_ != nullptr) mdb_txn_abort(txn_);
+  txn_ = nullptr;
+}
+
+Status Txn::get(MDB_dbi dbi, std::string_view key, std::string_view* value, bool* found) const {
+  MDB_val k = to_val(key);
+  MDB_val v;
+  int rc = mdb_get(txn_, dbi, &k, &v);
+  *found = rc == 0;
+  if (rc == MDB_NOTFOUND) return Status::OK();
+  if (rc != 0) return env_.error(rc, "read");
+  *value = from_val(v);
+  return Status::OK();
+}
+
+Status Txn::put(MDB_dbi dbi, std::string_view key, std::string_view value, unsigned flags) {
+  MDB_val k = to_val(key);
+  MDB_val v = to_val(value);
+  int rc = mdb_put(txn_, dbi, &k, &v, flags);
+  return rc == 0 ? Status::OK() : env_.error(rc, "write");
+}
+
+Status Txn::del(MDB_dbi dbi, std::string_view key, const std::string_view* value) {
+  MDB_val k = to_val(key);
+  MDB_val v;
+  if (value) v = to_val(*value);
+  int rc = mdb_del(txn_, dbi, &k, value ? &v : nullptr);
+  if (rc == 0 || rc == MDB_NOTFOUND) return Status::OK();
+  return env_.error(rc, "delete");
+}
+
+Status Txn::get_u64(std::string_view key, uint64_t* value, uint64_t fallback) const {
+  std::string_view v;
+  bool found = false;
+  Status s = get(env_.dbi().meta, key, &v, &found);
+  if (!s.ok()) return s;
+  if (!found) {
+    *value = fallback;
+    return Status::OK();
+  }
+  s = format::decode_u64(v, value, key);
+  if (!s.ok()) return Status(s.code(), env_.path() + ": " + s.message());
+  return Status::OK();
+}
+
+Status Txn::put_u64(std::string_view key, uint64_t value) {
+  return put(env_.dbi().meta, key, format::encode_u64(value));
+}
+
+Cursor::Cursor(const Txn& txn, MDB_dbi dbi) { rc_ = mdb_cursor_open(txn.get(), dbi, &cur_); }
+
+Cursor::~Cursor() {
+  if (cur_ != nullptr) mdb_cursor_close(cur_);
+}
+
+}  // namespace locktable::detail

@@ -1,0 +1,910 @@
+// THE LOCKTABLE LOCK PROTOCOL
+// ===========================
+//
+// This file implements what happens to one slot of the mapped table file when
+// threads of any number of processes acquire and release it, die holding it,
+// and when names are removed and slots reused. Everything below rests on one
+// rule:
+//
+//   The OwnerRecord (16 bytes at the start of the slot) is read with a 16-byte
+//   atomic load and changed only with `lock cmpxchg16b` from a value just read
+//   to a new one. Who holds the lock, in which mode, and the generation change
+//   together or not at all.
+//
+// The one exception is the kernel: when a thread dies with the slot on its
+// robust list (robust_list.h), the kernel rewrites tid_word in place to
+// OWNER_DIED|(WAITERS) and wakes one waiter. Our CAS then simply fails and the
+// new value is seen.
+//
+// STATES (table_format.h has the bit layout)
+//
+//   FREE       pid bits 0, not SHARED. Flags: ABANDONED (the next acquirer is
+//              told the data may be half-written), RETIRED (the name was
+//              removed). aux may name the reader operation that last changed
+//              the count (see SHARED MODE).
+//   EXCLUSIVE  pid, tid, start time of the owning thread, generation.
+//   SHARED     SHARED flag, count of readers in the pid bits, flags
+//              WRITER_WAITING and ABANDONED, aux = last reader operation.
+//
+// The generation changes on every change of ownership (acquire, release,
+// takeover, reader join/leave, removal). Setting the waiter bits does not
+// change it. A CAS from a value that named a dead owner can therefore only
+// succeed once: exactly one contender takes a dead holder's lock over.
+//
+//   FREE ----acquire----> EXCLUSIVE ----release-----> FREE
+//     |                      |  owner dead (kernel bit or /proc check)
+//     |                      +----takeover (one CAS)--> EXCLUSIVE (new owner, told "abandoned")
+//     |                      +----recover------------> FREE|ABANDONED
+//     +----join-----> SHARED(n) --join/leave--> SHARED(n±1) --last leave--> FREE
+//     +----remove---> FREE|RETIRED ----new name (incarnation+1)----> FREE
+//
+// WHO WRITES WHAT
+//
+//   owner record        the CAS above, by whoever makes the transition; the
+//                       kernel (tid_word only) when an owner dies
+//   robust_prev/next    only the owning thread (its robust list links)
+//   owner_shadow        the exclusive owner, right after its CAS: its tid, so
+//                       the dead owner can still be named after the kernel has
+//                       cleared tid_word. Valid only if its generation matches.
+//   acquired_at         the exclusive owner, after its CAS (informational)
+//   dead_pid/dead_tid   whoever frees or takes over a dead holder, after its
+//                       CAS (informational: the "abandoned" report's subject)
+//   waiters             sleepers, around their futex wait (informational)
+//   incarnation         the name map, inside its LMDB write transaction
+//
+// ACQUIRE (exclusive). Read the record; if FREE with no flags, CAS it to
+// (me, generation+1). Before the CAS the thread names the slot in its robust
+// list's list_op_pending, after it links the slot into the list: if the thread
+// dies between the CAS and the link, the kernel still finds the slot through
+// list_op_pending and marks it. A thread already holding the slot gets
+// already_held; there is no recursion count (seed 001 shows what silent
+// recursion plus ignored abandonment does).
+//
+// WAITING. A waiter sets WAITERS in tid_word (a CAS that keeps the generation),
+// then sleeps on tid_word with FUTEX_WAIT, which returns at once if tid_word
+// has changed since it was read: no wake-up can be lost between the check and
+// the sleep. A release that sees WAITERS wakes one sleeper, or all when
+// SHARED_WAITERS says readers sleep (they may all get in). A woken waiter that
+// acquires sets WAITERS again, since others may still sleep; at worst one
+// futile wake-up ends a contended period. A waiter that dies or times out
+// leaves at most that one futile wake-up behind: the bit heals itself, where a
+// counter would be wrong for ever.
+//
+// DEATH. A holder is dead when (a) the kernel has set OWNER_DIED in tid_word
+// (thread exit, SIGKILL, exec: immediate, and it wakes a waiter), or (b) its
+// thread no longer exists with the recorded start time (liveness.h), checked
+// by waiters 1 ms after they start waiting, then at doubling intervals up to
+// 50 ms, so a waiter never burns CPU. (b) covers threads whose robust list
+// could not be used. A reboot is handled when the table is opened: the
+// header's boot id differs, and every lock is freed (table_file.h).
+//
+// TAKEOVER. A waiter that finds the holder dead CASes the exact dead record
+// (generation included) to itself. One contender wins and is told
+// "abandoned", with the dead owner's pid/tid/start. A live holder is never
+// taken over: liveness says "dead" only when the thread is gone or is another
+// thread, and a record that changed since it was judged fails the CAS.
+//
+// ABANDONMENT IS NEVER SWALLOWED. The thread that got a lock abandoned owes a
+// repair. Until it calls mark_consistent(), its release leaves the lock
+// FREE|ABANDONED, and the next acquirer is told "abandoned" again (as POSIX
+// robust mutexes do with EOWNERDEAD, without ever making the lock unusable).
+// The debt is tracked per thread (the holder is the only one who knows it
+// made the repair), so no stale write to the slot can create or cancel it.
+//
+// RELEASE. Only the owner may release (not_owner otherwise, nothing changes).
+// The owner first names the slot in list_op_pending and unlinks it from its
+// robust list, then CASes the record to FREE (generation+1). The unlink must
+// come first: once the record is FREE, a new owner links the same slot into
+// its own list. Dying between unlink and CAS leaves list_op_pending set and
+// tid_word still ours, so the kernel still marks the record; dying after the
+// CAS leaves tid_word 0 and the kernel at most wakes a waiter.
+//
+// SHARED MODE. The record counts readers; each reader also owns a
+// ReaderRecord (identity + robust list node, so the kernel marks it on death)
+// that names the slot. Count and reader record are two places, and a process
+// can die between changing one and the other. To make the count recoverable
+// every join or leave is a small transaction:
+//   1. the reader writes op = (slot, JOINING or LEAVING, ticket) into its
+//      record, where ticket = the generation its CAS will produce;
+//   2. it CASes the slot: count±1, aux = its record index+1, generation =
+//      ticket;
+//   3. it finalises op to IN or IDLE.
+// Anyone who is about to CAS a slot whose aux names a record whose op still
+// says (this slot, JOINING/LEAVING, ticket == the slot's generation) first
+// finalises that op for it. Hence, for a dead reader whose op is still
+// JOINING/LEAVING with ticket t: its CAS happened if and only if the slot's aux
+// names it and its generation is t (any later CAS would have finalised it
+// first). A cleaner finishes or undoes the operation accordingly, then, for a
+// reader that was in, performs its leave (same three steps, on its behalf) and
+// sets ABANDONED. A waiting writer sets WRITER_WAITING, which keeps new readers
+// out until the count drops to 0; it, waiting readers, and `recover` look for
+// dead readers at the same growing intervals.
+//
+// NAMES. A handle caches (slot, incarnation). Acquire reads the record, then
+// the incarnation, then CASes. Removal CASes FREE -> FREE|RETIRED; reuse for a
+// new name first bumps the incarnation, then CASes RETIRED away. A handle that
+// read the record before the removal fails its CAS; one that reads it after
+// the reuse sees the new incarnation. A stale handle can never lock a
+// stranger's slot. A removal that died before its LMDB commit leaves RETIRED on
+// a slot whose name still exists; the next writer of the name map clears it.
+#include "lock_protocol.h"
+
+#include <pthread.h>
+
+#include <algorithm>
+#include <climits>
+#include <ctime>
+#include <mutex>
+#include <vector>
+
+#include "futex.h"
+#include "liveness.h"
+#include "table_file.h"
+
+namespace locktable::detail {
+
+using format::kAbandoned;
+using format::kOwnerDied;
+using format::kPidMask;
+using format::kRetired;
+using format::kSharedMode;
+using format::kSharedWaiters;
+using format::kTidMask;
+using format::kWaiters;
+using format::kWriterWaiting;
+using format::ReaderState;
+
+namespace {
+
+// ---------------------------------------------------------------------------
+// Per-thread state beyond ThreadSelf (touched only off the fast path).
+// ---------------------------------------------------------------------------
+struct SharedHold {
+  format::Slot* slot;
+  uint32_t reader_index;
+  format::ReaderRecord* reader;
+};
+thread_local std::vector<SharedHold> tls_shared;
+thread_local std::vector<format::Slot*> tls_abandoned;
+
+void forget_holds_after_fork() {
+  tls_shared.clear();
+  tls_abandoned.clear();
+}
+
+void register_fork_handler() {
+  static std::once_flag once;
+  std::call_once(once, [] { pthread_atfork(nullptr, nullptr, forget_holds_after_fork); });
+}
+
+SharedHold* find_shared_hold(format::Slot* s) {
+  for (SharedHold& h : tls_shared) {
+    if (h.slot == s) return &h;
+  }
+  return nullptr;
+}
+
+void note_abandoned(ThreadSelf& me, format::Slot* s) {
+  register_fork_handler();
+  tls_abandoned.push_back(s);
+  me.abandoned_count = uint32_t(tls_abandoned.size());
+}
+
+bool forget_abandoned(ThreadSelf& me, format::Slot* s) {
+  auto it = std::find(tls_abandoned.begin(), tls_abandoned.end(), s);
+  if (it == tls_abandoned.end()) return false;
+  tls_abandoned.erase(it);
+  me.abandoned_count = uint32_t(tls_abandoned.size());
+  return true;
+}
+
+bool owes_repair(format::Slot* s) {
+  return std::find(tls_abandoned.begin(), tls_abandoned.end(), s) != tls_abandoned.end();
+}
+
+// ---------------------------------------------------------------------------
+// Record predicates.
+// ---------------------------------------------------------------------------
+bool is_shared(uint32_t pw) { return (pw & kSharedMode) != 0; }
+bool is_free(uint32_t pw) { return !is_shared(pw) && (pw & kPidMask) == 0; }
+bool is_exclusive(uint32_t pw) { return !is_shared(pw) && (pw & kPidMask) != 0; }
+
+bool owned_by(const Word128& w, const ThreadSelf& me) {
+  return is_exclusive(pid_word(w)) && (tid_word(w) & kOwnerDied) == 0 && (tid_word(w) & kTidMask) == me.tid &&
+         (pid_word(w) & kPidMask) == me.pid && aux_word(w) == me.start;
+}
+
+// The tid of an exclusive owner, even after the kernel cleared it from tid_word.
+uint32_t owner_tid(const format::Slot* s, const Word128& w) {
+  uint32_t tid = tid_word(w) & kTidMask;
+  if (tid != 0) return tid;
+  uint64_t shadow = __atomic_load_n(&s->owner_shadow, __ATOMIC_RELAXED);
+  return uint32_t(shadow >> 32) == generation(w) ? uint32_t(shadow) : 0;
+}
+
+Owner exclusive_owner(const format::Slot* s, const Word128& w) {
+  return Owner{pid_word(w) & kPidMask, owner_tid(s, w), aux_word(w)};
+}
+
+bool holder_dead(const format::Slot* s, const Word128& w) {
+  if (tid_word(w) & kOwnerDied) return true;
+  Owner o = exclusive_owner(s, w);
+  return thread_liveness(o.pid, o.tid, o.start_time) == Liveness::dead;
+}
+
+void record_dead_owner(format::Slot* s, const Owner& dead) {
+  __atomic_store_n(&s->dead_pid, dead.pid, __ATOMIC_RELAXED);
+  __atomic_store_n(&s->dead_tid, dead.tid, __ATOMIC_RELAXED);
+}
+
+Owner last_dead_owner(const format::Slot* s) {
+  return Owner{__atomic_load_n(&s->dead_pid, __ATOMIC_RELAXED), __atomic_load_n(&s->dead_tid, __ATOMIC_RELAXED), 0};
+}
+
+uint64_t monotonic_ns() {
+  timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return uint64_t(ts.tv_sec) * 1'000'000'000u + uint64_t(ts.tv_nsec);
+}
+
+// ---------------------------------------------------------------------------
+// Waiting: the deadline, and the schedule of liveness checks.
+// ---------------------------------------------------------------------------
+class WaitClock {
+ public:
+  explicit WaitClock(const Deadline& d) : deadline_(d), start_(monotonic_ns()) {
+    if (!d.is_never() && !d.is_now()) {
+      auto left = std::chrono::duration_cast<std::chrono::nanoseconds>(d.when() - Deadline::clock::now()).count();
+      end_ = start_ + uint64_t(std::max<int64_t>(left, 0));
+    }
+  }
+
+  bool try_only() const { return deadline_.is_now(); }
+  bool expired() const { return deadline_.is_now() || (!deadline_.is_never() && monotonic_ns() >= end_); }
+  uint64_t waited_ns() const { return monotonic_ns() - start_; }
+
+  // True when the holder identified by `who` is due a liveness check. A new
+  // holder is first checked kFirstCheckNs after we start watching it.
+  bool check_due(uint64_t who) {
+    uint64_t now = monotonic_ns();
+    if (who != watched_) {
+      watched_ = who;
+      interval_ = kFirstCheckNs;
+      next_check_ = now + uint64_t(interval_);
+      return false;
+    }
+    if (now < next_check_) return false;
+    interval_ = std::min(interval_ * 2, kMaxCheckNs);
+    next_check_ = now + uint64_t(interval_);
+    return true;
+  }
+
+  // How long to sleep: until the next check or the deadline, whichever first.
+  int64_t sleep_ns() const {
+    uint64_t now = monotonic_ns();
+    uint64_t until = next_check_ > now ? next_check_ : now + uint64_t(kFirstCheckNs);
+    if (!deadline_.is_never() && end_ < until) until = end_;
+    return until > now ? int64_t(until - now) : 0;
+  }
+
+ private:
+  Deadline deadline_;
+  uint64_t start_;
+  uint64_t end_ = 0;
+  uint64_t watched_ = ~uint64_t{0};
+  int64_t interval_ = kFirstCheckNs;
+  uint64_t next_check_ = 0;
+};
+
+uint64_t holder_key(const Word128& w) { return w.lo ^ (uint64_t{aux_word(w)} << 1); }
+constexpr uint64_t kReadersKey = 0x5EADE25;
+
+// Sets `bits` in the record (no generation change). False if it changed.
+bool set_flags(format::Slot* s, Word128& cur, uint32_t tid_bits, uint32_t pid_bits) {
+  if ((tid_word(cur) & tid_bits) == tid_bits && (pid_word(cur) & pid_bits) == pid_bits) return true;
+  Word128 desired{cur.lo | tid_bits | (uint64_t{pid_bits} << 32), cur.hi};
+  if (!cas128(&s->owner, cur, desired)) return false;
+  cur = desired;
+  return true;
+}
+
+void sleep_on(format::Slot* s, uint32_t seen_tid_word, int64_t max_ns) {
+  std::atomic_ref<uint32_t> waiters(s->waiters);
+  waiters.fetch_add(1, std::memory_order_relaxed);
+  futex_wait(&s->owner.tid_word, seen_tid_word, max_ns);
+  waiters.fetch_sub(1, std::memory_order_relaxed);
+}
+
+// ---------------------------------------------------------------------------
+// Shared mode: reader records and the join/leave transaction.
+// ---------------------------------------------------------------------------
+uint64_t load_op(const format::ReaderRecord* r) {
+  return std::atomic_ref<const uint64_t>(r->op).load(std::memory_order_seq_cst);
+}
+void store_op(format::ReaderRecord* r, uint64_t op) {
+  std::atomic_ref<uint64_t>(r->op).store(op, std::memory_order_seq_cst);
+}
+bool cas_op(format::ReaderRecord* r, uint64_t expected, uint64_t desired) {
+  return std::atomic_ref<uint64_t>(r->op).compare_exchange_strong(expected, desired, std::memory_order_seq_cst);
+}
+
+// Finalises the reader operation named by the slot record `cur`, if it is
+// still pending (step 3 of the join/leave transaction, done on its behalf).
+void help_reader_op(TableFile& file, uint32_t slot_index, const Word128& cur) {
+  uint32_t a = aux_word(cur);
+  if (a == 0) return;
+  format::ReaderRecord* r = file.reader(a - 1);
+  if (r == nullptr) return;
+  uint64_t op = load_op(r);
+  if (format::reader_op_slot(op) != slot_index || format::reader_op_ticket(op) != generation(cur)) return;
+  ReaderState st = format::reader_op_state(op);
+  if (st == ReaderState::joining) {
+    cas_op(r, op, format::make_reader_op(slot_index, ReaderState::in, generation(cur)));
+  } else if (st == ReaderState::leaving) {
+    cas_op(r, op, format::make_reader_op(slot_index, ReaderState::idle, generation(cur)));
+  }
+}
+
+Code claim_reader(TableFile& file, ThreadSelf& me, uint32_t* index, format::ReaderRecord** out) {
+  for (int attempt = 0; attempt < 2; ++attempt) {
+    uint64_t cap = file.reader_capacity();
+    uint64_t start = cap ? (uint64_t{me.tid} * 2654435761u) % cap : 0;
+    for (uint64_t i = 0; i < cap; ++i) {
+      uint64_t idx = (start + i) % cap;
+      format::ReaderRecord* r = file.reader(idx);
+      if (r == nullptr) continue;
+      Word128 id = guess128(&r->ident);
+      if (id.lo != 0 || aux_word(id) != 0) continue;
+      Word128 desired = make_word(me.tid, me.pid, me.start, generation(id) + 1);
+      if (me.robust != nullptr) robust_pending(me.robust, &r->robust_next);
+      if (cas128(&r->ident, id, desired)) {
+        if (me.robust != nullptr) {
+          robust_enqueue(me.robust, &r->robust_next);
+          robust_clear_pending(me.robust);
+        }
+        store_op(r, 0);
+        *index = uint32_t(idx);
+        *out = r;
+        return Code::ok;
+      }
+      if (me.robust != nullptr) robust_clear_pending(me.robust);
+    }
+    uint32_t added = 0;
+    if (!file.grow(0, cap + 1, &added).ok()) return Code::capacity;
+  }
+  return Code::capacity;
+}
+
+// Frees a reader record this thread owns.
+void free_own_reader(ThreadSelf& me, format::ReaderRecord* r) {
+  store_op(r, 0);
+  if (me.robust != nullptr) {
+    robust_pending(me.robust, &r->robust_next);
+    robust_dequeue(me.robust, &r->robust_next);
+  }
+  Word128 cur = load128(&r->ident);
+  while (!cas128(&r->ident, cur, make_word(0, 0, 0, generation(cur) + 1))) {
+  }
+  if (me.robust != nullptr) robust_clear_pending(me.robust);
+}
+
+// Frees the record of a dead reader, if it is still the same claim.
+void free_dead_reader(format::ReaderRecord* r, uint32_t claim_generation) {
+  for (;;) {
+    Word128 cur = load128(&r->ident);
+    if (cur.lo == 0 || generation(cur) != claim_generation) return;
+    store_op(r, 0);
+    if (cas128(&r->ident, cur, make_word(0, 0, 0, claim_generation + 1))) return;
+  }
+}
+
+bool reader_dead(const Word128& id) {
+  if (id.lo == 0) return false;
+  if (tid_word(id) & kOwnerDied) return true;
+  return thread_liveness(pid_word(id) & kPidMask, tid_word(id) & kTidMask, aux_word(id)) == Liveness::dead;
+}
+
+// Takes a dead reader out of the slot it holds or was joining/leaving, on its
+// behalf (see SHARED MODE above). Returns true if it had been counted in.
+bool finish_dead_reader(TableFile& file, format::Slot* s, uint32_t slot_index, uint32_t ri,
+                        format::ReaderRecord* r, uint32_t claim_generation, const Owner& dead) {
+  bool was_in = false;
+  for (;;) {
+    uint64_t op = load_op(r);
+    if (format::reader_op_slot(op) != slot_index) break;
+    ReaderState st = format::reader_op_state(op);
+    uint32_t t = format::reader_op_ticket(op);
+    Word128 cur = load128(&s->owner);
+    bool last_is_this = aux_word(cur) == ri + 1 && generation(cur) == t;
+    if (st == ReaderState::idle) break;
+    if (st == ReaderState::joining) {
+      // Counted iff its CAS is the last change of the slot.
+      cas_op(r, op, format::make_reader_op(slot_index, last_is_this ? ReaderState::in : ReaderState::idle, t));
+      continue;
+    }
+    if (st == ReaderState::in) {
+      was_in = true;
+      cas_op(r, op, format::make_reader_op(slot_index, ReaderState::leaving, generation(cur) + 1));
+      continue;
+    }
+    // LEAVING with ticket t.
+    was_in = true;
+    if (last_is_this) {
+      cas_op(r, op, format::make_reader_op(slot_index, ReaderState::idle, t));
+      continue;
+    }
+    if (generation(cur) + 1 != t) {
+      cas_op(r, op, format::make_reader_op(slot_index, ReaderState::leaving, generation(cur) + 1));
+      continue;
+    }
+    uint32_t pw = pid_word(cur);
+    uint32_t count = pw & kPidMask;
+    if (!is_shared(pw) || count == 0) {  // nothing to take it out of
+      cas_op(r, op, format::make_reader_op(slot_index, ReaderState::idle, t));
+      continue;
+    }
+    help_reader_op(file, slot_index, cur);
+    Word128 desired = count == 1 ? make_word(0, kAbandoned | (pw & kAbandoned), ri + 1, t)
+                                 : make_word(tid_word(cur), (pw - 1) | kAbandoned, ri + 1, t);
+    if (cas128(&s->owner, cur, desired)) {
+      record_dead_owner(s, dead);
+      if (count == 1 && (tid_word(cur) & kWaiters)) wake_waiters(s, cur);
+    }
+  }
+  free_dead_reader(r, claim_generation);
+  return was_in;
+}
+
+// Finds the dead readers of a slot and takes them out. Returns how many were in.
+uint32_t reap_dead_readers(TableFile& file, format::Slot* s, uint32_t slot_index, bool dry_run,
+                           std::vector<Freed>* freed) {
+  uint32_t reaped = 0;
+  uint64_t cap = file.reader_capacity();
+  for (uint64_t i = 0; i < cap; ++i) {
+    format::ReaderRecord* r = file.reader(i);
+    if (r == nullptr) break;
+    uint64_t op = load_op(r);
+    if (format::reader_op_slot(op) != slot_index) continue;
+    Word128 id = guess128(&r->ident);
+    if (id.lo == 0) continue;
+    id = load128(&r->ident);
+    if (!reader_dead(id)) continue;
+    Owner dead{pid_word(id) & kPidMask, tid_word(id) & kTidMask, aux_word(id)};
+    ReaderState st = format::reader_op_state(op);
+    if (dry_run) {
+      if (st != ReaderState::idle) {
+        ++reaped;
+        if (freed) freed->push_back({slot_index, Mode::shared, dead});
+      }
+      continue;
+    }
+    if (finish_dead_reader(file, s, slot_index, uint32_t(i), r, generation(id), dead)) {
+      ++reaped;
+      if (freed) freed->push_back({slot_index, Mode::shared, dead});
+    }
+  }
+  return reaped;
+}
+
+}  // namespace
+
+void wake_waiters(format::Slot* s, const Word128& old) {
+  futex_wake(&s->owner.tid_word, (pid_word(old) & kSharedWaiters) ? INT_MAX : 1);
+}
+
+// ---------------------------------------------------------------------------
+// Exclusive mode.
+// ---------------------------------------------------------------------------
+Acquired acquire_exclusive(TableFile& file, format::Slot* s, uint32_t slot_index, uint32_t incarnation,
+                           const Deadline& deadline) {
+  ThreadSelf& me = thread_self();
+  WaitClock clock(deadline);
+  bool slept = false;
+  auto done = [&](Code code, Owner dead = {}) {
+    return Acquired{code, dead, slept ? clock.waited_ns() : 0};
+  };
+  for (;;) {
+    Word128 cur = load128(&s->owner);
+    if (load_incarnation(s) != incarnation) return done(Code::stale_handle);
+    uint32_t tw = tid_word(cur);
+    uint32_t pw = pid_word(cur);
+    if (pw & kRetired) return done(Code::stale_handle);
+
+    if (is_free(pw)) {
+      help_reader_op(file, slot_index, cur);
+      Word128 desired = make_word(me.tid | (slept ? kWaiters : 0), me.pid, me.start, generation(cur) + 1);
+      if (me.robust != nullptr) robust_pending(me.robust, &s->robust_next);
+      if (!cas128(&s->owner, cur, desired)) {
+        if (me.robust != nullptr) robust_clear_pending(me.robust);
+        continue;
+      }
+      after_exclusive_acquire(s, me, generation(desired));
+      if (pw & kAbandoned) {
+        note_abandoned(me, s);
+        return done(Code::abandoned, last_dead_owner(s));
+      }
+      return done(Code::ok);
+    }
+
+    if (is_exclusive(pw)) {
+      if (owned_by(cur, me)) return done(Code::already_held);
+      bool dead = (tw & kOwnerDied) != 0;
+      if (!dead && clock.check_due(holder_key(cur))) dead = holder_dead(s, cur);
+      if (dead) {
+        Owner gone = exclusive_owner(s, cur);
+        Word128 desired = make_word(me.tid | (tw & kWaiters) | (slept ? kWaiters : 0), me.pid | (pw & kSharedWaiters),
+                                    me.start, generation(cur) + 1);
+        if (me.robust != nullptr) robust_pending(me.robust, &s->robust_next);
+        if (!cas128(&s->owner, cur, desired)) {
+          if (me.robust != nullptr) robust_clear_pending(me.robust);
+          continue;
+        }
+        after_exclusive_acquire(s, me, generation(desired));
+        record_dead_owner(s, gone);
+        note_abandoned(me, s);
+        Acquired a = done(Code::abandoned, gone);
+        a.took_over = true;
+        return a;
+      }
+      if (clock.expired()) return done(Code::timed_out);
+      if (!set_flags(s, cur, kWaiters, 0)) continue;
+      sleep_on(s, tid_word(cur), clock.sleep_ns());
+      slept = true;
+      continue;
+    }
+
+    // SHARED: wait for the readers to leave, keeping new ones out.
+    if (find_shared_hold(s) != nullptr) return done(Code::already_held);
+    if (clock.check_due(kReadersKey) && reap_dead_readers(file, s, slot_index, false, nullptr) > 0) continue;
+    if (clock.expired()) return done(Code::timed_out);
+    if (!set_flags(s, cur, kWaiters, kWriterWaiting)) continue;
+    sleep_on(s, tid_word(cur), clock.sleep_ns());
+    slept = true;
+  }
+}
+
+Code release_exclusive(format::Slot* s, bool* left_abandoned) {
+  ThreadSelf& me = thread_self();
+  *left_abandoned = false;
+  Word128 cur = load128(&s->owner);
+  if (!owned_by(cur, me)) return Code::not_owner;
+  untrack_hold(me, s);
+  bool abandoned = forget_abandoned(me, s);
+  Word128 desired = make_word(0, abandoned ? kAbandoned : 0, 0, generation(cur) + 1);
+  if (me.robust != nullptr) {
+    robust_pending(me.robust, &s->robust_next);
+    robust_dequeue(me.robust, &s->robust_next);
+  }
+  while (!cas128(&s->owner, cur, desired)) {
+  }
+  if (me.robust != nullptr) robust_clear_pending(me.robust);
+  if (tid_word(cur) & kWaiters) wake_waiters(s, cur);
+  *left_abandoned = abandoned;
+  return Code::ok;
+}
+
+// ---------------------------------------------------------------------------
+// Shared mode.
+// ---------------------------------------------------------------------------
+Acquired acquire_shared(TableFile& file, format::Slot* s, uint32_t slot_index, uint32_t incarnation,
+                        const Deadline& deadline) {
+  ThreadSelf& me = thread_self();
+  register_fork_handler();
+  if (find_shared_hold(s) != nullptr) return Acquired{Code::already_held, {}, 0};
+  if (owned_by(load128(&s->owner), me)) return Acquired{Code::already_held, {}, 0};
+
+  uint32_t ri = 0;
+  format::ReaderRecord* r = nullptr;
+  if (Code c = claim_reader(file, me, &ri, &r); c != Code::ok) return Acquired{c, {}, 0};
+  __atomic_store_n(&r->incarnation, incarnation, __ATOMIC_RELAXED);
+
+  WaitClock clock(deadline);
+  bool slept = false;
+  auto fail = [&](Code code) {
+    free_own_reader(me, r);
+    return Acquired{code, {}, slept ? clock.waited_ns() : 0};
+  };
+  auto joined = [&](Code code, Owner dead) {
+    __atomic_store_n(&r->acquired_at, realtime_coarse_ns(), __ATOMIC_RELAXED);
+    tls_shared.push_back(SharedHold{s, ri, r});
+    return Acquired{code, dead, slept ? clock.waited_ns() : 0};
+  };
+
+  for (;;) {
+    Word128 cur = load128(&s->owner);
+    if (load_incarnation(s) != incarnation) return fail(Code::stale_handle);
+    uint32_t tw = tid_word(cur);
+    uint32_t pw = pid_word(cur);
+    if (pw & kRetired) return fail(Code::stale_handle);
+
+    if (is_free(pw) || (is_shared(pw) && !(pw & kWriterWaiting))) {
+      help_reader_op(file, slot_index, cur);
+      uint32_t count = is_shared(pw) ? (pw & kPidMask) : 0;
+      if (count + 1 > kPidMask) return fail(Code::capacity);
+      uint32_t ticket = generation(cur) + 1;
+      store_op(r, format::make_reader_op(slot_index, ReaderState::joining, ticket));
+      uint32_t flags = pw & (kAbandoned | (is_shared(pw) ? kSharedWaiters : 0));
+      Word128 desired = make_word(tw & kWaiters, kSharedMode | flags | (count + 1), ri + 1, ticket);
+      if (!cas128(&s->owner, cur, desired)) continue;
+      cas_op(r, format::make_reader_op(slot_index, ReaderState::joining, ticket),
+             format::make_reader_op(slot_index, ReaderState::in, ticket));
+      if (pw & kAbandoned) return joined(Code::abandoned, last_dead_owner(s));
+      return joined(Code::ok, {});
+    }
+
+    if (is_exclusive(pw)) {
+      if (owned_by(cur, me)) return fail(Code::already_held);
+      bool dead = (tw & kOwnerDied) != 0;
+      if (!dead && clock.check_due(holder_key(cur))) dead = holder_dead(s, cur);
+      if (dead) {
+        Owner gone = exclusive_owner(s, cur);
+        uint32_t ticket = generation(cur) + 1;
+        store_op(r, format::make_reader_op(slot_index, ReaderState::joining, ticket));
+        Word128 desired = make_word(tw & kWaiters, kSharedMode | kAbandoned | (pw & kSharedWaiters) | 1, ri + 1, ticket);
+        if (!cas128(&s->owner, cur, desired)) continue;
+        cas_op(r, format::make_reader_op(slot_index, ReaderState::joining, ticket),
+               format::make_reader_op(slot_index, ReaderState::in, ticket));
+        record_dead_owner(s, gone);
+        if (pw & kSharedWaiters) futex_wake(&s->owner.tid_word, INT_MAX);  // other readers may join now
+        Acquired a = joined(Code::abandoned, gone);
+        a.took_over = true;
+        return a;
+      }
+      if (clock.expired()) return fail(Code::timed_out);
+      if (!set_flags(s, cur, kWaiters, kSharedWaiters)) continue;
+      sleep_on(s, tid_word(cur), clock.sleep_ns());
+      slept = true;
+      continue;
+    }
+
+    // SHARED with a writer waiting: stay out until the readers are gone.
+    if (clock.check_due(kReadersKey) && reap_dead_readers(file, s, slot_index, false, nullptr) > 0) continue;
+    if (clock.expired()) return fail(Code::timed_out);
+    if (!set_flags(s, cur, kWaiters, kSharedWaiters)) continue;
+    sleep_on(s, tid_word(cur), clock.sleep_ns());
+    slept = true;
+  }
+}
+
+Code release_shared(TableFile& file, format::Slot* s, uint32_t slot_index, bool* left_abandoned,
+                    uint64_t* acquired_at) {
+  ThreadSelf& me = thread_self();
+  *left_abandoned = false;
+  SharedHold* hold = find_shared_hold(s);
+  if (hold == nullptr) return Code::not_owner;
+  format::ReaderRecord* r = hold->reader;
+  *acquired_at = __atomic_load_n(&r->acquired_at, __ATOMIC_RELAXED);
+  uint32_t ri = hold->reader_index;
+  Word128 cur;
+  Word128 desired;
+  uint32_t count = 0;
+  for (;;) {
+    cur = load128(&s->owner);
+    uint32_t pw = pid_word(cur);
+    count = pw & kPidMask;
+    if (!is_shared(pw) || count == 0) break;  // we were taken out (recover after a false death?)
+    help_reader_op(file, slot_index, cur);
+    uint32_t ticket = generation(cur) + 1;
+    store_op(r, format::make_reader_op(slot_index, ReaderState::leaving, ticket));
+    desired = count == 1 ? make_word(0, pw & kAbandoned, ri + 1, ticket)
+                         : make_word(tid_word(cur), pw - 1, ri + 1, ticket);
+    if (cas128(&s->owner, cur, desired)) {
+      cas_op(r, format::make_reader_op(slot_index, ReaderState::leaving, ticket),
+             format::make_reader_op(slot_index, ReaderState::idle, ticket));
+      *left_abandoned = (pw & kAbandoned) != 0;
+      break;
+    }
+  }
+  tls_shared.erase(tls_shared.begin() + (hold - tls_shared.data()));
+  free_own_reader(me, r);
+  if (count == 1 && (tid_word(cur) & kWaiters)) wake_waiters(s, cur);
+  return Code::ok;
+}
+
+// ---------------------------------------------------------------------------
+// Holding, abandonment.
+// ---------------------------------------------------------------------------
+bool holds(format::Slot* s, Mode mode) {
+  if (mode == Mode::shared) return find_shared_hold(s) != nullptr;
+  return owned_by(load128(&s->owner), thread_self());
+}
+
+bool holds_abandoned(format::Slot* s) {
+  if (find_shared_hold(s) != nullptr) return (pid_word(load128(&s->owner)) & kAbandoned) != 0;
+  return owned_by(load128(&s->owner), thread_self()) && owes_repair(s);
+}
+
+Code mark_consistent(format::Slot* s) {
+  ThreadSelf& me = thread_self();
+  if (find_shared_hold(s) != nullptr) {
+    Word128 cur = load128(&s->owner);
+    while (pid_word(cur) & kAbandoned) {
+      Word128 desired{cur.lo & ~(uint64_t{kAbandoned} << 32), cur.hi};
+      if (cas128(&s->owner, cur, desired)) break;
+    }
+    return Code::ok;
+  }
+  if (!owned_by(load128(&s->owner), me)) return Code::not_owner;
+  forget_abandoned(me, s);
+  return Code::ok;
+}
+
+// ---------------------------------------------------------------------------
+// Recovery, names, reboot.
+// ---------------------------------------------------------------------------
+void recover_slot(format::Slot* s, uint32_t slot_index, bool dry_run, std::vector<Freed>* freed) {
+  for (;;) {
+    Word128 cur = guess128(&s->owner);
+    if (!is_exclusive(pid_word(cur))) return;
+    cur = load128(&s->owner);
+    if (!is_exclusive(pid_word(cur)) || !holder_dead(s, cur)) return;
+    Owner gone = exclusive_owner(s, cur);
+    if (dry_run) {
+      freed->push_back({slot_index, Mode::exclusive, gone});
+      return;
+    }
+    if (!cas128(&s->owner, cur, make_word(0, kAbandoned, 0, generation(cur) + 1))) continue;
+    record_dead_owner(s, gone);
+    freed->push_back({slot_index, Mode::exclusive, gone});
+    if (tid_word(cur) & kWaiters) futex_wake(&s->owner.tid_word, INT_MAX);
+    return;
+  }
+}
+
+void recover_readers(TableFile& file, bool dry_run, std::vector<Freed>* freed) {
+  uint64_t cap = file.reader_capacity();
+  for (uint64_t i = 0; i < cap; ++i) {
+    format::ReaderRecord* r = file.reader(i);
+    if (r == nullptr) break;
+    if (guess128(&r->ident).lo == 0) continue;
+    Word128 id = load128(&r->ident);
+    if (!reader_dead(id)) continue;
+    uint64_t op = load_op(r);
+    uint32_t slot_index = format::reader_op_slot(op);
+    Owner dead{pid_word(id) & kPidMask, tid_word(id) & kTidMask, aux_word(id)};
+    format::Slot* s = file.slot(slot_index);
+    if (format::reader_op_state(op) == ReaderState::idle || s == nullptr) {
+      if (!dry_run) free_dead_reader(r, generation(id));
+      continue;
+    }
+    if (dry_run) {
+      freed->push_back({slot_index, Mode::shared, dead});
+    } else if (finish_dead_reader(file, s, slot_index, uint32_t(i), r, generation(id), dead)) {
+      freed->push_back({slot_index, Mode::shared, dead});
+    }
+  }
+}
+
+bool count_readers(TableFile& file, format::Slot* s, uint32_t slot_index, uint32_t* record_count,
+                   uint32_t* counted) {
+  Word128 before = load128(&s->owner);
+  uint32_t n = 0;
+  uint64_t cap = file.reader_capacity();
+  for (uint64_t i = 0; i < cap; ++i) {
+    format::ReaderRecord* r = file.reader(i);
+    if (r == nullptr) break;
+    uint64_t op = load_op(r);
+    if (format::reader_op_slot(op) != slot_index || guess128(&r->ident).lo == 0) continue;
+    bool last = aux_word(before) == i + 1 && generation(before) == format::reader_op_ticket(op);
+    switch (format::reader_op_state(op)) {
+      case ReaderState::in: ++n; break;
+      case ReaderState::joining: n += last ? 1 : 0; break;
+      case ReaderState::leaving: n += last ? 0 : 1; break;
+      case ReaderState::idle: break;
+    }
+  }
+  Word128 after = load128(&s->owner);
+  if (!(before == after)) return false;
+  *record_count = n;
+  *counted = is_shared(pid_word(before)) ? (pid_word(before) & kPidMask) : 0;
+  return true;
+}
+
+Code retire_slot(TableFile& file, format::Slot* s, uint32_t slot_index, uint32_t incarnation) {
+  for (;;) {
+    Word128 cur = load128(&s->owner);
+    if (load_incarnation(s) != incarnation) return Code::stale_handle;
+    uint32_t pw = pid_word(cur);
+    if (pw & kRetired) return Code::ok;
+    if (!is_free(pw)) return Code::busy;
+    help_reader_op(file, slot_index, cur);
+    if (cas128(&s->owner, cur, make_word(0, kRetired, 0, generation(cur) + 1))) {
+      if (tid_word(cur) & kWaiters) futex_wake(&s->owner.tid_word, INT_MAX);  // they fail with stale_handle
+      return Code::ok;
+    }
+  }
+}
+
+uint32_t prepare_slot_for_new_name(format::Slot* s) {
+  uint32_t inc = load_incarnation(s) + 1;
+  if (inc == 0) inc = 1;  // incarnation 0 means "never named"
+  std::atomic_ref<uint32_t>(s->incarnation).store(inc, std::memory_order_release);
+  for (;;) {
+    Word128 cur = load128(&s->owner);
+    if (!is_free(pid_word(cur)) || (cur.lo == 0 && aux_word(cur) == 0)) break;
+    if (cas128(&s->owner, cur, make_word(0, 0, 0, generation(cur) + 1))) break;
+  }
+  record_dead_owner(s, Owner{});
+  return inc;
+}
+
+bool unretire_slot(format::Slot* s, uint32_t incarnation) {
+  for (;;) {
+    Word128 cur = load128(&s->owner);
+    if (load_incarnation(s) != incarnation || !(pid_word(cur) & kRetired)) return false;
+    if (cas128(&s->owner, cur, make_word(0, 0, 0, generation(cur) + 1))) return true;
+  }
+}
+
+bool slot_is_retired(format::Slot* s) { return (pid_word(load128(&s->owner)) & kRetired) != 0; }
+
+bool reset_slot_after_reboot(format::Slot* s) {
+  for (;;) {
+    Word128 cur = load128(&s->owner);
+    uint32_t pw = pid_word(cur);
+    bool held = !is_free(pw);
+    Word128 desired = held ? make_word(0, kAbandoned, 0, generation(cur) + 1)
+                           : make_word(0, pw & (kRetired | kAbandoned), 0, generation(cur));
+    if (desired == cur) return false;
+    if (!cas128(&s->owner, cur, desired)) continue;
+    if (held) record_dead_owner(s, is_exclusive(pw) ? exclusive_owner(s, cur) : Owner{});
+    __atomic_store_n(&s->waiters, 0u, __ATOMIC_RELAXED);
+    __atomic_store_n(&s->robust_prev, uint64_t{0}, __ATOMIC_RELAXED);
+    __atomic_store_n(&s->robust_next, uint64_t{0}, __ATOMIC_RELAXED);
+    return held;
+  }
+}
+
+void reset_reader_after_reboot(format::ReaderRecord* r) {
+  Word128 cur = load128(&r->ident);
+  if (cur.lo == 0 && aux_word(cur) == 0 && load_op(r) == 0) return;
+  while (!cas128(&r->ident, cur, make_word(0, 0, 0, generation(cur) + 1))) {
+  }
+  store_op(r, 0);
+  __atomic_store_n(&r->robust_prev, uint64_t{0}, __ATOMIC_RELAXED);
+  __atomic_store_n(&r->robust_next, uint64_t{0}, __ATOMIC_RELAXED);
+}
+
+// ---------------------------------------------------------------------------
+// Inspection.
+// ---------------------------------------------------------------------------
+SlotView inspect_slot(format::Slot* s) {
+  SlotView v;
+  Word128 cur = load128(&s->owner);
+  v.raw = cur;
+  uint32_t pw = pid_word(cur);
+  v.retired = (pw & kRetired) != 0;
+  v.abandoned = (pw & kAbandoned) != 0;
+  v.waiters = __atomic_load_n(&s->waiters, __ATOMIC_RELAXED);
+  if (is_shared(pw)) {
+    v.state = LockState::shared;
+    v.mode = Mode::shared;
+    v.readers = pw & kPidMask;
+  } else if (is_exclusive(pw)) {
+    v.owner = exclusive_owner(s, cur);
+    v.owner_alive = !holder_dead(s, cur);
+    v.state = v.owner_alive ? LockState::held : LockState::dead_owner;
+    v.acquired_at = __atomic_load_n(&s->acquired_at, __ATOMIC_RELAXED);
+  }
+  return v;
+}
+
+std::vector<ReaderView> readers_of(TableFile& file, uint32_t slot_index) {
+  std::vector<ReaderView> out;
+  uint64_t cap = file.reader_capacity();
+  for (uint64_t i = 0; i < cap; ++i) {
+    format::ReaderRecord* r = file.reader(i);
+    if (r == nullptr) break;
+    uint64_t op = load_op(r);
+    ReaderState st = format::reader_op_state(op);
+    if (format::reader_op_slot(op) != slot_index || st == ReaderState::idle) continue;
+    Word128 id = guess128(&r->ident);
+    if (id.lo == 0) continue;
+    id = load128(&r->ident);
+    Owner o{pid_word(id) & kPidMask, tid_word(id) & kTidMask, aux_word(id)};
+    out.push_back(ReaderView{uint32_t(i), o, !reader_dead(id), st, __atomic_load_n(&r->acquired_at, __ATOMIC_RELAXED)});
+  }
+  return out;
+}
+
+}  // namespace locktable::detail

@@ -1,0 +1,50 @@
+#include "locktable/status.h"
+
+#include "locktable/types.h"
+
+namespace locktable {
+
+const char* code_name(Code code) {
+  switch (code) {
+    case Code::ok: return "ok";
+    case Code::abandoned: return "abandoned";
+    case Code::timed_out: return "timed_out";
+    case Code::already_held: return "already_held";
+    case Code::not_owner: return "not_owner";
+    case Code::not_found: return "not_found";
+    case Code::busy: return "busy";
+    case Code::stale_handle: return "stale_handle";
+    case Code::invalid_argument: return "invalid_argument";
+    case Code::corrupt: return "corrupt";
+    case Code::version_mismatch: return "version_mismatch";
+    case Code::unsupported: return "unsupported";
+    case Code::permission_denied: return "permission_denied";
+    case Code::capacity: return "capacity";
+    case Code::io_error: return "io_error";
+  }
+  return "unknown";
+}
+
+std::string Status::to_string() const {
+  if (message_.empty()) return code_name(code_);
+  return std::string(code_name(code_)) + ": " + message_;
+}
+
+namespace {
+constexpr const char* kEventNames[] = {"",        "created", "removed", "acquired", "released",
+                                       "recovered", "timeout", "grown",   "reset",    "lost"};
+}
+
+const char* event_kind_name(EventKind kind) {
+  auto i = size_t(kind);
+  return i < std::size(kEventNames) ? kEventNames[i] : "unknown";
+}
+
+std::optional<EventKind> event_kind_from_name(std::string_view name) {
+  for (size_t i = 1; i < std::size(kEventNames); ++i) {
+    if (name == kEventNames[i]) return EventKind(i);
+  }
+  return std::nullopt;
+}
+
+}  // namespace locktable

@@ -1,0 +1,301 @@
+// The locktable table file: byte layout.
+//
+// schema/README.md specifies this format in prose; this header is the same
+// specification as C++ structs. Every size and offset is pinned by a
+// static_assert below, so a change to either document without the other fails
+// to compile. All integers are little-endian (the format is x86-64 only).
+//
+// File = [Header: 4096 bytes][Ring: ring_entries * 64 bytes][Extent 0][Extent 1]...
+// Extent k = [Slot * slot_count(k)][ReaderRecord * reader_count(k)], padded to 4096.
+// Extent geometry is a pure function of initial_slots (see ExtentGeometry), so the
+// extent table in the header is redundant by design: it is checked, never trusted.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+namespace locktable::format {
+
+inline constexpr char kMagic[8] = {'L', 'O', 'C', 'K', 'T', 'B', 'L', '1'};
+inline constexpr uint32_t kVersion = 1;
+inline constexpr uint32_t kHeaderSize = 4096;
+inline constexpr uint32_t kSlotSize = 64;
+inline constexpr uint32_t kReaderSize = 64;
+inline constexpr uint32_t kRingEntrySize = 64;
+inline constexpr uint32_t kPageSize = 4096;
+inline constexpr uint32_t kMaxExtents = 32;
+inline constexpr uint32_t kMinInitialSlots = 8;
+inline constexpr uint64_t kMaxSlotsLimit = uint64_t{1} << 30;  // slot index fits ReaderOp's 30 bits
+inline constexpr uint32_t kMinRingEntries = 64;
+inline constexpr uint32_t kMaxRingEntries = uint32_t{1} << 24;
+
+// The format word (as LMDB's MDB_LOCK_FORMAT): the version and every layout size
+// in one value, so a build with a different layout refuses to attach.
+inline constexpr uint64_t kFormat = (uint64_t{kVersion} << 32) | (uint64_t{kHeaderSize / 64} << 24) |
+                                    (uint64_t{kSlotSize} << 16) | (uint64_t{kReaderSize} << 8) |
+                                    uint64_t{kRingEntrySize};
+
+// Byte-range (OFD) lock offsets, far beyond any real end of file (seed 003).
+// kGrowLockByte: exclusive while growing the table or resetting it after a reboot.
+// kAttachLockByte: shared by every attached process; exclusive means "table to myself".
+inline constexpr int64_t kGrowLockByte = int64_t{1} << 62;
+inline constexpr int64_t kAttachLockByte = (int64_t{1} << 62) + 1;
+
+// ---------------------------------------------------------------------------
+// OwnerRecord: the 128-bit word that says who holds a lock. Read and changed
+// only as a whole (16-byte atomic load, lock cmpxchg16b), except that the
+// kernel may set bits 30/31 of tid_word on its own (robust futex protocol).
+//
+//   state      tid_word              pid_word                        aux                   generation
+//   FREE       WAITERS?              flags (ABANDONED, RETIRED, ...) last reader op or 0   g
+//   EXCLUSIVE  tid|WAITERS?|DIED?    pid | flags (SHARED_WAITERS)    owner start time      g
+//   SHARED     WAITERS?              SHARED|count|flags              last reader op or 0   g
+// ---------------------------------------------------------------------------
+struct OwnerRecord {
+  uint32_t tid_word;    // robust futex word: owner tid (bits 0..29), OWNER_DIED (30), WAITERS (31)
+  uint32_t pid_word;    // owner pid or reader count (bits 0..21), flags (22..31)
+  uint32_t aux;         // EXCLUSIVE: low 32 bits of the owner thread's start time (clock ticks
+                        // since boot); FREE/SHARED: 1 + index of the reader record whose
+                        // join/leave last changed the count, 0 if none
+  uint32_t generation;  // +1 on every change of ownership; never on flag-only changes
+};
+static_assert(sizeof(OwnerRecord) == 16);
+static_assert(offsetof(OwnerRecord, tid_word) == 0);
+static_assert(offsetof(OwnerRecord, pid_word) == 4);
+static_assert(offsetof(OwnerRecord, aux) == 8);
+static_assert(offsetof(OwnerRecord, generation) == 12);
+
+// tid_word bits (the kernel's robust futex bits, linux/futex.h).
+inline constexpr uint32_t kTidMask = 0x3fffffffu;
+inline constexpr uint32_t kOwnerDied = 0x40000000u;
+inline constexpr uint32_t kWaiters = 0x80000000u;
+
+// pid_word bits.
+inline constexpr uint32_t kPidMask = 0x003fffffu;          // PID_MAX_LIMIT is 2^22 on 64-bit Linux
+inline constexpr uint32_t kRetired = 1u << 27;              // FREE only: name removed, slot not reusable yet
+inline constexpr uint32_t kSharedWaiters = 1u << 28;        // a thread waits to take it shared
+inline constexpr uint32_t kWriterWaiting = 1u << 29;        // SHARED only: a writer waits; readers stay out
+inline constexpr uint32_t kAbandoned = 1u << 30;            // FREE/SHARED: next acquirer is told "abandoned"
+inline constexpr uint32_t kSharedMode = 1u << 31;           // SHARED: pid bits count the readers
+inline constexpr uint32_t kPidWordFlags = kRetired | kSharedWaiters | kWriterWaiting | kAbandoned | kSharedMode;
+
+// ---------------------------------------------------------------------------
+// Slot: one named lock. One cache line, so two locks never share a line.
+// ---------------------------------------------------------------------------
+struct alignas(64) Slot {
+  OwnerRecord owner;      // see above
+  uint32_t incarnation;   // +1 each time the slot is given to a name; handles carry it
+  uint32_t waiters;       // threads asleep on owner.tid_word (informational, may over-count after a crash)
+  uint64_t robust_prev;   // robust-list back link; meaningful only inside the owning process
+  uint64_t robust_next;   // robust-list link; kernel finds the futex word at robust_next - 32
+  uint64_t owner_shadow;  // tid | generation << 32 written by the owner after acquiring: names the
+                          // dead owner's tid after the kernel has cleared it from tid_word
+  uint64_t acquired_at;   // CLOCK_REALTIME_COARSE ns of the current exclusive acquisition
+  uint32_t dead_pid;      // the last holder found dead (informational, for the next holder's
+  uint32_t dead_tid;      //   "abandoned" report); tid 0 if unknown
+};
+static_assert(sizeof(Slot) == kSlotSize);
+static_assert(offsetof(Slot, owner) == 0);
+static_assert(offsetof(Slot, incarnation) == 16);
+static_assert(offsetof(Slot, waiters) == 20);
+static_assert(offsetof(Slot, robust_prev) == 24);
+static_assert(offsetof(Slot, robust_next) == 32);
+static_assert(offsetof(Slot, owner_shadow) == 40);
+static_assert(offsetof(Slot, acquired_at) == 48);
+static_assert(offsetof(Slot, dead_pid) == 56);
+static_assert(offsetof(Slot, dead_tid) == 60);
+static_assert(offsetof(Slot, robust_next) - offsetof(Slot, owner) - offsetof(OwnerRecord, tid_word) == 32,
+              "robust futex offset must be -32, as glibc's robust list uses");
+
+// ---------------------------------------------------------------------------
+// ReaderRecord: one thread holding (or joining, or leaving) one lock in shared
+// mode. Lives in the reader pool of an extent.
+// ---------------------------------------------------------------------------
+struct alignas(64) ReaderRecord {
+  OwnerRecord ident;      // tid_word/pid_word(pid)/aux(start time)/generation of the reader thread;
+                          // all zero but generation when the record is free
+  uint64_t op;            // ReaderOp: slot (bits 0..29) | state (30..31) | ticket (32..63)
+  uint64_t robust_prev;
+  uint64_t robust_next;   // kernel finds ident.tid_word at robust_next - 32
+  uint64_t acquired_at;   // CLOCK_REALTIME_COARSE ns when it joined
+  uint32_t incarnation;   // slot incarnation when it joined
+  uint32_t reserved0;
+  uint64_t reserved1;
+};
+static_assert(sizeof(ReaderRecord) == kReaderSize);
+static_assert(offsetof(ReaderRecord, ident) == 0);
+static_assert(offsetof(ReaderRecord, op) == 16);
+static_assert(offsetof(ReaderRecord, robust_prev) == 24);
+static_assert(offsetof(ReaderRecord, robust_next) == 32);
+static_assert(offsetof(ReaderRecord, acquired_at) == 40);
+static_assert(offsetof(ReaderRecord, incarnation) == 48);
+static_assert(offsetof(ReaderRecord, robust_next) - offsetof(ReaderRecord, ident) == 32);
+
+// ReaderOp states.
+enum class ReaderState : uint32_t { idle = 0, joining = 1, in = 2, leaving = 3 };
+inline constexpr uint64_t kReaderSlotMask = (uint64_t{1} << 30) - 1;
+
+constexpr uint64_t make_reader_op(uint32_t slot, ReaderState state, uint32_t ticket) {
+  return (uint64_t{slot} & kReaderSlotMask) | (uint64_t(state) << 30) | (uint64_t{ticket} << 32);
+}
+constexpr uint32_t reader_op_slot(uint64_t op) { return uint32_t(op & kReaderSlotMask); }
+constexpr ReaderState reader_op_state(uint64_t op) { return ReaderState((op >> 30) & 3); }
+constexpr uint32_t reader_op_ticket(uint64_t op) { return uint32_t(op >> 32); }
+
+// ---------------------------------------------------------------------------
+// RingEntry: one history event in the crash-surviving ring (see engine/README.md).
+// ---------------------------------------------------------------------------
+struct alignas(64) RingEntry {
+  uint64_t stamp;        // 2*ticket+1 while being written, 2*ticket+2 once complete
+  uint64_t time_ns;      // CLOCK_REALTIME_COARSE, ns since the epoch
+  uint32_t pid;
+  uint32_t tid;
+  uint32_t slot;
+  uint32_t incarnation;
+  uint8_t kind;          // EventKind
+  uint8_t mode;          // 0 exclusive, 1 shared
+  uint16_t flags;        // kEventAbandoned
+  uint32_t aux32;        // recovered: dead owner's tid
+  uint64_t aux64;        // acquired: wait ns; released: hold ns; recovered: dead pid << 32 | start;
+                         // grown: new slot capacity; reset: locks freed
+  char comm[16];         // writer's thread name, NUL-padded
+};
+static_assert(sizeof(RingEntry) == kRingEntrySize);
+static_assert(offsetof(RingEntry, stamp) == 0);
+static_assert(offsetof(RingEntry, time_ns) == 8);
+static_assert(offsetof(RingEntry, pid) == 16);
+static_assert(offsetof(RingEntry, tid) == 20);
+static_assert(offsetof(RingEntry, slot) == 24);
+static_assert(offsetof(RingEntry, incarnation) == 28);
+static_assert(offsetof(RingEntry, kind) == 32);
+static_assert(offsetof(RingEntry, mode) == 33);
+static_assert(offsetof(RingEntry, flags) == 34);
+static_assert(offsetof(RingEntry, aux32) == 36);
+static_assert(offsetof(RingEntry, aux64) == 40);
+static_assert(offsetof(RingEntry, comm) == 48);
+
+inline constexpr uint16_t kEventAbandoned = 1;
+
+// ---------------------------------------------------------------------------
+// Header: page 0 of the file.
+// Bytes [0, 76) never change after creation and are covered by header_crc.
+// ---------------------------------------------------------------------------
+struct ExtentDescriptor {
+  uint64_t offset;        // file offset of the extent (page aligned)
+  uint32_t first_slot;
+  uint32_t slot_count;
+  uint32_t first_reader;
+  uint32_t reader_count;
+  uint64_t bytes;         // extent size in the file (page aligned)
+};
+static_assert(sizeof(ExtentDescriptor) == 32);
+static_assert(offsetof(ExtentDescriptor, offset) == 0);
+static_assert(offsetof(ExtentDescriptor, first_slot) == 8);
+static_assert(offsetof(ExtentDescriptor, slot_count) == 12);
+static_assert(offsetof(ExtentDescriptor, first_reader) == 16);
+static_assert(offsetof(ExtentDescriptor, reader_count) == 20);
+static_assert(offsetof(ExtentDescriptor, bytes) == 24);
+
+enum class HistoryLevel : uint32_t { off = 0, ring = 1, persisted = 2 };
+
+struct Header {
+  // --- immutable after creation, covered by header_crc ---
+  char magic[8];              // kMagic
+  uint64_t format;            // kFormat
+  uint32_t header_size;       // kHeaderSize
+  uint32_t slot_size;         // kSlotSize
+  uint32_t reader_size;       // kReaderSize
+  uint32_t ring_entry_size;   // kRingEntrySize
+  uint64_t ring_offset;       // kHeaderSize
+  uint32_t ring_entries;      // power of two
+  uint32_t initial_slots;     // slots in extent 0, power of two
+  uint64_t max_slots;         // growth stops here
+  uint64_t pid_namespace;     // inode of the creator's /proc/self/ns/pid
+  uint64_t created_ns;        // CLOCK_REALTIME at creation
+  uint32_t creator_uid;
+  uint32_t header_crc;        // CRC-32 of bytes [0, 76)
+  // --- mutable ---
+  uint8_t boot_id[16];        // /proc/sys/kernel/random/boot_id of the boot the locks belong to
+  uint32_t extent_count;      // published extents (atomic; release on publish)
+  uint32_t history_level;     // HistoryLevel (atomic)
+  uint32_t reset_count;       // reboot resets so far
+  uint32_t reserved0;
+  uint64_t reserved1[2];
+  ExtentDescriptor extents[kMaxExtents];
+  alignas(64) uint64_t ring_head;  // next ring ticket (atomic fetch_add); alone on its cache line
+  uint8_t reserved2[kHeaderSize - 1152 - 8];
+};
+static_assert(sizeof(Header) == kHeaderSize);
+static_assert(offsetof(Header, magic) == 0);
+static_assert(offsetof(Header, format) == 8);
+static_assert(offsetof(Header, header_size) == 16);
+static_assert(offsetof(Header, slot_size) == 20);
+static_assert(offsetof(Header, reader_size) == 24);
+static_assert(offsetof(Header, ring_entry_size) == 28);
+static_assert(offsetof(Header, ring_offset) == 32);
+static_assert(offsetof(Header, ring_entries) == 40);
+static_assert(offsetof(Header, initial_slots) == 44);
+static_assert(offsetof(Header, max_slots) == 48);
+static_assert(offsetof(Header, pid_namespace) == 56);
+static_assert(offsetof(Header, created_ns) == 64);
+static_assert(offsetof(Header, creator_uid) == 72);
+static_assert(offsetof(Header, header_crc) == 76);
+static_assert(offsetof(Header, boot_id) == 80);
+static_assert(offsetof(Header, extent_count) == 96);
+static_assert(offsetof(Header, history_level) == 100);
+static_assert(offsetof(Header, reset_count) == 104);
+static_assert(offsetof(Header, extents) == 128);
+static_assert(offsetof(Header, ring_head) == 1152);
+inline constexpr size_t kHeaderCrcBytes = offsetof(Header, header_crc);
+
+// ---------------------------------------------------------------------------
+// Extent geometry: extent k holds initial_slots << k slots and a quarter as many
+// reader records (at least 64), padded to a page.
+// ---------------------------------------------------------------------------
+struct ExtentGeometry {
+  uint64_t offset;
+  uint64_t first_slot;
+  uint64_t slot_count;
+  uint64_t first_reader;
+  uint64_t reader_count;
+  uint64_t bytes;
+};
+
+constexpr uint64_t round_up_page(uint64_t n) { return (n + kPageSize - 1) / kPageSize * kPageSize; }
+constexpr uint64_t readers_for_slots(uint64_t slots) { return slots / 4 < 64 ? 64 : slots / 4; }
+constexpr uint64_t ring_bytes(uint32_t ring_entries) { return uint64_t{ring_entries} * kRingEntrySize; }
+constexpr uint64_t first_extent_offset(uint32_t ring_entries) {
+  return round_up_page(kHeaderSize + ring_bytes(ring_entries));
+}
+
+constexpr ExtentGeometry extent_geometry(uint32_t ring_entries, uint32_t initial_slots, uint32_t k) {
+  ExtentGeometry g{first_extent_offset(ring_entries), 0, initial_slots, 0, readers_for_slots(initial_slots), 0};
+  g.bytes = round_up_page(g.slot_count * kSlotSize + g.reader_count * kReaderSize);
+  for (uint32_t i = 0; i < k; ++i) {
+    g.offset += g.bytes;
+    g.first_slot += g.slot_count;
+    g.first_reader += g.reader_count;
+    g.slot_count *= 2;
+    g.reader_count = readers_for_slots(g.slot_count);
+    g.bytes = round_up_page(g.slot_count * kSlotSize + g.reader_count * kReaderSize);
+  }
+  return g;
+}
+
+// Number of extents needed to hold max_slots, and the file size at that point.
+constexpr uint32_t extents_for_max_slots(uint32_t ring_entries, uint32_t initial_slots, uint64_t max_slots) {
+  uint32_t k = 0;
+  while (k + 1 < kMaxExtents) {
+    ExtentGeometry g = extent_geometry(ring_entries, initial_slots, k);
+    if (g.first_slot + g.slot_count >= max_slots) break;
+    ++k;
+  }
+  return k + 1;
+}
+
+static_assert(extent_geometry(64, 8, 0).offset == 8192);
+static_assert(extent_geometry(64, 8, 1).first_slot == 8);
+static_assert(extent_geometry(64, 8, 2).first_slot == 24);
+static_assert(extent_geometry(64, 8, 2).slot_count == 32);
+
+}  // namespace locktable::format
