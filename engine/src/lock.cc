@@ -41,7 +41,7 @@ Status Lock::release(Mode mode) {
   if (mode == Mode::exclusive) {
     ThreadSelf& me = detail::thread_self();
     uint64_t acquired_at = __atomic_load_n(&slot_->acquired_at, __ATOMIC_RELAXED);
-    if (detail::try_release_exclusive_fast(slot_, me)) {
+    if (detail::try_release_exclusive_fast(slot_, incarnation_, me)) {
       if (core_->history_on()) {
         core_->record(RingEvent{uint8_t(EventKind::released), 0, 0, index_, incarnation_, 0, since(acquired_at)});
       }
@@ -149,9 +149,13 @@ Status TableCore::release_slow(Lock& lock, Mode mode) {
   Code c;
   if (mode == Mode::exclusive) {
     acquired_at = __atomic_load_n(&lock.slot_->acquired_at, __ATOMIC_RELAXED);
-    c = release_exclusive(lock.slot_, &left_abandoned);
+    c = release_exclusive(lock.slot_, lock.incarnation_, &left_abandoned);
   } else {
-    c = release_shared(*file_, lock.slot_, lock.index_, &left_abandoned, &acquired_at);
+    c = release_shared(*file_, lock.slot_, lock.index_, lock.incarnation_, &left_abandoned, &acquired_at);
+  }
+  if (c == Code::stale_handle) {
+    return Status(Code::stale_handle,
+                  fmt::format("lock '{}': removed (or re-created) since this handle was made", lock.name_));
   }
   if (c == Code::not_owner) {
     return Status(Code::not_owner, fmt::format("lock '{}': not held {}by this thread", lock.name_,

@@ -563,9 +563,10 @@ Acquired acquire_exclusive(TableFile& file, format::Slot* s, uint32_t slot_index
   }
 }
 
-Code release_exclusive(format::Slot* s, bool* left_abandoned) {
+Code release_exclusive(format::Slot* s, uint32_t incarnation, bool* left_abandoned) {
   ThreadSelf& me = thread_self();
   *left_abandoned = false;
+  if (load_incarnation(s) != incarnation) return Code::stale_handle;
   Word128 cur = load128(&s->owner);
   if (!owned_by(cur, me)) return Code::not_owner;
   untrack_hold(me, s);
@@ -666,10 +667,11 @@ Acquired acquire_shared(TableFile& file, format::Slot* s, uint32_t slot_index, u
   }
 }
 
-Code release_shared(TableFile& file, format::Slot* s, uint32_t slot_index, bool* left_abandoned,
+Code release_shared(TableFile& file, format::Slot* s, uint32_t slot_index, uint32_t incarnation, bool* left_abandoned,
                     uint64_t* acquired_at) {
   ThreadSelf& me = thread_self();
   *left_abandoned = false;
+  if (load_incarnation(s) != incarnation) return Code::stale_handle;
   SharedHold* hold = find_shared_hold(s);
   if (hold == nullptr) return Code::not_owner;
   format::ReaderRecord* r = hold->reader;

@@ -78,10 +78,11 @@ void wake_waiters(format::Slot* s, const Word128& old);
 
 // Exclusive release by a thread that tracked the hold and owes no repair (the
 // common case). Returns false, having changed nothing, otherwise.
-inline bool try_release_exclusive_fast(format::Slot* s, ThreadSelf& me) {
+inline bool try_release_exclusive_fast(format::Slot* s, uint32_t incarnation, ThreadSelf& me) {
   Word128 cur = guess128(&s->owner);
   if (cur.lo != (uint64_t{me.tid} | (uint64_t{me.pid} << 32)) || aux_word(cur) != me.start) return false;
   if (me.abandoned_count != 0) return false;  // a release may have to pass "abandoned" on
+  if (load_incarnation(s) != incarnation) return false;  // a stale handle (slow path says so)
   // Tracked means this thread acquired it and has not released it: it owns it
   // (a live owner is never taken over), so unlinking its list node is safe.
   if (!untrack_hold(me, s)) return false;
@@ -103,11 +104,13 @@ inline bool try_release_exclusive_fast(format::Slot* s, ThreadSelf& me) {
 
 Acquired acquire_exclusive(TableFile& file, format::Slot* s, uint32_t slot_index, uint32_t incarnation,
                            const Deadline& deadline);
-Code release_exclusive(format::Slot* s, bool* left_abandoned);
+// Both check the handle's incarnation: a stale handle never releases the
+// hold of the name that now owns the slot (stale_handle).
+Code release_exclusive(format::Slot* s, uint32_t incarnation, bool* left_abandoned);
 
 Acquired acquire_shared(TableFile& file, format::Slot* s, uint32_t slot_index, uint32_t incarnation,
                         const Deadline& deadline);
-Code release_shared(TableFile& file, format::Slot* s, uint32_t slot_index, bool* left_abandoned,
+Code release_shared(TableFile& file, format::Slot* s, uint32_t slot_index, uint32_t incarnation, bool* left_abandoned,
                     uint64_t* acquired_at);
 
 // Whether the calling thread holds the slot (in `mode`), and whether it holds

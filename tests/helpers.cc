@@ -1,0 +1,169 @@
+#include "helpers.h"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <catch2/catch.hpp>
+#include <chrono>
+#include <cstdlib>
+#include <filesystem>
+#include <thread>
+
+namespace testing {
+
+TempDir::TempDir() {
+  char tmpl[] = "/tmp/locktable-test-XXXXXX";
+  char* p = ::mkdtemp(tmpl);
+  REQUIRE(p != nullptr);
+  path_ = p;
+}
+
+TempDir::~TempDir() {
+  std::error_code ec;
+  std::filesystem::remove_all(path_, ec);
+}
+
+std::unique_ptr<locktable::Table> open_table(const std::string& dir, locktable::Options options) {
+  std::unique_ptr<locktable::Table> t;
+  locktable::Status s = locktable::Table::open(dir, options, &t);
+  INFO(s.to_string());
+  REQUIRE(s.ok());
+  return t;
+}
+
+locktable::Lock child_lock(const std::string& dir, const std::string& name, std::unique_ptr<locktable::Table>* keep) {
+  locktable::Status s = locktable::Table::open(dir, {}, keep);
+  if (!s.ok()) {
+    std::fprintf(stderr, "child: %s\n", s.to_string().c_str());
+    std::_Exit(90);
+  }
+  locktable::Lock lock;
+  s = (*keep)->lookup(name, &lock);
+  if (!s.ok()) {
+    std::fprintf(stderr, "child: %s\n", s.to_string().c_str());
+    std::_Exit(91);
+  }
+  return lock;
+}
+
+pid_t spawn(const std::function<int()>& fn) {
+  std::fflush(nullptr);
+  pid_t pid = ::fork();
+  REQUIRE(pid >= 0);
+  if (pid == 0) {
+    int rc = 99;
+    try {
+      rc = fn();
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "child exception: %s\n", e.what());
+      rc = 98;
+    }
+    std::fflush(nullptr);
+    std::_Exit(rc);
+  }
+  return pid;
+}
+
+int wait_child(pid_t pid, int timeout_ms) {
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
+  for (;;) {
+    int status = 0;
+    pid_t r = ::waitpid(pid, &status, WNOHANG);
+    if (r == pid) {
+      if (WIFEXITED(status)) return WEXITSTATUS(status);
+      if (WIFSIGNALED(status)) return 128 + WTERMSIG(status);
+      return -2;
+    }
+    if (r < 0) return -3;
+    if (std::chrono::steady_clock::now() > deadline) {
+      ::kill(pid, SIGKILL);
+      ::waitpid(pid, &status, 0);
+      return -1;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+}
+
+Pipe::Pipe() { REQUIRE(::pipe2(fds_, O_CLOEXEC) == 0); }
+
+Pipe::~Pipe() {
+  close_read();
+  close_write();
+}
+
+void Pipe::send(char c) const {
+  if (fds_[1] >= 0) (void)!::write(fds_[1], &c, 1);
+}
+
+char Pipe::receive(int timeout_ms) const {
+  pollfd p{fds_[0], POLLIN, 0};
+  if (::poll(&p, 1, timeout_ms) <= 0) return 0;
+  char c = 0;
+  return ::read(fds_[0], &c, 1) == 1 ? c : 0;
+}
+
+void Pipe::close_read() {
+  if (fds_[0] >= 0) ::close(fds_[0]);
+  fds_[0] = -1;
+}
+
+void Pipe::close_write() {
+  if (fds_[1] >= 0) ::close(fds_[1]);
+  fds_[1] = -1;
+}
+
+double now_ms() {
+  using namespace std::chrono;
+  return duration<double, std::milli>(steady_clock::now().time_since_epoch()).count();
+}
+
+}  // namespace testing
+
+#include <sys/mman.h>
+#include <sys/stat.h>
+
+namespace testing {
+
+RawTable::RawTable(const std::string& table_dir) {
+  int fd = ::open((table_dir + "/table").c_str(), O_RDWR | O_CLOEXEC);
+  REQUIRE(fd >= 0);
+  struct stat st;
+  REQUIRE(::fstat(fd, &st) == 0);
+  size_ = size_t(st.st_size);
+  void* p = ::mmap(nullptr, size_, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  ::close(fd);
+  REQUIRE(p != MAP_FAILED);
+  base_ = static_cast<char*>(p);
+}
+
+RawTable::~RawTable() { ::munmap(base_, size_); }
+
+locktable::format::Slot* RawTable::slot(uint32_t index) const {
+  using namespace locktable::format;
+  const Header* h = header();
+  for (uint32_t k = 0; k < kMaxExtents; ++k) {
+    ExtentGeometry g = extent_geometry(h->ring_entries, h->initial_slots, k);
+    if (index < g.first_slot + g.slot_count) {
+      REQUIRE(g.offset + g.bytes <= size_);
+      return reinterpret_cast<Slot*>(base_ + g.offset) + (index - g.first_slot);
+    }
+  }
+  return nullptr;
+}
+
+locktable::format::ReaderRecord* RawTable::reader(uint32_t index) const {
+  using namespace locktable::format;
+  const Header* h = header();
+  for (uint32_t k = 0; k < kMaxExtents; ++k) {
+    ExtentGeometry g = extent_geometry(h->ring_entries, h->initial_slots, k);
+    if (index < g.first_reader + g.reader_count) {
+      return reinterpret_cast<ReaderRecord*>(base_ + g.offset + g.slot_count * kSlotSize) + (index - g.first_reader);
+    }
+  }
+  return nullptr;
+}
+
+}  // namespace testing

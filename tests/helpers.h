@@ -1,0 +1,83 @@
+// Test helpers: temporary table folders and real child processes.
+//
+// Children are real fork()ed processes. A child never uses Catch2 (its
+// assertions would be reported from the wrong process): it reports through
+// its exit status and through pipes.
+#pragma once
+
+#include <sys/types.h>
+
+#include <functional>
+#include <memory>
+#include <string>
+
+#include "locktable/locktable.h"
+
+namespace testing {
+
+class TempDir {
+ public:
+  TempDir();
+  ~TempDir();
+  const std::string& path() const { return path_; }
+  std::string table() const { return path_ + "/t"; }  // a table folder inside it
+
+ private:
+  std::string path_;
+};
+
+// Opens (creating) a table; REQUIREs success.
+std::unique_ptr<locktable::Table> open_table(const std::string& dir, locktable::Options options = {});
+
+// Opens the table and looks up `name` in a child; aborts the child on failure.
+locktable::Lock child_lock(const std::string& dir, const std::string& name,
+                           std::unique_ptr<locktable::Table>* keep);
+
+// Runs fn in a forked child, which exits with fn's result.
+pid_t spawn(const std::function<int()>& fn);
+
+// Waits for a child: its exit status, or 128 + signal. Kills it and returns
+// -1 after timeout_ms.
+int wait_child(pid_t pid, int timeout_ms = 60000);
+
+// A one-way pipe for "I got here" signals between processes.
+class Pipe {
+ public:
+  Pipe();
+  ~Pipe();
+  void send(char c = '.') const;
+  // The next byte, or 0 on timeout / closed.
+  char receive(int timeout_ms = 30000) const;
+  void close_read();
+  void close_write();
+
+ private:
+  int fds_[2];
+};
+
+// Milliseconds since an arbitrary start (monotonic).
+double now_ms();
+
+}  // namespace testing
+
+#include "table_format.h"
+
+namespace testing {
+
+// The table file mapped directly, independent of the engine: for forging
+// records and corrupting headers the way a crash or a bug elsewhere would.
+class RawTable {
+ public:
+  explicit RawTable(const std::string& table_dir);
+  ~RawTable();
+  locktable::format::Header* header() const { return reinterpret_cast<locktable::format::Header*>(base_); }
+  locktable::format::Slot* slot(uint32_t index) const;
+  locktable::format::ReaderRecord* reader(uint32_t index) const;
+  size_t size() const { return size_; }
+
+ private:
+  char* base_ = nullptr;
+  size_t size_ = 0;
+};
+
+}  // namespace testing

@@ -1,0 +1,197 @@
+// The on-disk formats: header validation, geometry, record packing, LMDB codecs.
+#include <catch2/catch.hpp>
+#include <cstring>
+
+#include "atomic128.h"
+#include "header_check.h"
+#include "lmdb_records.h"
+#include "table_format.h"
+
+using namespace locktable;
+using namespace locktable::format;
+
+namespace {
+
+Header fresh_header() {
+  Header h;
+  uint8_t boot[16] = {1, 2, 3};
+  init_header(&h, 1024, 64, 1u << 20, 4026531836u, boot, 123, 0, HistoryLevel::persisted);
+  return h;
+}
+
+uint64_t size_of(const Header& h) { return published_end(h, h.extent_count); }
+
+}  // namespace
+
+TEST_CASE("owner record packs pid, tid, start time and generation into 128 bits") {
+  detail::Word128 w = detail::make_word(0x1234 | kWaiters, 777 | kSharedWaiters, 0xdeadbeef, 42);
+  OwnerRecord r = detail::to_record(w);
+  CHECK(r.tid_word == (0x1234 | kWaiters));
+  CHECK((r.pid_word & kPidMask) == 777);
+  CHECK(r.aux == 0xdeadbeef);
+  CHECK(r.generation == 42);
+  // The same bytes in memory as the struct (little-endian x86-64).
+  OwnerRecord mem;
+  std::memcpy(&mem, &w, sizeof w);
+  CHECK(std::memcmp(&mem, &r, sizeof r) == 0);
+}
+
+TEST_CASE("cas128 swaps all 16 bytes or none") {
+  alignas(16) detail::Word128 cell = detail::make_word(1, 2, 3, 4);
+  detail::Word128 expected = detail::make_word(1, 2, 3, 5);  // wrong generation
+  CHECK_FALSE(detail::cas128(&cell, expected, detail::make_word(9, 9, 9, 9)));
+  CHECK(expected == detail::make_word(1, 2, 3, 4));  // got the current value
+  CHECK(detail::cas128(&cell, expected, detail::make_word(9, 9, 9, 9)));
+  CHECK(detail::load128(&cell) == detail::make_word(9, 9, 9, 9));
+}
+
+TEST_CASE("reader op word round-trips") {
+  uint64_t op = make_reader_op((1u << 30) - 1, ReaderState::leaving, 0xfedcba98u);
+  CHECK(reader_op_slot(op) == (1u << 30) - 1);
+  CHECK(reader_op_state(op) == ReaderState::leaving);
+  CHECK(reader_op_ticket(op) == 0xfedcba98u);
+}
+
+TEST_CASE("extent geometry doubles and never overlaps") {
+  for (uint32_t k = 1; k < 20; ++k) {
+    ExtentGeometry prev = extent_geometry(1024, 8, k - 1), cur = extent_geometry(1024, 8, k);
+    CHECK(cur.offset == prev.offset + prev.bytes);
+    CHECK(cur.first_slot == prev.first_slot + prev.slot_count);
+    CHECK(cur.slot_count == prev.slot_count * 2);
+    CHECK(cur.offset % kPageSize == 0);
+    CHECK(cur.bytes >= cur.slot_count * kSlotSize + cur.reader_count * kReaderSize);
+  }
+  uint32_t n = extents_for_max_slots(1024, 8, 1'000'000);
+  ExtentGeometry last = extent_geometry(1024, 8, n - 1);
+  CHECK(last.first_slot + last.slot_count >= 1'000'000);
+  CHECK(extent_geometry(1024, 8, n - 2).first_slot + extent_geometry(1024, 8, n - 2).slot_count < 1'000'000);
+}
+
+TEST_CASE("a fresh header validates") {
+  Header h = fresh_header();
+  Status s = validate_header(h, size_of(h), "/x/table");
+  INFO(s.to_string());
+  CHECK(s.ok());
+}
+
+TEST_CASE("header validation names the file and the problem") {
+  Header h = fresh_header();
+  SECTION("bad magic") {
+    std::memcpy(h.magic, "NOTATABL", 8);
+    Status s = validate_header(h, size_of(h), "/x/table");
+    CHECK(s.code() == Code::corrupt);
+    CHECK(s.message() == "/x/table: not a locktable file (bad magic)");
+  }
+  SECTION("newer version") {
+    h.magic[7] = '2';
+    h.format = (uint64_t{2} << 32) | (kFormat & 0xffffffffu);
+    Status s = validate_header(h, size_of(h), "/x/table");
+    CHECK(s.code() == Code::version_mismatch);
+    CHECK(s.message().find("version 2") != std::string::npos);
+  }
+  SECTION("different layout word") {
+    h.format ^= 1;
+    CHECK(validate_header(h, size_of(h), "/x/table").code() == Code::version_mismatch);
+  }
+  SECTION("truncated below the header") {
+    Status s = validate_header(h, 100, "/x/table");
+    CHECK(s.code() == Code::corrupt);
+    CHECK(s.message().find("truncated") != std::string::npos);
+  }
+  SECTION("truncated below the published extents") {
+    Status s = validate_header(h, size_of(h) - 1, "/x/table");
+    CHECK(s.code() == Code::corrupt);
+    CHECK(s.message().find("truncated") != std::string::npos);
+  }
+  SECTION("checksum catches a changed immutable field") {
+    h.pid_namespace ^= 0x100;
+    Status s = validate_header(h, size_of(h), "/x/table");
+    CHECK(s.code() == Code::corrupt);
+    CHECK(s.message().find("checksum") != std::string::npos);
+  }
+  SECTION("extent count beyond the limit") {
+    h.extent_count = 31;
+    CHECK(validate_header(h, 1ull << 40, "/x/table").code() == Code::corrupt);
+  }
+  SECTION("extent descriptor disagreeing with the geometry") {
+    h.extents[0].slot_count = 1000;
+    Status s = validate_header(h, size_of(h), "/x/table");
+    CHECK(s.code() == Code::corrupt);
+    CHECK(s.message().find("extent 0") != std::string::npos);
+  }
+  SECTION("history level") {
+    h.history_level = 7;
+    CHECK(validate_header(h, size_of(h), "/x/table").code() == Code::corrupt);
+  }
+}
+
+TEST_CASE("every single-byte corruption of the immutable header is caught") {
+  Header good = fresh_header();
+  for (size_t i = 0; i < kHeaderCrcBytes + 4; ++i) {
+    Header h = good;
+    reinterpret_cast<uint8_t*>(&h)[i] ^= 0x5a;
+    Status s = validate_header(h, size_of(good), "/x/table");
+    INFO("byte " << i);
+    CHECK_FALSE(s.ok());
+  }
+}
+
+TEST_CASE("LMDB records round-trip") {
+  NameRecord n{7, 3, 99};
+  NameRecord n2;
+  REQUIRE(decode_name_record(encode_name_record(n), &n2, "x").ok());
+  CHECK(n2.slot == 7);
+  CHECK(n2.incarnation == 3);
+  CHECK(n2.created_ns == 99);
+
+  SlotRecord s{5, "orders"}, s2;
+  REQUIRE(decode_slot_record(encode_slot_record(s), &s2, 1).ok());
+  CHECK(s2.incarnation == 5);
+  CHECK(s2.name == "orders");
+
+  HistoryRecord h;
+  h.kind = 5;
+  h.mode = 1;
+  h.flags = 1;
+  h.pid = 10;
+  h.tid = 11;
+  h.slot = 12;
+  h.incarnation = 13;
+  h.time_ns = 14;
+  h.aux64 = 15;
+  h.aux32 = 16;
+  h.comm = "worker";
+  h.name = "orders";
+  HistoryRecord h2;
+  REQUIRE(decode_history_record(encode_history_record(h), &h2, 1).ok());
+  CHECK(h2.kind == 5);
+  CHECK(h2.mode == 1);
+  CHECK(h2.pid == 10);
+  CHECK(h2.aux64 == 15);
+  CHECK(h2.aux32 == 16);
+  CHECK(h2.comm == "worker");
+  CHECK(h2.name == "orders");
+
+  CHECK(encode_u64_key(1) < encode_u64_key(256));  // big-endian keys sort numerically
+  uint64_t v = 0;
+  CHECK(decode_u64_key(encode_u64_key(0x0102030405060708ull), &v));
+  CHECK(v == 0x0102030405060708ull);
+}
+
+TEST_CASE("corrupt LMDB records give an error naming the record") {
+  HistoryRecord h;
+  h.kind = 3;
+  h.name = "orders";
+  std::string good = encode_history_record(h);
+  HistoryRecord out;
+  for (size_t cut = 0; cut < good.size(); ++cut) {
+    Status s = decode_history_record(good.substr(0, cut), &out, 77);
+    CHECK(s.code() == Code::corrupt);
+    CHECK(s.message().find("history record 77") != std::string::npos);
+  }
+  std::string bad_kind = good;
+  bad_kind[4] = char(200);
+  CHECK(decode_history_record(bad_kind, &out, 78).code() == Code::corrupt);
+  NameRecord n;
+  CHECK(decode_name_record("abc", &n, "orders").message().find("'orders'") != std::string::npos);
+}

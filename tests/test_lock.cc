@@ -1,0 +1,214 @@
+// Acquire/release semantics within one process (threads), names and handles.
+#include <catch2/catch.hpp>
+#include <mutex>
+#include <shared_mutex>
+#include <thread>
+
+#include "helpers.h"
+
+using namespace locktable;
+using testing::open_table;
+using testing::TempDir;
+
+TEST_CASE("acquire, release, and the status of each misuse") {
+  TempDir tmp;
+  auto t = open_table(tmp.table());
+  Lock a;
+  REQUIRE(t->lookup("orders", &a).ok());
+  CHECK(a.name() == "orders");
+
+  AcquireResult r = a.acquire();
+  CHECK(r.status.ok());
+  CHECK(r.held());
+  CHECK_FALSE(r.abandoned());
+
+  SECTION("re-acquire by the same thread is already_held, not a deadlock or a recursion") {
+    AcquireResult again = a.acquire();
+    CHECK(again.status.code() == Code::already_held);
+    CHECK_FALSE(again.held());
+    CHECK(a.release().ok());
+    CHECK(a.release().code() == Code::not_owner);  // no hidden recursion count
+  }
+  SECTION("release by another thread is not_owner and changes nothing") {
+    Status other;
+    std::thread([&] { other = a.release(); }).join();
+    CHECK(other.code() == Code::not_owner);
+    AcquireResult by_other;
+    std::thread([&] { by_other = a.try_acquire(); }).join();
+    CHECK(by_other.status.code() == Code::timed_out);  // still held by us
+    CHECK(a.release().ok());
+  }
+  SECTION("a second handle to the same name is the same lock") {
+    Lock b;
+    REQUIRE(t->lookup("orders", &b, Lookup::existing).ok());
+    CHECK(b.slot() == a.slot());
+    CHECK(b.acquire().status.code() == Code::already_held);
+    CHECK(b.release().ok());
+  }
+}
+
+TEST_CASE("try and timed acquire give up") {
+  TempDir tmp;
+  auto t = open_table(tmp.table());
+  Lock a;
+  REQUIRE(t->lookup("jobs", &a).ok());
+  REQUIRE(a.acquire().status.ok());
+  std::thread([&] {
+    CHECK(a.try_acquire().status.code() == Code::timed_out);
+    double start = testing::now_ms();
+    AcquireResult r = a.acquire(Mode::exclusive, Deadline::after(std::chrono::milliseconds(150)));
+    double waited = testing::now_ms() - start;
+    CHECK(r.status.code() == Code::timed_out);
+    CHECK(waited >= 140);
+    CHECK(waited < 5000);
+    CHECK_FALSE(a.try_lock_for(std::chrono::milliseconds(20)));
+    CHECK_FALSE(a.try_lock());
+  }).join();
+  CHECK(a.release().ok());
+}
+
+TEST_CASE("a blocked thread gets the lock when it is released") {
+  TempDir tmp;
+  auto t = open_table(tmp.table());
+  Lock a;
+  REQUIRE(t->lookup("jobs", &a).ok());
+  REQUIRE(a.acquire().status.ok());
+  std::atomic<bool> got{false};
+  std::thread waiter([&] {
+    AcquireResult r = a.acquire();
+    CHECK(r.status.ok());
+    got = true;
+    CHECK(a.release().ok());
+  });
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  CHECK_FALSE(got.load());
+  CHECK(a.release().ok());
+  waiter.join();
+  CHECK(got.load());
+}
+
+TEST_CASE("the handle works with std::unique_lock, std::scoped_lock and std::shared_lock") {
+  TempDir tmp;
+  auto t = open_table(tmp.table());
+  Lock a, b;
+  REQUIRE(t->lookup("a", &a).ok());
+  REQUIRE(t->lookup("b", &b).ok());
+  {
+    std::unique_lock<Lock> ul(a);
+    CHECK(ul.owns_lock());
+    CHECK(a.acquire().status.code() == Code::already_held);
+  }
+  CHECK(a.try_acquire().status.ok());
+  CHECK(a.release().ok());
+  {
+    std::scoped_lock both(a, b);
+    std::thread([&] {
+      CHECK_FALSE(a.try_lock());
+      CHECK_FALSE(b.try_lock());
+    }).join();
+  }
+  {
+    std::shared_lock<Lock> s1(a);
+    std::thread([&] {
+      std::shared_lock<Lock> s2(a, std::try_to_lock);
+      CHECK(s2.owns_lock());              // readers share
+      CHECK_THROWS_AS(a.try_lock(), Error);  // no upgrade of a shared hold
+    }).join();
+    std::thread([&] { CHECK_FALSE(a.try_lock()); }).join();  // a writer waits for the readers
+  }
+  std::unique_lock<Lock> timed(a, std::chrono::milliseconds(10));
+  CHECK(timed.owns_lock());
+  CHECK_THROWS_AS(a.lock(), Error);  // already held: an exception, not a deadlock
+}
+
+TEST_CASE("names are validated") {
+  TempDir tmp;
+  auto t = open_table(tmp.table());
+  Lock l;
+  CHECK(t->lookup("", &l).code() == Code::invalid_argument);
+  CHECK(t->lookup(std::string(256, 'x'), &l).code() == Code::invalid_argument);
+  CHECK(t->lookup(std::string("a\0b", 3), &l).code() == Code::invalid_argument);
+  CHECK(t->lookup(std::string(255, 'x'), &l).ok());
+  CHECK(t->lookup("\xff\xfe binary is fine", &l).ok());
+  CHECK(t->lookup("missing", &l, Lookup::existing).code() == Code::not_found);
+  Lock empty;
+  CHECK(empty.acquire().status.code() == Code::invalid_argument);
+}
+
+TEST_CASE("a handle to a removed or re-created name fails cleanly") {
+  TempDir tmp;
+  auto t = open_table(tmp.table());
+  Lock old;
+  REQUIRE(t->lookup("cache", &old).ok());
+  REQUIRE(old.acquire().status.ok());
+  CHECK(t->remove("cache").code() == Code::busy);  // held: refused
+  REQUIRE(old.release().ok());
+  REQUIRE(t->remove("cache").ok());
+  CHECK(t->remove("cache").code() == Code::not_found);
+  CHECK(old.acquire().status.code() == Code::stale_handle);
+
+  // The freed slot goes to a new name; the old handle must not lock it.
+  Lock other;
+  REQUIRE(t->lookup("somebody-else", &other).ok());
+  CHECK(other.slot() == old.slot());
+  CHECK(old.acquire().status.code() == Code::stale_handle);
+  CHECK(old.try_acquire(Mode::shared).status.code() == Code::stale_handle);
+  REQUIRE(other.acquire().status.ok());
+  CHECK(old.release().code() == Code::stale_handle);  // never releases the new name's hold
+  CHECK(old.release(Mode::shared).code() == Code::stale_handle);
+  CHECK(other.release().ok());
+
+  // Re-creating the same name gives a new incarnation; the old handle stays stale.
+  REQUIRE(t->remove("somebody-else").ok());
+  Lock again;
+  REQUIRE(t->lookup("cache", &again).ok());
+  CHECK(old.acquire().status.code() == Code::stale_handle);
+  CHECK(again.acquire().status.ok());
+  CHECK(again.release().ok());
+}
+
+TEST_CASE("a waiter is woken with stale_handle when its name is removed") {
+  TempDir tmp;
+  auto t = open_table(tmp.table());
+  Lock a;
+  REQUIRE(t->lookup("x", &a).ok());
+  REQUIRE(a.acquire(Mode::shared).status.ok());
+  std::thread waiter([&] {
+    AcquireResult r = a.acquire(Mode::exclusive, Deadline::after(std::chrono::seconds(20)));
+    CHECK(r.status.code() == Code::stale_handle);
+  });
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  REQUIRE(a.release(Mode::shared).ok());
+  // The writer may win the race and get the lock; only remove once it is free.
+  for (int i = 0; i < 1000 && t->remove("x").code() == Code::busy; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  waiter.join();
+}
+
+TEST_CASE("list shows holders and state") {
+  TempDir tmp;
+  auto t = open_table(tmp.table());
+  Lock a, b;
+  REQUIRE(t->lookup("alpha", &a).ok());
+  REQUIRE(t->lookup("beta", &b).ok());
+  REQUIRE(a.acquire().status.ok());
+  REQUIRE(b.acquire(Mode::shared).status.ok());
+  std::vector<LockInfo> ls;
+  REQUIRE(t->list(&ls).ok());
+  REQUIRE(ls.size() == 2);
+  CHECK(ls[0].name == "alpha");
+  CHECK(ls[0].state == LockState::held);
+  REQUIRE(ls[0].holders.size() == 1);
+  CHECK(ls[0].holders[0].owner.pid == uint32_t(::getpid()));
+  CHECK(ls[0].holders[0].owner.tid == uint32_t(::gettid()));
+  CHECK(ls[0].holders[0].alive);
+  CHECK(ls[1].state == LockState::shared);
+  CHECK(ls[1].mode == Mode::shared);
+  CHECK(ls[1].holders.size() == 1);
+  CHECK(a.release().ok());
+  CHECK(b.release(Mode::shared).ok());
+  REQUIRE(t->list(&ls).ok());
+  CHECK(ls[0].state == LockState::free);
+  CHECK(ls[1].state == LockState::free);
+}

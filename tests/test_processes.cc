@@ -1,0 +1,290 @@
+// Multi-process behaviour with real processes: exclusion, death of a holder
+// (SIGKILL, thread exit, pid reuse as seen by a forged record), fork.
+#include <signal.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <catch2/catch.hpp>
+#include <mutex>
+#include <thread>
+
+#include "atomic128.h"
+#include "helpers.h"
+#include "thread_self.h"
+
+using namespace locktable;
+using testing::child_lock;
+using testing::open_table;
+using testing::Pipe;
+using testing::spawn;
+using testing::TempDir;
+using testing::wait_child;
+
+namespace {
+
+template <class T>
+T* shared_memory() {
+  void* p = ::mmap(nullptr, sizeof(T), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+  REQUIRE(p != MAP_FAILED);
+  return new (p) T();
+}
+
+struct Counter {
+  volatile uint64_t value = 0;
+  volatile int inside = 0;
+  volatile int overlaps = 0;
+};
+
+}  // namespace
+
+TEST_CASE("N processes incrementing a shared counter under the lock lose no increment") {
+  TempDir tmp;
+  open_table(tmp.table());
+  Counter* c = shared_memory<Counter>();
+  constexpr int kProcs = 4, kIters = 20000;
+  std::vector<pid_t> kids;
+  for (int i = 0; i < kProcs; ++i) {
+    kids.push_back(spawn([&] {
+      std::unique_ptr<Table> t;
+      Lock l = child_lock(tmp.table(), "counter", &t);
+      for (int n = 0; n < kIters; ++n) {
+        if (!l.acquire().status.ok()) return 1;
+        if (c->inside != 0) c->overlaps = c->overlaps + 1;
+        c->inside = 1;
+        uint64_t v = c->value;  // a read-modify-write that only the lock protects
+        if (n % 64 == 0) sched_yield();
+        c->value = v + 1;
+        c->inside = 0;
+        if (!l.release().ok()) return 2;
+      }
+      return 0;
+    }));
+  }
+  for (pid_t k : kids) CHECK(wait_child(k) == 0);
+  CHECK(c->value == uint64_t(kProcs) * kIters);
+  CHECK(c->overlaps == 0);
+}
+
+TEST_CASE("SIGKILL of a holder: exactly one waiter is told abandoned, the others acquire normally") {
+  TempDir tmp;
+  auto t = open_table(tmp.table());
+  Pipe holder_ready, results;
+  pid_t holder = spawn([&] {
+    std::unique_ptr<Table> tt;
+    Lock l = child_lock(tmp.table(), "orders", &tt);
+    if (!l.acquire().status.ok()) return 1;
+    holder_ready.send();
+    pause();
+    return 0;
+  });
+  REQUIRE(holder_ready.receive() == '.');
+
+  constexpr int kWaiters = 3;
+  std::vector<pid_t> waiters;
+  for (int i = 0; i < kWaiters; ++i) {
+    waiters.push_back(spawn([&] {
+      std::unique_ptr<Table> tt;
+      Lock l = child_lock(tmp.table(), "orders", &tt);
+      AcquireResult r = l.acquire(Mode::exclusive, Deadline::after(std::chrono::seconds(30)));
+      if (r.abandoned()) {
+        // The dead owner is named, and it is the holder we were told about.
+        if (r.dead_owner.pid != uint32_t(holder) || r.dead_owner.tid != uint32_t(holder)) return 5;
+        results.send('A');
+        (void)l.mark_consistent();  // repaired: later holders acquire normally
+      } else if (r.status.ok()) {
+        results.send('O');
+      } else {
+        return 3;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+      return l.release().ok() ? 0 : 4;
+    }));
+  }
+  std::this_thread::sleep_for(std::chrono::milliseconds(100));  // let them block
+  double killed_at = testing::now_ms();
+  REQUIRE(::kill(holder, SIGKILL) == 0);
+  CHECK(wait_child(holder) == 128 + SIGKILL);
+  int abandoned = 0, plain = 0;
+  double first_result_at = 0;
+  for (int i = 0; i < kWaiters; ++i) {
+    char c = results.receive();
+    if (i == 0) first_result_at = testing::now_ms();
+    abandoned += c == 'A';
+    plain += c == 'O';
+  }
+  for (pid_t w : waiters) CHECK(wait_child(w) == 0);
+  CHECK(abandoned == 1);
+  CHECK(plain == kWaiters - 1);
+  CHECK(first_result_at - killed_at < 5000);  // found promptly (the benchmark measures how promptly)
+
+  Lock l;
+  REQUIRE(t->lookup("orders", &l).ok());
+  CHECK(l.acquire().status.ok());  // consistent again
+  CHECK(l.release().ok());
+}
+
+TEST_CASE("abandonment carries on until a holder marks the lock consistent") {
+  TempDir tmp;
+  auto t = open_table(tmp.table());
+  pid_t holder = spawn([&] {
+    std::unique_ptr<Table> tt;
+    Lock l = child_lock(tmp.table(), "ledger", &tt);
+    if (!l.acquire().status.ok()) return 1;
+    ::raise(SIGKILL);
+    return 0;
+  });
+  CHECK(wait_child(holder) == 128 + SIGKILL);
+  Lock l;
+  REQUIRE(t->lookup("ledger", &l).ok());
+  AcquireResult r = l.acquire();
+  REQUIRE(r.abandoned());
+  CHECK(r.dead_owner.pid == uint32_t(holder));
+  CHECK(l.abandoned());
+  REQUIRE(l.release().ok());  // released without repair
+  std::thread([&] {           // another thread (or process) is told again
+    AcquireResult again = l.acquire();
+    CHECK(again.abandoned());
+    CHECK(again.dead_owner.pid == uint32_t(holder));
+    CHECK(l.mark_consistent().ok());
+    CHECK_FALSE(l.abandoned());
+    CHECK(l.release().ok());
+  }).join();
+  r = l.acquire();
+  CHECK(r.status.ok());
+  CHECK_FALSE(l.abandoned());
+  CHECK(l.release().ok());
+  // Lockable use: lock() succeeds, abandoned() tells.
+  pid_t holder2 = spawn([&] {
+    std::unique_ptr<Table> tt;
+    Lock l2 = child_lock(tmp.table(), "ledger", &tt);
+    l2.lock();
+    ::raise(SIGKILL);
+    return 0;
+  });
+  CHECK(wait_child(holder2) == 128 + SIGKILL);
+  {
+    std::unique_lock<Lock> guard(l);
+    CHECK(guard.owns_lock());
+    CHECK(l.abandoned());
+    CHECK(l.mark_consistent().ok());
+  }
+}
+
+TEST_CASE("a thread that exits holding a lock leaves it abandoned") {
+  TempDir tmp;
+  auto t = open_table(tmp.table());
+  Lock l;
+  REQUIRE(t->lookup("t", &l).ok());
+  uint32_t dead_tid = 0;
+  std::thread([&] {
+    REQUIRE(l.acquire().status.ok());
+    dead_tid = uint32_t(::gettid());
+  }).join();
+  AcquireResult r = l.acquire(Mode::exclusive, Deadline::after(std::chrono::seconds(10)));
+  CHECK(r.abandoned());
+  CHECK(r.dead_owner.tid == dead_tid);
+  CHECK(r.dead_owner.pid == uint32_t(::getpid()));
+  CHECK(l.release().ok());
+}
+
+TEST_CASE("a holder that died without kernel notification is found by the liveness check") {
+  // A child writes itself in as owner with a bare CAS, as a process whose
+  // robust list is unusable would, then dies: the kernel does not mark the
+  // record, so only the /proc check can find it.
+  TempDir tmp;
+  auto t = open_table(tmp.table());
+  Lock l;
+  REQUIRE(t->lookup("p", &l).ok());
+  pid_t kid = spawn([&] {
+    testing::RawTable raw(tmp.table());
+    detail::ThreadSelf& me = detail::thread_self();
+    detail::Word128 cur = detail::load128(&raw.slot(l.slot())->owner);
+    detail::Word128 mine = detail::make_word(me.tid, me.pid, me.start, detail::generation(cur) + 1);
+    return detail::cas128(&raw.slot(l.slot())->owner, cur, mine) ? 0 : 1;
+  });
+  REQUIRE(wait_child(kid) == 0);
+  CHECK(l.try_acquire().status.code() == Code::timed_out);  // a try does not wait for a check
+  double start = testing::now_ms();
+  AcquireResult r = l.acquire(Mode::exclusive, Deadline::after(std::chrono::seconds(10)));
+  CHECK(r.abandoned());
+  CHECK(r.dead_owner.pid == uint32_t(kid));
+  CHECK(testing::now_ms() - start < 1000);
+  CHECK(l.release().ok());
+}
+
+TEST_CASE("an owner record whose pid is alive but whose start time differs is a dead owner (pid reuse)") {
+  TempDir tmp;
+  auto t = open_table(tmp.table());
+  Lock l;
+  REQUIRE(t->lookup("reused", &l).ok());
+  testing::RawTable raw(tmp.table());
+  detail::ThreadSelf& me = detail::thread_self();
+  std::atomic<bool> stop{false};
+  std::atomic<uint32_t> other_tid{0};
+  std::thread live([&] {  // a live thread whose tid we forge records for
+    other_tid = uint32_t(::gettid());
+    while (!stop) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  });
+  while (other_tid == 0) std::this_thread::yield();
+  uint64_t real_start = 0;
+  char state = 0;
+  REQUIRE(detail::read_thread_stat(me.pid, other_tid, &real_start, &state));
+  auto forge = [&](uint32_t start) {
+    detail::Word128 cur = detail::load128(&raw.slot(l.slot())->owner);
+    REQUIRE(detail::cas128(&raw.slot(l.slot())->owner, cur,
+                           detail::make_word(other_tid, me.pid, start, detail::generation(cur) + 1)));
+  };
+
+  SECTION("right start time: alive, never taken over") {
+    forge(uint32_t(real_start));
+    AcquireResult r = l.acquire(Mode::exclusive, Deadline::after(std::chrono::milliseconds(300)));
+    CHECK(r.status.code() == Code::timed_out);
+    // Clean up as the "owner" would.
+    detail::Word128 cur = detail::load128(&raw.slot(l.slot())->owner);
+    REQUIRE(detail::cas128(&raw.slot(l.slot())->owner, cur, detail::make_word(0, 0, 0, detail::generation(cur) + 1)));
+  }
+  SECTION("wrong start time: another thread now has that pid/tid, so the owner is dead") {
+    forge(uint32_t(real_start) + 12345);
+    AcquireResult r = l.acquire(Mode::exclusive, Deadline::after(std::chrono::seconds(10)));
+    CHECK(r.abandoned());
+    CHECK(r.dead_owner.tid == other_tid);
+    CHECK(l.release().ok());
+  }
+  stop = true;
+  live.join();
+}
+
+TEST_CASE("a child after fork does not own its parent's locks") {
+  TempDir tmp;
+  auto t = open_table(tmp.table());
+  Lock l;
+  REQUIRE(t->lookup("forked", &l).ok());
+  REQUIRE(l.acquire().status.ok());
+  Pipe go;
+  pid_t kid = spawn([&] {
+    if (l.release().code() != Code::not_owner) return 1;       // not the child's to release
+    if (l.try_acquire().status.code() != Code::timed_out) return 2;  // held by the parent
+    if (go.receive() != '.') return 3;
+    AcquireResult r = l.acquire(Mode::exclusive, Deadline::after(std::chrono::seconds(10)));
+    if (!r.status.ok()) return 4;  // a live parent released it: not abandoned
+    return l.release().ok() ? 0 : 5;
+  });
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  REQUIRE(l.release().ok());
+  go.send();
+  CHECK(wait_child(kid) == 0);
+}
+
+TEST_CASE("a table used after fork refuses LMDB work in the child, locks keep working") {
+  TempDir tmp;
+  auto t = open_table(tmp.table());
+  Lock l;
+  REQUIRE(t->lookup("x", &l).ok());
+  pid_t kid = spawn([&] {
+    Lock other;
+    if (t->lookup("y", &other).code() != Code::invalid_argument) return 1;
+    if (!l.acquire().status.ok()) return 2;
+    return l.release().ok() ? 0 : 3;
+  });
+  CHECK(wait_child(kid) == 0);
+}
