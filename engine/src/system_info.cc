@@ -82,15 +82,20 @@ Status check_local_filesystem(const std::string& dir, bool allow) {
                   fmt::format("{}: statfs: {}", dir, std::strerror(errno)));
   }
   if (allow) return Status::OK();
-  for (const NetworkFs& fs : kNetworkFs) {
-    if (long(sf.f_type) == fs.magic || long(uint32_t(sf.f_type)) == fs.magic) {
-      return Status(Code::unsupported,
-                    fmt::format("{}: on a {} file system; futexes and byte-range locks do not reach other "
-                                "machines (open with allow_network_fs to use it anyway)",
-                                dir, fs.name));
-    }
+  if (const char* name = network_filesystem_name(long(sf.f_type))) {
+    return Status(Code::unsupported,
+                  fmt::format("{}: on a {} file system; futexes and byte-range locks do not reach other "
+                              "machines (open with allow_network_fs to use it anyway)",
+                              dir, name));
   }
   return Status::OK();
+}
+
+const char* network_filesystem_name(long f_type) {
+  for (const NetworkFs& fs : kNetworkFs) {
+    if (f_type == fs.magic || long(uint32_t(f_type)) == fs.magic) return fs.name;
+  }
+  return nullptr;
 }
 
 uint64_t realtime_coarse_ns() {

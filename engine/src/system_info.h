@@ -24,6 +24,10 @@ Status read_pid_namespace(uint64_t* ns);
 // `allow` is set.
 Status check_local_filesystem(const std::string& dir, bool allow);
 
+// The name of a statfs(2) f_type that is shared between machines or served
+// from user space ("NFS", "FUSE", ...), or nullptr for a local file system.
+const char* network_filesystem_name(long f_type);
+
 // Nanoseconds since the epoch, coarse (vDSO, a few ns; resolution one tick).
 uint64_t realtime_coarse_ns();
 uint64_t realtime_ns();

@@ -1,0 +1,259 @@
+// Bad input: a missing, foreign, corrupt, truncated or newer table, another PID
+// namespace, permissions, symlinks, and the reset after a reboot. Every case is
+// a clear error naming the file, never a crash.
+#include <fcntl.h>
+#include <lmdb.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <catch2/catch.hpp>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+
+#include "header_check.h"
+#include "helpers.h"
+#include "system_info.h"
+
+using namespace locktable;
+using testing::open_table;
+using testing::spawn;
+using testing::TempDir;
+using testing::wait_child;
+
+namespace {
+
+Status try_open(const std::string& dir, bool create = false) {
+  std::unique_ptr<Table> t;
+  Options o;
+  o.create_if_missing = create;
+  return Table::open(dir, o, &t);
+}
+
+bool contains(const std::string& haystack, const std::string& needle) {
+  return haystack.find(needle) != std::string::npos;
+}
+
+void write_file(const std::string& path, const std::string& bytes) {
+  std::ofstream(path, std::ios::binary | std::ios::trunc) << bytes;
+}
+
+}  // namespace
+
+TEST_CASE("a missing folder or table is not_found, naming it") {
+  TempDir tmp;
+  Status s = try_open(tmp.path() + "/nope");
+  CHECK(s.code() == Code::not_found);
+  CHECK(contains(s.message(), tmp.path() + "/nope"));
+  s = try_open(tmp.path());  // a folder without a table
+  CHECK(s.code() == Code::not_found);
+  CHECK(contains(s.message(), tmp.path() + "/table"));
+  write_file(tmp.path() + "/plain", "x");
+  s = try_open(tmp.path() + "/plain", true);
+  CHECK_FALSE(s.ok());
+  CHECK(contains(s.message(), tmp.path() + "/plain"));
+}
+
+TEST_CASE("a file that is not a table, or is truncated, is corrupt") {
+  TempDir tmp;
+  open_table(tmp.table());
+  std::string table = tmp.table() + "/table";
+  uintmax_t full = std::filesystem::file_size(table);
+
+  SECTION("not a locktable file") {
+    write_file(table, std::string(8192, 'z'));
+    Status s = try_open(tmp.table());
+    CHECK(s.code() == Code::corrupt);
+    CHECK(s.message() == table + ": not a locktable file (bad magic)");
+  }
+  for (uintmax_t size : {uintmax_t{0}, uintmax_t{7}, uintmax_t{100}, uintmax_t{4095}, uintmax_t{4096}, full - 1}) {
+    DYNAMIC_SECTION("truncated to " << size) {
+      std::filesystem::resize_file(table, size);
+      Status s = try_open(tmp.table());
+      CHECK(s.code() == Code::corrupt);
+      CHECK(contains(s.message(), table));
+      CHECK(contains(s.message(), "truncated"));
+    }
+  }
+}
+
+TEST_CASE("a table of a newer format, or with corrupt header fields, is refused") {
+  TempDir tmp;
+  open_table(tmp.table());
+  testing::RawTable raw(tmp.table());
+  format::Header* h = raw.header();
+  SECTION("newer version") {
+    h->magic[7] = '2';
+    h->format = (uint64_t{2} << 32) | (format::kFormat & 0xffffffffu);
+    Status s = try_open(tmp.table());
+    CHECK(s.code() == Code::version_mismatch);
+    CHECK(contains(s.message(), "version 2"));
+  }
+  SECTION("immutable field") {
+    h->ring_entries = 12345;  // caught by the checksum before the ring check
+    Status s = try_open(tmp.table());
+    CHECK(s.code() == Code::corrupt);
+    CHECK(contains(s.message(), "checksum"));
+  }
+  SECTION("extent count") {
+    h->extent_count = 0;
+    CHECK(try_open(tmp.table()).code() == Code::corrupt);
+    h->extent_count = 20;
+    CHECK(try_open(tmp.table()).code() == Code::corrupt);
+  }
+  SECTION("history level") {
+    h->history_level = 9;
+    CHECK(try_open(tmp.table()).code() == Code::corrupt);
+  }
+}
+
+TEST_CASE("a table created in another PID namespace is refused") {
+  TempDir tmp;
+  open_table(tmp.table());
+  testing::RawTable raw(tmp.table());
+  raw.header()->pid_namespace += 1;
+  raw.header()->header_crc = format::header_crc(*raw.header());
+  Status s = try_open(tmp.table());
+  CHECK(s.code() == Code::unsupported);
+  CHECK(contains(s.message(), "PID namespace"));
+}
+
+TEST_CASE("network file systems are recognised") {
+  CHECK(std::string(detail::network_filesystem_name(0x6969)) == "NFS");
+  CHECK(std::string(detail::network_filesystem_name(0xFF534D42)) == "CIFS");
+  CHECK(std::string(detail::network_filesystem_name(0x65735546)) == "FUSE");
+  CHECK(detail::network_filesystem_name(0xEF53) == nullptr);  // ext4
+  CHECK(detail::network_filesystem_name(0x01021994) == nullptr);  // tmpfs
+  TempDir tmp;
+  CHECK(detail::check_local_filesystem(tmp.path(), false).ok());
+}
+
+TEST_CASE("a symbolic link in place of the table file is refused") {
+  TempDir tmp;
+  open_table(tmp.table());
+  std::string table = tmp.table() + "/table";
+  std::filesystem::rename(table, tmp.path() + "/elsewhere");
+  std::filesystem::create_symlink(tmp.path() + "/elsewhere", table);
+  Status s = try_open(tmp.table());
+  CHECK(s.code() == Code::permission_denied);
+  CHECK(contains(s.message(), "symbolic link"));
+}
+
+TEST_CASE("files are created 0660 under the umask, never world-writable") {
+  TempDir tmp;
+  mode_t old = ::umask(0002);
+  open_table(tmp.table());
+  ::umask(0027);
+  open_table(tmp.path() + "/u");
+  ::umask(old);
+  auto mode = [](const std::string& p) {
+    struct stat st;
+    REQUIRE(::stat(p.c_str(), &st) == 0);
+    return st.st_mode & 0777;
+  };
+  CHECK(mode(tmp.table() + "/table") == 0660);
+  CHECK(mode(tmp.table() + "/data.mdb") == 0660);
+  CHECK(mode(tmp.path() + "/u/table") == 0640);
+  CHECK(mode(tmp.path() + "/u/data.mdb") == 0640);
+  CHECK((mode(tmp.path() + "/u") & 0002) == 0);
+}
+
+TEST_CASE("a table the user may not write is refused with permission_denied") {
+  TempDir tmp;
+  open_table(tmp.table());
+  ::chmod(tmp.path().c_str(), 0755);
+  ::chmod(tmp.table().c_str(), 0755);
+  pid_t kid = spawn([&] {
+    if (::getuid() == 0) {
+      // Root reads everything: become nobody, as another user would be.
+      if (::setgid(65534) != 0 || ::setuid(65534) != 0) return 10;
+    } else {
+      ::chmod((tmp.table() + "/table").c_str(), 0400);
+    }
+    std::unique_ptr<Table> t;
+    Status s = Table::open(tmp.table(), {}, &t);
+    if (s.code() != Code::permission_denied) {
+      std::fprintf(stderr, "got %s\n", s.to_string().c_str());
+      return 1;
+    }
+    return s.message().find(tmp.table() + "/table") != std::string::npos ? 0 : 2;
+  });
+  CHECK(wait_child(kid) == 0);
+}
+
+TEST_CASE("a corrupt LMDB record is an error naming it, in lookup, list and check") {
+  TempDir tmp;
+  {
+    auto t = open_table(tmp.table());
+    Lock l;
+    REQUIRE(t->lookup("good", &l).ok());
+  }
+  {
+    MDB_env* env;
+    REQUIRE(mdb_env_create(&env) == 0);
+    mdb_env_set_maxdbs(env, 8);
+    REQUIRE(mdb_env_open(env, tmp.table().c_str(), 0, 0660) == 0);
+    MDB_txn* txn;
+    REQUIRE(mdb_txn_begin(env, nullptr, 0, &txn) == 0);
+    MDB_dbi names;
+    REQUIRE(mdb_dbi_open(txn, "names", 0, &names) == 0);
+    MDB_val k{3, const_cast<char*>("bad")}, v{4, const_cast<char*>("junk")};
+    REQUIRE(mdb_put(txn, names, &k, &v, 0) == 0);
+    REQUIRE(mdb_txn_commit(txn) == 0);
+    mdb_env_close(env);
+  }
+  auto t = open_table(tmp.table());
+  Lock l;
+  Status s = t->lookup("bad", &l);
+  CHECK(s.code() == Code::corrupt);
+  CHECK(contains(s.message(), "'bad'"));
+  CHECK(contains(s.message(), "data.mdb"));
+  std::vector<LockInfo> ls;
+  CHECK(t->list(&ls).code() == Code::corrupt);
+  std::vector<std::string> problems;
+  REQUIRE(t->check(&problems).ok());
+  REQUIRE_FALSE(problems.empty());
+  CHECK(contains(problems[0], "'bad'"));
+  CHECK(t->lookup("good", &l).ok());  // the rest of the table still works
+}
+
+TEST_CASE("after a reboot every lock is freed, abandoned, and the reset is in history") {
+  TempDir tmp;
+  auto t = open_table(tmp.table());
+  pid_t kid = spawn([&] {
+    std::unique_ptr<Table> tt;
+    Lock l = testing::child_lock(tmp.table(), "held-at-crash", &tt);
+    return l.acquire().status.ok() ? 0 : 1;  // exits holding it (the kernel marks it)
+  });
+  REQUIRE(wait_child(kid) == 0);
+  Lock free_one;
+  REQUIRE(t->lookup("free-at-crash", &free_one).ok());
+  // Forge a table from an earlier boot: unmark the kernel's OWNER_DIED by
+  // writing a plausible live-looking owner, and change the boot id.
+  testing::RawTable raw(tmp.table());
+  raw.slot(0)->owner.tid_word = uint32_t(kid);
+  raw.header()->boot_id[0] ^= 0xff;
+  t.reset();
+
+  auto again = open_table(tmp.table());
+  detail::BootId now;
+  REQUIRE(detail::read_boot_id(&now).ok());
+  CHECK(std::memcmp(raw.header()->boot_id, now.data(), 16) == 0);
+  CHECK(raw.header()->reset_count == 1);
+  Lock held;
+  REQUIRE(again->lookup("held-at-crash", &held).ok());
+  AcquireResult r = held.try_acquire();
+  CHECK(r.abandoned());
+  CHECK(r.dead_owner.pid == uint32_t(kid));
+  CHECK(held.release().ok());
+  REQUIRE(again->lookup("free-at-crash", &free_one).ok());
+  CHECK(free_one.try_acquire().status.ok());
+  CHECK(free_one.release().ok());
+  std::vector<Event> ev;
+  HistoryQuery q;
+  q.kind = EventKind::reset;
+  REQUIRE(again->history(q, &ev).ok());
+  REQUIRE(ev.size() == 1);
+  CHECK(ev[0].count == 1);
+}
