@@ -1,0 +1,154 @@
+#include "cli.h"
+
+#include <ctime>
+
+#include <fmt/format.h>
+
+namespace cli {
+
+using namespace locktable;
+
+int exit_code(const Status& s) {
+  switch (s.code()) {
+    case Code::ok:
+    case Code::abandoned:
+      return kOk;
+    case Code::timed_out:
+      return kNotAcquired;
+    case Code::invalid_argument:
+      return kUsage;
+    case Code::not_found:
+      return kNotFound;
+    case Code::busy:
+    case Code::already_held:
+      return kBusy;
+    case Code::corrupt:
+      return kCorrupt;
+    case Code::version_mismatch:
+      return kVersion;
+    case Code::permission_denied:
+      return kPermission;
+    case Code::unsupported:
+      return kUnsupported;
+    case Code::capacity:
+      return kCapacity;
+    default:
+      return kFailure;
+  }
+}
+
+int fail(const Status& s) {
+  fmt::print(stderr, "locktable: {}\n", s.message().empty() ? code_name(s.code()) : s.message());
+  return exit_code(s);
+}
+
+Status open_table(const std::string& dir, bool create, std::unique_ptr<Table>* table, const Options& base) {
+  Options o = base;
+  o.create_if_missing = create;
+  return Table::open(dir, o, table);
+}
+
+std::string rfc3339(uint64_t ns) {
+  time_t secs = time_t(ns / 1'000'000'000u);
+  std::tm tm{};
+  gmtime_r(&secs, &tm);
+  return fmt::format("{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:09}Z", tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday,
+                     tm.tm_hour, tm.tm_min, tm.tm_sec, ns % 1'000'000'000u);
+}
+
+std::string human_duration_ms(uint64_t ms) {
+  if (ms < 1000) return fmt::format("{}ms", ms);
+  if (ms < 60'000) return fmt::format("{:.1f}s", double(ms) / 1000.0);
+  if (ms < 3'600'000) return fmt::format("{}m{:02}s", ms / 60'000, ms / 1000 % 60);
+  return fmt::format("{}h{:02}m", ms / 3'600'000, ms / 60'000 % 60);
+}
+
+bool parse_time(const std::string& text, uint64_t* out) {
+  if (text.empty()) return false;
+  char unit = text.back();
+  const uint64_t now = uint64_t(std::time(nullptr)) * 1'000'000'000u;
+  uint64_t scale = unit == 's' ? 1 : unit == 'm' ? 60 : unit == 'h' ? 3600 : unit == 'd' ? 86400 : 0;
+  if (scale != 0 && text.size() > 1 && text.find_first_not_of("0123456789") == text.size() - 1) {
+    uint64_t n = std::stoull(text.substr(0, text.size() - 1));
+    uint64_t ago = n * scale * 1'000'000'000u;
+    *out = ago > now ? 0 : now - ago;
+    return true;
+  }
+  if (text.find_first_not_of("0123456789") == std::string::npos && text.size() < 15) {
+    *out = std::stoull(text) * 1'000'000'000u;
+    return true;
+  }
+  std::tm tm{};
+  const char* rest = strptime(text.c_str(), "%Y-%m-%dT%H:%M:%S", &tm);
+  if (rest == nullptr) rest = strptime(text.c_str(), "%Y-%m-%d %H:%M:%S", &tm);
+  if (rest == nullptr) {
+    rest = strptime(text.c_str(), "%Y-%m-%d", &tm);
+    if (rest == nullptr || *rest != '\0') return false;
+  }
+  uint64_t frac_ns = 0;
+  if (*rest == '.') {
+    ++rest;
+    uint64_t scale_ns = 100'000'000;
+    while (*rest >= '0' && *rest <= '9') {
+      frac_ns += uint64_t(*rest - '0') * scale_ns;
+      scale_ns /= 10;
+      ++rest;
+    }
+  }
+  if (*rest == 'Z') ++rest;
+  if (*rest != '\0') return false;
+  time_t secs = timegm(&tm);
+  if (secs < 0) return false;
+  *out = uint64_t(secs) * 1'000'000'000u + frac_ns;
+  return true;
+}
+
+void print_table(const std::vector<std::string>& header, const std::vector<std::vector<std::string>>& rows) {
+  std::vector<size_t> width(header.size(), 0);
+  for (size_t i = 0; i < header.size(); ++i) width[i] = header[i].size();
+  for (const auto& r : rows) {
+    for (size_t i = 0; i < r.size() && i < width.size(); ++i) width[i] = std::max(width[i], r[i].size());
+  }
+  auto line = [&](const std::vector<std::string>& cells) {
+    std::string out;
+    for (size_t i = 0; i < cells.size(); ++i) {
+      out += cells[i];
+      if (i + 1 < cells.size()) out += std::string(width[i] - cells[i].size() + 2, ' ');
+    }
+    fmt::print("{}\n", out);
+  };
+  line(header);
+  for (const auto& r : rows) line(r);
+}
+
+const char* state_name(LockState s) {
+  switch (s) {
+    case LockState::free: return "free";
+    case LockState::held: return "held";
+    case LockState::shared: return "held";
+    case LockState::dead_owner: return "dead-owner";
+  }
+  return "?";
+}
+
+const char* mode_name(Mode m) { return m == Mode::shared ? "shared" : "exclusive"; }
+
+nlohmann::json owner_json(const HolderInfo& h) {
+  return nlohmann::json{{"pid", h.owner.pid},
+                        {"tid", h.owner.tid},
+                        {"start_time", h.owner.start_time},
+                        {"comm", h.comm},
+                        {"alive", h.alive},
+                        {"held_for_ms", h.held_for_ms}};
+}
+
+std::string printable(const std::string& s) {
+  std::string out;
+  for (unsigned char c : s) {
+    if (c >= 0x20 && c < 0x7f) out += char(c);
+    else out += fmt::format("\\x{:02x}", c);
+  }
+  return out;
+}
+
+}  // namespace cli

@@ -1,0 +1,164 @@
+// history: drain the ring, then print events oldest first.
+#include <signal.h>
+
+#include <chrono>
+#include <thread>
+
+#include <fmt/format.h>
+
+#include "cli.h"
+#include "commands.h"
+
+namespace cli {
+
+using namespace locktable;
+
+namespace {
+
+volatile sig_atomic_t g_stop = 0;
+void stop(int) { g_stop = 1; }
+
+nlohmann::json event_json(const Event& e) {
+  nlohmann::json j{{"seq", e.seq},
+                   {"time", rfc3339(e.time_ns)},
+                   {"event", event_kind_name(e.kind)},
+                   {"name", e.name.empty() ? nlohmann::json(nullptr) : nlohmann::json(e.name)},
+                   {"slot", e.name.empty() ? nlohmann::json(nullptr) : nlohmann::json(e.slot)},
+                   {"pid", e.pid},
+                   {"tid", e.tid},
+                   {"comm", e.comm}};
+  switch (e.kind) {
+    case EventKind::acquired:
+      j["mode"] = mode_name(e.mode);
+      j["abandoned"] = e.abandoned;
+      j["wait_ns"] = e.wait_ns;
+      break;
+    case EventKind::released:
+      j["mode"] = mode_name(e.mode);
+      j["hold_ns"] = e.hold_ns;
+      j["abandoned"] = e.abandoned;
+      break;
+    case EventKind::timeout:
+      j["mode"] = mode_name(e.mode);
+      j["wait_ns"] = e.wait_ns;
+      break;
+    case EventKind::recovered:
+      j["mode"] = mode_name(e.mode);
+      j["dead_owner"] = {{"pid", e.dead_owner.pid}, {"tid", e.dead_owner.tid},
+                         {"start_time", e.dead_owner.start_time}};
+      break;
+    case EventKind::lost:
+    case EventKind::reset:
+      j["count"] = e.count;
+      break;
+    case EventKind::grown:
+      j["capacity"] = e.count;
+      break;
+    default:
+      break;
+  }
+  return j;
+}
+
+std::string event_detail(const Event& e) {
+  auto ms = [](uint64_t ns) { return human_duration_ms(ns / 1'000'000); };
+  switch (e.kind) {
+    case EventKind::acquired:
+      return fmt::format("{}{}{}", mode_name(e.mode), e.wait_ns ? ", waited " + ms(e.wait_ns) : "",
+                         e.abandoned ? ", ABANDONED" : "");
+    case EventKind::released:
+      return fmt::format("{}, held {}{}", mode_name(e.mode), ms(e.hold_ns),
+                         e.abandoned ? ", still abandoned (not marked consistent)" : "");
+    case EventKind::timeout:
+      return fmt::format("{}, gave up after {}", mode_name(e.mode), ms(e.wait_ns));
+    case EventKind::recovered:
+      return fmt::format("from dead pid {} tid {}", e.dead_owner.pid, e.dead_owner.tid);
+    case EventKind::lost:
+      return fmt::format("{} events lost", e.count);
+    case EventKind::grown:
+      return fmt::format("capacity {} slots", e.count);
+    case EventKind::reset:
+      return fmt::format("reboot: {} locks freed", e.count);
+    default:
+      return "";
+  }
+}
+
+}  // namespace
+
+void register_history(CLI::App& app, int* rc) {
+  struct Args {
+    std::string dir, name, kind, since;
+    size_t limit = 0;
+    bool json = false, follow = false;
+  };
+  auto a = std::make_shared<Args>();
+  CLI::App* cmd = app.add_subcommand("history", "Print lock events, oldest first (drains the ring first)");
+  cmd->add_option("DIR", a->dir, "Table folder")->required();
+  cmd->add_option("--name", a->name, "Only events of this lock");
+  cmd->add_option("--event", a->kind, "Only events of this kind")
+      ->check(CLI::IsMember({"created", "removed", "acquired", "released", "recovered", "timeout", "grown", "reset",
+                             "lost"}));
+  cmd->add_option("--since", a->since, "Only events at or after TIME (RFC 3339, epoch seconds, or 30s/10m/1h/2d ago)");
+  cmd->add_option("--limit", a->limit, "Keep only the newest N events");
+  cmd->add_flag("--json", a->json, "JSON Lines: one object per event");
+  cmd->add_flag("--follow,-f", a->follow, "Keep printing new events until interrupted");
+  cmd->callback([a, rc] {
+    HistoryQuery q;
+    if (!a->name.empty()) q.name = a->name;
+    if (!a->kind.empty()) q.kind = event_kind_from_name(a->kind);
+    if (!a->since.empty() && !parse_time(a->since, &q.since_ns)) {
+      fmt::print(stderr, "locktable: --since: cannot read time '{}'\n", a->since);
+      *rc = kUsage;
+      return;
+    }
+    q.limit = a->limit;
+    std::unique_ptr<Table> t;
+    Status s = open_table(a->dir, false, &t);
+    if (!s.ok()) {
+      *rc = fail(s);
+      return;
+    }
+    auto row = [](const Event& e) {
+      return std::vector<std::string>{std::to_string(e.seq), rfc3339(e.time_ns), event_kind_name(e.kind),
+                                      e.name.empty() ? "-" : printable(e.name),
+                                      fmt::format("{}/{} {}", e.pid, e.tid, e.comm), event_detail(e)};
+    };
+    const std::vector<std::string> header{"SEQ", "TIME (UTC)", "EVENT", "NAME", "PID/TID COMM", "DETAIL"};
+    auto print = [&](const std::vector<Event>& events, bool aligned) {
+      if (a->json) {
+        for (const Event& e : events) fmt::print("{}\n", event_json(e).dump());
+      } else if (aligned) {
+        std::vector<std::vector<std::string>> rows;
+        for (const Event& e : events) rows.push_back(row(e));
+        print_table(header, rows);
+      } else {
+        for (const Event& e : events) fmt::print("{}\n", fmt::join(row(e), "  "));
+      }
+      std::fflush(stdout);
+    };
+    std::vector<Event> events;
+    if (s = t->history(q, &events); !s.ok()) {
+      *rc = fail(s);
+      return;
+    }
+    print(events, true);
+    if (!a->follow) return;
+    signal(SIGINT, stop);
+    signal(SIGTERM, stop);
+    q.limit = 0;
+    uint64_t last = events.empty() ? 0 : events.back().seq;
+    while (!g_stop) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(200));
+      q.after_seq = last;
+      if (s = t->history(q, &events); !s.ok()) {
+        *rc = fail(s);
+        return;
+      }
+      print(events, false);
+      if (!events.empty()) last = events.back().seq;
+    }
+  });
+}
+
+}  // namespace cli

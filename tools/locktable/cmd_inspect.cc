@@ -1,0 +1,150 @@
+// ls, stat, check.
+#include <fmt/format.h>
+
+#include "cli.h"
+#include "commands.h"
+
+namespace cli {
+
+using namespace locktable;
+
+void register_ls(CLI::App& app, int* rc) {
+  struct Args {
+    std::string dir;
+    bool json = false;
+  };
+  auto a = std::make_shared<Args>();
+  CLI::App* cmd = app.add_subcommand("ls", "List every named lock: state, holders, waiters");
+  cmd->add_option("DIR", a->dir, "Table folder")->required();
+  cmd->add_flag("--json", a->json, "Print one JSON array");
+  cmd->callback([a, rc] {
+    std::unique_ptr<Table> t;
+    Status s = open_table(a->dir, false, &t);
+    std::vector<LockInfo> locks;
+    if (s.ok()) s = t->list(&locks);
+    if (!s.ok()) {
+      *rc = fail(s);
+      return;
+    }
+    if (a->json) {
+      nlohmann::json out = nlohmann::json::array();
+      for (const LockInfo& l : locks) {
+        nlohmann::json holders = nlohmann::json::array();
+        for (const HolderInfo& h : l.holders) holders.push_back(owner_json(h));
+        out.push_back({{"name", l.name},
+                       {"slot", l.slot},
+                       {"state", state_name(l.state)},
+                       {"mode", l.state == LockState::free ? nullptr : nlohmann::json(mode_name(l.mode))},
+                       {"owner", l.holders.empty() ? nlohmann::json(nullptr) : owner_json(l.holders[0])},
+                       {"holders", holders},
+                       {"held_for_ms", l.holders.empty() ? nlohmann::json(nullptr)
+                                                         : nlohmann::json(l.holders[0].held_for_ms)},
+                       {"waiters", l.waiters},
+                       {"abandoned", l.abandoned}});
+      }
+      fmt::print("{}\n", out.dump(2));
+      return;
+    }
+    std::vector<std::vector<std::string>> rows;
+    for (const LockInfo& l : locks) {
+      std::string owner = "-", held = "-";
+      if (!l.holders.empty()) {
+        std::vector<std::string> parts;
+        for (const HolderInfo& h : l.holders) {
+          parts.push_back(fmt::format("{}/{}{}{}", h.owner.pid, h.owner.tid, h.comm.empty() ? "" : " " + h.comm,
+                                      h.alive ? "" : " (dead)"));
+        }
+        owner = fmt::format("{}", fmt::join(parts, ", "));
+        held = human_duration_ms(l.holders[0].held_for_ms);
+      }
+      std::string state = state_name(l.state);
+      if (l.abandoned) state += " (abandoned)";
+      rows.push_back({printable(l.name), std::to_string(l.slot), state,
+                      l.state == LockState::free ? "-" : mode_name(l.mode), owner, held, std::to_string(l.waiters)});
+    }
+    print_table({"NAME", "SLOT", "STATE", "MODE", "OWNER (PID/TID COMM)", "HELD FOR", "WAITERS"}, rows);
+  });
+}
+
+void register_stat(CLI::App& app, int* rc) {
+  struct Args {
+    std::string dir;
+    bool json = false;
+  };
+  auto a = std::make_shared<Args>();
+  CLI::App* cmd = app.add_subcommand("stat", "Capacity and use, file sizes, history and ring state, boot id");
+  cmd->add_option("DIR", a->dir, "Table folder")->required();
+  cmd->add_flag("--json", a->json, "Print one JSON object");
+  cmd->callback([a, rc] {
+    std::unique_ptr<Table> t;
+    Status s = open_table(a->dir, false, &t);
+    TableStats st;
+    if (s.ok()) s = t->stats(&st);
+    if (!s.ok()) {
+      *rc = fail(s);
+      return;
+    }
+    const char* level = st.history_level == HistoryLevel::off    ? "off"
+                        : st.history_level == HistoryLevel::ring ? "ring"
+                                                                 : "persisted";
+    nlohmann::json j{{"dir", st.dir},
+                     {"format_version", st.format_version},
+                     {"slots", {{"capacity", st.slot_capacity}, {"used", st.slots_used}, {"max", st.max_slots}}},
+                     {"readers", {{"capacity", st.reader_capacity}, {"used", st.readers_used}}},
+                     {"extents", st.extents},
+                     {"files", {{"table_bytes", st.table_file_bytes}, {"lmdb_bytes", st.lmdb_file_bytes}}},
+                     {"boot_id", st.boot_id},
+                     {"reboot_resets", st.reset_count},
+                     {"history",
+                      {{"level", level},
+                       {"records", st.history_records},
+                       {"lost", st.history_lost},
+                       {"retention_count", st.retention_count},
+                       {"retention_age_s", st.retention_age_s}}},
+                     {"ring",
+                      {{"entries", st.ring_entries},
+                       {"next_seq", st.ring_head},
+                       {"drained_to", st.ring_drained},
+                       {"undrained", st.ring_head > st.ring_drained ? st.ring_head - st.ring_drained : 0}}}};
+    if (a->json) {
+      fmt::print("{}\n", j.dump(2));
+      return;
+    }
+    fmt::print("table            {}\n", st.dir);
+    fmt::print("format version   {}\n", st.format_version);
+    fmt::print("slots            {} used of {} (grows to {})\n", st.slots_used, st.slot_capacity, st.max_slots);
+    fmt::print("reader records   {} used of {}\n", st.readers_used, st.reader_capacity);
+    fmt::print("extents          {}\n", st.extents);
+    fmt::print("files            table {} bytes, lmdb {} bytes\n", st.table_file_bytes, st.lmdb_file_bytes);
+    fmt::print("boot id          {} ({} reboot resets)\n", st.boot_id, st.reset_count);
+    fmt::print("history          {}: {} records, {} lost, keep {} records / {} s\n", level, st.history_records,
+               st.history_lost, st.retention_count, st.retention_age_s);
+    fmt::print("ring             {} entries, next seq {}, drained to {}\n", st.ring_entries, st.ring_head,
+               st.ring_drained);
+  });
+}
+
+void register_check(CLI::App& app, int* rc) {
+  auto dir = std::make_shared<std::string>();
+  CLI::App* cmd = app.add_subcommand(
+      "check", "Verify the header, slots, reader records, name map and history against each other");
+  cmd->add_option("DIR", *dir, "Table folder")->required();
+  cmd->callback([dir, rc] {
+    std::unique_ptr<Table> t;
+    Status s = open_table(*dir, false, &t);
+    std::vector<std::string> problems;
+    if (s.ok()) s = t->check(&problems);
+    if (!s.ok()) {
+      *rc = fail(s);
+      return;
+    }
+    for (const std::string& p : problems) fmt::print("{}\n", p);
+    if (!problems.empty()) {
+      *rc = kNotAcquired;
+      return;
+    }
+    fmt::print("{}: consistent\n", *dir);
+  });
+}
+
+}  // namespace cli

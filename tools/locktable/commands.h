@@ -1,0 +1,18 @@
+// Each subcommand registers itself on the CLI11 app; its callback stores the
+// process exit code in *rc.
+#pragma once
+
+#include <CLI/CLI.hpp>
+
+namespace cli {
+
+void register_init(CLI::App& app, int* rc);
+void register_ls(CLI::App& app, int* rc);
+void register_run(CLI::App& app, int* rc);
+void register_history(CLI::App& app, int* rc);
+void register_recover(CLI::App& app, int* rc);
+void register_check(CLI::App& app, int* rc);
+void register_stat(CLI::App& app, int* rc);
+void register_rm(CLI::App& app, int* rc);
+
+}  // namespace cli

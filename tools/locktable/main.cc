@@ -1,0 +1,45 @@
+// locktable: inspect and use a locktable table from the shell.
+#include <CLI/CLI.hpp>
+#include <cstdio>
+
+#include "cli.h"
+#include "commands.h"
+
+int main(int argc, char** argv) {
+  CLI::App app{"locktable: crash-aware named interprocess locks (inspect, recover, run commands under a lock)"};
+  app.require_subcommand(1);
+  app.set_help_all_flag("--help-all", "Show help for every subcommand");
+  int rc = cli::kOk;
+  cli::register_init(app, &rc);
+  cli::register_ls(app, &rc);
+  cli::register_run(app, &rc);
+  cli::register_history(app, &rc);
+  cli::register_recover(app, &rc);
+  cli::register_check(app, &rc);
+  cli::register_stat(app, &rc);
+  cli::register_rm(app, &rc);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::CallForHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::CallForAllHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::ParseError& e) {
+    bool known = false;
+    if (argc > 1) {
+      for (const CLI::App* sub : app.get_subcommands([](const CLI::App*) { return true; })) {
+        known |= sub->check_name(argv[1]);
+      }
+    }
+    if (argc > 1 && argv[1][0] != '-' && !known) {
+      std::fprintf(stderr, "locktable: unknown subcommand '%s'\nRun with --help for usage.\n", argv[1]);
+    } else {
+      std::fprintf(stderr, "locktable: %s\nRun with --help for usage.\n", e.what());
+    }
+    return cli::kUsage;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "locktable: %s\n", e.what());
+    return cli::kFailure;
+  }
+  return rc;
+}
