@@ -1,0 +1,422 @@
+// The locktable tool, driven as a real binary (LOCKTABLE_CLI names it).
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <catch2/catch.hpp>
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <regex>
+#include <sstream>
+#include <thread>
+
+#include "helpers.h"
+
+using namespace locktable;
+using nlohmann::json;
+using testing::TempDir;
+
+namespace {
+
+struct Result {
+  int code = -1;
+  std::string out, err;
+};
+
+std::string cli_path() {
+  const char* p = std::getenv("LOCKTABLE_CLI");
+  REQUIRE(p != nullptr);
+  return p;
+}
+
+// Starts the tool with stdout/stderr to pipes. Returns the pid.
+pid_t start(const std::vector<std::string>& args, int* out_fd, int* err_fd) {
+  int out[2], err[2];
+  REQUIRE(::pipe2(out, O_CLOEXEC) == 0);
+  REQUIRE(::pipe2(err, O_CLOEXEC) == 0);
+  posix_spawn_file_actions_t fa;
+  posix_spawn_file_actions_init(&fa);
+  posix_spawn_file_actions_adddup2(&fa, out[1], 1);
+  posix_spawn_file_actions_adddup2(&fa, err[1], 2);
+  std::vector<std::string> argv_s{cli_path()};
+  argv_s.insert(argv_s.end(), args.begin(), args.end());
+  std::vector<char*> argv;
+  for (auto& a : argv_s) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  posix_spawnattr_t attr;
+  posix_spawnattr_init(&attr);
+  posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETPGROUP);  // its own group: kill_group reaches its command
+  posix_spawnattr_setpgroup(&attr, 0);
+  pid_t pid = 0;
+  REQUIRE(posix_spawn(&pid, argv[0], &fa, &attr, argv.data(), environ) == 0);
+  posix_spawn_file_actions_destroy(&fa);
+  posix_spawnattr_destroy(&attr);
+  ::close(out[1]);
+  ::close(err[1]);
+  *out_fd = out[0];
+  *err_fd = err[0];
+  return pid;
+}
+
+std::string drain(int fd) {
+  std::string s;
+  char buf[4096];
+  ssize_t n;
+  while ((n = ::read(fd, buf, sizeof buf)) > 0) s.append(buf, size_t(n));
+  ::close(fd);
+  return s;
+}
+
+int wait_exit(pid_t pid) {
+  int status = 0;
+  ::waitpid(pid, &status, 0);
+  return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+Result run(const std::vector<std::string>& args) {
+  int out, err;
+  pid_t pid = start(args, &out, &err);
+  Result r;
+  std::thread t([&] { r.err = drain(err); });
+  r.out = drain(out);
+  t.join();
+  r.code = wait_exit(pid);
+  return r;
+}
+
+// SIGKILLs a started tool and whatever command it runs.
+void kill_group(pid_t pid) { ::kill(-pid, SIGKILL); }
+
+bool contains(const std::string& h, const std::string& n) { return h.find(n) != std::string::npos; }
+
+std::vector<json> json_lines(const std::string& text) {
+  std::vector<json> out;
+  std::istringstream in(text);
+  std::string line;
+  while (std::getline(in, line)) {
+    if (!line.empty()) out.push_back(json::parse(line));
+  }
+  return out;
+}
+
+// Waits until `name` shows as held in `ls --json`.
+json wait_held(const std::string& dir, const std::string& name) {
+  for (int i = 0; i < 2000; ++i) {
+    Result r = run({"ls", dir, "--json"});
+    if (r.code == 0) {
+      for (const json& l : json::parse(r.out)) {
+        if (l["name"] == name && l["state"] != "free") return l;
+      }
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  FAIL("lock never held");
+  return {};
+}
+
+}  // namespace
+
+TEST_CASE("cli: every subcommand has --help; usage errors exit 2") {
+  for (const char* sub : {"init", "ls", "run", "history", "recover", "check", "stat", "rm"}) {
+    Result r = run({sub, "--help"});
+    INFO(sub);
+    CHECK(r.code == 0);
+    CHECK(contains(r.out, "Usage"));
+  }
+  CHECK(run({}).code == 2);
+  Result bogus = run({"bogus"});
+  CHECK(bogus.code == 2);
+  CHECK(contains(bogus.err, "unknown subcommand 'bogus'"));
+  CHECK(run({"ls"}).code == 2);
+  CHECK(run({"ls", "a", "b"}).code == 2);
+}
+
+TEST_CASE("cli: init, ls, stat, rm happy paths") {
+  TempDir tmp;
+  std::string dir = tmp.table();
+  Result r = run({"init", dir, "--slots", "16"});
+  CHECK(r.code == 0);
+  CHECK(contains(r.out, "created a table with 16 slots"));
+  CHECK(run({"init", dir}).code == 0);  // idempotent
+  r = run({"ls", dir, "--json"});
+  CHECK(r.code == 0);
+  CHECK(json::parse(r.out) == json::array());
+  CHECK(run({"run", dir, "alpha", "--", "true"}).code == 0);
+  r = run({"ls", dir});
+  CHECK(r.code == 0);
+  CHECK(contains(r.out, "NAME"));
+  CHECK(contains(r.out, "alpha"));
+  r = run({"stat", dir, "--json"});
+  REQUIRE(r.code == 0);
+  json st = json::parse(r.out);
+  CHECK(st["slots"]["capacity"] == 16);
+  CHECK(st["slots"]["used"] == 1);
+  CHECK(st["format_version"] == 1);
+  CHECK(st["boot_id"].get<std::string>().size() == 36);
+  CHECK(st["history"]["level"] == "persisted");
+  CHECK(run({"stat", dir}).code == 0);
+  CHECK(run({"rm", dir, "alpha"}).code == 0);
+  CHECK(run({"rm", dir, "alpha"}).code == 3);
+  CHECK(json::parse(run({"ls", dir, "--json"}).out) == json::array());
+}
+
+TEST_CASE("cli: run passes the command's exit status through, and holds the lock while it runs") {
+  TempDir tmp;
+  std::string dir = tmp.table();
+  CHECK(run({"run", dir, "x", "--", "sh", "-c", "exit 7"}).code == 7);
+  CHECK(run({"run", dir, "x", "--", "sh", "-c", "kill -TERM $$"}).code == 128 + SIGTERM);
+  Result missing = run({"run", dir, "x", "--", "/no/such/command"});
+  CHECK(missing.code == 127);
+  CHECK(contains(missing.err, "/no/such/command"));
+  Result env = run({"run", dir, "x", "--", "sh", "-c", "echo $LOCKTABLE_ABANDONED $LOCKTABLE_NAME"});
+  CHECK(env.out == "0 x\n");
+
+  // While one run holds it, a second with --timeout gives up with 1 (or the conflict code).
+  int out, err;
+  pid_t holder = start({"run", dir, "x", "--", "sleep", "2"}, &out, &err);
+  json held = wait_held(dir, "x");
+  CHECK(held["state"] == "held");
+  CHECK(held["mode"] == "exclusive");
+  CHECK(held["owner"]["pid"] == holder);
+  CHECK(held["owner"]["comm"] == "locktable");
+  CHECK(held.contains("held_for_ms"));
+  CHECK(held.contains("waiters"));
+  Result timed = run({"run", dir, "x", "--timeout", "0.2", "--", "true"});
+  CHECK(timed.code == 1);
+  CHECK(contains(timed.err, "timed out"));
+  CHECK(run({"run", dir, "x", "-w", "0", "-E", "42", "--", "true"}).code == 42);
+  kill_group(holder);
+  wait_exit(holder);
+  drain(out);
+  drain(err);
+}
+
+TEST_CASE("cli: a run killed with SIGKILL leaves the lock abandoned; the next run is told") {
+  TempDir tmp;
+  std::string dir = tmp.table();
+  int out, err;
+  pid_t victim = start({"run", dir, "jobs", "--", "sleep", "30"}, &out, &err);
+  wait_held(dir, "jobs");
+  REQUIRE(::kill(victim, SIGKILL) == 0);
+  wait_exit(victim);
+  kill_group(victim);  // the orphaned command too
+  drain(out);
+  drain(err);
+
+  json l = json::parse(run({"ls", dir, "--json"}).out)[0];
+  CHECK(l["state"] == "dead-owner");
+  CHECK(l["owner"]["pid"] == victim);
+
+  Result r = run({"run", dir, "jobs", "--", "sh", "-c", "echo $LOCKTABLE_ABANDONED; exit 3"});
+  CHECK(r.code == 3);
+  CHECK(r.out == "1\n");
+  CHECK(contains(r.err, "abandoned"));
+  CHECK(contains(r.err, "pid " + std::to_string(victim)));
+  // The command failed: the repair is not confirmed, the next run is told again.
+  r = run({"run", dir, "jobs", "--", "sh", "-c", "echo $LOCKTABLE_ABANDONED"});
+  CHECK(r.out == "1\n");
+  CHECK(r.code == 0);
+  // That one succeeded: consistent from now on.
+  r = run({"run", dir, "jobs", "--", "sh", "-c", "echo $LOCKTABLE_ABANDONED"});
+  CHECK(r.out == "0\n");
+  CHECK(r.err.empty());
+
+  r = run({"history", dir, "--json", "--event", "recovered"});
+  REQUIRE(r.code == 0);
+  std::vector<json> ev = json_lines(r.out);
+  REQUIRE(ev.size() == 1);
+  CHECK(ev[0]["dead_owner"]["pid"] == victim);
+  CHECK(ev[0]["dead_owner"].contains("tid"));
+  CHECK(ev[0]["dead_owner"].contains("start_time"));
+}
+
+TEST_CASE("cli: signals to run reach the command, and the lock is released after it") {
+  TempDir tmp;
+  std::string dir = tmp.table();
+  int out, err;
+  pid_t r = start({"run", dir, "sig", "--", "sleep", "30"}, &out, &err);
+  wait_held(dir, "sig");
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  REQUIRE(::kill(r, SIGTERM) == 0);
+  CHECK(wait_exit(r) == 128 + SIGTERM);  // the command's status: sleep died of TERM
+  drain(out);
+  drain(err);
+  json l = json::parse(run({"ls", dir, "--json"}).out)[0];
+  CHECK(l["state"] == "free");
+  CHECK(l["abandoned"] == false);
+}
+
+TEST_CASE("cli: run --shared lets readers in together and keeps writers out") {
+  TempDir tmp;
+  std::string dir = tmp.table();
+  int out, err;
+  pid_t reader = start({"run", dir, "r", "--shared", "--", "sleep", "2"}, &out, &err);
+  json l = wait_held(dir, "r");
+  CHECK(l["mode"] == "shared");
+  CHECK(l["holders"].size() == 1);
+  CHECK(run({"run", dir, "r", "--shared", "-w", "0", "--", "true"}).code == 0);
+  CHECK(run({"run", dir, "r", "-w", "0", "--", "true"}).code == 1);
+  kill_group(reader);
+  wait_exit(reader);
+  drain(out);
+  drain(err);
+}
+
+TEST_CASE("cli: --no-create refuses missing tables and names") {
+  TempDir tmp;
+  std::string dir = tmp.table();
+  Result r = run({"run", dir, "x", "--no-create", "--", "true"});
+  CHECK(r.code == 3);
+  CHECK(contains(r.err, dir));
+  CHECK(run({"init", dir}).code == 0);
+  r = run({"run", dir, "x", "--no-create", "--", "true"});
+  CHECK(r.code == 3);
+  CHECK(contains(r.err, "'x'"));
+}
+
+TEST_CASE("cli: history prints JSON Lines with the contract's keys, and filters") {
+  TempDir tmp;
+  std::string dir = tmp.table();
+  for (const char* n : {"a", "b", "a"}) REQUIRE(run({"run", dir, n, "--", "true"}).code == 0);
+  Result r = run({"history", dir, "--json"});
+  REQUIRE(r.code == 0);
+  std::vector<json> ev = json_lines(r.out);
+  REQUIRE(ev.size() == 8);  // created a, a acq/rel, created b, b acq/rel, a acq/rel
+  std::regex rfc3339(R"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{9}Z)");
+  uint64_t prev = 0;
+  for (const json& e : ev) {
+    for (const char* k : {"seq", "time", "event", "name", "slot", "pid", "tid", "comm"}) {
+      INFO(e.dump() << " lacks " << k);
+      CHECK(e.contains(k));
+    }
+    CHECK(std::regex_match(e["time"].get<std::string>(), rfc3339));
+    CHECK(e["seq"].get<uint64_t>() > prev);  // oldest first
+    prev = e["seq"];
+  }
+  CHECK(ev[0]["event"] == "created");
+  CHECK(ev[1]["event"] == "acquired");
+  CHECK(ev[2]["event"] == "released");
+  CHECK(json_lines(run({"history", dir, "--json", "--name", "a"}).out).size() == 5);
+  CHECK(json_lines(run({"history", dir, "--json", "--event", "created"}).out).size() == 2);
+  std::vector<json> last = json_lines(run({"history", dir, "--json", "--limit", "2"}).out);
+  REQUIRE(last.size() == 2);
+  CHECK(last[1]["seq"] == ev.back()["seq"]);  // --limit keeps the newest
+  CHECK(json_lines(run({"history", dir, "--json", "--since", "2000-01-01T00:00:00Z"}).out).size() == 8);
+  CHECK(json_lines(run({"history", dir, "--json", "--since", "2100-01-01T00:00:00Z"}).out).empty());
+  CHECK(json_lines(run({"history", dir, "--json", "--since", "1h"}).out).size() == 8);
+  CHECK(run({"history", dir, "--since", "yesterday-ish"}).code == 2);
+  CHECK(run({"history", dir, "--event", "exploded"}).code == 2);
+  r = run({"history", dir});
+  CHECK(r.code == 0);
+  CHECK(contains(r.out, "SEQ"));
+}
+
+TEST_CASE("cli: history --follow prints new events as they happen") {
+  TempDir tmp;
+  std::string dir = tmp.table();
+  REQUIRE(run({"init", dir}).code == 0);
+  int out, err;
+  pid_t f = start({"history", dir, "--json", "--follow"}, &out, &err);
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  REQUIRE(run({"run", dir, "late", "--", "true"}).code == 0);
+  std::string got;
+  pollfd p{out, POLLIN, 0};
+  for (int i = 0; i < 50 && std::count(got.begin(), got.end(), '\n') < 3; ++i) {
+    if (::poll(&p, 1, 100) > 0) {
+      char buf[4096];
+      ssize_t n = ::read(out, buf, sizeof buf);
+      if (n > 0) got.append(buf, size_t(n));
+    }
+  }
+  ::kill(f, SIGINT);
+  CHECK(wait_exit(f) == 0);
+  drain(out);
+  drain(err);
+  std::vector<json> ev = json_lines(got);
+  REQUIRE(ev.size() >= 3);
+  CHECK(ev[0]["event"] == "created");
+  CHECK(ev[0]["name"] == "late");
+}
+
+TEST_CASE("cli: recover frees dead holders; --dry-run only reports") {
+  TempDir tmp;
+  std::string dir = tmp.table();
+  REQUIRE(run({"init", dir}).code == 0);
+  pid_t kid = testing::spawn([&] {
+    std::unique_ptr<Table> t;
+    Lock l = testing::child_lock(dir, "stuck", &t);
+    if (!l.acquire().status.ok()) return 1;
+    ::raise(SIGKILL);
+    return 0;
+  });
+  CHECK(testing::wait_child(kid) == 128 + SIGKILL);
+  Result r = run({"recover", dir, "--dry-run", "--json"});
+  REQUIRE(r.code == 0);
+  json acts = json::parse(r.out);
+  REQUIRE(acts.size() == 1);
+  CHECK(acts[0]["name"] == "stuck");
+  CHECK(acts[0]["dead_owner"]["pid"] == kid);
+  CHECK(json::parse(run({"ls", dir, "--json"}).out)[0]["state"] == "dead-owner");  // unchanged
+  r = run({"recover", dir});
+  CHECK(r.code == 0);
+  CHECK(contains(r.out, "stuck"));
+  CHECK(contains(r.out, "freed"));
+  json l = json::parse(run({"ls", dir, "--json"}).out)[0];
+  CHECK(l["state"] == "free");
+  CHECK(l["abandoned"] == true);
+  CHECK(run({"recover", dir}).out == "nothing to recover\n");
+  r = run({"run", dir, "stuck", "--", "sh", "-c", "echo $LOCKTABLE_ABANDONED"});
+  CHECK(r.out == "1\n");  // still told
+  CHECK(json_lines(run({"history", dir, "--json", "--event", "recovered"}).out).size() == 1);
+}
+
+TEST_CASE("cli: check reports problems with exit 1") {
+  TempDir tmp;
+  std::string dir = tmp.table();
+  REQUIRE(run({"run", dir, "a", "--", "true"}).code == 0);
+  Result r = run({"check", dir});
+  CHECK(r.code == 0);
+  CHECK(contains(r.out, "consistent"));
+  {
+    testing::RawTable raw(dir);
+    raw.slot(0)->incarnation = 99;  // the name map and the slot now disagree
+  }
+  r = run({"check", dir});
+  CHECK(r.code == 1);
+  CHECK(contains(r.out, "incarnation"));
+}
+
+TEST_CASE("cli: bad input is a clear error with its exit code, never a crash") {
+  TempDir tmp;
+  std::string dir = tmp.table();
+  Result r = run({"ls", tmp.path() + "/missing"});
+  CHECK(r.code == 3);
+  CHECK(contains(r.err, tmp.path() + "/missing"));
+  r = run({"ls", tmp.path()});  // a folder, but not a table
+  CHECK(r.code == 3);
+  CHECK(contains(r.err, tmp.path() + "/table"));
+  REQUIRE(run({"init", dir}).code == 0);
+  CHECK(run({"run", dir, "", "--", "true"}).code == 2);
+  CHECK(run({"run", dir, std::string(256, 'n'), "--", "true"}).code == 2);
+  CHECK(run({"run", dir, "x", "--timeout", "-1", "--", "true"}).code == 2);
+  CHECK(run({"run", dir, "x", "--timeout", "soon", "--", "true"}).code == 2);
+  std::filesystem::resize_file(dir + "/table", 1000);
+  for (const char* sub : {"ls", "stat", "check", "recover", "history"}) {
+    r = run({sub, dir});
+    INFO(sub);
+    CHECK(r.code == 5);
+    CHECK(contains(r.err, dir + "/table"));
+    CHECK(contains(r.err, "truncated"));
+  }
+  r = run({"run", dir, "x", "--", "true"});
+  CHECK(r.code == 5);
+  std::ofstream(dir + "/table", std::ios::trunc) << std::string(8192, 'q');
+  r = run({"ls", dir});
+  CHECK(r.code == 5);
+  CHECK(contains(r.err, "not a locktable file"));
+}
