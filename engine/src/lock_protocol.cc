@@ -137,6 +137,7 @@
 #include <mutex>
 #include <vector>
 
+#include "crash_point.h"
 #include "futex.h"
 #include "liveness.h"
 #include "table_file.h"
@@ -405,7 +406,8 @@ bool reader_dead(const Word128& id) {
 }
 
 // Takes a dead reader out of the slot it holds or was joining/leaving, on its
-// behalf (see SHARED MODE above). Returns true if it had been counted in.
+// behalf (see SHARED MODE above). Returns true if this call took it out of
+// the count (it had been counted in, and had not finished leaving).
 bool finish_dead_reader(TableFile& file, format::Slot* s, uint32_t slot_index, uint32_t ri,
                         format::ReaderRecord* r, uint32_t claim_generation, const Owner& dead) {
   bool was_in = false;
@@ -423,12 +425,10 @@ bool finish_dead_reader(TableFile& file, format::Slot* s, uint32_t slot_index, u
       continue;
     }
     if (st == ReaderState::in) {
-      was_in = true;
       cas_op(r, op, format::make_reader_op(slot_index, ReaderState::leaving, generation(cur) + 1));
       continue;
     }
     // LEAVING with ticket t.
-    was_in = true;
     if (last_is_this) {
       cas_op(r, op, format::make_reader_op(slot_index, ReaderState::idle, t));
       continue;
@@ -447,6 +447,7 @@ bool finish_dead_reader(TableFile& file, format::Slot* s, uint32_t slot_index, u
     Word128 desired = count == 1 ? make_word(0, kAbandoned | (pw & kAbandoned), ri + 1, t)
                                  : make_word(tid_word(cur), (pw - 1) | kAbandoned, ri + 1, t);
     if (cas128(&s->owner, cur, desired)) {
+      was_in = true;
       record_dead_owner(s, dead);
       if (count == 1 && (tid_word(cur) & kWaiters)) wake_waiters(s, cur);
     }
@@ -556,7 +557,20 @@ Acquired acquire_exclusive(TableFile& file, format::Slot* s, uint32_t slot_index
     // SHARED: wait for the readers to leave, keeping new ones out.
     if (find_shared_hold(s) != nullptr) return done(Code::already_held);
     if (clock.check_due(kReadersKey) && reap_dead_readers(file, s, slot_index, false, nullptr) > 0) continue;
-    if (clock.expired()) return done(Code::timed_out);
+    if (clock.expired()) {
+      // Withdraw WRITER_WAITING, so readers are not kept out by a writer that
+      // gave up; a writer still waiting wakes and sets it again.
+      if (slept) {
+        while (is_shared(pid_word(cur)) && (pid_word(cur) & kWriterWaiting)) {
+          Word128 desired{cur.lo & ~(uint64_t{kWriterWaiting} << 32), cur.hi};
+          if (cas128(&s->owner, cur, desired)) {
+            futex_wake(&s->owner.tid_word, INT_MAX);
+            break;
+          }
+        }
+      }
+      return done(Code::timed_out);
+    }
     if (!set_flags(s, cur, kWaiters, kWriterWaiting)) continue;
     sleep_on(s, tid_word(cur), clock.sleep_ns());
     slept = true;
@@ -624,9 +638,11 @@ Acquired acquire_shared(TableFile& file, format::Slot* s, uint32_t slot_index, u
       if (count + 1 > kPidMask) return fail(Code::capacity);
       uint32_t ticket = generation(cur) + 1;
       store_op(r, format::make_reader_op(slot_index, ReaderState::joining, ticket));
+      crash_point("join:after_intent");
       uint32_t flags = pw & (kAbandoned | (is_shared(pw) ? kSharedWaiters : 0));
       Word128 desired = make_word(tw & kWaiters, kSharedMode | flags | (count + 1), ri + 1, ticket);
       if (!cas128(&s->owner, cur, desired)) continue;
+      crash_point("join:after_cas");
       cas_op(r, format::make_reader_op(slot_index, ReaderState::joining, ticket),
              format::make_reader_op(slot_index, ReaderState::in, ticket));
       if (pw & kAbandoned) return joined(Code::abandoned, last_dead_owner(s));
@@ -688,9 +704,11 @@ Code release_shared(TableFile& file, format::Slot* s, uint32_t slot_index, uint3
     help_reader_op(file, slot_index, cur);
     uint32_t ticket = generation(cur) + 1;
     store_op(r, format::make_reader_op(slot_index, ReaderState::leaving, ticket));
+    crash_point("leave:after_intent");
     desired = count == 1 ? make_word(0, pw & kAbandoned, ri + 1, ticket)
                          : make_word(tid_word(cur), pw - 1, ri + 1, ticket);
     if (cas128(&s->owner, cur, desired)) {
+      crash_point("leave:after_cas");
       cas_op(r, format::make_reader_op(slot_index, ReaderState::leaving, ticket),
              format::make_reader_op(slot_index, ReaderState::idle, ticket));
       *left_abandoned = (pw & kAbandoned) != 0;
@@ -698,6 +716,7 @@ Code release_shared(TableFile& file, format::Slot* s, uint32_t slot_index, uint3
     }
   }
   tls_shared.erase(tls_shared.begin() + (hold - tls_shared.data()));
+  crash_point("leave:before_free");
   free_own_reader(me, r);
   if (count == 1 && (tid_word(cur) & kWaiters)) wake_waiters(s, cur);
   return Code::ok;
