@@ -31,6 +31,9 @@ Table::~Table() = default;
 const std::string& Table::dir() const { return core_->dir(); }
 
 Status Table::lookup(std::string_view name, Lock* lock, Lookup mode) { return core_->lookup(core_, name, mode, lock); }
+Status Table::lookup(const std::vector<std::string>& names, std::vector<Lock>* locks, Lookup mode) {
+  return core_->lookup_many(core_, names, mode, locks);
+}
 Status Table::remove(std::string_view name) { return core_->remove(name); }
 Status Table::list(std::vector<LockInfo>* locks) { return core_->list(locks); }
 Status Table::stats(TableStats* stats) { return core_->stats(stats); }

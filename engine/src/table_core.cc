@@ -87,10 +87,18 @@ Status TableCore::open(const std::string& dir, const Options& options, std::shar
     if (s = txn.commit(); !s.ok()) return s;
   }
 
+  TableCore* raw = core.get();
+  core->file_->set_grow_observer([raw](uint64_t capacity) {
+    raw->record(RingEvent{uint8_t(EventKind::grown), 0, 0, 0, 0, 0, capacity});
+  });
   uint64_t freed = 0;
-  s = core->file_->reset_if_rebooted(&freed);
+  bool reset = false;
+  s = core->file_->reset_if_rebooted(&freed, &reset);
   if (!s.ok()) return s;
   if (freed > 0) core->record(RingEvent{uint8_t(EventKind::reset), 0, 0, 0, 0, 0, freed});
+  if (reset) {
+    if (s = core->reconcile_after_reboot(); !s.ok()) return s;
+  }
 
   if (options.drain_interval.count() > 0) core->start_drainer(options.drain_interval);
   *out = std::move(core);
@@ -145,11 +153,7 @@ Status TableCore::check_same_process() const {
 
 Status TableCore::grow_for(uint64_t min_slots, uint64_t min_readers) {
   uint32_t added = 0;
-  Status s = file_->grow(min_slots, min_readers, &added);
-  for (uint32_t i = 0; i < added; ++i) {
-    record(RingEvent{uint8_t(EventKind::grown), 0, 0, 0, 0, 0, file_->slot_capacity()});
-  }
-  return s;
+  return file_->grow(min_slots, min_readers, &added);
 }
 
 // ---------------------------------------------------------------------------
@@ -167,6 +171,24 @@ Status TableCore::lookup_existing(std::string_view name, bool* found, format::Na
   return Status::OK();
 }
 
+Status TableCore::make_handle(const std::shared_ptr<TableCore>& self, std::string_view name,
+                              const format::NameRecord& rec, Lock* out) {
+  format::Slot* slot = file_->slot(rec.slot);
+  if (slot == nullptr) {
+    return Status(Code::corrupt, fmt::format("{}: lock {} points at slot {}, beyond the table's {} slots",
+                                             lmdb_->path(), quoted(name), rec.slot, file_->slot_capacity()));
+  }
+  if (load_incarnation(slot) == rec.incarnation && slot_is_retired(slot)) {
+    if (Status s = repair_interrupted_removal(name, rec); !s.ok()) return s;
+  }
+  out->core_ = self;
+  out->slot_ = slot;
+  out->index_ = rec.slot;
+  out->incarnation_ = rec.incarnation;
+  out->name_ = std::string(name);
+  return Status::OK();
+}
+
 Status TableCore::lookup(const std::shared_ptr<TableCore>& self, std::string_view name, Lookup mode, Lock* out) {
   Status s = validate_name(name);
   if (!s.ok()) return s;
@@ -178,83 +200,153 @@ Status TableCore::lookup(const std::shared_ptr<TableCore>& self, std::string_vie
     if (mode == Lookup::existing) {
       return Status(Code::not_found, fmt::format("{}: no lock named {}", dir_, quoted(name)));
     }
-    if (s = create_name(name, &rec); !s.ok()) return s;
+    std::vector<format::NameRecord> recs;
+    if (s = create_names({name}, &recs); !s.ok()) return s;
+    rec = recs[0];
   }
-  format::Slot* slot = file_->slot(rec.slot);
-  if (slot == nullptr) {
-    return Status(Code::corrupt, fmt::format("{}: lock {} points at slot {}, beyond the table's {} slots",
-                                             lmdb_->path(), quoted(name), rec.slot, file_->slot_capacity()));
+  return make_handle(self, name, rec, out);
+}
+
+Status TableCore::lookup_many(const std::shared_ptr<TableCore>& self, const std::vector<std::string>& names,
+                              Lookup mode, std::vector<Lock>* out) {
+  out->clear();
+  Status s = check_same_process();
+  if (!s.ok()) return s;
+  for (const std::string& n : names) {
+    if (s = validate_name(n); !s.ok()) return Status(s.code(), fmt::format("{}: {}", quoted(n), s.message()));
   }
-  if (load_incarnation(slot) == rec.incarnation && slot_is_retired(slot)) {
-    if (s = repair_interrupted_removal(name, rec); !s.ok()) return s;
+  std::vector<format::NameRecord> recs(names.size());
+  std::vector<std::string_view> missing;
+  {
+    Txn txn(*lmdb_, false);
+    if (s = txn.begin(); !s.ok()) return s;
+    for (size_t i = 0; i < names.size(); ++i) {
+      std::string_view v;
+      bool found = false;
+      if (s = txn.get(lmdb_->dbi().names, names[i], &v, &found); !s.ok()) return s;
+      if (!found) {
+        if (mode == Lookup::existing) {
+          return Status(Code::not_found, fmt::format("{}: no lock named {}", dir_, quoted(names[i])));
+        }
+        missing.push_back(names[i]);
+        continue;
+      }
+      if (s = format::decode_name_record(v, &recs[i], names[i]); !s.ok()) {
+        return Status(s.code(), lmdb_->path() + ": " + s.message());
+      }
+    }
   }
-  out->core_ = self;
-  out->slot_ = slot;
-  out->index_ = rec.slot;
-  out->incarnation_ = rec.incarnation;
-  out->name_ = std::string(name);
+  if (!missing.empty()) {
+    std::vector<format::NameRecord> created;
+    if (s = create_names(missing, &created); !s.ok()) return s;
+    size_t m = 0;
+    for (size_t i = 0; i < names.size() && m < missing.size(); ++i) {
+      if (missing[m].data() == names[i].data()) recs[i] = created[m++];
+    }
+  }
+  out->resize(names.size());
+  for (size_t i = 0; i < names.size(); ++i) {
+    if (s = make_handle(self, names[i], recs[i], &(*out)[i]); !s.ok()) return s;
+  }
   return Status::OK();
 }
 
-Status TableCore::create_name(std::string_view name, format::NameRecord* rec) {
+Status TableCore::create_names(const std::vector<std::string_view>& names, std::vector<format::NameRecord>* recs) {
   const Dbis& db = lmdb_->dbi();
+  recs->assign(names.size(), format::NameRecord{});
   Txn txn(*lmdb_, true);
   Status s = txn.begin();
   if (!s.ok()) return s;
-  std::string_view v;
-  bool found = false;
-  if (s = txn.get(db.names, name, &v, &found); !s.ok()) return s;
-  if (found) {  // created by someone else meanwhile
-    s = format::decode_name_record(v, rec, name);
-    return s.ok() ? s : Status(s.code(), lmdb_->path() + ": " + s.message());
-  }
-
-  uint32_t index = 0;
-  bool reused = false;
-  {
-    Cursor cur(txn, db.free);
-    if (!cur.ok()) return lmdb_->error(cur.rc(), "open cursor");
-    MDB_val k, d;
-    int rc = mdb_cursor_get(cur.get(), &k, &d, MDB_FIRST);
-    if (rc == 0) {
-      if (!format::decode_u32_key(from_val(k), &index)) {
-        return Status(Code::corrupt, fmt::format("{}: malformed free-slot record", lmdb_->path()));
+  uint64_t next = 0;
+  if (s = txn.get_u64(format::kMetaNextSlot, &next, 0); !s.ok()) return s;
+  const uint64_t next_before = next;
+  std::vector<std::pair<uint32_t, uint32_t>> created;  // (slot, incarnation) for the events
+  const uint64_t now = realtime_ns();
+  for (size_t i = 0; i < names.size(); ++i) {
+    std::string_view name = names[i];
+    format::NameRecord& rec = (*recs)[i];
+    std::string_view v;
+    bool found = false;
+    if (s = txn.get(db.names, name, &v, &found); !s.ok()) return s;
+    if (found) {  // created by someone else meanwhile, or twice in this batch
+      s = format::decode_name_record(v, &rec, name);
+      if (!s.ok()) return Status(s.code(), lmdb_->path() + ": " + s.message());
+      continue;
+    }
+    uint32_t index = 0;
+    bool reused = false;
+    {
+      Cursor cur(txn, db.free);
+      if (!cur.ok()) return lmdb_->error(cur.rc(), "open cursor");
+      MDB_val k, d;
+      int rc = mdb_cursor_get(cur.get(), &k, &d, MDB_FIRST);
+      if (rc == 0) {
+        if (!format::decode_u32_key(from_val(k), &index)) {
+          return Status(Code::corrupt, fmt::format("{}: malformed free-slot record", lmdb_->path()));
+        }
+        reused = true;
+      } else if (rc != MDB_NOTFOUND) {
+        return lmdb_->error(rc, "read free slots");
       }
-      reused = true;
-    } else if (rc != MDB_NOTFOUND) {
-      return lmdb_->error(rc, "read free slots");
     }
-  }
-  if (reused) {
-    if (s = txn.del(db.free, format::encode_u32_key(index)); !s.ok()) return s;
-  } else {
-    uint64_t next = 0;
-    if (s = txn.get_u64(format::kMetaNextSlot, &next, 0); !s.ok()) return s;
-    if (next >= file_->header()->max_slots) {
-      return Status(Code::capacity, fmt::format("{}: table full: all {} slots are named", dir_,
-                                                file_->header()->max_slots));
+    if (reused) {
+      if (s = txn.del(db.free, format::encode_u32_key(index)); !s.ok()) return s;
+    } else {
+      if (next >= file_->header()->max_slots) {
+        return Status(Code::capacity, fmt::format("{}: table full: all {} slots are named", dir_,
+                                                  file_->header()->max_slots));
+      }
+      index = uint32_t(next++);
     }
-    index = uint32_t(next);
-    if (s = txn.put_u64(format::kMetaNextSlot, next + 1); !s.ok()) return s;
+    if (index >= file_->slot_capacity()) {
+      // Grow for the rest of the batch at once (never past max_slots).
+      uint64_t want = std::min<uint64_t>(std::max<uint64_t>(index + 1, next + (names.size() - i)),
+                                         file_->header()->max_slots);
+      if (s = grow_for(want, 0); !s.ok()) return s;
+    }
+    format::Slot* slot = file_->slot(index);
+    if (slot == nullptr) return Status(Code::io_error, fmt::format("{}: slot {} not mapped", dir_, index));
+    crash_point("create:before_prepare");
+    rec.slot = index;
+    rec.incarnation = prepare_slot_for_new_name(slot);
+    rec.created_ns = now;
+    if (s = txn.put(db.names, name, format::encode_name_record(rec)); !s.ok()) return s;
+    if (s = txn.put(db.slots, format::encode_u32_key(index),
+                    format::encode_slot_record({rec.incarnation, std::string(name)}));
+        !s.ok()) {
+      return s;
+    }
+    created.emplace_back(index, rec.incarnation);
   }
-  if (index >= file_->slot_capacity()) {
-    if (s = grow_for(uint64_t{index} + 1, 0); !s.ok()) return s;
-  }
-  format::Slot* slot = file_->slot(index);
-  if (slot == nullptr) return Status(Code::io_error, fmt::format("{}: slot {} not mapped", dir_, index));
-  crash_point("create:before_prepare");
-  rec->slot = index;
-  rec->incarnation = prepare_slot_for_new_name(slot);
-  rec->created_ns = realtime_ns();
-  if (s = txn.put(db.names, name, format::encode_name_record(*rec)); !s.ok()) return s;
-  if (s = txn.put(db.slots, format::encode_u32_key(index),
-                  format::encode_slot_record({rec->incarnation, std::string(name)}));
-      !s.ok()) {
-    return s;
+  if (next != next_before) {
+    if (s = txn.put_u64(format::kMetaNextSlot, next); !s.ok()) return s;
   }
   crash_point("create:before_commit");
   if (s = txn.commit(); !s.ok()) return s;
-  record(RingEvent{uint8_t(EventKind::created), 0, 0, index, rec->incarnation, 0, 0});
+  for (const auto& [index, inc] : created) {
+    record(RingEvent{uint8_t(EventKind::created), 0, 0, index, inc, 0, 0});
+  }
+  return Status::OK();
+}
+
+Status TableCore::reconcile_after_reboot() {
+  Txn txn(*lmdb_, true);  // excludes name changes while we compare
+  Status s = txn.begin();
+  if (!s.ok()) return s;
+  Cursor cur(txn, lmdb_->dbi().names);
+  if (!cur.ok()) return lmdb_->error(cur.rc(), "open cursor");
+  MDB_val k, d;
+  for (int rc = mdb_cursor_get(cur.get(), &k, &d, MDB_FIRST); rc == 0;
+       rc = mdb_cursor_get(cur.get(), &k, &d, MDB_NEXT)) {
+    format::NameRecord rec;
+    if (!format::decode_name_record(from_val(d), &rec, from_val(k)).ok()) continue;
+    format::Slot* slot = file_->slot(rec.slot);
+    if (slot == nullptr) continue;
+    if (load_incarnation(slot) != rec.incarnation) {
+      std::atomic_ref<uint32_t>(slot->incarnation).store(rec.incarnation, std::memory_order_release);
+    }
+    unretire_slot(slot, rec.incarnation);
+  }
   return Status::OK();
 }
 

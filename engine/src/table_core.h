@@ -44,6 +44,8 @@ class TableCore {
 
   // --- names (table_core.cc) ---
   Status lookup(const std::shared_ptr<TableCore>& self, std::string_view name, Lookup mode, Lock* out);
+  Status lookup_many(const std::shared_ptr<TableCore>& self, const std::vector<std::string>& names, Lookup mode,
+                     std::vector<Lock>* out);
   Status remove(std::string_view name);
   Status list(std::vector<LockInfo>* locks);
   Status stats(TableStats* stats);
@@ -69,7 +71,14 @@ class TableCore {
  private:
   TableCore() = default;
   Status lookup_existing(std::string_view name, bool* found, format::NameRecord* rec);
-  Status create_name(std::string_view name, format::NameRecord* rec);
+  // Creates the names that do not exist yet, in one write transaction, and
+  // fills recs[i] for every names[i].
+  Status create_names(const std::vector<std::string_view>& names, std::vector<format::NameRecord>* recs);
+  Status make_handle(const std::shared_ptr<TableCore>& self, std::string_view name, const format::NameRecord& rec,
+                     Lock* out);
+  // After a reboot reset: make slot incarnations agree with the name map again
+  // (a power loss may have kept one and lost the other's last write).
+  Status reconcile_after_reboot();
   Status repair_interrupted_removal(std::string_view name, const format::NameRecord& rec);
   Status name_of_slot(Txn& txn, uint32_t slot, uint32_t incarnation, std::string* name);
   void start_drainer(std::chrono::milliseconds interval);

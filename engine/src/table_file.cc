@@ -281,12 +281,14 @@ Status TableFile::grow(uint64_t min_slots, uint64_t min_readers, uint32_t* exten
     std::atomic_ref<uint32_t>(header_->extent_count).store(count + 1, std::memory_order_release);
     ++*extents_added;
     crash_point("grow:after_publish");
+    if (grow_observer_) grow_observer_(g.first_slot + g.slot_count);
   }
   return map_extents_upto(published_extents());
 }
 
-Status TableFile::reset_if_rebooted(uint64_t* freed) {
+Status TableFile::reset_if_rebooted(uint64_t* freed, bool* reset) {
   *freed = 0;
+  *reset = false;
   BootId now{};
   Status s = read_boot_id(&now);
   if (!s.ok()) return s;
@@ -317,6 +319,7 @@ Status TableFile::reset_if_rebooted(uint64_t* freed) {
   std::atomic_thread_fence(std::memory_order_release);
   std::memcpy(header_->boot_id, now.data(), 16);
   std::atomic_ref<uint32_t>(header_->reset_count).fetch_add(1, std::memory_order_relaxed);
+  *reset = true;
   return Status::OK();
 }
 

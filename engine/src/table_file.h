@@ -24,6 +24,7 @@
 #pragma once
 
 #include <atomic>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -75,12 +76,15 @@ class TableFile {
   format::ReaderRecord* reader(uint64_t index);
 
   // Grows the table until it has at least `min_slots` slots (or, with
-  // min_readers, reader records). capacity error at max_slots.
+  // min_readers, reader records). capacity error at max_slots. Every extent
+  // published calls the grow observer with the new slot capacity.
   Status grow(uint64_t min_slots, uint64_t min_readers, uint32_t* extents_added);
+  void set_grow_observer(std::function<void(uint64_t)> observer) { grow_observer_ = std::move(observer); }
 
   // Frees every lock after a reboot if the header's boot id is not this boot's.
-  // Returns the number of locks freed in *freed (0 when nothing to do).
-  Status reset_if_rebooted(uint64_t* freed);
+  // *reset tells whether this process did the reset; *freed counts the locks
+  // that were held.
+  Status reset_if_rebooted(uint64_t* freed, bool* reset);
 
  private:
   TableFile() = default;
@@ -98,6 +102,7 @@ class TableFile {
   uint32_t max_extents_ = 0;
   std::vector<format::ExtentGeometry> geometry_;  // of every possible extent
 
+  std::function<void(uint64_t)> grow_observer_;
   std::mutex map_mu_;
   std::atomic<uint32_t> mapped_extents_{0};
   std::vector<std::unique_ptr<boost::interprocess::mapped_region>> regions_;

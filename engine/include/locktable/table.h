@@ -50,6 +50,12 @@ class Table {
   // read transaction. Errors: invalid_argument, not_found, capacity.
   Status lookup(std::string_view name, Lock* lock, Lookup mode = Lookup::create_if_missing);
 
+  // The same for many names at once: one LMDB read transaction, and one write
+  // transaction for all the names that must be created. locks[i] is the
+  // handle of names[i].
+  Status lookup(const std::vector<std::string>& names, std::vector<Lock>* locks,
+                Lookup mode = Lookup::create_if_missing);
+
   // Removes a name and frees its slot. Handles to it fail with stale_handle
   // afterwards. Errors: not_found, busy (held, shared or exclusive).
   Status remove(std::string_view name);
