@@ -1,0 +1,424 @@
+// History: events in order with the right fields; half-written entries never
+// become garbage; concurrent drainers store each event once; overflow,
+// retention, levels, corrupt records, a drainer killed before committing.
+#include <lmdb.h>
+#include <signal.h>
+#include <unistd.h>
+
+#include <catch2/catch.hpp>
+#include <map>
+#include <set>
+#include <thread>
+
+#include "crash_point.h"
+#include "helpers.h"
+#include "lmdb_records.h"
+
+using namespace locktable;
+using testing::child_lock;
+using testing::open_table;
+using testing::spawn;
+using testing::TempDir;
+using testing::wait_child;
+
+namespace {
+
+std::vector<Event> all_events(Table& t, HistoryQuery q = {}) {
+  std::vector<Event> ev;
+  Status s = t.history(q, &ev);
+  INFO(s.to_string());
+  REQUIRE(s.ok());
+  return ev;
+}
+
+uint64_t lost_in(const std::vector<Event>& ev) {
+  uint64_t n = 0;
+  for (const Event& e : ev) n += e.kind == EventKind::lost ? e.count : 0;
+  return n;
+}
+
+// Every sequence number below the ring head is accounted for exactly once:
+// by its own event, or inside a `lost` event's run.
+void expect_accounted(Table& t) {
+  TableStats st;
+  REQUIRE(t.stats(&st).ok());
+  std::vector<Event> ev = all_events(t);
+  uint64_t covered = 0;
+  std::set<uint64_t> seqs;
+  for (const Event& e : ev) {
+    CHECK(seqs.insert(e.seq).second);
+    covered += e.kind == EventKind::lost ? e.count : 1;
+  }
+  CHECK(covered == st.ring_head - 1);
+  CHECK(st.ring_drained == st.ring_head);
+}
+
+}  // namespace
+
+TEST_CASE("history: a scripted scenario comes out in order with the right fields") {
+  TempDir tmp;
+  auto t = open_table(tmp.table());
+  uint32_t me = uint32_t(::getpid());
+  Lock a;
+  REQUIRE(t->lookup("orders", &a).ok());
+  REQUIRE(a.acquire().status.ok());
+  std::this_thread::sleep_for(std::chrono::milliseconds(30));
+  REQUIRE(a.release().ok());
+  REQUIRE(a.acquire().status.ok());
+  uint32_t waiter_tid = 0;
+  std::thread([&] {
+    waiter_tid = uint32_t(::gettid());
+    CHECK(a.acquire(Mode::exclusive, Deadline::after(std::chrono::milliseconds(40))).status.code() == Code::timed_out);
+  }).join();
+  REQUIRE(a.release().ok());
+  REQUIRE(a.acquire(Mode::shared).status.ok());
+  REQUIRE(a.release(Mode::shared).ok());
+  pid_t kid = spawn([&] {
+    std::unique_ptr<Table> tt;
+    Lock l = child_lock(tmp.table(), "orders", &tt);
+    if (!l.acquire().status.ok()) return 1;
+    ::raise(SIGKILL);
+    return 0;
+  });
+  REQUIRE(wait_child(kid) == 128 + SIGKILL);
+  REQUIRE(a.acquire().abandoned());
+  REQUIRE(a.mark_consistent().ok());
+  REQUIRE(a.release().ok());
+  REQUIRE(t->remove("orders").ok());
+
+  std::vector<Event> ev = all_events(*t);
+  std::vector<EventKind> kinds;
+  for (const Event& e : ev) kinds.push_back(e.kind);
+  using K = EventKind;
+  std::vector<EventKind> expected{K::created,  K::acquired, K::released, K::acquired, K::timeout,
+                                  K::released, K::acquired, K::released, K::acquired, K::recovered,
+                                  K::acquired, K::released, K::removed};
+  REQUIRE(kinds == expected);
+  for (size_t i = 0; i < ev.size(); ++i) {
+    CHECK(ev[i].name == "orders");
+    CHECK(ev[i].slot == a.slot());
+    if (i > 0) CHECK(ev[i].seq > ev[i - 1].seq);
+    CHECK(ev[i].time_ns > 0);
+  }
+  CHECK(ev[0].pid == me);
+  CHECK(ev[0].tid == uint32_t(::gettid()));
+  CHECK(ev[2].hold_ns >= 20'000'000);  // held ~30 ms (coarse clock)
+  CHECK(ev[4].tid == waiter_tid);
+  CHECK(ev[4].wait_ns >= 30'000'000);
+  CHECK(ev[6].mode == Mode::shared);
+  CHECK(ev[8].pid == uint32_t(kid));
+  CHECK(ev[9].dead_owner.pid == uint32_t(kid));
+  CHECK(ev[9].dead_owner.tid == uint32_t(kid));
+  CHECK(ev[9].dead_owner.start_time != 0);
+  CHECK(ev[10].abandoned);
+  CHECK_FALSE(ev[11].abandoned);  // marked consistent before release
+  CHECK_FALSE(ev[1].abandoned);
+
+  HistoryQuery q;
+  q.kind = EventKind::acquired;
+  CHECK(all_events(*t, q).size() == 5);
+  q = {};
+  q.pid = uint32_t(kid);
+  CHECK(all_events(*t, q).size() == 1);
+  q = {};
+  q.limit = 3;
+  q.newest_first = true;
+  std::vector<Event> newest = all_events(*t, q);
+  REQUIRE(newest.size() == 3);
+  CHECK(newest[0].kind == EventKind::removed);
+  q = {};
+  q.name = "orders";
+  CHECK(all_events(*t, q).size() == ev.size());
+  q.name = "other";
+  CHECK(all_events(*t, q).empty());
+  expect_accounted(*t);
+}
+
+TEST_CASE("history: a half-written entry is counted lost, never stored as an event") {
+  TempDir tmp;
+  auto t = open_table(tmp.table());
+  Lock a;
+  REQUIRE(t->lookup("x", &a).ok());
+  testing::RawTable raw(tmp.table());
+  format::Header* h = raw.header();
+  auto* ring = reinterpret_cast<format::RingEntry*>(reinterpret_cast<char*>(h) + h->ring_offset);
+
+  SECTION("writer killed between its stamps") {
+    // A child takes a ticket and marks it "being written" the way the engine
+    // does, then dies before completing it.
+    pid_t kid = spawn([&] {
+      uint64_t tk = __atomic_fetch_add(&h->ring_head, 1, __ATOMIC_RELAXED);
+      format::RingEntry* e = &ring[tk & (h->ring_entries - 1)];
+      e->pid = uint32_t(::getpid());
+      e->tid = uint32_t(::gettid());
+      __atomic_store_n(&e->stamp, 2 * tk + 1, __ATOMIC_RELEASE);
+      e->kind = 3;
+      ::raise(SIGKILL);
+      return 0;
+    });
+    REQUIRE(wait_child(kid) == 128 + SIGKILL);
+  }
+  SECTION("writer killed after taking its ticket, before writing anything") {
+    pid_t kid = spawn([&] {
+      __atomic_fetch_add(&h->ring_head, 1, __ATOMIC_RELAXED);
+      ::raise(SIGKILL);
+      return 0;
+    });
+    REQUIRE(wait_child(kid) == 128 + SIGKILL);
+  }
+  REQUIRE(a.acquire().status.ok());  // complete events after the broken one
+  REQUIRE(a.release().ok());
+  std::vector<Event> ev = all_events(*t);  // patient drain: waits out the grace period
+  REQUIRE(ev.size() == 4);
+  CHECK(ev[0].kind == EventKind::created);
+  CHECK(ev[1].kind == EventKind::lost);
+  CHECK(ev[1].count == 1);
+  CHECK(ev[2].kind == EventKind::acquired);
+  CHECK(ev[3].kind == EventKind::released);
+  expect_accounted(*t);
+}
+
+TEST_CASE("history: writers SIGKILLed at random moments leave no garbage event") {
+  TempDir tmp;
+  Options o;
+  o.ring_entries = 1024;
+  auto t = open_table(tmp.table(), o);
+  Lock a;
+  REQUIRE(t->lookup("busy", &a).ok());
+  for (int round = 0; round < 25; ++round) {
+    pid_t kid = spawn([&] {
+      std::unique_ptr<Table> tt;
+      Lock l = child_lock(tmp.table(), "busy", &tt);
+      for (;;) {
+        if (!l.acquire().status.ok()) return 1;
+        (void)l.release();
+      }
+    });
+    std::this_thread::sleep_for(std::chrono::microseconds(500 + 397 * round % 3000));
+    ::kill(kid, SIGKILL);
+    wait_child(kid);
+    if (round % 5 == 4) {
+      uint64_t n = 0;
+      REQUIRE(t->drain_history(&n).ok());
+    }
+  }
+  std::vector<Event> ev = all_events(*t);
+  std::vector<std::string> problems;
+  REQUIRE(t->check(&problems).ok());
+  CHECK(problems.empty());
+  for (const Event& e : ev) {
+    bool known = e.kind == EventKind::created || e.kind == EventKind::acquired || e.kind == EventKind::released ||
+                 e.kind == EventKind::recovered || e.kind == EventKind::lost;
+    CHECK(known);
+    if (e.kind != EventKind::lost) CHECK(e.name == "busy");
+  }
+  expect_accounted(*t);
+}
+
+TEST_CASE("history: two concurrent drainers store every event exactly once") {
+  TempDir tmp;
+  Options o;
+  o.ring_entries = 1u << 16;
+  auto t = open_table(tmp.table(), o);
+  constexpr int kPairs = 20000;
+  pid_t producer = spawn([&] {
+    std::unique_ptr<Table> tt;
+    Lock l = child_lock(tmp.table(), "p", &tt);
+    for (int i = 0; i < kPairs; ++i) {
+      if (!l.acquire().status.ok() || !l.release().ok()) return 1;
+    }
+    return 0;
+  });
+  std::vector<pid_t> drainers;
+  for (int d = 0; d < 2; ++d) {
+    drainers.push_back(spawn([&] {
+      std::unique_ptr<Table> tt;
+      if (!Table::open(tmp.table(), {}, &tt).ok()) return 1;
+      for (int i = 0; i < 300; ++i) {
+        uint64_t n = 0;
+        if (!tt->drain_history(&n).ok()) return 2;
+        std::this_thread::sleep_for(std::chrono::milliseconds(1));
+      }
+      return 0;
+    }));
+  }
+  CHECK(wait_child(producer) == 0);
+  for (pid_t d : drainers) CHECK(wait_child(d) == 0);
+  std::vector<Event> ev = all_events(*t);
+  CHECK(lost_in(ev) == 0);
+  size_t acquired = 0, released = 0;
+  for (const Event& e : ev) {
+    acquired += e.kind == EventKind::acquired;
+    released += e.kind == EventKind::released;
+  }
+  CHECK(acquired == kPairs);
+  CHECK(released == kPairs);
+  expect_accounted(*t);
+}
+
+TEST_CASE("history: a drainer killed before committing loses nothing") {
+  TempDir tmp;
+  auto t = open_table(tmp.table());
+  Lock a;
+  REQUIRE(t->lookup("k", &a).ok());
+  for (int i = 0; i < 10; ++i) {
+    REQUIRE(a.acquire().status.ok());
+    REQUIRE(a.release().ok());
+  }
+  pid_t kid = spawn([&] {
+    std::unique_ptr<Table> tt;
+    if (!Table::open(tmp.table(), {}, &tt).ok()) return 1;
+    detail::arm_crash_point("drain:before_commit");
+    uint64_t n = 0;
+    (void)tt->drain_history(&n);
+    return 2;
+  });
+  CHECK(wait_child(kid) == 128 + SIGKILL);
+  std::vector<Event> ev = all_events(*t);
+  CHECK(ev.size() == 21);
+  CHECK(lost_in(ev) == 0);
+  expect_accounted(*t);
+}
+
+TEST_CASE("history: ring overflow goes on locking and counts what was dropped") {
+  TempDir tmp;
+  Options o;
+  o.ring_entries = 64;
+  auto t = open_table(tmp.table(), o);
+  Lock a;
+  REQUIRE(t->lookup("o", &a).ok());  // 1 event
+  for (int i = 0; i < 500; ++i) {    // 1000 events, never drained
+    REQUIRE(a.acquire().status.ok());
+    REQUIRE(a.release().ok());
+  }
+  std::vector<Event> ev = all_events(*t);
+  REQUIRE(ev.size() == 65);  // one `lost` event, then the 64 the ring still held
+  CHECK(ev[0].kind == EventKind::lost);
+  CHECK(ev[0].count == 1001 - 64);
+  CHECK(ev[0].seq == 1);
+  TableStats st;
+  REQUIRE(t->stats(&st).ok());
+  CHECK(st.history_lost == 1001 - 64);
+  expect_accounted(*t);
+}
+
+TEST_CASE("history: retention by count and by age, with the name index") {
+  TempDir tmp;
+  auto t = open_table(tmp.table());
+  Lock a, b;
+  REQUIRE(t->lookup("a", &a).ok());
+  REQUIRE(t->lookup("b", &b).ok());
+  REQUIRE(t->set_retention(10, std::chrono::seconds(0)).ok());
+  for (int i = 0; i < 20; ++i) {
+    Lock& l = i % 2 ? a : b;
+    REQUIRE(l.acquire().status.ok());
+    REQUIRE(l.release().ok());
+  }
+  std::vector<Event> ev = all_events(*t);
+  REQUIRE(ev.size() == 10);
+  CHECK(ev.back().seq == 42);  // the newest are kept
+  HistoryQuery q;
+  q.name = "a";
+  CHECK(all_events(*t, q).size() == 6);  // seq 33..42: a has 33,34,37,38,41,42; the index was pruned too
+  std::vector<std::string> problems;
+  REQUIRE(t->check(&problems).ok());
+  CHECK(problems.empty());
+
+  REQUIRE(t->set_retention(0, std::chrono::seconds(1)).ok());
+  std::this_thread::sleep_for(std::chrono::milliseconds(1100));
+  REQUIRE(a.acquire().status.ok());
+  REQUIRE(a.release().ok());
+  ev = all_events(*t);
+  REQUIRE(ev.size() == 2);  // everything older than a second is gone
+  CHECK(ev[0].kind == EventKind::acquired);
+}
+
+TEST_CASE("history: levels off, ring and persisted") {
+  TempDir tmp;
+  Options o;
+  o.history = HistoryLevel::off;
+  auto t = open_table(tmp.table(), o);
+  Lock a;
+  REQUIRE(t->lookup("l", &a).ok());
+  REQUIRE(a.acquire().status.ok());
+  REQUIRE(a.release().ok());
+  CHECK(all_events(*t).empty());
+  TableStats st;
+  REQUIRE(t->stats(&st).ok());
+  CHECK(st.ring_head == 1);  // nothing appended at all
+
+  REQUIRE(t->set_history_level(HistoryLevel::ring).ok());
+  REQUIRE(a.acquire().status.ok());
+  REQUIRE(a.release().ok());
+  std::vector<Event> ev = all_events(*t);
+  REQUIRE(ev.size() == 2);
+  CHECK(ev[0].name == "l");
+  REQUIRE(t->stats(&st).ok());
+  CHECK(st.history_records == 0);  // read from the ring, not stored
+
+  REQUIRE(t->set_history_level(HistoryLevel::persisted).ok());
+  REQUIRE(a.acquire().status.ok());
+  REQUIRE(a.release().ok());
+  ev = all_events(*t);
+  REQUIRE(t->stats(&st).ok());
+  CHECK(st.history_records == 4);  // the ring-only events are drained too once persisted
+  CHECK(ev.size() == 4);
+}
+
+TEST_CASE("history: the background drainer empties the ring without being asked") {
+  TempDir tmp;
+  Options o;
+  o.drain_interval = std::chrono::milliseconds(10);
+  auto t = open_table(tmp.table(), o);
+  Lock a;
+  REQUIRE(t->lookup("bg", &a).ok());
+  for (int i = 0; i < 100; ++i) {
+    REQUIRE(a.acquire().status.ok());
+    REQUIRE(a.release().ok());
+  }
+  TableStats st;
+  for (int i = 0; i < 500; ++i) {
+    REQUIRE(t->stats(&st).ok());
+    if (st.ring_drained == st.ring_head) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  CHECK(st.ring_drained == st.ring_head);
+  CHECK(st.history_records == 201);
+}
+
+TEST_CASE("history: a corrupt record is an error naming its sequence number") {
+  TempDir tmp;
+  {
+    auto t = open_table(tmp.table());
+    Lock a;
+    REQUIRE(t->lookup("c", &a).ok());
+    REQUIRE(a.acquire().status.ok());
+    REQUIRE(a.release().ok());
+    uint64_t n = 0;
+    REQUIRE(t->drain_history(&n).ok());
+  }
+  MDB_env* env;
+  REQUIRE(mdb_env_create(&env) == 0);
+  mdb_env_set_maxdbs(env, 8);
+  REQUIRE(mdb_env_open(env, tmp.table().c_str(), 0, 0660) == 0);
+  MDB_txn* txn;
+  REQUIRE(mdb_txn_begin(env, nullptr, 0, &txn) == 0);
+  MDB_dbi hist;
+  REQUIRE(mdb_dbi_open(txn, "history", 0, &hist) == 0);
+  std::string key = format::encode_u64_key(2);
+  MDB_val k{key.size(), key.data()}, v{5, const_cast<char*>("junk!")};
+  REQUIRE(mdb_put(txn, hist, &k, &v, 0) == 0);
+  REQUIRE(mdb_txn_commit(txn) == 0);
+  mdb_env_close(env);
+
+  auto t = open_table(tmp.table());
+  std::vector<Event> ev;
+  Status s = t->history({}, &ev);
+  CHECK(s.code() == Code::corrupt);
+  CHECK(s.message().find("history record 2") != std::string::npos);
+  CHECK(s.message().find("data.mdb") != std::string::npos);
+  std::vector<std::string> problems;
+  REQUIRE(t->check(&problems).ok());
+  REQUIRE(problems.size() == 1);
+  CHECK(problems[0].find("history record 2") != std::string::npos);
+}
