@@ -40,13 +40,13 @@ inline void store_relaxed(uint64_t* p, uint64_t v) { __atomic_store_n(p, v, __AT
 inline void store_relaxed(uint32_t* p, uint32_t v) { __atomic_store_n(p, v, __ATOMIC_RELAXED); }
 
 inline uint64_t ring_append(format::Header* header, format::RingEntry* ring, uint32_t mask, const ThreadSelf& me,
-                            const RingEvent& ev) {
+                            const RingEvent& ev, uint64_t time_ns) {
   uint64_t t = std::atomic_ref<uint64_t>(header->ring_head).fetch_add(1, std::memory_order_relaxed);
   format::RingEntry* e = &ring[t & mask];
   store_relaxed(&e->pid, me.pid);
   store_relaxed(&e->tid, me.tid);
   std::atomic_ref<uint64_t>(e->stamp).store(2 * t + 1, std::memory_order_release);
-  store_relaxed(&e->time_ns, realtime_coarse_ns());
+  store_relaxed(&e->time_ns, time_ns);
   store_relaxed(&e->slot, ev.slot);
   store_relaxed(&e->incarnation, ev.incarnation);
   // kind, mode and flags share one 32-bit word; aux32 its own.

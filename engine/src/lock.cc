@@ -13,6 +13,8 @@ using detail::ThreadSelf;
 
 namespace {
 
+bool history_on(const uint32_t* level) { return __atomic_load_n(level, __ATOMIC_RELAXED) != 0; }
+
 Status empty_handle() { return Status(Code::invalid_argument, "empty lock handle"); }
 
 uint64_t since(uint64_t then) {
@@ -27,8 +29,10 @@ AcquireResult Lock::acquire(Mode mode, Deadline deadline) {
   if (mode == Mode::exclusive) {
     ThreadSelf& me = detail::thread_self();
     if (detail::try_acquire_exclusive_fast(slot_, incarnation_, me)) {
-      if (core_->history_on()) {
-        core_->record(RingEvent{uint8_t(EventKind::acquired), 0, 0, index_, incarnation_, 0, 0});
+      uint64_t now = detail::realtime_coarse_ns();
+      detail::set_acquired_at(slot_, now);
+      if (history_on(history_level_)) {
+        core_->record_at(RingEvent{uint8_t(EventKind::acquired), 0, 0, index_, incarnation_, 0, 0}, now);
       }
       return AcquireResult{};
     }
@@ -40,10 +44,14 @@ Status Lock::release(Mode mode) {
   if (core_ == nullptr) return empty_handle();
   if (mode == Mode::exclusive) {
     ThreadSelf& me = detail::thread_self();
-    uint64_t acquired_at = __atomic_load_n(&slot_->acquired_at, __ATOMIC_RELAXED);
+    const bool history = history_on(history_level_);
+    uint64_t acquired_at = history ? __atomic_load_n(&slot_->acquired_at, __ATOMIC_RELAXED) : 0;
     if (detail::try_release_exclusive_fast(slot_, incarnation_, me)) {
-      if (core_->history_on()) {
-        core_->record(RingEvent{uint8_t(EventKind::released), 0, 0, index_, incarnation_, 0, since(acquired_at)});
+      if (history) {
+        uint64_t now = detail::realtime_coarse_ns();
+        core_->record_at(RingEvent{uint8_t(EventKind::released), 0, 0, index_, incarnation_, 0,
+                                   now > acquired_at ? now - acquired_at : 0},
+                         now);
       }
       return Status::OK();
     }
@@ -97,7 +105,8 @@ namespace detail {
 AcquireResult TableCore::acquire_slow(Lock& lock, Mode mode, const Deadline& deadline) {
   Acquired a = mode == Mode::exclusive
                    ? acquire_exclusive(*file_, lock.slot_, lock.index_, lock.incarnation_, deadline)
-                   : acquire_shared(*file_, lock.slot_, lock.index_, lock.incarnation_, deadline);
+                   : acquire_shared(*file_, lock.slot_, lock.index_, lock.incarnation_, deadline,
+                                    realtime_coarse_ns());
   const uint8_t m = uint8_t(mode);
   switch (a.code) {
     case Code::ok:

@@ -135,6 +135,7 @@
 #include <climits>
 #include <ctime>
 #include <mutex>
+#include <optional>
 #include <vector>
 
 #include "crash_point.h"
@@ -165,12 +166,23 @@ struct SharedHold {
   uint32_t reader_index;
   format::ReaderRecord* reader;
 };
+struct CachedReader {
+  uint64_t table;  // TableFile::id()
+  uint32_t index;
+  format::ReaderRecord* record;
+};
 thread_local std::vector<SharedHold> tls_shared;
 thread_local std::vector<format::Slot*> tls_abandoned;
+// Reader records this thread has claimed and keeps (idle) for its next shared
+// acquire, saving a claim and a free each time. They stay on the thread's
+// robust list: if it dies the kernel marks them, and anyone may reclaim them.
+thread_local std::vector<CachedReader> tls_reader_cache;
+constexpr size_t kReaderCacheSize = 4;  // per thread, all tables together
 
 void forget_holds_after_fork() {
   tls_shared.clear();
   tls_abandoned.clear();
+  tls_reader_cache.clear();  // the parent's thread owns them, not the child
 }
 
 void register_fork_handler() {
@@ -253,49 +265,58 @@ uint64_t monotonic_ns() {
 // ---------------------------------------------------------------------------
 class WaitClock {
  public:
-  explicit WaitClock(const Deadline& d) : deadline_(d), start_(monotonic_ns()) {
+  explicit WaitClock(const Deadline& d) : deadline_(d), start_(d.is_now() ? 0 : monotonic_ns()) {
+    now_ = start_;
     if (!d.is_never() && !d.is_now()) {
       auto left = std::chrono::duration_cast<std::chrono::nanoseconds>(d.when() - Deadline::clock::now()).count();
       end_ = start_ + uint64_t(std::max<int64_t>(left, 0));
     }
   }
 
-  bool try_only() const { return deadline_.is_now(); }
-  bool expired() const { return deadline_.is_now() || (!deadline_.is_never() && monotonic_ns() >= end_); }
-  uint64_t waited_ns() const { return monotonic_ns() - start_; }
+  // Reads the clock: once per wait iteration, the rest use that reading.
+  void tick() {
+    if (!deadline_.is_now()) now_ = monotonic_ns();
+  }
+
+  bool expired() const { return deadline_.is_now() || (!deadline_.is_never() && now_ >= end_); }
+  uint64_t waited_ns() const { return start_ == 0 ? 0 : monotonic_ns() - start_; }
 
   // True when the holder identified by `who` is due a liveness check. A new
   // holder is first checked kFirstCheckNs after we start watching it.
   bool check_due(uint64_t who) {
-    uint64_t now = monotonic_ns();
     if (who != watched_) {
       watched_ = who;
       interval_ = kFirstCheckNs;
-      next_check_ = now + uint64_t(interval_);
+      next_check_ = now_ + uint64_t(interval_);
       return false;
     }
-    if (now < next_check_) return false;
+    if (now_ < next_check_) return false;
     interval_ = std::min(interval_ * 2, kMaxCheckNs);
-    next_check_ = now + uint64_t(interval_);
+    next_check_ = now_ + uint64_t(interval_);
     return true;
   }
 
   // How long to sleep: until the next check or the deadline, whichever first.
   int64_t sleep_ns() const {
-    uint64_t now = monotonic_ns();
-    uint64_t until = next_check_ > now ? next_check_ : now + uint64_t(kFirstCheckNs);
+    uint64_t until = next_check_ > now_ ? next_check_ : now_ + uint64_t(kFirstCheckNs);
     if (!deadline_.is_never() && end_ < until) until = end_;
-    return until > now ? int64_t(until - now) : 0;
+    return until > now_ ? int64_t(until - now_) : 0;
   }
 
  private:
   Deadline deadline_;
   uint64_t start_;
+  uint64_t now_ = 0;
   uint64_t end_ = 0;
   uint64_t watched_ = ~uint64_t{0};
   int64_t interval_ = kFirstCheckNs;
   uint64_t next_check_ = 0;
 };
+
+// Bounded spinning before a futex sleep: kSpinRounds re-checks, each after up
+// to kSpinPauses `pause` instructions while the record stays the same.
+constexpr int kSpinRounds = 4;
+constexpr int kSpinPauses = 64;
 
 uint64_t holder_key(const Word128& w) { return w.lo ^ (uint64_t{aux_word(w)} << 1); }
 constexpr uint64_t kReadersKey = 0x5EADE25;
@@ -322,8 +343,10 @@ void sleep_on(format::Slot* s, uint32_t seen_tid_word, int64_t max_ns) {
 uint64_t load_op(const format::ReaderRecord* r) {
   return std::atomic_ref<const uint64_t>(r->op).load(std::memory_order_seq_cst);
 }
+// A plain (release) store suffices: every store of a pending op is followed by
+// the slot's lock cmpxchg16b, a full barrier, before anyone can need to see it.
 void store_op(format::ReaderRecord* r, uint64_t op) {
-  std::atomic_ref<uint64_t>(r->op).store(op, std::memory_order_seq_cst);
+  std::atomic_ref<uint64_t>(r->op).store(op, std::memory_order_release);
 }
 bool cas_op(format::ReaderRecord* r, uint64_t expected, uint64_t desired) {
   return std::atomic_ref<uint64_t>(r->op).compare_exchange_strong(expected, desired, std::memory_order_seq_cst);
@@ -331,9 +354,9 @@ bool cas_op(format::ReaderRecord* r, uint64_t expected, uint64_t desired) {
 
 // Finalises the reader operation named by the slot record `cur`, if it is
 // still pending (step 3 of the join/leave transaction, done on its behalf).
-void help_reader_op(TableFile& file, uint32_t slot_index, const Word128& cur) {
+void help_reader_op(TableFile& file, uint32_t slot_index, const Word128& cur, uint32_t mine = UINT32_MAX) {
   uint32_t a = aux_word(cur);
-  if (a == 0) return;
+  if (a == 0 || a - 1 == mine) return;  // nothing pending, or our own (finished) op
   format::ReaderRecord* r = file.reader(a - 1);
   if (r == nullptr) return;
   uint64_t op = load_op(r);
@@ -346,7 +369,19 @@ void help_reader_op(TableFile& file, uint32_t slot_index, const Word128& cur) {
   }
 }
 
+// A record a dead thread left claimed but idle: free to take over.
+bool dead_idle_reader(format::ReaderRecord* r, const Word128& id) {
+  return (tid_word(id) & kOwnerDied) != 0 && format::reader_op_state(load_op(r)) == ReaderState::idle;
+}
+
 Code claim_reader(TableFile& file, ThreadSelf& me, uint32_t* index, format::ReaderRecord** out) {
+  for (size_t i = tls_reader_cache.size(); i-- > 0;) {
+    if (tls_reader_cache[i].table != file.id()) continue;
+    *index = tls_reader_cache[i].index;
+    *out = tls_reader_cache[i].record;
+    tls_reader_cache.erase(tls_reader_cache.begin() + ptrdiff_t(i));
+    return Code::ok;
+  }
   for (int attempt = 0; attempt < 2; ++attempt) {
     uint64_t cap = file.reader_capacity();
     uint64_t start = cap ? (uint64_t{me.tid} * 2654435761u) % cap : 0;
@@ -355,7 +390,7 @@ Code claim_reader(TableFile& file, ThreadSelf& me, uint32_t* index, format::Read
       format::ReaderRecord* r = file.reader(idx);
       if (r == nullptr) continue;
       Word128 id = guess128(&r->ident);
-      if (id.lo != 0 || aux_word(id) != 0) continue;
+      if ((id.lo != 0 || aux_word(id) != 0) && !dead_idle_reader(r, id)) continue;
       Word128 desired = make_word(me.tid, me.pid, me.start, generation(id) + 1);
       if (me.robust != nullptr) robust_pending(me.robust, &r->robust_next);
       if (cas128(&r->ident, id, desired)) {
@@ -377,7 +412,7 @@ Code claim_reader(TableFile& file, ThreadSelf& me, uint32_t* index, format::Read
 }
 
 // Frees a reader record this thread owns.
-void free_own_reader(ThreadSelf& me, format::ReaderRecord* r) {
+void release_own_reader(ThreadSelf& me, format::ReaderRecord* r) {
   store_op(r, 0);
   if (me.robust != nullptr) {
     robust_pending(me.robust, &r->robust_next);
@@ -387,6 +422,16 @@ void free_own_reader(ThreadSelf& me, format::ReaderRecord* r) {
   while (!cas128(&r->ident, cur, make_word(0, 0, 0, generation(cur) + 1))) {
   }
   if (me.robust != nullptr) robust_clear_pending(me.robust);
+}
+
+// Gives back a reader record this thread owns: into its cache, or freed.
+void free_own_reader(ThreadSelf& me, TableFile& file, format::ReaderRecord* r, uint32_t index) {
+  store_op(r, 0);
+  if (tls_reader_cache.size() < kReaderCacheSize) {
+    tls_reader_cache.push_back(CachedReader{file.id(), index, r});
+    return;
+  }
+  release_own_reader(me, r);
 }
 
 // Frees the record of a dead reader, if it is still the same claim.
@@ -489,6 +534,15 @@ uint32_t reap_dead_readers(TableFile& file, format::Slot* s, uint32_t slot_index
 
 }  // namespace
 
+void drop_cached_readers(TableFile& file) {
+  ThreadSelf& me = thread_self();
+  for (size_t i = tls_reader_cache.size(); i-- > 0;) {
+    if (tls_reader_cache[i].table != file.id()) continue;
+    release_own_reader(me, tls_reader_cache[i].record);
+    tls_reader_cache.erase(tls_reader_cache.begin() + ptrdiff_t(i));
+  }
+}
+
 void wake_waiters(format::Slot* s, const Word128& old) {
   futex_wake(&s->owner.tid_word, (pid_word(old) & kSharedWaiters) ? INT_MAX : 1);
 }
@@ -499,13 +553,23 @@ void wake_waiters(format::Slot* s, const Word128& old) {
 Acquired acquire_exclusive(TableFile& file, format::Slot* s, uint32_t slot_index, uint32_t incarnation,
                            const Deadline& deadline) {
   ThreadSelf& me = thread_self();
-  WaitClock clock(deadline);
-  bool slept = false;
-  auto done = [&](Code code, Owner dead = {}) {
-    return Acquired{code, dead, slept ? clock.waited_ns() : 0};
+  // The clock is read only once the thread actually has to wait: on this VM a
+  // CLOCK_MONOTONIC read costs more than the whole uncontended acquire.
+  std::optional<WaitClock> waiting;
+  auto clock = [&]() -> WaitClock& {
+    if (!waiting) waiting.emplace(deadline);
+    return *waiting;
   };
+  bool slept = false;
+  int spins = 0;
+  auto done = [&](Code code, Owner dead = {}) {
+    return Acquired{code, dead, slept && waiting ? waiting->waited_ns() : 0};
+  };
+  // `cur` is a two-load guess, never trusted alone: every action below is
+  // validated by a CAS on the exact value, or by FUTEX_WAIT on the exact word.
+  // (A 16-byte atomic load is a locked write: it would fight for the line.)
   for (;;) {
-    Word128 cur = load128(&s->owner);
+    Word128 cur = guess128(&s->owner);
     if (load_incarnation(s) != incarnation) return done(Code::stale_handle);
     uint32_t tw = tid_word(cur);
     uint32_t pw = pid_word(cur);
@@ -519,7 +583,8 @@ Acquired acquire_exclusive(TableFile& file, format::Slot* s, uint32_t slot_index
         if (me.robust != nullptr) robust_clear_pending(me.robust);
         continue;
       }
-      after_exclusive_acquire(s, me, generation(desired));
+      after_exclusive_acquire(s, me, desired);
+      set_acquired_at(s, realtime_coarse_ns());
       if (pw & kAbandoned) {
         note_abandoned(me, s);
         return done(Code::abandoned, last_dead_owner(s));
@@ -530,7 +595,8 @@ Acquired acquire_exclusive(TableFile& file, format::Slot* s, uint32_t slot_index
     if (is_exclusive(pw)) {
       if (owned_by(cur, me)) return done(Code::already_held);
       bool dead = (tw & kOwnerDied) != 0;
-      if (!dead && clock.check_due(holder_key(cur))) dead = holder_dead(s, cur);
+      clock().tick();
+      if (!dead && clock().check_due(holder_key(cur))) dead = holder_dead(s, cur);
       if (dead) {
         Owner gone = exclusive_owner(s, cur);
         Word128 desired = make_word(me.tid | (tw & kWaiters) | (slept ? kWaiters : 0), me.pid | (pw & kSharedWaiters),
@@ -540,24 +606,34 @@ Acquired acquire_exclusive(TableFile& file, format::Slot* s, uint32_t slot_index
           if (me.robust != nullptr) robust_clear_pending(me.robust);
           continue;
         }
-        after_exclusive_acquire(s, me, generation(desired));
+        after_exclusive_acquire(s, me, desired);
+        set_acquired_at(s, realtime_coarse_ns());
         record_dead_owner(s, gone);
         note_abandoned(me, s);
         Acquired a = done(Code::abandoned, gone);
         a.took_over = true;
         return a;
       }
-      if (clock.expired()) return done(Code::timed_out);
+      if (clock().expired()) return done(Code::timed_out);
+      // Spin briefly before sleeping: a holder on another CPU often lets go
+      // within a microsecond, and a futex sleep and wake cost more than that.
+      if (spins < kSpinRounds) {
+        ++spins;
+        for (int i = 0; i < kSpinPauses && guess128(&s->owner) == cur; ++i) __builtin_ia32_pause();
+        continue;
+      }
+      spins = 0;
       if (!set_flags(s, cur, kWaiters, 0)) continue;
-      sleep_on(s, tid_word(cur), clock.sleep_ns());
+      sleep_on(s, tid_word(cur), clock().sleep_ns());
       slept = true;
       continue;
     }
 
     // SHARED: wait for the readers to leave, keeping new ones out.
     if (find_shared_hold(s) != nullptr) return done(Code::already_held);
-    if (clock.check_due(kReadersKey) && reap_dead_readers(file, s, slot_index, false, nullptr) > 0) continue;
-    if (clock.expired()) {
+    clock().tick();
+    if (clock().check_due(kReadersKey) && reap_dead_readers(file, s, slot_index, false, nullptr) > 0) continue;
+    if (clock().expired()) {
       // Withdraw WRITER_WAITING, so readers are not kept out by a writer that
       // gave up; a writer still waiting wakes and sets it again.
       if (slept) {
@@ -572,7 +648,7 @@ Acquired acquire_exclusive(TableFile& file, format::Slot* s, uint32_t slot_index
       return done(Code::timed_out);
     }
     if (!set_flags(s, cur, kWaiters, kWriterWaiting)) continue;
-    sleep_on(s, tid_word(cur), clock.sleep_ns());
+    sleep_on(s, tid_word(cur), clock().sleep_ns());
     slept = true;
   }
 }
@@ -581,9 +657,14 @@ Code release_exclusive(format::Slot* s, uint32_t incarnation, bool* left_abandon
   ThreadSelf& me = thread_self();
   *left_abandoned = false;
   if (load_incarnation(s) != incarnation) return Code::stale_handle;
-  Word128 cur = load128(&s->owner);
-  if (!owned_by(cur, me)) return Code::not_owner;
-  untrack_hold(me, s);
+  // A tracked hold is ours (see try_release_exclusive_fast): the record written
+  // at acquire will do, the CAS loop below corrects it. Otherwise read the
+  // record atomically.
+  Word128 cur;
+  if (!untrack_hold(me, s, &cur)) {
+    cur = load128(&s->owner);
+    if (!owned_by(cur, me)) return Code::not_owner;
+  }
   bool abandoned = forget_abandoned(me, s);
   Word128 desired = make_word(0, abandoned ? kAbandoned : 0, 0, generation(cur) + 1);
   if (me.robust != nullptr) {
@@ -602,56 +683,87 @@ Code release_exclusive(format::Slot* s, uint32_t incarnation, bool* left_abandon
 // Shared mode.
 // ---------------------------------------------------------------------------
 Acquired acquire_shared(TableFile& file, format::Slot* s, uint32_t slot_index, uint32_t incarnation,
-                        const Deadline& deadline) {
+                        const Deadline& deadline, uint64_t now_ns) {
   ThreadSelf& me = thread_self();
   register_fork_handler();
   if (find_shared_hold(s) != nullptr) return Acquired{Code::already_held, {}, 0};
-  if (owned_by(load128(&s->owner), me)) return Acquired{Code::already_held, {}, 0};
 
   uint32_t ri = 0;
   format::ReaderRecord* r = nullptr;
   if (Code c = claim_reader(file, me, &ri, &r); c != Code::ok) return Acquired{c, {}, 0};
   __atomic_store_n(&r->incarnation, incarnation, __ATOMIC_RELAXED);
 
-  WaitClock clock(deadline);
+  std::optional<WaitClock> waiting;  // only once we have to wait (reading the clock costs)
   bool slept = false;
+  auto waited = [&]() -> uint64_t { return slept && waiting ? waiting->waited_ns() : 0; };
   auto fail = [&](Code code) {
-    free_own_reader(me, r);
-    return Acquired{code, {}, slept ? clock.waited_ns() : 0};
+    free_own_reader(me, file, r, ri);
+    return Acquired{code, {}, waited()};
   };
   auto joined = [&](Code code, Owner dead) {
-    __atomic_store_n(&r->acquired_at, realtime_coarse_ns(), __ATOMIC_RELAXED);
+    __atomic_store_n(&r->acquired_at, slept ? realtime_coarse_ns() : now_ns, __ATOMIC_RELAXED);
     tls_shared.push_back(SharedHold{s, ri, r});
-    return Acquired{code, dead, slept ? clock.waited_ns() : 0};
+    return Acquired{code, dead, waited()};
   };
 
+  // One join attempt from `cur`: the transaction of SHARED MODE above. False
+  // when the CAS failed (cur is then the current value).
+  auto try_join = [&](Word128& cur, Code* code) {
+    uint32_t tw = tid_word(cur);
+    uint32_t pw = pid_word(cur);
+    help_reader_op(file, slot_index, cur, ri);
+    uint32_t count = is_shared(pw) ? (pw & kPidMask) : 0;
+    if (count + 1 > kPidMask) {
+      *code = Code::capacity;
+      return true;
+    }
+    uint32_t ticket = generation(cur) + 1;
+    store_op(r, format::make_reader_op(slot_index, ReaderState::joining, ticket));
+    crash_point("join:after_intent");
+    uint32_t flags = pw & (kAbandoned | (is_shared(pw) ? kSharedWaiters : 0));
+    Word128 desired = make_word(tw & kWaiters, kSharedMode | flags | (count + 1), ri + 1, ticket);
+    if (!cas128(&s->owner, cur, desired)) return false;
+    crash_point("join:after_cas");
+    // Only helpers (with the same value) can write op meanwhile: a store does.
+    store_op(r, format::make_reader_op(slot_index, ReaderState::in, ticket));
+    *code = (pw & kAbandoned) ? Code::abandoned : Code::ok;
+    return true;
+  };
+  auto joinable = [](uint32_t pw) {
+    return !(pw & kRetired) && (is_free(pw) || (is_shared(pw) && !(pw & kWriterWaiting)));
+  };
+
+  // The uncontended case: a guess of the record (two plain loads), validated
+  // by the join CAS itself.
+  {
+    Word128 cur = guess128(&s->owner);
+    Code code = Code::ok;
+    if (load_incarnation(s) == incarnation && joinable(pid_word(cur)) && try_join(cur, &code)) {
+      if (code == Code::capacity) return fail(code);
+      return joined(code, code == Code::abandoned ? last_dead_owner(s) : Owner{});
+    }
+  }
+
+  waiting.emplace(deadline);
+  WaitClock& clock = *waiting;
   for (;;) {
-    Word128 cur = load128(&s->owner);
+    Word128 cur = guess128(&s->owner);  // validated by every CAS / futex wait below
     if (load_incarnation(s) != incarnation) return fail(Code::stale_handle);
     uint32_t tw = tid_word(cur);
     uint32_t pw = pid_word(cur);
     if (pw & kRetired) return fail(Code::stale_handle);
 
-    if (is_free(pw) || (is_shared(pw) && !(pw & kWriterWaiting))) {
-      help_reader_op(file, slot_index, cur);
-      uint32_t count = is_shared(pw) ? (pw & kPidMask) : 0;
-      if (count + 1 > kPidMask) return fail(Code::capacity);
-      uint32_t ticket = generation(cur) + 1;
-      store_op(r, format::make_reader_op(slot_index, ReaderState::joining, ticket));
-      crash_point("join:after_intent");
-      uint32_t flags = pw & (kAbandoned | (is_shared(pw) ? kSharedWaiters : 0));
-      Word128 desired = make_word(tw & kWaiters, kSharedMode | flags | (count + 1), ri + 1, ticket);
-      if (!cas128(&s->owner, cur, desired)) continue;
-      crash_point("join:after_cas");
-      cas_op(r, format::make_reader_op(slot_index, ReaderState::joining, ticket),
-             format::make_reader_op(slot_index, ReaderState::in, ticket));
-      if (pw & kAbandoned) return joined(Code::abandoned, last_dead_owner(s));
-      return joined(Code::ok, {});
+    if (joinable(pw)) {
+      Code code = Code::ok;
+      if (!try_join(cur, &code)) continue;
+      if (code == Code::capacity) return fail(code);
+      return joined(code, code == Code::abandoned ? last_dead_owner(s) : Owner{});
     }
 
     if (is_exclusive(pw)) {
       if (owned_by(cur, me)) return fail(Code::already_held);
       bool dead = (tw & kOwnerDied) != 0;
+      clock.tick();
       if (!dead && clock.check_due(holder_key(cur))) dead = holder_dead(s, cur);
       if (dead) {
         Owner gone = exclusive_owner(s, cur);
@@ -659,8 +771,7 @@ Acquired acquire_shared(TableFile& file, format::Slot* s, uint32_t slot_index, u
         store_op(r, format::make_reader_op(slot_index, ReaderState::joining, ticket));
         Word128 desired = make_word(tw & kWaiters, kSharedMode | kAbandoned | (pw & kSharedWaiters) | 1, ri + 1, ticket);
         if (!cas128(&s->owner, cur, desired)) continue;
-        cas_op(r, format::make_reader_op(slot_index, ReaderState::joining, ticket),
-               format::make_reader_op(slot_index, ReaderState::in, ticket));
+        store_op(r, format::make_reader_op(slot_index, ReaderState::in, ticket));
         record_dead_owner(s, gone);
         if (pw & kSharedWaiters) futex_wake(&s->owner.tid_word, INT_MAX);  // other readers may join now
         Acquired a = joined(Code::abandoned, gone);
@@ -675,6 +786,7 @@ Acquired acquire_shared(TableFile& file, format::Slot* s, uint32_t slot_index, u
     }
 
     // SHARED with a writer waiting: stay out until the readers are gone.
+    clock.tick();
     if (clock.check_due(kReadersKey) && reap_dead_readers(file, s, slot_index, false, nullptr) > 0) continue;
     if (clock.expired()) return fail(Code::timed_out);
     if (!set_flags(s, cur, kWaiters, kSharedWaiters)) continue;
@@ -696,12 +808,17 @@ Code release_shared(TableFile& file, format::Slot* s, uint32_t slot_index, uint3
   Word128 cur;
   Word128 desired;
   uint32_t count = 0;
+  cur = guess128(&s->owner);  // a guess: the CAS below validates it
   for (;;) {
-    cur = load128(&s->owner);
     uint32_t pw = pid_word(cur);
     count = pw & kPidMask;
-    if (!is_shared(pw) || count == 0) break;  // we were taken out (recover after a false death?)
-    help_reader_op(file, slot_index, cur);
+    if (!is_shared(pw) || count == 0) {
+      cur = load128(&s->owner);  // was it a torn guess?
+      pw = pid_word(cur);
+      count = pw & kPidMask;
+      if (!is_shared(pw) || count == 0) break;
+    }  // we were taken out (recover after a false death?)
+    help_reader_op(file, slot_index, cur, ri);
     uint32_t ticket = generation(cur) + 1;
     store_op(r, format::make_reader_op(slot_index, ReaderState::leaving, ticket));
     crash_point("leave:after_intent");
@@ -709,15 +826,14 @@ Code release_shared(TableFile& file, format::Slot* s, uint32_t slot_index, uint3
                          : make_word(tid_word(cur), pw - 1, ri + 1, ticket);
     if (cas128(&s->owner, cur, desired)) {
       crash_point("leave:after_cas");
-      cas_op(r, format::make_reader_op(slot_index, ReaderState::leaving, ticket),
-             format::make_reader_op(slot_index, ReaderState::idle, ticket));
+      store_op(r, format::make_reader_op(slot_index, ReaderState::idle, ticket));
       *left_abandoned = (pw & kAbandoned) != 0;
       break;
     }
   }
   tls_shared.erase(tls_shared.begin() + (hold - tls_shared.data()));
   crash_point("leave:before_free");
-  free_own_reader(me, r);
+  free_own_reader(me, file, r, ri);
   if (count == 1 && (tid_word(cur) & kWaiters)) wake_waiters(s, cur);
   return Code::ok;
 }

@@ -30,13 +30,16 @@ inline uint32_t load_incarnation(const format::Slot* s) {
   return std::atomic_ref<const uint32_t>(s->incarnation).load(std::memory_order_acquire);
 }
 
-inline void track_hold(ThreadSelf& me, format::Slot* s) {
-  if (me.held_count < kTrackedHolds) me.held[me.held_count++] = s;
+inline void track_hold(ThreadSelf& me, format::Slot* s, const Word128& written) {
+  if (me.held_count < kTrackedHolds) me.held[me.held_count++] = TrackedHold{s, written.lo, written.hi};
 }
 
-inline bool untrack_hold(ThreadSelf& me, format::Slot* s) {
+// Forgets the hold of `s`; true (and the record written at acquire in
+// *written) if it was tracked.
+inline bool untrack_hold(ThreadSelf& me, format::Slot* s, Word128* written = nullptr) {
   for (uint32_t i = me.held_count; i-- > 0;) {
-    if (me.held[i] == s) {
+    if (me.held[i].slot == s) {
+      if (written != nullptr) *written = Word128{me.held[i].lo, me.held[i].hi};
       me.held[i] = me.held[--me.held_count];
       return true;
     }
@@ -44,58 +47,68 @@ inline bool untrack_hold(ThreadSelf& me, format::Slot* s) {
   return false;
 }
 
+// Wakes the threads asleep on the slot after a change away from `old`: all of
+// them when readers wait (they may all get in), otherwise one.
+void wake_waiters(format::Slot* s, const Word128& old);
+
 // Bookkeeping an exclusive owner does right after its CAS: put the slot on the
-// thread's robust list, record its tid for after the kernel clears it.
-inline void after_exclusive_acquire(format::Slot* s, ThreadSelf& me, uint32_t gen) {
-  if (me.robust != nullptr) {
-    robust_enqueue(me.robust, &s->robust_next);
-    robust_clear_pending(me.robust);
+// thread's robust list, record its tid for after the kernel clears it, and
+// remember the record written (the release CAS expects it). The caller stamps
+// the acquisition time (set_acquired_at), sharing the clock read with history.
+inline void after_exclusive_acquire(format::Slot* s, ThreadSelf& me, const Word128& written) {
+  if (RobustHead* head = me.robust) {
+    robust_enqueue(head, &s->robust_next);
+    robust_clear_pending(head);
   }
-  __atomic_store_n(&s->owner_shadow, uint64_t{me.tid} | (uint64_t{gen} << 32), __ATOMIC_RELAXED);
-  __atomic_store_n(&s->acquired_at, realtime_coarse_ns(), __ATOMIC_RELAXED);
-  track_hold(me, s);
+  __atomic_store_n(&s->owner_shadow, uint64_t{me.tid} | (uint64_t{generation(written)} << 32), __ATOMIC_RELAXED);
+  track_hold(me, s, written);
+}
+
+inline void set_acquired_at(format::Slot* s, uint64_t now_ns) {
+  __atomic_store_n(&s->acquired_at, now_ns, __ATOMIC_RELAXED);
 }
 
 // Uncontended exclusive acquire: the record is FREE with no flags and no
-// pending reader operation. One 16-byte CAS.
+// pending reader operation. One 16-byte CAS. (A variant that skipped the read
+// and CASed against the last FREE record the handle saw measured no faster, and
+// had to give back a re-created name's lock after the fact.)
 inline bool try_acquire_exclusive_fast(format::Slot* s, uint32_t incarnation, ThreadSelf& me) {
   Word128 cur = guess128(&s->owner);
   if (cur.lo != 0 || aux_word(cur) != 0) return false;
   if (load_incarnation(s) != incarnation) return false;  // after reading the record (see protocol)
   Word128 desired = make_word(me.tid, me.pid, me.start, generation(cur) + 1);
-  if (me.robust != nullptr) robust_pending(me.robust, &s->robust_next);
+  RobustHead* head = me.robust;
+  if (head != nullptr) robust_pending(head, &s->robust_next);
   if (!cas128(&s->owner, cur, desired)) {
-    if (me.robust != nullptr) robust_clear_pending(me.robust);
+    if (head != nullptr) robust_clear_pending(head);
     return false;
   }
-  after_exclusive_acquire(s, me, generation(desired));
+  after_exclusive_acquire(s, me, desired);
   return true;
 }
 
-// Wakes the threads asleep on the slot after a change away from `old`: all of
-// them when readers wait (they may all get in), otherwise one.
-void wake_waiters(format::Slot* s, const Word128& old);
-
 // Exclusive release by a thread that tracked the hold and owes no repair (the
-// common case). Returns false, having changed nothing, otherwise.
+// common case). Returns false, having changed nothing, otherwise. The CAS
+// expects the record this thread wrote at acquire (no read first); waiters may
+// have added their bits since, which the failed CAS reports.
 inline bool try_release_exclusive_fast(format::Slot* s, uint32_t incarnation, ThreadSelf& me) {
-  Word128 cur = guess128(&s->owner);
-  if (cur.lo != (uint64_t{me.tid} | (uint64_t{me.pid} << 32)) || aux_word(cur) != me.start) return false;
   if (me.abandoned_count != 0) return false;  // a release may have to pass "abandoned" on
   if (load_incarnation(s) != incarnation) return false;  // a stale handle (slow path says so)
+  Word128 cur;
   // Tracked means this thread acquired it and has not released it: it owns it
   // (a live owner is never taken over), so unlinking its list node is safe.
-  if (!untrack_hold(me, s)) return false;
-  if (me.robust != nullptr) {
-    robust_pending(me.robust, &s->robust_next);
-    robust_dequeue(me.robust, &s->robust_next);
+  if (!untrack_hold(me, s, &cur)) return false;
+  RobustHead* head = me.robust;
+  if (head != nullptr) {
+    robust_pending(head, &s->robust_next);
+    robust_dequeue(head, &s->robust_next);
   }
   // Only the WAITERS / SHARED_WAITERS bits can change under an owner; the CAS
   // fails at most until it has seen them.
   Word128 desired = make_word(0, 0, 0, generation(cur) + 1);
   while (!cas128(&s->owner, cur, desired)) {
   }
-  if (me.robust != nullptr) robust_clear_pending(me.robust);
+  if (head != nullptr) robust_clear_pending(head);
   if (tid_word(cur) & format::kWaiters) wake_waiters(s, cur);
   return true;
 }
@@ -108,8 +121,16 @@ Acquired acquire_exclusive(TableFile& file, format::Slot* s, uint32_t slot_index
 // hold of the name that now owns the slot (stale_handle).
 Code release_exclusive(format::Slot* s, uint32_t incarnation, bool* left_abandoned);
 
+// Frees the reader records the calling thread keeps cached for `file` (called
+// as the table closes). Other threads' cached records stay claimed: they keep
+// the mapping alive (TableCore::process_holds_locks) and are freed, or marked
+// by the kernel, when those threads end. Cache entries are keyed by
+// TableFile::id(), never reused, so a closed table's entry is never touched.
+void drop_cached_readers(TableFile& file);
+
+// `now_ns` stamps the reader's acquisition time (0: unknown, no clock read).
 Acquired acquire_shared(TableFile& file, format::Slot* s, uint32_t slot_index, uint32_t incarnation,
-                        const Deadline& deadline);
+                        const Deadline& deadline, uint64_t now_ns);
 Code release_shared(TableFile& file, format::Slot* s, uint32_t slot_index, uint32_t incarnation, bool* left_abandoned,
                     uint64_t* acquired_at);
 

@@ -25,9 +25,14 @@ const char* code_name(Code code) {
   return "unknown";
 }
 
+const std::string& Status::message() const {
+  static const std::string empty;
+  return message_ ? *message_ : empty;
+}
+
 std::string Status::to_string() const {
-  if (message_.empty()) return code_name(code_);
-  return std::string(code_name(code_)) + ": " + message_;
+  if (!message_) return code_name(code_);
+  return std::string(code_name(code_)) + ": " + *message_;
 }
 
 namespace {

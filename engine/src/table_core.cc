@@ -114,10 +114,12 @@ TableCore::~TableCore() {
   }
   stop_drainer();
   lmdb_.reset();
+  if (file_) drop_cached_readers(*file_);
   if (file_ && process_holds_locks()) {
     // Unmapping would leave this process's robust lists pointing at unmapped
     // memory. Keep the mapping (and the attach lock) until the process exits;
-    // the locks stay held and are taken over when their threads end.
+    // the locks stay held and are taken over when their threads end. (Reader
+    // records other threads keep cached for reuse count as held here.)
     (void)file_.release();
   }
   file_.reset();
@@ -185,6 +187,7 @@ Status TableCore::make_handle(const std::shared_ptr<TableCore>& self, std::strin
   out->slot_ = slot;
   out->index_ = rec.slot;
   out->incarnation_ = rec.incarnation;
+  out->history_level_ = &file_->header()->history_level;
   out->name_ = std::string(name);
   return Status::OK();
 }
@@ -442,7 +445,10 @@ Status TableCore::list(std::vector<LockInfo>* locks) {
     info.mode = view.mode;
     info.waiters = view.waiters;
     info.abandoned = view.abandoned;
-    auto held_ms = [&](uint64_t since) { return since != 0 && now > since ? (now - since) / 1'000'000 : 0; };
+    auto held_ms = [&](uint64_t since) -> std::optional<uint64_t> {
+      if (since == 0) return std::nullopt;
+      return now > since ? (now - since) / 1'000'000 : 0;
+    };
     if (view.state == LockState::held || view.state == LockState::dead_owner) {
       HolderInfo h;
       h.owner = view.owner;

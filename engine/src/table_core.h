@@ -35,7 +35,10 @@ class TableCore {
     return __atomic_load_n(&file_->header()->history_level, __ATOMIC_RELAXED) != uint32_t(HistoryLevel::off);
   }
   void record(const RingEvent& ev) {
-    if (history_on()) ring_append(file_->header(), file_->ring(), file_->ring_mask(), thread_self(), ev);
+    if (history_on()) record_at(ev, realtime_coarse_ns());
+  }
+  void record_at(const RingEvent& ev, uint64_t time_ns) {
+    ring_append(file_->header(), file_->ring(), file_->ring_mask(), thread_self(), ev, time_ns);
   }
 
   // --- lock operations that did not finish on the fast path (lock.cc) ---

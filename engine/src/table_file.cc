@@ -91,7 +91,9 @@ Status create_file(int dirfd, const std::string& dir, const CreateParams& p) {
 
 Status TableFile::open(int dirfd, const std::string& dir, bool create, const CreateParams& params,
                        std::unique_ptr<TableFile>* out, bool* created) {
+  static std::atomic<uint64_t> next_id{1};
   std::unique_ptr<TableFile> t(new TableFile());
+  t->id_ = next_id.fetch_add(1);
   t->path_ = dir + "/" + kTableFileName;
   t->dirfd_ = dirfd;
   *created = false;

@@ -58,6 +58,8 @@ class TableFile {
   ~TableFile();
 
   const std::string& path() const { return path_; }
+  // Unique within the process, never reused (per-thread caches key on it).
+  uint64_t id() const { return id_; }
   int fd() const { return fd_; }
 
   format::Header* header() const { return header_; }
@@ -92,6 +94,7 @@ class TableFile {
   Status reserve_and_map();
 
   std::string path_;
+  uint64_t id_ = 0;
   int dirfd_ = -1;
   int fd_ = -1;
   format::Header* header_ = nullptr;

@@ -13,7 +13,7 @@
 
 namespace locktable::detail {
 
-thread_local ThreadSelf tls_self __attribute__((tls_model("initial-exec"))) = {};
+constinit thread_local ThreadSelf tls_self __attribute__((tls_model("initial-exec"))) = {};
 
 namespace {
 

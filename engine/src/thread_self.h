@@ -11,6 +11,13 @@ namespace locktable::detail {
 
 inline constexpr uint32_t kTrackedHolds = 32;
 
+// An exclusive hold: the slot, and the owner record this thread wrote into it.
+struct TrackedHold {
+  void* slot;
+  uint64_t lo;
+  uint64_t hi;
+};
+
 struct ThreadSelf {
   uint32_t ready;     // 1 once filled in for this thread in this process
   uint32_t pid;
@@ -19,16 +26,17 @@ struct ThreadSelf {
   RobustHead* robust; // the thread's robust list head, or nullptr (polling only)
   char comm[16];      // thread name, NUL-padded
   // Slots this thread holds exclusively (the first kTrackedHolds of them). A
-  // release that finds its slot here knows, without a 16-byte atomic read,
-  // that the thread owns it and may unlink the slot from its robust list.
+  // release that finds its slot here knows, without reading the record, that
+  // the thread owns it (and may unlink the slot from its robust list), and
+  // knows the record it wrote: the expected value of its release CAS.
   uint32_t held_count;
-  void* held[kTrackedHolds];
+  TrackedHold held[kTrackedHolds];
   // How many exclusive holds of this thread were taken abandoned and not yet
   // marked consistent (the slots themselves are in lock_protocol.cc).
   uint32_t abandoned_count;
 };
 
-extern thread_local ThreadSelf tls_self __attribute__((tls_model("initial-exec")));
+extern thread_local constinit ThreadSelf tls_self __attribute__((tls_model("initial-exec")));
 
 ThreadSelf& thread_self_slow();
 

@@ -139,7 +139,7 @@ nlohmann::json owner_json(const HolderInfo& h) {
                         {"start_time", h.owner.start_time},
                         {"comm", h.comm},
                         {"alive", h.alive},
-                        {"held_for_ms", h.held_for_ms}};
+                        {"held_for_ms", h.held_for_ms ? nlohmann::json(*h.held_for_ms) : nlohmann::json(nullptr)}};
 }
 
 std::string printable(const std::string& s) {

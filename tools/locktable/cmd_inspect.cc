@@ -37,8 +37,9 @@ void register_ls(CLI::App& app, int* rc) {
                        {"mode", l.state == LockState::free ? nullptr : nlohmann::json(mode_name(l.mode))},
                        {"owner", l.holders.empty() ? nlohmann::json(nullptr) : owner_json(l.holders[0])},
                        {"holders", holders},
-                       {"held_for_ms", l.holders.empty() ? nlohmann::json(nullptr)
-                                                         : nlohmann::json(l.holders[0].held_for_ms)},
+                       {"held_for_ms", l.holders.empty() || !l.holders[0].held_for_ms
+                                           ? nlohmann::json(nullptr)
+                                           : nlohmann::json(*l.holders[0].held_for_ms)},
                        {"waiters", l.waiters},
                        {"abandoned", l.abandoned}});
       }
@@ -55,7 +56,7 @@ void register_ls(CLI::App& app, int* rc) {
                                       h.alive ? "" : " (dead)"));
         }
         owner = fmt::format("{}", fmt::join(parts, ", "));
-        held = human_duration_ms(l.holders[0].held_for_ms);
+        held = l.holders[0].held_for_ms ? human_duration_ms(*l.holders[0].held_for_ms) : "?";
       }
       std::string state = state_name(l.state);
       if (l.abandoned) state += " (abandoned)";

@@ -100,6 +100,7 @@ class Lock {
 
   std::shared_ptr<detail::TableCore> core_;
   format::Slot* slot_ = nullptr;
+  const uint32_t* history_level_ = nullptr;  // the table header's history level (hot-path check)
   uint32_t index_ = 0;
   uint32_t incarnation_ = 0;
   std::string name_;

@@ -5,6 +5,7 @@
 // locktable file (bad magic)"), so it can be shown to an operator as is.
 #pragma once
 
+#include <memory>
 #include <stdexcept>
 #include <string>
 
@@ -34,20 +35,31 @@ const char* code_name(Code code);
 class Status {
  public:
   Status() = default;  // ok
-  Status(Code code, std::string message) : code_(code), message_(std::move(message)) {}
+  Status(Code code, std::string message)
+      : code_(code), message_(message.empty() ? nullptr : new std::string(std::move(message))) {}
+  Status(const Status& other) : code_(other.code_), message_(other.message_ ? new std::string(*other.message_) : nullptr) {}
+  Status(Status&& other) noexcept = default;
+  Status& operator=(const Status& other) {
+    if (this != &other) *this = Status(other);
+    return *this;
+  }
+  Status& operator=(Status&& other) noexcept = default;
+  ~Status() = default;
 
   static Status OK() { return {}; }
 
   bool ok() const { return code_ == Code::ok; }
   Code code() const { return code_; }
-  const std::string& message() const { return message_; }
+  const std::string& message() const;
 
   // "code_name: message", or "ok".
   std::string to_string() const;
 
  private:
+  // As LevelDB's Status, an ok status (the hot path) is one word and no
+  // allocation: the message lives on the heap, and only when there is one.
   Code code_ = Code::ok;
-  std::string message_;
+  std::unique_ptr<std::string> message_;
 };
 
 // Thrown by the std::Lockable-style members of Lock (lock(), unlock(), ...),

@@ -86,7 +86,9 @@ struct HolderInfo {
   Owner owner;
   std::string comm;          // thread name, "" when the thread is gone
   bool alive = false;
-  uint64_t held_for_ms = 0;
+  // How long it has been held (coarse clock, a few ms); unknown only in the
+  // instant between the holder's CAS and its time stamp.
+  std::optional<uint64_t> held_for_ms;
 };
 
 // One row of Table::list().

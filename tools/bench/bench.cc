@@ -1,0 +1,177 @@
+// locktable-bench: locktable against the locks its users would pick instead,
+// measured side by side in one run and reported as ratios.
+#include <sys/utsname.h>
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
+#include <fstream>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <set>
+
+#include <fmt/format.h>
+
+#include "scenarios.h"
+
+namespace {
+
+using namespace bench;
+using nlohmann::json;
+
+json machine() {
+  std::string cpu = "unknown";
+  std::ifstream in("/proc/cpuinfo");
+  for (std::string line; std::getline(in, line);) {
+    if (line.rfind("model name", 0) == 0) {
+      cpu = line.substr(line.find(':') + 2);
+      break;
+    }
+  }
+  utsname u{};
+  uname(&u);
+  return json{{"cpu", cpu},
+              {"cores", sysconf(_SC_NPROCESSORS_ONLN)},
+              {"kernel", std::string(u.sysname) + " " + u.release},
+              {"compiler", std::string("gcc ") + __VERSION__}};
+}
+
+json to_json(const Result& r) {
+  json j{{"scenario", r.scenario}, {"impl", r.impl}, {"runs", r.runs}};
+  auto opt = [&](const char* k, const std::optional<double>& v) { j[k] = v ? json(*v) : json(nullptr); };
+  if (r.scenario == "recovery") {
+    opt("ms_median", r.ms_median);
+    opt("ms_p99", r.ms_p99);
+    opt("cpu_pct", r.cpu_pct);
+    j["recovered"] = r.recovered;
+  } else {
+    opt("ns_per_op", r.ns_per_op);
+  }
+  opt("min", r.min);
+  opt("max", r.max);
+  if (!r.note.empty()) j["note"] = r.note;
+  return j;
+}
+
+std::string fmt_ns(const std::optional<double>& v) {
+  if (!v) return "-";
+  if (*v >= 1e6) return fmt::format("{:.2f} ms", *v / 1e6);
+  if (*v >= 1e4) return fmt::format("{:.1f} us", *v / 1e3);
+  return fmt::format("{:.1f} ns", *v);
+}
+
+void print_table(const std::vector<Result>& results) {
+  std::map<std::string, double> locktable_ns;  // scenario -> locktable's ns (for ratios)
+  for (const Result& r : results) {
+    if (r.impl == "locktable" && r.ns_per_op) locktable_ns[r.scenario] = *r.ns_per_op;
+  }
+  std::string scenario;
+  for (const Result& r : results) {
+    if (r.scenario != scenario) {
+      scenario = r.scenario;
+      fmt::print("\n{}\n", scenario);
+    }
+    if (r.scenario == "recovery") {
+      if (!r.recovered) {
+        fmt::print("  {:<20} {}\n", r.impl, r.note);
+      } else {
+        fmt::print("  {:<20} median {:>8.3f} ms   p99 {:>8.3f} ms   waiter cpu {:>5.2f}%   ({} trials)\n", r.impl,
+                   *r.ms_median, *r.ms_p99, *r.cpu_pct, r.runs);
+      }
+      continue;
+    }
+    std::string ratio;
+    auto it = locktable_ns.find(r.scenario);
+    if (r.ns_per_op && it != locktable_ns.end() && r.impl != "locktable") {
+      ratio = fmt::format("{:.2f}x locktable", *r.ns_per_op / it->second);
+    }
+    fmt::print("  {:<20} {:>10}  [{} .. {}]  {:<18} {}\n", r.impl, fmt_ns(r.ns_per_op), fmt_ns(r.min),
+               fmt_ns(r.max), ratio, r.note);
+  }
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"locktable-bench: locktable against pthread robust mutexes, file locks and others, in one run"};
+  bool quick = false, as_json = false;
+  std::vector<std::string> only_scenarios, only_impls;
+  app.add_flag("--quick", quick, "Shorter runs (under 2 minutes on 2 cores)");
+  app.add_flag("--json", as_json, "Print one JSON object (machine, results)");
+  app.add_option("--scenario", only_scenarios, "Run only these scenarios (prefix match)");
+  app.add_option("--impl", only_impls, "Run only these implementations");
+  CLI11_PARSE(app, argc, argv);
+
+  Config cfg;
+  if (quick) {
+    cfg.quick = true;
+    cfg.runs = 3;
+    cfg.seconds = 0.25;
+    cfg.recovery_trials = 20;
+    cfg.recovery_wait_s = 0.1;
+  }
+  auto want_scenario = [&](const std::string& s) {
+    if (only_scenarios.empty()) return true;
+    for (const std::string& p : only_scenarios) {
+      if (s.rfind(p, 0) == 0) return true;
+    }
+    return false;
+  };
+  std::set<std::string> impls;
+  for (const std::string& n : impl_names()) impls.insert(n);
+  auto want_impl = [&](const std::string& i) {
+    return only_impls.empty() || std::find(only_impls.begin(), only_impls.end(), i) != only_impls.end();
+  };
+  const std::vector<std::string> mutexes{"locktable",          "locktable_ring", "locktable_history", "pthread_robust",
+                                         "pthread",            "boost_interprocess", "ofd_lock",      "flock",
+                                         "cas_sleep_poll"};
+  const std::vector<std::string> shared_impls{"locktable", "pthread_rwlock", "ofd_lock", "flock"};
+
+  std::vector<Result> results;
+  auto add = [&](Result r) {
+    if (!as_json) {
+      fmt::print(stderr, "  {:<22} {:<20} done\n", r.scenario, r.impl);
+    }
+    results.push_back(std::move(r));
+  };
+  auto each = [&](const std::vector<std::string>& set, const std::string& scenario, auto fn) {
+    if (!want_scenario(scenario)) return;
+    for (const std::string& i : set) {
+      if (want_impl(i)) add(fn(i));
+    }
+  };
+  each(mutexes, "uncontended", [&](const std::string& i) { return uncontended(i, cfg); });
+  each(mutexes, "contended_2proc", [&](const std::string& i) { return contended(i, cfg); });
+  each(mutexes, "handoff_2proc", [&](const std::string& i) { return handoff(i, cfg); });
+  for (int n : {2, 4, 16}) {
+    each(mutexes, "spread_" + std::to_string(n) + "proc", [&](const std::string& i) { return spread(i, n, cfg); });
+  }
+  each(shared_impls, "uncontended_shared", [&](const std::string& i) { return uncontended_shared(i, cfg); });
+  for (int n : {2, 4}) {
+    each(shared_impls, "readers_" + std::to_string(n) + "proc",
+         [&](const std::string& i) { return readers(i, n, cfg); });
+  }
+  if (want_scenario("lookup")) {
+    for (const char* i : {"locktable", "flock"}) {
+      if (!want_impl(i)) continue;
+      for (Result& r : lookup(i, cfg)) add(std::move(r));
+    }
+  }
+  const std::vector<std::string> recoverers{"locktable", "pthread_robust", "pthread", "boost_interprocess",
+                                            "ofd_lock",  "flock",          "cas_sleep_poll"};
+  each(recoverers, "recovery", [&](const std::string& i) { return recovery(i, cfg); });
+  if (want_scenario("growth") && want_impl("locktable")) {
+    for (Result& r : growth(cfg)) add(std::move(r));
+  }
+
+  if (as_json) {
+    json out{{"machine", machine()}, {"quick", quick}, {"results", json::array()}};
+    for (const Result& r : results) out["results"].push_back(to_json(r));
+    fmt::print("{}\n", out.dump(2));
+  } else {
+    json m = machine();
+    fmt::print("\nlocktable-bench{}: {}, {} cores, {}, {}\n", quick ? " --quick" : "", m["cpu"].get<std::string>(),
+               m["cores"].get<long>(), m["kernel"].get<std::string>(), m["compiler"].get<std::string>());
+    print_table(results);
+  }
+  return 0;
+}

@@ -1,0 +1,331 @@
+#include "impls.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <signal.h>
+#include <sys/file.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <boost/interprocess/sync/interprocess_mutex.hpp>
+#include <cstdio>
+#include <cstdlib>
+#include <ctime>
+#include <stdexcept>
+
+#include "locktable/locktable.h"
+
+namespace bench {
+
+namespace {
+
+[[noreturn]] void die(const std::string& what) {
+  std::fprintf(stderr, "locktable-bench: %s\n", what.c_str());
+  std::_Exit(3);
+}
+
+// A file-backed shared mapping, as a lock living "in a shared file" would be.
+void* map_file(const std::string& path, size_t bytes, bool create) {
+  int fd = ::open(path.c_str(), O_RDWR | O_CLOEXEC | (create ? O_CREAT | O_TRUNC : 0), 0660);
+  if (fd < 0) die(path + ": open failed");
+  if (create && ::ftruncate(fd, off_t(bytes)) != 0) die(path + ": ftruncate failed");
+  void* p = ::mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  ::close(fd);
+  if (p == MAP_FAILED) die(path + ": mmap failed");
+  return p;
+}
+
+// ---------------------------------------------------------------------------
+// locktable with history off, ring-only (appends, never drained) or persisted
+// (drained into LMDB by a background thread every 100 ms).
+class LocktableImpl : public LockImpl {
+ public:
+  explicit LocktableImpl(locktable::HistoryLevel level) : level_(level) {}
+  const char* name() const override {
+    switch (level_) {
+      case locktable::HistoryLevel::off: return "locktable";
+      case locktable::HistoryLevel::ring: return "locktable_ring";
+      default: return "locktable_history";
+    }
+  }
+  bool has_shared() const override { return true; }
+
+  void setup(const std::string& dir, int locks) override {
+    dir_ = dir + "/table";
+    n_ = locks;
+    locktable::Options o;
+    o.history = level_;
+    o.initial_slots = uint32_t(std::max(64, locks));
+    std::unique_ptr<locktable::Table> t;
+    locktable::Status s = locktable::Table::open(dir_, o, &t);
+    if (!s.ok()) die(s.to_string());
+    std::vector<locktable::Lock> ls;
+    if (!(s = t->lookup(names(), &ls)).ok()) die(s.to_string());
+  }
+
+  void attach() override {
+    locktable::Options o;
+    if (level_ == locktable::HistoryLevel::persisted) o.drain_interval = std::chrono::milliseconds(100);
+    locktable::Status s = locktable::Table::open(dir_, o, &table_);
+    if (!s.ok()) die(s.to_string());
+    if (!(s = table_->lookup(names(), &locks_, locktable::Lookup::existing)).ok()) die(s.to_string());
+  }
+
+  void lock(int i) override {
+    locktable::AcquireResult r = locks_[size_t(i)].acquire();
+    if (!r.held()) die(r.status.to_string());
+    if (r.abandoned()) (void)locks_[size_t(i)].mark_consistent();
+  }
+  void unlock(int i) override {
+    locktable::Status s = locks_[size_t(i)].release();
+    if (!s.ok()) die(s.to_string());
+  }
+  void lock_shared(int i) override {
+    locktable::AcquireResult r = locks_[size_t(i)].acquire(locktable::Mode::shared);
+    if (!r.held()) die(r.status.to_string());
+  }
+  void unlock_shared(int i) override {
+    locktable::Status s = locks_[size_t(i)].release(locktable::Mode::shared);
+    if (!s.ok()) die(s.to_string());
+  }
+
+ private:
+  std::vector<std::string> names() const {
+    std::vector<std::string> out;
+    for (int i = 0; i < n_; ++i) out.push_back("lock" + std::to_string(i));
+    return out;
+  }
+  locktable::HistoryLevel level_;
+  std::string dir_;
+  int n_ = 0;
+  std::unique_ptr<locktable::Table> table_;
+  std::vector<locktable::Lock> locks_;
+};
+
+// ---------------------------------------------------------------------------
+class PthreadImpl : public LockImpl {
+ public:
+  explicit PthreadImpl(bool robust) : robust_(robust) {}
+  const char* name() const override { return robust_ ? "pthread_robust" : "pthread"; }
+  bool recovers() const override { return robust_; }
+
+  void setup(const std::string& dir, int locks) override {
+    path_ = dir + "/mutexes";
+    n_ = locks;
+    // A plain array, as an application would lay out its mutexes.
+    auto* m = static_cast<pthread_mutex_t*>(map_file(path_, bytes(), true));
+    pthread_mutexattr_t a;
+    pthread_mutexattr_init(&a);
+    pthread_mutexattr_setpshared(&a, PTHREAD_PROCESS_SHARED);
+    if (robust_) pthread_mutexattr_setrobust(&a, PTHREAD_MUTEX_ROBUST);
+    for (int i = 0; i < locks; ++i) pthread_mutex_init(&m[i], &a);
+    ::munmap(m, bytes());
+  }
+  void attach() override { m_ = static_cast<pthread_mutex_t*>(map_file(path_, bytes(), false)); }
+  void lock(int i) override {
+    int rc = pthread_mutex_lock(&m_[i]);
+    if (rc == EOWNERDEAD) rc = pthread_mutex_consistent(&m_[i]);
+    if (rc != 0) die("pthread_mutex_lock failed");
+  }
+  void unlock(int i) override { pthread_mutex_unlock(&m_[i]); }
+
+ private:
+  size_t bytes() const { return sizeof(pthread_mutex_t) * size_t(n_); }
+  bool robust_;
+  std::string path_;
+  int n_ = 0;
+  pthread_mutex_t* m_ = nullptr;
+};
+
+// ---------------------------------------------------------------------------
+class RwlockImpl : public LockImpl {
+ public:
+  const char* name() const override { return "pthread_rwlock"; }
+  bool recovers() const override { return false; }
+  bool has_shared() const override { return true; }
+  void setup(const std::string& dir, int locks) override {
+    path_ = dir + "/rwlocks";
+    n_ = locks;
+    auto* m = static_cast<pthread_rwlock_t*>(map_file(path_, bytes(), true));
+    pthread_rwlockattr_t a;
+    pthread_rwlockattr_init(&a);
+    pthread_rwlockattr_setpshared(&a, PTHREAD_PROCESS_SHARED);
+    pthread_rwlockattr_setkind_np(&a, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
+    for (int i = 0; i < locks; ++i) pthread_rwlock_init(&m[i], &a);
+    ::munmap(m, bytes());
+  }
+  void attach() override { m_ = static_cast<pthread_rwlock_t*>(map_file(path_, bytes(), false)); }
+  void lock(int i) override { pthread_rwlock_wrlock(&m_[i]); }
+  void unlock(int i) override { pthread_rwlock_unlock(&m_[i]); }
+  void lock_shared(int i) override { pthread_rwlock_rdlock(&m_[i]); }
+  void unlock_shared(int i) override { pthread_rwlock_unlock(&m_[i]); }
+
+ private:
+  size_t bytes() const { return sizeof(pthread_rwlock_t) * size_t(n_); }
+  std::string path_;
+  int n_ = 0;
+  pthread_rwlock_t* m_ = nullptr;
+};
+
+// ---------------------------------------------------------------------------
+class BoostImpl : public LockImpl {
+  using Mutex = boost::interprocess::interprocess_mutex;
+
+ public:
+  const char* name() const override { return "boost_interprocess"; }
+  bool recovers() const override { return false; }
+  void setup(const std::string& dir, int locks) override {
+    path_ = dir + "/boost";
+    n_ = locks;
+    auto* m = static_cast<Mutex*>(map_file(path_, bytes(), true));
+    for (int i = 0; i < locks; ++i) new (&m[i]) Mutex();
+    ::munmap(m, bytes());
+  }
+  void attach() override { m_ = static_cast<Mutex*>(map_file(path_, bytes(), false)); }
+  void lock(int i) override { m_[i].lock(); }
+  void unlock(int i) override { m_[i].unlock(); }
+
+ private:
+  size_t bytes() const { return sizeof(Mutex) * size_t(n_); }
+  std::string path_;
+  int n_ = 0;
+  Mutex* m_ = nullptr;
+};
+
+// ---------------------------------------------------------------------------
+class OfdImpl : public LockImpl {
+ public:
+  const char* name() const override { return "ofd_lock"; }
+  bool has_shared() const override { return true; }
+  void setup(const std::string& dir, int) override {
+    path_ = dir + "/ofd";
+    int fd = ::open(path_.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0660);
+    if (fd < 0) die(path_ + ": open failed");
+    ::close(fd);
+  }
+  void attach() override {
+    fd_ = ::open(path_.c_str(), O_RDWR | O_CLOEXEC);
+    if (fd_ < 0) die(path_ + ": open failed");
+  }
+  void lock(int i) override { set(i, F_WRLCK, F_OFD_SETLKW); }
+  void unlock(int i) override { set(i, F_UNLCK, F_OFD_SETLK); }
+  void lock_shared(int i) override { set(i, F_RDLCK, F_OFD_SETLKW); }
+  void unlock_shared(int i) override { set(i, F_UNLCK, F_OFD_SETLK); }
+
+ private:
+  void set(int i, short type, int cmd) {
+    struct flock fl {};
+    fl.l_type = type;
+    fl.l_whence = SEEK_SET;
+    fl.l_start = i;
+    fl.l_len = 1;
+    while (::fcntl(fd_, cmd, &fl) != 0) {
+      if (errno != EINTR) die("fcntl(F_OFD_SETLK) failed");
+    }
+  }
+  std::string path_;
+  int fd_ = -1;
+};
+
+// ---------------------------------------------------------------------------
+class FlockImpl : public LockImpl {
+ public:
+  const char* name() const override { return "flock"; }
+  bool has_shared() const override { return true; }
+  void setup(const std::string& dir, int locks) override {
+    dir_ = dir;
+    n_ = locks;
+    for (int i = 0; i < locks; ++i) {
+      int fd = ::open(path(i).c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0660);
+      if (fd < 0) die(path(i) + ": open failed");
+      ::close(fd);
+    }
+  }
+  void attach() override {
+    for (int i = 0; i < n_; ++i) {
+      int fd = ::open(path(i).c_str(), O_RDWR | O_CLOEXEC);
+      if (fd < 0) die(path(i) + ": open failed");
+      fds_.push_back(fd);
+    }
+  }
+  void lock(int i) override { op(i, LOCK_EX); }
+  void unlock(int i) override { op(i, LOCK_UN); }
+  void lock_shared(int i) override { op(i, LOCK_SH); }
+  void unlock_shared(int i) override { op(i, LOCK_UN); }
+
+ private:
+  std::string path(int i) const { return dir_ + "/flock." + std::to_string(i); }
+  void op(int i, int how) {
+    while (::flock(fds_[size_t(i)], how) != 0) {
+      if (errno != EINTR) die("flock failed");
+    }
+  }
+  std::string dir_;
+  int n_ = 0;
+  std::vector<int> fds_;
+};
+
+// ---------------------------------------------------------------------------
+// The seed article's design: a 64-bit pid/tid word changed by CAS; a waiter
+// sleeps 1 ms between tries and clears the word if the owner's process is gone
+// (which is wrong when the pid was reused, the flaw locktable fixes).
+class CasSleepPollImpl : public LockImpl {
+ public:
+  const char* name() const override { return "cas_sleep_poll"; }
+  void setup(const std::string& dir, int locks) override {
+    path_ = dir + "/cas";
+    n_ = locks;
+    ::munmap(map_file(path_, bytes(), true), bytes());
+  }
+  void attach() override {
+    w_ = static_cast<uint64_t*>(map_file(path_, bytes(), false));
+    me_ = (uint64_t(::getpid()) << 32) | uint64_t(::gettid());
+  }
+  void lock(int i) override {
+    for (;;) {
+      uint64_t expected = 0;
+      if (__atomic_compare_exchange_n(&w_[i], &expected, me_, false, __ATOMIC_ACQUIRE, __ATOMIC_RELAXED)) return;
+      if (expected != 0 && ::kill(pid_t(expected >> 32), 0) != 0 && errno == ESRCH) {
+        __atomic_compare_exchange_n(&w_[i], &expected, 0, false, __ATOMIC_RELAXED, __ATOMIC_RELAXED);
+        continue;
+      }
+      timespec ts{0, 1'000'000};
+      nanosleep(&ts, nullptr);
+    }
+  }
+  void unlock(int i) override {
+    uint64_t expected = me_;
+    __atomic_compare_exchange_n(&w_[i], &expected, 0, false, __ATOMIC_RELEASE, __ATOMIC_RELAXED);
+  }
+
+ private:
+  size_t bytes() const { return sizeof(uint64_t) * size_t(n_); }
+  std::string path_;
+  int n_ = 0;
+  uint64_t* w_ = nullptr;
+  uint64_t me_ = 0;
+};
+
+}  // namespace
+
+std::vector<std::string> impl_names() {
+  return {"locktable", "locktable_ring", "locktable_history", "pthread_robust", "pthread", "boost_interprocess",
+          "ofd_lock",  "flock",          "cas_sleep_poll",    "pthread_rwlock"};
+}
+
+std::unique_ptr<LockImpl> make_impl(const std::string& name) {
+  if (name == "locktable") return std::make_unique<LocktableImpl>(locktable::HistoryLevel::off);
+  if (name == "locktable_ring") return std::make_unique<LocktableImpl>(locktable::HistoryLevel::ring);
+  if (name == "locktable_history") return std::make_unique<LocktableImpl>(locktable::HistoryLevel::persisted);
+  if (name == "pthread_robust") return std::make_unique<PthreadImpl>(true);
+  if (name == "pthread") return std::make_unique<PthreadImpl>(false);
+  if (name == "pthread_rwlock") return std::make_unique<RwlockImpl>();
+  if (name == "boost_interprocess") return std::make_unique<BoostImpl>();
+  if (name == "ofd_lock") return std::make_unique<OfdImpl>();
+  if (name == "flock") return std::make_unique<FlockImpl>();
+  if (name == "cas_sleep_poll") return std::make_unique<CasSleepPollImpl>();
+  return nullptr;
+}
+
+}  // namespace bench

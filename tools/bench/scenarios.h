@@ -1,0 +1,32 @@
+// The benchmark scenarios. Each runs one implementation and returns a Result.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "harness.h"
+
+namespace bench {
+
+struct Config {
+  bool quick = false;
+  int runs = 5;            // repetitions of each timed case
+  double seconds = 0.5;    // length of each timed run
+  int recovery_trials = 40;
+  double recovery_wait_s = 0.2;  // how long the waiter waits before the holder is killed
+  int growth_names = 100'000;
+};
+
+Result uncontended(const std::string& impl, const Config& cfg);
+Result uncontended_shared(const std::string& impl, const Config& cfg);
+Result contended(const std::string& impl, const Config& cfg);
+Result handoff(const std::string& impl, const Config& cfg);
+Result spread(const std::string& impl, int procs, const Config& cfg);
+Result readers(const std::string& impl, int procs, const Config& cfg);
+Result recovery(const std::string& impl, const Config& cfg);
+// Name lookup: locktable (LMDB) against opening a lock file by name (flock).
+std::vector<Result> lookup(const std::string& impl, const Config& cfg);
+// A locker's throughput alone, and while another process allocates names.
+std::vector<Result> growth(const Config& cfg);
+
+}  // namespace bench
