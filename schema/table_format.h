@@ -119,7 +119,7 @@ struct alignas(64) ReaderRecord {
   uint64_t robust_next;   // kernel finds ident.tid_word at robust_next - 32
   uint64_t acquired_at;   // CLOCK_REALTIME_COARSE ns when it joined
   uint32_t incarnation;   // slot incarnation when it joined
-  uint32_t reserved0;
+  uint32_t claimer_tid;   // tid of the claiming thread (the kernel clears ident's tid bits at its death)
   uint64_t reserved1;
 };
 static_assert(sizeof(ReaderRecord) == kReaderSize);
@@ -129,6 +129,7 @@ static_assert(offsetof(ReaderRecord, robust_prev) == 24);
 static_assert(offsetof(ReaderRecord, robust_next) == 32);
 static_assert(offsetof(ReaderRecord, acquired_at) == 40);
 static_assert(offsetof(ReaderRecord, incarnation) == 48);
+static_assert(offsetof(ReaderRecord, claimer_tid) == 52);
 static_assert(offsetof(ReaderRecord, robust_next) - offsetof(ReaderRecord, ident) == 32);
 
 // ReaderOp states.

@@ -422,3 +422,51 @@ TEST_CASE("history: a corrupt record is an error naming its sequence number") {
   REQUIRE(problems.size() == 1);
   CHECK(problems[0].find("history record 2") != std::string::npos);
 }
+
+TEST_CASE("history: a taker killed right after its takeover CAS still leaves the takeover, once") {
+  TempDir tmp;
+  auto t = open_table(tmp.table());
+  Lock lock;
+  REQUIRE(t->lookup("job", &lock).ok());
+
+  // A takes the lock and is killed holding it.
+  testing::Pipe holding;
+  pid_t a = spawn([&] {
+    std::unique_ptr<Table> keep;
+    Lock l = child_lock(tmp.table(), "job", &keep);
+    if (!l.acquire().status.ok()) return 1;
+    holding.send();
+    pause();
+    return 0;
+  });
+  REQUIRE(holding.receive() == '.');
+  kill(a, SIGKILL);
+  REQUIRE(wait_child(a) == 128 + SIGKILL);
+
+  // B takes it over and dies between its CAS and anything after it.
+  pid_t b = spawn([&] {
+    std::unique_ptr<Table> keep;
+    Lock l = child_lock(tmp.table(), "job", &keep);
+    detail::arm_crash_point("takeover:after_cas");
+    (void)l.acquire();
+    return 0;  // not reached
+  });
+  REQUIRE(wait_child(b) == 128 + SIGKILL);
+
+  AcquireResult r = lock.acquire();
+  REQUIRE(r.abandoned());
+  CHECK(r.dead_owner.pid == uint32_t(b));
+  REQUIRE(lock.mark_consistent().ok());
+  REQUIRE(lock.release().ok());
+  // Both a second recovery call and the next drain must not repeat either.
+  std::vector<Recovery> actions;
+  REQUIRE(t->recover(false, &actions).ok());
+
+  std::map<uint32_t, int> recovered;  // dead pid -> events
+  for (const Event& e : all_events(*t)) {
+    if (e.kind == EventKind::recovered) ++recovered[e.dead_owner.pid];
+  }
+  CHECK(recovered[uint32_t(a)] == 1);  // recorded by B before its CAS
+  CHECK(recovered[uint32_t(b)] == 1);  // recorded by this process before its CAS
+  CHECK(recovered.size() == 2);
+}

@@ -34,6 +34,36 @@ constexpr uint64_t kStragglerGraceNs = 250'000'000;  // a ticket unwritten for t
 constexpr std::string_view kMetaStuckTicket = "stuck_ticket";
 constexpr std::string_view kMetaStuckSince = "stuck_since_ns";
 
+// Whether a `recovered` entry names a dead owner recently recovered from its
+// slot (then it is a repeat), remembering it otherwise. Meta key
+// "recovered/<slot>" holds the last kRecentRecoveries identities (dead pid << 32
+// | dead tid, 8 bytes each, newest last): a thread dies once, so an identity
+// seen again on the slot is the same takeover, recorded twice.
+constexpr size_t kRecentRecoveries = 4;
+
+Status first_recovery(Txn& txn, const format::RingEntry& e, bool* duplicate) {
+  const std::string key = fmt::format("recovered/{}", e.slot);
+  const uint64_t dead = (e.aux64 & 0xffffffff00000000u) | e.aux32;
+  std::string_view value;
+  bool found = false;
+  if (Status s = txn.get(txn.env().dbi().meta, key, &value, &found); !s.ok()) return s;
+  std::vector<uint64_t> recent;
+  if (found) {
+    for (size_t i = 0; i + 8 <= value.size(); i += 8) {
+      uint64_t v;
+      std::memcpy(&v, value.data() + i, 8);
+      recent.push_back(v);
+    }
+  }
+  *duplicate = std::find(recent.begin(), recent.end(), dead) != recent.end();
+  if (*duplicate) return Status::OK();
+  recent.push_back(dead);
+  if (recent.size() > kRecentRecoveries) recent.erase(recent.begin());
+  std::string out(recent.size() * 8, '\0');
+  std::memcpy(out.data(), recent.data(), out.size());
+  return txn.put(txn.env().dbi().meta, key, out);
+}
+
 Event to_event(uint64_t seq, const format::HistoryRecord& r) {
   Event e;
   e.seq = seq;
@@ -212,6 +242,14 @@ Status TableCore::drain(uint64_t* drained_out, bool patient) {
         }
         stuck = true;
         break;
+      }
+      if (e.kind == uint8_t(EventKind::recovered)) {
+        // A takeover is recorded by the taker after its CAS, and again by
+        // whoever is next told "abandoned" by that dead owner (the taker may
+        // have been killed in between). Keep the first of each dead owner.
+        bool duplicate = false;
+        if (s = first_recovery(txn, e, &duplicate); !s.ok()) return s;
+        if (duplicate) continue;
       }
       std::string name;
       if (names_a_lock(e.kind)) {

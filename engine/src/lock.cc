@@ -102,21 +102,25 @@ bool Lock::timed(Mode mode, Deadline deadline) {
 
 namespace detail {
 
+void TableCore::dead_found(uint32_t slot_index, const Owner& dead, Mode mode) {
+  if (!history_on()) return;
+  format::Slot* s = file_->slot(slot_index);
+  record(RingEvent{uint8_t(EventKind::recovered), uint8_t(mode), 0, slot_index, s ? load_incarnation(s) : 0, dead.tid,
+                   (uint64_t{dead.pid} << 32) | dead.start_time});
+}
+
 AcquireResult TableCore::acquire_slow(Lock& lock, Mode mode, const Deadline& deadline) {
   Acquired a = mode == Mode::exclusive
-                   ? acquire_exclusive(*file_, lock.slot_, lock.index_, lock.incarnation_, deadline)
+                   ? acquire_exclusive(*file_, lock.slot_, lock.index_, lock.incarnation_, deadline, *this)
                    : acquire_shared(*file_, lock.slot_, lock.index_, lock.incarnation_, deadline,
-                                    realtime_coarse_ns());
+                                    realtime_coarse_ns(), *this);
   const uint8_t m = uint8_t(mode);
   switch (a.code) {
     case Code::ok:
     case Code::abandoned: {
       bool abandoned = a.code == Code::abandoned;
       if (history_on()) {
-        if (a.took_over) {
-          record(RingEvent{uint8_t(EventKind::recovered), m, 0, lock.index_, lock.incarnation_, a.dead_owner.tid,
-                           (uint64_t{a.dead_owner.pid} << 32) | a.dead_owner.start_time});
-        }
+        // (A takeover's `recovered` event was recorded before its CAS: dead_found.)
         record(RingEvent{uint8_t(EventKind::acquired), m, uint16_t(abandoned ? format::kEventAbandoned : 0),
                          lock.index_, lock.incarnation_, 0, a.wait_ns});
       }

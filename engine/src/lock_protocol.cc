@@ -394,6 +394,7 @@ Code claim_reader(TableFile& file, ThreadSelf& me, uint32_t* index, format::Read
       Word128 desired = make_word(me.tid, me.pid, me.start, generation(id) + 1);
       if (me.robust != nullptr) robust_pending(me.robust, &r->robust_next);
       if (cas128(&r->ident, id, desired)) {
+        __atomic_store_n(&r->claimer_tid, me.tid, __ATOMIC_RELAXED);
         if (me.robust != nullptr) {
           robust_enqueue(me.robust, &r->robust_next);
           robust_clear_pending(me.robust);
@@ -414,6 +415,7 @@ Code claim_reader(TableFile& file, ThreadSelf& me, uint32_t* index, format::Read
 // Frees a reader record this thread owns.
 void release_own_reader(ThreadSelf& me, format::ReaderRecord* r) {
   store_op(r, 0);
+  __atomic_store_n(&r->claimer_tid, 0u, __ATOMIC_RELAXED);
   if (me.robust != nullptr) {
     robust_pending(me.robust, &r->robust_next);
     robust_dequeue(me.robust, &r->robust_next);
@@ -440,8 +442,17 @@ void free_dead_reader(format::ReaderRecord* r, uint32_t claim_generation) {
     Word128 cur = load128(&r->ident);
     if (cur.lo == 0 || generation(cur) != claim_generation) return;
     store_op(r, 0);
+    __atomic_store_n(&r->claimer_tid, 0u, __ATOMIC_RELAXED);
     if (cas128(&r->ident, cur, make_word(0, 0, 0, claim_generation + 1))) return;
   }
+}
+
+// The thread a reader record belongs to. Once the kernel has marked the record
+// (its thread died), the tid comes from claimer_tid.
+Owner reader_owner(const format::ReaderRecord* r, const Word128& id) {
+  uint32_t tid = tid_word(id) & kTidMask;
+  if (tid == 0) tid = __atomic_load_n(&r->claimer_tid, __ATOMIC_RELAXED);
+  return Owner{pid_word(id) & kPidMask, tid, aux_word(id)};
 }
 
 bool reader_dead(const Word128& id) {
@@ -454,8 +465,9 @@ bool reader_dead(const Word128& id) {
 // behalf (see SHARED MODE above). Returns true if this call took it out of
 // the count (it had been counted in, and had not finished leaving).
 bool finish_dead_reader(TableFile& file, format::Slot* s, uint32_t slot_index, uint32_t ri,
-                        format::ReaderRecord* r, uint32_t claim_generation, const Owner& dead) {
+                        format::ReaderRecord* r, uint32_t claim_generation, const Owner& dead, DeathLog& log) {
   bool was_in = false;
+  bool noted = false;
   for (;;) {
     uint64_t op = load_op(r);
     if (format::reader_op_slot(op) != slot_index) break;
@@ -491,6 +503,10 @@ bool finish_dead_reader(TableFile& file, format::Slot* s, uint32_t slot_index, u
     help_reader_op(file, slot_index, cur);
     Word128 desired = count == 1 ? make_word(0, kAbandoned | (pw & kAbandoned), ri + 1, t)
                                  : make_word(tid_word(cur), (pw - 1) | kAbandoned, ri + 1, t);
+    if (!noted) {
+      log.dead_found(slot_index, dead, Mode::shared);
+      noted = true;
+    }
     if (cas128(&s->owner, cur, desired)) {
       was_in = true;
       record_dead_owner(s, dead);
@@ -503,7 +519,7 @@ bool finish_dead_reader(TableFile& file, format::Slot* s, uint32_t slot_index, u
 
 // Finds the dead readers of a slot and takes them out. Returns how many were in.
 uint32_t reap_dead_readers(TableFile& file, format::Slot* s, uint32_t slot_index, bool dry_run,
-                           std::vector<Freed>* freed) {
+                           std::vector<Freed>* freed, DeathLog& log) {
   uint32_t reaped = 0;
   uint64_t cap = file.reader_capacity();
   for (uint64_t i = 0; i < cap; ++i) {
@@ -515,7 +531,7 @@ uint32_t reap_dead_readers(TableFile& file, format::Slot* s, uint32_t slot_index
     if (id.lo == 0) continue;
     id = load128(&r->ident);
     if (!reader_dead(id)) continue;
-    Owner dead{pid_word(id) & kPidMask, tid_word(id) & kTidMask, aux_word(id)};
+    Owner dead = reader_owner(r, id);
     ReaderState st = format::reader_op_state(op);
     if (dry_run) {
       if (st != ReaderState::idle) {
@@ -524,7 +540,7 @@ uint32_t reap_dead_readers(TableFile& file, format::Slot* s, uint32_t slot_index
       }
       continue;
     }
-    if (finish_dead_reader(file, s, slot_index, uint32_t(i), r, generation(id), dead)) {
+    if (finish_dead_reader(file, s, slot_index, uint32_t(i), r, generation(id), dead, log)) {
       ++reaped;
       if (freed) freed->push_back({slot_index, Mode::shared, dead});
     }
@@ -551,7 +567,7 @@ void wake_waiters(format::Slot* s, const Word128& old) {
 // Exclusive mode.
 // ---------------------------------------------------------------------------
 Acquired acquire_exclusive(TableFile& file, format::Slot* s, uint32_t slot_index, uint32_t incarnation,
-                           const Deadline& deadline) {
+                           const Deadline& deadline, DeathLog& log) {
   ThreadSelf& me = thread_self();
   // The clock is read only once the thread actually has to wait: on this VM a
   // CLOCK_MONOTONIC read costs more than the whole uncontended acquire.
@@ -562,8 +578,9 @@ Acquired acquire_exclusive(TableFile& file, format::Slot* s, uint32_t slot_index
   };
   bool slept = false;
   int spins = 0;
+  Owner noted;  // the dead holder last told to the DeathLog
   auto done = [&](Code code, Owner dead = {}) {
-    return Acquired{code, dead, slept && waiting ? waiting->waited_ns() : 0};
+    return Acquired{code, dead, slept && waiting ? waiting->waited_ns() : 0, false};
   };
   // `cur` is a two-load guess, never trusted alone: every action below is
   // validated by a CAS on the exact value, or by FUTEX_WAIT on the exact word.
@@ -599,6 +616,10 @@ Acquired acquire_exclusive(TableFile& file, format::Slot* s, uint32_t slot_index
       if (!dead && clock().check_due(holder_key(cur))) dead = holder_dead(s, cur);
       if (dead) {
         Owner gone = exclusive_owner(s, cur);
+        if (!(gone == noted)) {
+          log.dead_found(slot_index, gone, Mode::exclusive);
+          noted = gone;
+        }
         Word128 desired = make_word(me.tid | (tw & kWaiters) | (slept ? kWaiters : 0), me.pid | (pw & kSharedWaiters),
                                     me.start, generation(cur) + 1);
         if (me.robust != nullptr) robust_pending(me.robust, &s->robust_next);
@@ -607,6 +628,7 @@ Acquired acquire_exclusive(TableFile& file, format::Slot* s, uint32_t slot_index
           continue;
         }
         after_exclusive_acquire(s, me, desired);
+        crash_point("takeover:after_cas");
         set_acquired_at(s, realtime_coarse_ns());
         record_dead_owner(s, gone);
         note_abandoned(me, s);
@@ -632,7 +654,7 @@ Acquired acquire_exclusive(TableFile& file, format::Slot* s, uint32_t slot_index
     // SHARED: wait for the readers to leave, keeping new ones out.
     if (find_shared_hold(s) != nullptr) return done(Code::already_held);
     clock().tick();
-    if (clock().check_due(kReadersKey) && reap_dead_readers(file, s, slot_index, false, nullptr) > 0) continue;
+    if (clock().check_due(kReadersKey) && reap_dead_readers(file, s, slot_index, false, nullptr, log) > 0) continue;
     if (clock().expired()) {
       // Withdraw WRITER_WAITING, so readers are not kept out by a writer that
       // gave up; a writer still waiting wakes and sets it again.
@@ -683,27 +705,28 @@ Code release_exclusive(format::Slot* s, uint32_t incarnation, bool* left_abandon
 // Shared mode.
 // ---------------------------------------------------------------------------
 Acquired acquire_shared(TableFile& file, format::Slot* s, uint32_t slot_index, uint32_t incarnation,
-                        const Deadline& deadline, uint64_t now_ns) {
+                        const Deadline& deadline, uint64_t now_ns, DeathLog& log) {
   ThreadSelf& me = thread_self();
   register_fork_handler();
-  if (find_shared_hold(s) != nullptr) return Acquired{Code::already_held, {}, 0};
+  if (find_shared_hold(s) != nullptr) return Acquired{Code::already_held, {}, 0, false};
 
   uint32_t ri = 0;
   format::ReaderRecord* r = nullptr;
-  if (Code c = claim_reader(file, me, &ri, &r); c != Code::ok) return Acquired{c, {}, 0};
+  if (Code c = claim_reader(file, me, &ri, &r); c != Code::ok) return Acquired{c, {}, 0, false};
   __atomic_store_n(&r->incarnation, incarnation, __ATOMIC_RELAXED);
 
   std::optional<WaitClock> waiting;  // only once we have to wait (reading the clock costs)
   bool slept = false;
   auto waited = [&]() -> uint64_t { return slept && waiting ? waiting->waited_ns() : 0; };
+  Owner noted;  // the dead holder last told to the DeathLog
   auto fail = [&](Code code) {
     free_own_reader(me, file, r, ri);
-    return Acquired{code, {}, waited()};
+    return Acquired{code, {}, waited(), false};
   };
   auto joined = [&](Code code, Owner dead) {
     __atomic_store_n(&r->acquired_at, slept ? realtime_coarse_ns() : now_ns, __ATOMIC_RELAXED);
     tls_shared.push_back(SharedHold{s, ri, r});
-    return Acquired{code, dead, waited()};
+    return Acquired{code, dead, waited(), false};
   };
 
   // One join attempt from `cur`: the transaction of SHARED MODE above. False
@@ -767,6 +790,10 @@ Acquired acquire_shared(TableFile& file, format::Slot* s, uint32_t slot_index, u
       if (!dead && clock.check_due(holder_key(cur))) dead = holder_dead(s, cur);
       if (dead) {
         Owner gone = exclusive_owner(s, cur);
+        if (!(gone == noted)) {
+          log.dead_found(slot_index, gone, Mode::exclusive);
+          noted = gone;
+        }
         uint32_t ticket = generation(cur) + 1;
         store_op(r, format::make_reader_op(slot_index, ReaderState::joining, ticket));
         Word128 desired = make_word(tw & kWaiters, kSharedMode | kAbandoned | (pw & kSharedWaiters) | 1, ri + 1, ticket);
@@ -787,7 +814,7 @@ Acquired acquire_shared(TableFile& file, format::Slot* s, uint32_t slot_index, u
 
     // SHARED with a writer waiting: stay out until the readers are gone.
     clock.tick();
-    if (clock.check_due(kReadersKey) && reap_dead_readers(file, s, slot_index, false, nullptr) > 0) continue;
+    if (clock.check_due(kReadersKey) && reap_dead_readers(file, s, slot_index, false, nullptr, log) > 0) continue;
     if (clock.expired()) return fail(Code::timed_out);
     if (!set_flags(s, cur, kWaiters, kSharedWaiters)) continue;
     sleep_on(s, tid_word(cur), clock.sleep_ns());
@@ -869,7 +896,7 @@ Code mark_consistent(format::Slot* s) {
 // ---------------------------------------------------------------------------
 // Recovery, names, reboot.
 // ---------------------------------------------------------------------------
-void recover_slot(format::Slot* s, uint32_t slot_index, bool dry_run, std::vector<Freed>* freed) {
+void recover_slot(format::Slot* s, uint32_t slot_index, bool dry_run, std::vector<Freed>* freed, DeathLog& log) {
   for (;;) {
     Word128 cur = guess128(&s->owner);
     if (!is_exclusive(pid_word(cur))) return;
@@ -880,6 +907,7 @@ void recover_slot(format::Slot* s, uint32_t slot_index, bool dry_run, std::vecto
       freed->push_back({slot_index, Mode::exclusive, gone});
       return;
     }
+    log.dead_found(slot_index, gone, Mode::exclusive);
     if (!cas128(&s->owner, cur, make_word(0, kAbandoned, 0, generation(cur) + 1))) continue;
     record_dead_owner(s, gone);
     freed->push_back({slot_index, Mode::exclusive, gone});
@@ -888,7 +916,7 @@ void recover_slot(format::Slot* s, uint32_t slot_index, bool dry_run, std::vecto
   }
 }
 
-void recover_readers(TableFile& file, bool dry_run, std::vector<Freed>* freed) {
+void recover_readers(TableFile& file, bool dry_run, std::vector<Freed>* freed, DeathLog& log) {
   uint64_t cap = file.reader_capacity();
   for (uint64_t i = 0; i < cap; ++i) {
     format::ReaderRecord* r = file.reader(i);
@@ -898,7 +926,7 @@ void recover_readers(TableFile& file, bool dry_run, std::vector<Freed>* freed) {
     if (!reader_dead(id)) continue;
     uint64_t op = load_op(r);
     uint32_t slot_index = format::reader_op_slot(op);
-    Owner dead{pid_word(id) & kPidMask, tid_word(id) & kTidMask, aux_word(id)};
+    Owner dead = reader_owner(r, id);
     format::Slot* s = file.slot(slot_index);
     if (format::reader_op_state(op) == ReaderState::idle || s == nullptr) {
       if (!dry_run) free_dead_reader(r, generation(id));
@@ -906,7 +934,7 @@ void recover_readers(TableFile& file, bool dry_run, std::vector<Freed>* freed) {
     }
     if (dry_run) {
       freed->push_back({slot_index, Mode::shared, dead});
-    } else if (finish_dead_reader(file, s, slot_index, uint32_t(i), r, generation(id), dead)) {
+    } else if (finish_dead_reader(file, s, slot_index, uint32_t(i), r, generation(id), dead, log)) {
       freed->push_back({slot_index, Mode::shared, dead});
     }
   }
@@ -1038,7 +1066,7 @@ std::vector<ReaderView> readers_of(TableFile& file, uint32_t slot_index) {
     Word128 id = guess128(&r->ident);
     if (id.lo == 0) continue;
     id = load128(&r->ident);
-    Owner o{pid_word(id) & kPidMask, tid_word(id) & kTidMask, aux_word(id)};
+    Owner o = reader_owner(r, id);
     out.push_back(ReaderView{uint32_t(i), o, !reader_dead(id), st, __atomic_load_n(&r->acquired_at, __ATOMIC_RELAXED)});
   }
   return out;

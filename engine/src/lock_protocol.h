@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "atomic128.h"
+#include "death_log.h"
 #include "locktable/types.h"
 #include "robust_list.h"
 #include "system_info.h"
@@ -18,6 +19,13 @@
 namespace locktable::detail {
 
 class TableFile;
+
+// A dead holder taken out of a lock (by recovery, or by a waiter).
+struct Freed {
+  uint32_t slot;
+  Mode mode;
+  Owner dead_owner;
+};
 
 struct Acquired {
   Code code = Code::ok;       // ok, abandoned, timed_out, already_held, stale_handle, capacity, io_error
@@ -116,7 +124,7 @@ inline bool try_release_exclusive_fast(format::Slot* s, uint32_t incarnation, Th
 // --- slow paths (lock_protocol.cc) ---
 
 Acquired acquire_exclusive(TableFile& file, format::Slot* s, uint32_t slot_index, uint32_t incarnation,
-                           const Deadline& deadline);
+                           const Deadline& deadline, DeathLog& log);
 // Both check the handle's incarnation: a stale handle never releases the
 // hold of the name that now owns the slot (stale_handle).
 Code release_exclusive(format::Slot* s, uint32_t incarnation, bool* left_abandoned);
@@ -130,7 +138,7 @@ void drop_cached_readers(TableFile& file);
 
 // `now_ns` stamps the reader's acquisition time (0: unknown, no clock read).
 Acquired acquire_shared(TableFile& file, format::Slot* s, uint32_t slot_index, uint32_t incarnation,
-                        const Deadline& deadline, uint64_t now_ns);
+                        const Deadline& deadline, uint64_t now_ns, DeathLog& log);
 Code release_shared(TableFile& file, format::Slot* s, uint32_t slot_index, uint32_t incarnation, bool* left_abandoned,
                     uint64_t* acquired_at);
 
@@ -143,13 +151,8 @@ Code mark_consistent(format::Slot* s);
 // Recovery. recover_slot frees the slot of a dead exclusive owner;
 // recover_readers scans the reader pool once and takes every dead reader out
 // of the lock it held. Each records what it did (or, with dry_run, would do).
-struct Freed {
-  uint32_t slot;
-  Mode mode;
-  Owner dead_owner;
-};
-void recover_slot(format::Slot* s, uint32_t slot_index, bool dry_run, std::vector<Freed>* freed);
-void recover_readers(TableFile& file, bool dry_run, std::vector<Freed>* freed);
+void recover_slot(format::Slot* s, uint32_t slot_index, bool dry_run, std::vector<Freed>* freed, DeathLog& log);
+void recover_readers(TableFile& file, bool dry_run, std::vector<Freed>* freed, DeathLog& log);
 
 // Counted readers of a shared slot according to the reader records, for
 // `check`; false when the slot changed while counting.

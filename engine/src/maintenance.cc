@@ -62,9 +62,9 @@ Status TableCore::recover(bool dry_run, std::vector<Recovery>* actions) {
   std::vector<Freed> freed;
   uint64_t slots = file_->slot_capacity();
   for (uint64_t i = 0; i < slots; ++i) {
-    if (format::Slot* sl = file_->slot(i)) recover_slot(sl, uint32_t(i), dry_run, &freed);
+    if (format::Slot* sl = file_->slot(i)) recover_slot(sl, uint32_t(i), dry_run, &freed, *this);
   }
-  recover_readers(*file_, dry_run, &freed);
+  recover_readers(*file_, dry_run, &freed, *this);  // each recorded as found (dead_found)
 
   // A write transaction excludes removals in progress, so a retired slot whose
   // name still exists is a removal that died before its commit.
@@ -78,10 +78,6 @@ Status TableCore::recover(bool dry_run, std::vector<Recovery>* actions) {
     actions->push_back(Recovery{name, f.slot, f.mode, f.dead_owner,
                                 dry_run ? (f.mode == Mode::shared ? "would free reader" : "would free")
                                         : (f.mode == Mode::shared ? "freed reader" : "freed")});
-    if (!dry_run) {
-      record(RingEvent{uint8_t(EventKind::recovered), uint8_t(f.mode), 0, f.slot, inc, f.dead_owner.tid,
-                       (uint64_t{f.dead_owner.pid} << 32) | f.dead_owner.start_time});
-    }
   }
   {
     Cursor cur(txn, lmdb_->dbi().names);

@@ -12,6 +12,7 @@
 #include <thread>
 #include <vector>
 
+#include "death_log.h"
 #include "history_ring.h"
 #include "lmdb_env.h"
 #include "lmdb_records.h"
@@ -21,7 +22,7 @@
 
 namespace locktable::detail {
 
-class TableCore {
+class TableCore final : public DeathLog {
  public:
   static Status open(const std::string& dir, const Options& options, std::shared_ptr<TableCore>* out);
   ~TableCore();
@@ -42,6 +43,8 @@ class TableCore {
   }
 
   // --- lock operations that did not finish on the fast path (lock.cc) ---
+  // DeathLog: a `recovered` event, appended before the takeover's CAS.
+  void dead_found(uint32_t slot_index, const Owner& dead, Mode mode) override;
   AcquireResult acquire_slow(Lock& lock, Mode mode, const Deadline& deadline);
   Status release_slow(Lock& lock, Mode mode);
 

@@ -1,0 +1,23 @@
+// DeathLog: how the lock protocol reports the dead holders it takes out.
+#pragma once
+
+#include <cstdint>
+
+#include "locktable/types.h"
+
+namespace locktable::detail {
+
+// Told about each dead holder a lock operation is about to take out, BEFORE
+// the CAS that takes it out, so that the takeover is in the history even when
+// the caller dies right after its CAS. It may be told twice about one dead
+// holder (a CAS that failed and was retried, two waiters racing, a recovery):
+// the history drainer keeps the first (history_store.cc, first_recovery).
+class DeathLog {
+ public:
+  virtual void dead_found(uint32_t slot_index, const Owner& dead, Mode mode) = 0;
+
+ protected:
+  ~DeathLog() = default;
+};
+
+}  // namespace locktable::detail
