@@ -105,6 +105,20 @@ Status TableCore::open(const std::string& dir, const Options& options, std::shar
   return Status::OK();
 }
 
+namespace {
+
+// Table files kept mapped after their table closed, because this process still
+// holds locks in them. Reachable (and never destroyed: static destruction
+// could unmap under a running thread) until the process exits.
+void keep_until_exit(std::unique_ptr<TableFile> file) {
+  static std::mutex mu;
+  static auto* kept = new std::vector<std::unique_ptr<TableFile>>();
+  std::lock_guard<std::mutex> guard(mu);
+  kept->push_back(std::move(file));
+}
+
+}  // namespace
+
 TableCore::~TableCore() {
   if (::getpid() != open_pid_) {
     // A copy in a child after fork(): the drainer thread is not ours, and
@@ -120,7 +134,7 @@ TableCore::~TableCore() {
     // memory. Keep the mapping (and the attach lock) until the process exits;
     // the locks stay held and are taken over when their threads end. (Reader
     // records other threads keep cached for reuse count as held here.)
-    (void)file_.release();
+    keep_until_exit(std::move(file_));
   }
   file_.reset();
   if (dirfd_ >= 0) ::close(dirfd_);
