@@ -244,9 +244,9 @@ Status TableCore::drain(uint64_t* drained_out, bool patient) {
         break;
       }
       if (e.kind == uint8_t(EventKind::recovered)) {
-        // A takeover is recorded by the taker after its CAS, and again by
-        // whoever is next told "abandoned" by that dead owner (the taker may
-        // have been killed in between). Keep the first of each dead owner.
+        // A takeover is recorded before its CAS (DeathLog), so racing
+        // waiters and retried CASes may record one death more than once.
+        // Keep the first of each dead owner.
         bool duplicate = false;
         if (s = first_recovery(txn, e, &duplicate); !s.ok()) return s;
         if (duplicate) continue;
