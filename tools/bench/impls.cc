@@ -270,6 +270,56 @@ class FlockImpl : public LockImpl {
 // The seed article's design: a 64-bit pid/tid word changed by CAS; a waiter
 // sleeps 1 ms between tries and clears the word if the owner's process is gone
 // (which is wrong when the pid was reused, the flaw locktable fixes).
+// The cost floor of locktable's owner record: a lock that is only a 16-byte
+// record changed by lock cmpxchg16b (owner + generation), spinning with
+// sched_yield when held. No robust list, no names, no death detection.
+class Cas16SpinImpl : public LockImpl {
+ public:
+  const char* name() const override { return "cas16_bare"; }
+  bool recovers() const override { return false; }
+  void setup(const std::string& dir, int locks) override {
+    path_ = dir + "/cas16";
+    n_ = locks;
+    ::munmap(map_file(path_, bytes(), true), bytes());
+  }
+  void attach() override {
+    w_ = static_cast<Rec*>(map_file(path_, bytes(), false));
+    me_ = (uint64_t(::getpid()) << 32) | uint64_t(::gettid());
+  }
+  void lock(int i) override {
+    Rec* r = &w_[size_t(i) * 4];
+    for (;;) {
+      Rec cur{__atomic_load_n(&r->lo, __ATOMIC_ACQUIRE), __atomic_load_n(&r->hi, __ATOMIC_ACQUIRE)};
+      if (cur.lo == 0 && cas(r, cur, Rec{me_, cur.hi + 1})) return;
+      sched_yield();
+    }
+  }
+  void unlock(int i) override {
+    Rec* r = &w_[size_t(i) * 4];
+    Rec cur{me_, __atomic_load_n(&r->hi, __ATOMIC_ACQUIRE)};
+    while (!cas(r, cur, Rec{0, cur.hi + 1})) {
+    }
+  }
+
+ private:
+  struct alignas(16) Rec {
+    uint64_t lo, hi;
+  };
+  static bool cas(Rec* addr, Rec& expected, Rec desired) {
+    bool ok;
+    asm volatile("lock cmpxchg16b %1"
+                 : "=@ccz"(ok), "+m"(*addr), "+a"(expected.lo), "+d"(expected.hi)
+                 : "b"(desired.lo), "c"(desired.hi)
+                 : "memory");
+    return ok;
+  }
+  size_t bytes() const { return sizeof(Rec) * 4 * size_t(n_); }  // a 64-byte line per lock, as a slot
+  std::string path_;
+  int n_ = 0;
+  Rec* w_ = nullptr;
+  uint64_t me_ = 0;
+};
+
 class CasSleepPollImpl : public LockImpl {
  public:
   const char* name() const override { return "cas_sleep_poll"; }
@@ -311,7 +361,7 @@ class CasSleepPollImpl : public LockImpl {
 
 std::vector<std::string> impl_names() {
   return {"locktable", "locktable_ring", "locktable_history", "pthread_robust", "pthread", "boost_interprocess",
-          "ofd_lock",  "flock",          "cas_sleep_poll",    "pthread_rwlock"};
+          "ofd_lock",  "flock",          "cas_sleep_poll",    "cas16_bare",      "pthread_rwlock"};
 }
 
 std::unique_ptr<LockImpl> make_impl(const std::string& name) {
@@ -325,6 +375,7 @@ std::unique_ptr<LockImpl> make_impl(const std::string& name) {
   if (name == "ofd_lock") return std::make_unique<OfdImpl>();
   if (name == "flock") return std::make_unique<FlockImpl>();
   if (name == "cas_sleep_poll") return std::make_unique<CasSleepPollImpl>();
+  if (name == "cas16_bare") return std::make_unique<Cas16SpinImpl>();
   return nullptr;
 }
 
