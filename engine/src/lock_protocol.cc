@@ -49,6 +49,8 @@
 //   acquired_at         the exclusive owner, after its CAS (informational)
 //   dead_pid/dead_tid   whoever frees or takes over a dead holder, after its
 //                       CAS (informational: the "abandoned" report's subject)
+//   claimer_tid         (reader record) the claiming thread, after its claim
+//                       CAS; zeroed before the free
 //   waiters             sleepers, around their futex wait (informational)
 //   incarnation         the name map, inside its LMDB write transaction
 //
@@ -119,6 +121,19 @@
 // sets ABANDONED. A waiting writer sets WRITER_WAITING, which keeps new readers
 // out until the count drops to 0; it, waiting readers, and `recover` look for
 // dead readers at the same growing intervals.
+//
+// READER RECORD CACHE. A thread keeps up to 4 idle reader records claimed
+// (and on its robust list) for its next shared acquires, keyed by TableFile
+// id, which is never reused. A record of a thread that died idle is marked by
+// the kernel and may be claimed by anyone. The thread that closes a table
+// frees its own cached records; other threads' keep the mapping alive
+// (TableCore keeps it until the process exits) and are never touched again.
+//
+// TAKEOVER IN HISTORY. Whoever is about to take a dead holder out (exclusive
+// takeover, a reader joining over a dead writer, a dead reader's leave done on
+// its behalf, recovery) tells the DeathLog first, then CASes. The event is in
+// the ring even if the taker dies right after its CAS; repeats are dropped by
+// the drainer.
 //
 // NAMES. A handle caches (slot, incarnation). Acquire reads the record, then
 // the incarnation, then CASes. Removal CASes FREE -> FREE|RETIRED; reuse for a
