@@ -123,7 +123,7 @@ int main(int argc, char** argv) {
   };
   const std::vector<std::string> mutexes{"locktable",          "locktable_ring", "locktable_history", "pthread_robust",
                                          "pthread",            "boost_interprocess", "ofd_lock",      "flock",
-                                         "cas_sleep_poll"};
+                                         "cas_sleep_poll",     "cas16_bare"};
   const std::vector<std::string> shared_impls{"locktable", "pthread_rwlock", "ofd_lock", "flock"};
 
   std::vector<Result> results;
