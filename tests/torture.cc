@@ -259,6 +259,13 @@ int main(int argc, char** argv) {
   const uint64_t seed = argc > 2 ? std::strtoull(argv[2], nullptr, 10) : uint64_t(time(nullptr));
   std::printf("locktable-torture: %d s, %d workers, %d locks, seed %llu\n", seconds, kWorkers, kLocks,
               (unsigned long long)seed);
+  // The supervisor itself must not hang either (it drains and recovers too).
+  signal(SIGALRM, [](int) {
+    const char msg[] = "FAILED: the supervisor hung (draining or recovering)\n";
+    (void)!write(1, msg, sizeof msg - 1);
+    _exit(1);
+  });
+  alarm(unsigned(seconds) + 90);
 
   void* mem = mmap(nullptr, sizeof(Shared), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
   if (mem == MAP_FAILED) return 2;

@@ -8,6 +8,7 @@
 #include <fmt/format.h>
 
 #include "lmdb_records.h"
+#include "table_format.h"
 
 namespace locktable::detail {
 
@@ -104,9 +105,16 @@ LmdbEnv::~LmdbEnv() {
 }
 
 Status Txn::begin() {
+  if (write_ && env_.gate_dirfd_ >= 0) {
+    if (int e = gate_.lock(env_.gate_dirfd_, env_.gate_file_, format::kWriterLockByte); e != 0) {
+      return Status(e == EACCES || e == EPERM ? Code::permission_denied : Code::io_error,
+                    fmt::format("{}: writer lock on {}: {}", env_.path_, env_.gate_file_, std::strerror(e)));
+    }
+  }
   int rc = mdb_txn_begin(env_.env(), nullptr, write_ ? 0 : MDB_RDONLY, &txn_);
   if (rc != 0) {
     txn_ = nullptr;
+    gate_.unlock();
     return env_.error(rc, write_ ? "begin write transaction" : "begin read transaction");
   }
   return Status::OK();
@@ -116,12 +124,14 @@ Status Txn::commit() {
   if (txn_ == nullptr) return Status::OK();
   int rc = mdb_txn_commit(txn_);
   txn_ = nullptr;
+  gate_.unlock();
   return rc == 0 ? Status::OK() : env_.error(rc, "commit");
 }
 
 void Txn::abort() {
   if (txn_ != nullptr) mdb_txn_abort(txn_);
   txn_ = nullptr;
+  gate_.unlock();
 }
 
 Status Txn::get(MDB_dbi dbi, std::string_view key, std::string_view* value, bool* found) const {

@@ -10,6 +10,7 @@
 #include <string_view>
 
 #include "locktable/status.h"
+#include "ofd_lock.h"
 
 namespace locktable::detail {
 
@@ -29,6 +30,13 @@ class LmdbEnv {
   static Status open(const std::string& dir, size_t map_size, bool create, std::unique_ptr<LmdbEnv>* out);
   ~LmdbEnv();
 
+  // Gates write transactions with an exclusive OFD lock on kWriterLockByte of
+  // `dirfd`/`file` (the table file); without it they go straight to LMDB.
+  void set_writer_gate(int dirfd, const char* file) {
+    gate_dirfd_ = dirfd;
+    gate_file_ = file;
+  }
+
   MDB_env* env() const { return env_; }
   const Dbis& dbi() const { return dbi_; }
   const std::string& path() const { return path_; }  // dir/data.mdb, for messages
@@ -37,11 +45,25 @@ class LmdbEnv {
 
  private:
   LmdbEnv() = default;
+  friend class Txn;
   MDB_env* env_ = nullptr;
   Dbis dbi_;
   std::string path_;
+  int gate_dirfd_ = -1;
+  const char* gate_file_ = nullptr;
 };
 
+// A transaction. A write transaction first takes the writer gate, an OFD
+// lock, then LMDB's writer mutex, and releases both at commit or abort.
+//
+// Why the gate: LMDB's writer mutex is a robust pthread mutex. When its holder
+// dies the kernel marks it and wakes ONE waiter; if that waiter is killed
+// before it takes the mutex, the wake-up is lost (its pending-op entry names a
+// mutex that is neither free nor its own, so the kernel does nothing) and the
+// other waiters sleep forever. The kill torture hit this. Behind the gate at
+// most one process at a time waits on the mutex, and a waiter never sleeps on
+// it: it finds it free, or owner-died. OFD lock waiters are all woken when the
+// lock is released or its holder's descriptor closes, so none is lost.
 class Txn {
  public:
   Txn(const LmdbEnv& env, bool write) : env_(env), write_(write) {}
@@ -67,6 +89,7 @@ class Txn {
   const LmdbEnv& env_;
   bool write_;
   MDB_txn* txn_ = nullptr;
+  OfdGuard gate_;
 };
 
 inline MDB_val to_val(std::string_view s) { return MDB_val{s.size(), const_cast<char*>(s.data())}; }

@@ -79,6 +79,7 @@ Status TableCore::open(const std::string& dir, const Options& options, std::shar
   if (!s.ok()) return s;
   s = LmdbEnv::open(dir, options.lmdb_map_size, options.create_if_missing || created, &core->lmdb_);
   if (!s.ok()) return s;
+  core->lmdb_->set_writer_gate(core->dirfd_, kTableFileName);
   if (created) {
     Txn txn(*core->lmdb_, true);
     if (s = txn.begin(); !s.ok()) return s;
