@@ -595,7 +595,7 @@ Acquired acquire_exclusive(TableFile& file, format::Slot* s, uint32_t slot_index
   int spins = 0;
   Owner noted;  // the dead holder last told to the DeathLog
   auto done = [&](Code code, Owner dead = {}) {
-    return Acquired{code, dead, slept && waiting ? waiting->waited_ns() : 0, false};
+    return Acquired{code, dead, slept && waiting ? waiting->waited_ns() : 0};
   };
   // `cur` is a two-load guess, never trusted alone: every action below is
   // validated by a CAS on the exact value, or by FUTEX_WAIT on the exact word.
@@ -647,9 +647,7 @@ Acquired acquire_exclusive(TableFile& file, format::Slot* s, uint32_t slot_index
         set_acquired_at(s, realtime_coarse_ns());
         record_dead_owner(s, gone);
         note_abandoned(me, s);
-        Acquired a = done(Code::abandoned, gone);
-        a.took_over = true;
-        return a;
+        return done(Code::abandoned, gone);
       }
       if (clock().expired()) return done(Code::timed_out);
       // Spin briefly before sleeping: a holder on another CPU often lets go
@@ -723,11 +721,11 @@ Acquired acquire_shared(TableFile& file, format::Slot* s, uint32_t slot_index, u
                         const Deadline& deadline, uint64_t now_ns, DeathLog& log) {
   ThreadSelf& me = thread_self();
   register_fork_handler();
-  if (find_shared_hold(s) != nullptr) return Acquired{Code::already_held, {}, 0, false};
+  if (find_shared_hold(s) != nullptr) return Acquired{Code::already_held, {}, 0};
 
   uint32_t ri = 0;
   format::ReaderRecord* r = nullptr;
-  if (Code c = claim_reader(file, me, &ri, &r); c != Code::ok) return Acquired{c, {}, 0, false};
+  if (Code c = claim_reader(file, me, &ri, &r); c != Code::ok) return Acquired{c, {}, 0};
   __atomic_store_n(&r->incarnation, incarnation, __ATOMIC_RELAXED);
 
   std::optional<WaitClock> waiting;  // only once we have to wait (reading the clock costs)
@@ -736,12 +734,12 @@ Acquired acquire_shared(TableFile& file, format::Slot* s, uint32_t slot_index, u
   Owner noted;  // the dead holder last told to the DeathLog
   auto fail = [&](Code code) {
     free_own_reader(me, file, r, ri);
-    return Acquired{code, {}, waited(), false};
+    return Acquired{code, {}, waited()};
   };
   auto joined = [&](Code code, Owner dead) {
     __atomic_store_n(&r->acquired_at, slept ? realtime_coarse_ns() : now_ns, __ATOMIC_RELAXED);
     tls_shared.push_back(SharedHold{s, ri, r});
-    return Acquired{code, dead, waited(), false};
+    return Acquired{code, dead, waited()};
   };
 
   // One join attempt from `cur`: the transaction of SHARED MODE above. False
@@ -816,9 +814,7 @@ Acquired acquire_shared(TableFile& file, format::Slot* s, uint32_t slot_index, u
         store_op(r, format::make_reader_op(slot_index, ReaderState::in, ticket));
         record_dead_owner(s, gone);
         if (pw & kSharedWaiters) futex_wake(&s->owner.tid_word, INT_MAX);  // other readers may join now
-        Acquired a = joined(Code::abandoned, gone);
-        a.took_over = true;
-        return a;
+        return joined(Code::abandoned, gone);
       }
       if (clock.expired()) return fail(Code::timed_out);
       if (!set_flags(s, cur, kWaiters, kSharedWaiters)) continue;

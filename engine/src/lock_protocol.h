@@ -31,7 +31,6 @@ struct Acquired {
   Code code = Code::ok;       // ok, abandoned, timed_out, already_held, stale_handle, capacity, io_error
   Owner dead_owner;           // abandoned: the holder that died
   uint64_t wait_ns = 0;       // time spent waiting (0 when it never slept)
-  bool took_over = false;     // this acquire took the lock from a dead holder itself
 };
 
 inline uint32_t load_incarnation(const format::Slot* s) {

@@ -36,6 +36,32 @@ void* map_file(const std::string& path, size_t bytes, bool create) {
   return p;
 }
 
+// An array of T in a file-backed shared mapping: created and initialised
+// before the fork, mapped again by each process after it.
+template <class T>
+class MappedArray {
+ public:
+  template <class Init>
+  void create(const std::string& path, int n, Init init) {
+    path_ = path;
+    n_ = n;
+    T* a = static_cast<T*>(map_file(path_, bytes(), true));  // zero-filled
+    for (int i = 0; i < n; ++i) init(&a[i]);
+    ::munmap(a, bytes());
+  }
+  void create(const std::string& path, int n) {
+    create(path, n, [](T*) {});
+  }
+  void attach() { a_ = static_cast<T*>(map_file(path_, bytes(), false)); }
+  T& operator[](int i) { return a_[i]; }
+
+ private:
+  size_t bytes() const { return sizeof(T) * size_t(n_); }
+  std::string path_;
+  int n_ = 0;
+  T* a_ = nullptr;
+};
+
 // ---------------------------------------------------------------------------
 // locktable with history off, ring-only (appends, never drained) or persisted
 // (drained into LMDB by a background thread every 100 ms).
@@ -111,18 +137,14 @@ class PthreadImpl : public LockImpl {
   bool recovers() const override { return robust_; }
 
   void setup(const std::string& dir, int locks) override {
-    path_ = dir + "/mutexes";
-    n_ = locks;
     // A plain array, as an application would lay out its mutexes.
-    auto* m = static_cast<pthread_mutex_t*>(map_file(path_, bytes(), true));
     pthread_mutexattr_t a;
     pthread_mutexattr_init(&a);
     pthread_mutexattr_setpshared(&a, PTHREAD_PROCESS_SHARED);
     if (robust_) pthread_mutexattr_setrobust(&a, PTHREAD_MUTEX_ROBUST);
-    for (int i = 0; i < locks; ++i) pthread_mutex_init(&m[i], &a);
-    ::munmap(m, bytes());
+    m_.create(dir + "/mutexes", locks, [&](pthread_mutex_t* m) { pthread_mutex_init(m, &a); });
   }
-  void attach() override { m_ = static_cast<pthread_mutex_t*>(map_file(path_, bytes(), false)); }
+  void attach() override { m_.attach(); }
   void lock(int i) override {
     int rc = pthread_mutex_lock(&m_[i]);
     if (rc == EOWNERDEAD) rc = pthread_mutex_consistent(&m_[i]);
@@ -131,11 +153,8 @@ class PthreadImpl : public LockImpl {
   void unlock(int i) override { pthread_mutex_unlock(&m_[i]); }
 
  private:
-  size_t bytes() const { return sizeof(pthread_mutex_t) * size_t(n_); }
   bool robust_;
-  std::string path_;
-  int n_ = 0;
-  pthread_mutex_t* m_ = nullptr;
+  MappedArray<pthread_mutex_t> m_;
 };
 
 // ---------------------------------------------------------------------------
@@ -145,27 +164,20 @@ class RwlockImpl : public LockImpl {
   bool recovers() const override { return false; }
   bool has_shared() const override { return true; }
   void setup(const std::string& dir, int locks) override {
-    path_ = dir + "/rwlocks";
-    n_ = locks;
-    auto* m = static_cast<pthread_rwlock_t*>(map_file(path_, bytes(), true));
     pthread_rwlockattr_t a;
     pthread_rwlockattr_init(&a);
     pthread_rwlockattr_setpshared(&a, PTHREAD_PROCESS_SHARED);
     pthread_rwlockattr_setkind_np(&a, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
-    for (int i = 0; i < locks; ++i) pthread_rwlock_init(&m[i], &a);
-    ::munmap(m, bytes());
+    m_.create(dir + "/rwlocks", locks, [&](pthread_rwlock_t* m) { pthread_rwlock_init(m, &a); });
   }
-  void attach() override { m_ = static_cast<pthread_rwlock_t*>(map_file(path_, bytes(), false)); }
+  void attach() override { m_.attach(); }
   void lock(int i) override { pthread_rwlock_wrlock(&m_[i]); }
   void unlock(int i) override { pthread_rwlock_unlock(&m_[i]); }
   void lock_shared(int i) override { pthread_rwlock_rdlock(&m_[i]); }
   void unlock_shared(int i) override { pthread_rwlock_unlock(&m_[i]); }
 
  private:
-  size_t bytes() const { return sizeof(pthread_rwlock_t) * size_t(n_); }
-  std::string path_;
-  int n_ = 0;
-  pthread_rwlock_t* m_ = nullptr;
+  MappedArray<pthread_rwlock_t> m_;
 };
 
 // ---------------------------------------------------------------------------
@@ -176,21 +188,14 @@ class BoostImpl : public LockImpl {
   const char* name() const override { return "boost_interprocess"; }
   bool recovers() const override { return false; }
   void setup(const std::string& dir, int locks) override {
-    path_ = dir + "/boost";
-    n_ = locks;
-    auto* m = static_cast<Mutex*>(map_file(path_, bytes(), true));
-    for (int i = 0; i < locks; ++i) new (&m[i]) Mutex();
-    ::munmap(m, bytes());
+    m_.create(dir + "/boost", locks, [](Mutex* m) { new (m) Mutex(); });
   }
-  void attach() override { m_ = static_cast<Mutex*>(map_file(path_, bytes(), false)); }
+  void attach() override { m_.attach(); }
   void lock(int i) override { m_[i].lock(); }
   void unlock(int i) override { m_[i].unlock(); }
 
  private:
-  size_t bytes() const { return sizeof(Mutex) * size_t(n_); }
-  std::string path_;
-  int n_ = 0;
-  Mutex* m_ = nullptr;
+  MappedArray<Mutex> m_;
 };
 
 // ---------------------------------------------------------------------------
@@ -267,9 +272,6 @@ class FlockImpl : public LockImpl {
 };
 
 // ---------------------------------------------------------------------------
-// The seed article's design: a 64-bit pid/tid word changed by CAS; a waiter
-// sleeps 1 ms between tries and clears the word if the owner's process is gone
-// (which is wrong when the pid was reused, the flaw locktable fixes).
 // The cost floor of locktable's owner record: a lock that is only a 16-byte
 // record changed by lock cmpxchg16b (owner + generation), spinning with
 // sched_yield when held. No robust list, no names, no death detection.
@@ -277,17 +279,13 @@ class Cas16SpinImpl : public LockImpl {
  public:
   const char* name() const override { return "cas16_bare"; }
   bool recovers() const override { return false; }
-  void setup(const std::string& dir, int locks) override {
-    path_ = dir + "/cas16";
-    n_ = locks;
-    ::munmap(map_file(path_, bytes(), true), bytes());
-  }
+  void setup(const std::string& dir, int locks) override { w_.create(dir + "/cas16", locks); }
   void attach() override {
-    w_ = static_cast<Rec*>(map_file(path_, bytes(), false));
+    w_.attach();
     me_ = (uint64_t(::getpid()) << 32) | uint64_t(::gettid());
   }
   void lock(int i) override {
-    Rec* r = &w_[size_t(i) * 4];
+    Rec* r = &w_[i].rec;
     for (;;) {
       Rec cur{__atomic_load_n(&r->lo, __ATOMIC_ACQUIRE), __atomic_load_n(&r->hi, __ATOMIC_ACQUIRE)};
       if (cur.lo == 0 && cas(r, cur, Rec{me_, cur.hi + 1})) return;
@@ -295,7 +293,7 @@ class Cas16SpinImpl : public LockImpl {
     }
   }
   void unlock(int i) override {
-    Rec* r = &w_[size_t(i) * 4];
+    Rec* r = &w_[i].rec;
     Rec cur{me_, __atomic_load_n(&r->hi, __ATOMIC_ACQUIRE)};
     while (!cas(r, cur, Rec{0, cur.hi + 1})) {
     }
@@ -313,23 +311,23 @@ class Cas16SpinImpl : public LockImpl {
                  : "memory");
     return ok;
   }
-  size_t bytes() const { return sizeof(Rec) * 4 * size_t(n_); }  // a 64-byte line per lock, as a slot
-  std::string path_;
-  int n_ = 0;
-  Rec* w_ = nullptr;
+  struct alignas(64) Line {  // a cache line per lock, as a slot
+    Rec rec;
+  };
+  MappedArray<Line> w_;
   uint64_t me_ = 0;
 };
 
+// ---------------------------------------------------------------------------
+// The seed article's design: a 64-bit pid/tid word changed by CAS; a waiter
+// sleeps 1 ms between tries and clears the word if the owner's process is gone
+// (which is wrong when the pid was reused, the flaw locktable fixes).
 class CasSleepPollImpl : public LockImpl {
  public:
   const char* name() const override { return "cas_sleep_poll"; }
-  void setup(const std::string& dir, int locks) override {
-    path_ = dir + "/cas";
-    n_ = locks;
-    ::munmap(map_file(path_, bytes(), true), bytes());
-  }
+  void setup(const std::string& dir, int locks) override { w_.create(dir + "/cas", locks); }
   void attach() override {
-    w_ = static_cast<uint64_t*>(map_file(path_, bytes(), false));
+    w_.attach();
     me_ = (uint64_t(::getpid()) << 32) | uint64_t(::gettid());
   }
   void lock(int i) override {
@@ -350,10 +348,7 @@ class CasSleepPollImpl : public LockImpl {
   }
 
  private:
-  size_t bytes() const { return sizeof(uint64_t) * size_t(n_); }
-  std::string path_;
-  int n_ = 0;
-  uint64_t* w_ = nullptr;
+  MappedArray<uint64_t> w_;
   uint64_t me_ = 0;
 };
 

@@ -44,6 +44,20 @@ Body loop_on(LockImpl** self, bool own, bool shared) {
 // attached implementation through this pointer (set in each child).
 thread_local LockImpl* current = nullptr;
 
+// Fills in the median, range and run count of the per-run ns/op in `ns`, or
+// `empty_note` when no run completed an operation.
+Result summarize(Result r, const std::vector<double>& ns, const char* empty_note) {
+  if (ns.empty()) {
+    r.note = empty_note;
+    return r;
+  }
+  r.ns_per_op = median(ns);
+  r.min = *std::min_element(ns.begin(), ns.end());
+  r.max = *std::max_element(ns.begin(), ns.end());
+  r.runs = int(ns.size());
+  return r;
+}
+
 Result timed_loop(const std::string& scenario, const std::string& impl_name, int procs, bool own, bool shared,
                   const Config& cfg) {
   std::unique_ptr<LockImpl> probe = make_impl(impl_name);
@@ -73,15 +87,7 @@ Result timed_loop(const std::string& scenario, const std::string& impl_name, int
     std::snprintf(note, sizeof note, "busiest process got %.0f%% of the acquisitions", median(top_share));
     r.note = note;
   }
-  if (ns.empty()) {
-    r.note = "no operation completed";
-    return r;
-  }
-  r.ns_per_op = median(ns);
-  r.min = *std::min_element(ns.begin(), ns.end());
-  r.max = *std::max_element(ns.begin(), ns.end());
-  r.runs = int(ns.size());
-  return r;
+  return summarize(std::move(r), ns, "no operation completed");
 }
 
 }  // namespace
@@ -149,15 +155,7 @@ Result handoff(const std::string& impl_name, const Config& cfg) {
     }
     if (ops > 0) ns.push_back(elapsed * 1e9 / double(ops));
   }
-  if (ns.empty()) {
-    r.note = "no hand-off completed";
-    return r;
-  }
-  r.ns_per_op = median(ns);
-  r.min = *std::min_element(ns.begin(), ns.end());
-  r.max = *std::max_element(ns.begin(), ns.end());
-  r.runs = int(ns.size());
-  return r;
+  return summarize(std::move(r), ns, "no hand-off completed");
 }
 
 Result recovery(const std::string& impl_name, const Config& cfg) {
