@@ -32,8 +32,12 @@
 #include <tuple>
 #include <vector>
 
+#include <fcntl.h>
+#include <sys/stat.h>
+
 #include "crash_point.h"
 #include "locktable/locktable.h"
+#include "table_format.h"
 
 using namespace locktable;
 using Clock = std::chrono::steady_clock;
@@ -171,7 +175,13 @@ int worker(const std::string& dir, int index, uint64_t seed) {
     if (abandoned) {
       g->abandoned.fetch_add(1);
       uint32_t n = g->takeover_count.fetch_add(1);
-      if (n < kMaxTakeovers) g->takeovers[n] = Takeover{uint32_t(li), r.dead_owner.pid, r.dead_owner.tid, me};
+      if (n < kMaxTakeovers) {
+        Takeover& t = g->takeovers[n];
+        t.lock = uint32_t(li);
+        t.dead_pid = r.dead_owner.pid;
+        t.dead_tid = r.dead_owner.tid;
+        __atomic_store_n(&t.by_pid, me, __ATOMIC_RELEASE);  // last: a worker killed before it wrote this left none
+      }
     }
 
     uint32_t marker = pl.writer.load();
@@ -236,6 +246,7 @@ void check_takeovers(Table& table) {
   uint32_t n = std::min<uint32_t>(g->takeover_count.load(), kMaxTakeovers);
   for (uint32_t i = 0; i < n; ++i) {
     const Takeover& t = g->takeovers[i];
+    if (__atomic_load_n(&t.by_pid, __ATOMIC_ACQUIRE) == 0) continue;  // its worker was killed while noting it
     auto it = recovered.find({lock_name(int(t.lock)), t.dead_pid, t.dead_tid});
     if (it == recovered.end()) {
       if (getenv("TORTURE_DEBUG")) {
@@ -250,6 +261,65 @@ void check_takeovers(Table& table) {
   }
   std::printf("history: %zu events, %zu distinct dead owners recovered, %u takeovers reported by workers\n",
               events.size(), recovered.size(), n);
+}
+
+// TORTURE_DEBUG: after a failed check, the raw state of the locks' slots, of
+// every reader record that names one of them, and each lock's shared
+// acquisitions per pid that the history does not show ended.
+void dump_state(const std::string& dir, Table& table) {
+  int fd = ::open((dir + "/table").c_str(), O_RDONLY);
+  struct stat st;
+  if (fd < 0 || fstat(fd, &st) != 0) return;
+  void* m = mmap(nullptr, size_t(st.st_size), PROT_READ, MAP_SHARED, fd, 0);
+  ::close(fd);
+  if (m == MAP_FAILED) return;
+  auto* base = static_cast<const char*>(m);
+  auto* h = reinterpret_cast<const format::Header*>(base);
+  namespace f = locktable::format;
+  for (uint32_t k = 0; k < h->extent_count; ++k) {
+    const f::ExtentDescriptor& e = h->extents[k];
+    auto* slots = reinterpret_cast<const f::Slot*>(base + e.offset);
+    if (k == 0) {
+      for (int i = 0; i < kLocks; ++i) {
+        const f::OwnerRecord& o = slots[i].owner;
+        std::printf("slot %d: tid_word %#x pid_word %#x aux %u gen %u dead %u/%u\n", i, o.tid_word, o.pid_word, o.aux,
+                    o.generation, slots[i].dead_pid, slots[i].dead_tid);
+      }
+    }
+    auto* readers = reinterpret_cast<const f::ReaderRecord*>(base + e.offset + uint64_t(e.slot_count) * f::kSlotSize);
+    for (uint32_t j = 0; j < e.reader_count; ++j) {
+      const f::ReaderRecord& r = readers[j];
+      uint32_t slot = f::reader_op_slot(r.op);
+      if (r.op == 0 && r.ident.pid_word == 0 && r.ident.tid_word == 0) continue;
+      if (slot >= uint32_t(kLocks) && r.ident.pid_word == 0) continue;
+      std::printf("reader %u: ident tid_word %#x pid_word %#x aux %u gen %u claimer %u op slot %u state %u ticket %u\n",
+                  e.first_reader + j, r.ident.tid_word, r.ident.pid_word, r.ident.aux, r.ident.generation,
+                  r.claimer_tid, slot, uint32_t(f::reader_op_state(r.op)), f::reader_op_ticket(r.op));
+    }
+  }
+  munmap(m, size_t(st.st_size));
+  std::vector<Event> events;
+  HistoryQuery q;
+  q.limit = 0;
+  if (!table.history(q, &events).ok()) return;
+  for (int i = 0; i < kLocks; ++i) {
+    std::map<uint32_t, int> open;  // pid -> shared acquisitions not ended
+    for (const Event& e : events) {
+      if (e.name != lock_name(i) || e.mode != Mode::shared) continue;
+      if (e.kind == EventKind::acquired) ++open[e.pid];
+      if (e.kind == EventKind::released) --open[e.pid];
+      if (e.kind == EventKind::recovered) --open[e.dead_owner.pid];
+    }
+    for (auto [pid, n] : open) {
+      if (n == 0) continue;
+      std::printf("lock %d: pid %u has %d shared acquisitions without an end; its events:\n", i, pid, n);
+      for (const Event& e : events) {
+        if (e.name == lock_name(i) && (e.pid == pid || e.dead_owner.pid == pid))
+          std::printf("  seq %llu %s mode %d pid %u abandoned %d dead %u\n", (unsigned long long)e.seq,
+                      event_kind_name(e.kind), int(e.mode), e.pid, e.abandoned, e.dead_owner.pid);
+      }
+    }
+  }
 }
 
 }  // namespace
@@ -278,6 +348,7 @@ int main(int argc, char** argv) {
   Options options;
   options.initial_slots = 8;  // the scratch names make it grow
   options.ring_entries = 1u << 18;
+  options.retention_count = 0;  // keep every event: invariant 3 looks for each takeover
   std::unique_ptr<Table> table;
   if (Status s = Table::open(dir, options, &table); !s.ok()) {
     std::fprintf(stderr, "%s\n", s.to_string().c_str());
@@ -347,6 +418,7 @@ int main(int argc, char** argv) {
     std::printf("check: %s\n", p.c_str());
     violation("check found a problem (printed above)");
   }
+  if (!problems.empty() && getenv("TORTURE_DEBUG")) dump_state(dir, *table);
   check_takeovers(*table);
 
   std::printf("%llu kills, %llu crash points armed, %llu acquisitions, %llu abandoned, %llu names created, "

@@ -50,7 +50,7 @@
 //   dead_pid/dead_tid   whoever frees or takes over a dead holder, after its
 //                       CAS (informational: the "abandoned" report's subject)
 //   claimer_tid         (reader record) the claiming thread, after its claim
-//                       CAS; zeroed before the free
+//                       CAS; zeroed by that thread before it frees its record
 //   waiters             sleepers, around their futex wait (informational)
 //   incarnation         the name map, inside its LMDB write transaction
 //
@@ -118,7 +118,17 @@
 // names it and its generation is t (any later CAS would have finalised it
 // first). A cleaner finishes or undoes the operation accordingly, then, for a
 // reader that was in, performs its leave (same three steps, on its behalf) and
-// sets ABANDONED. A waiting writer sets WRITER_WAITING, which keeps new readers
+// sets ABANDONED. Several cleaners may finish one dead reader at once, and
+// once one has freed the record a new reader may claim it; so a cleaner acts
+// only on an op it read while the record was still the dead reader's claim
+// (the claim generation is checked after the op is read), writes the record
+// only by CAS from that exact op, and frees it only by CAS on its identity.
+// One op value could recur: a JOINING op whose CAS never happened names the
+// ticket the slot's next change would produce, which a new claimer of the
+// record could write too. A cleaner that marks such an op idle therefore
+// first uses the ticket up (a CAS that only advances the slot's generation;
+// never on an exclusive slot, whose owner's release expects its generation:
+// that record waits until the slot moves on). A waiting writer sets WRITER_WAITING, which keeps new readers
 // out until the count drops to 0; it, waiting readers, and `recover` look for
 // dead readers at the same growing intervals.
 //
@@ -451,13 +461,15 @@ void free_own_reader(ThreadSelf& me, TableFile& file, format::ReaderRecord* r, u
   release_own_reader(me, r);
 }
 
-// Frees the record of a dead reader, if it is still the same claim.
+// Frees the record of a dead reader, if it is still the same claim. Only the
+// CAS writes: another cleaner may have freed the record already and a new
+// reader claimed it, whose op and claimer_tid a store here would overwrite
+// (its join then counted with no record naming it: a lock no writer ever gets
+// again). The op of a freed record is idle; its next claimer resets it.
 void free_dead_reader(format::ReaderRecord* r, uint32_t claim_generation) {
   for (;;) {
     Word128 cur = load128(&r->ident);
     if (cur.lo == 0 || generation(cur) != claim_generation) return;
-    store_op(r, 0);
-    __atomic_store_n(&r->claimer_tid, 0u, __ATOMIC_RELAXED);
     if (cas128(&r->ident, cur, make_word(0, 0, 0, claim_generation + 1))) return;
   }
 }
@@ -485,6 +497,11 @@ bool finish_dead_reader(TableFile& file, format::Slot* s, uint32_t slot_index, u
   bool noted = false;
   for (;;) {
     uint64_t op = load_op(r);
+    // Another cleaner may have finished this reader and freed the record, and
+    // a new reader claimed it: then `op` is that live reader's. The claim
+    // generation is read after the op, so an op read under it is the dead
+    // reader's; every action below is a CAS from that exact op or slot value.
+    if (generation(load128(&r->ident)) != claim_generation) return was_in;
     if (format::reader_op_slot(op) != slot_index) break;
     ReaderState st = format::reader_op_state(op);
     uint32_t t = format::reader_op_ticket(op);
@@ -493,7 +510,22 @@ bool finish_dead_reader(TableFile& file, format::Slot* s, uint32_t slot_index, u
     if (st == ReaderState::idle) break;
     if (st == ReaderState::joining) {
       // Counted iff its CAS is the last change of the slot.
-      cas_op(r, op, format::make_reader_op(slot_index, last_is_this ? ReaderState::in : ReaderState::idle, t));
+      if (last_is_this) {
+        cas_op(r, op, format::make_reader_op(slot_index, ReaderState::in, t));
+        continue;
+      }
+      // Not counted. While the slot's next generation is still t, the next
+      // claimer of this record could write this very op (JOINING t) and join
+      // with it, and a cleaner that read it here would mark that join idle.
+      // So ticket t is used up first: the generation moves on, nothing else
+      // changes. Not on an exclusive slot (its owner's release CAS expects its
+      // generation): the record stays claimed until the slot has moved on.
+      if (generation(cur) + 1 == t) {
+        if (is_exclusive(pid_word(cur))) return was_in;
+        help_reader_op(file, slot_index, cur);
+        if (!cas128(&s->owner, cur, make_word(tid_word(cur), pid_word(cur), 0, t))) continue;
+      }
+      cas_op(r, op, format::make_reader_op(slot_index, ReaderState::idle, t));
       continue;
     }
     if (st == ReaderState::in) {
