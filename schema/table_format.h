@@ -39,9 +39,11 @@ inline constexpr uint64_t kFormat = (uint64_t{kVersion} << 32) | (uint64_t{kHead
 // kGrowLockByte: exclusive while growing the table or resetting it after a reboot.
 // kAttachLockByte: shared by every attached process; exclusive means "table to myself".
 // kWriterLockByte: exclusive around every LMDB write transaction (see lmdb_env.h).
+// kReaderMutexByte: exclusive around every use of LMDB's reader-table mutex (see lmdb_env.h).
 inline constexpr int64_t kGrowLockByte = int64_t{1} << 62;
 inline constexpr int64_t kAttachLockByte = (int64_t{1} << 62) + 1;
 inline constexpr int64_t kWriterLockByte = (int64_t{1} << 62) + 2;
+inline constexpr int64_t kReaderMutexByte = (int64_t{1} << 62) + 3;
 
 // ---------------------------------------------------------------------------
 // OwnerRecord: the 128-bit word that says who holds a lock. Read and changed

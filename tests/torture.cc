@@ -75,6 +75,7 @@ struct Shared {
 static_assert(std::atomic<uint32_t>::is_always_lock_free && std::atomic<uint64_t>::is_always_lock_free);
 
 Shared* g = nullptr;
+volatile pid_t g_workers[kWorkers];  // for the watchdog: workers must not outlive a hung supervisor
 
 void violation(const char* fmt_text, uint32_t a = 0, uint32_t b = 0, uint32_t c = 0) {
   uint32_t n = g->violations.fetch_add(1);
@@ -219,6 +220,7 @@ int worker(const std::string& dir, int index, uint64_t seed) {
 pid_t spawn_worker(const std::string& dir, int index, uint64_t seed) {
   pid_t pid = fork();
   if (pid == 0) _exit(worker(dir, index, seed));
+  g_workers[index] = pid;
   return pid;
 }
 
@@ -276,6 +278,7 @@ void dump_state(const std::string& dir, Table& table) {
   auto* base = static_cast<const char*>(m);
   auto* h = reinterpret_cast<const format::Header*>(base);
   namespace f = locktable::format;
+  auto* locks = reinterpret_cast<const f::Slot*>(base + h->extents[0].offset);
   for (uint32_t k = 0; k < h->extent_count; ++k) {
     const f::ExtentDescriptor& e = h->extents[k];
     auto* slots = reinterpret_cast<const f::Slot*>(base + e.offset);
@@ -290,8 +293,10 @@ void dump_state(const std::string& dir, Table& table) {
     for (uint32_t j = 0; j < e.reader_count; ++j) {
       const f::ReaderRecord& r = readers[j];
       uint32_t slot = f::reader_op_slot(r.op);
-      if (r.op == 0 && r.ident.pid_word == 0 && r.ident.tid_word == 0) continue;
-      if (slot >= uint32_t(kLocks) && r.ident.pid_word == 0) continue;
+      bool named = false;
+      for (int i = 0; i < kLocks; ++i) named |= locks[i].owner.aux == e.first_reader + j + 1;
+      if (!named && r.op == 0 && r.ident.pid_word == 0 && r.ident.tid_word == 0) continue;
+      if (!named && slot >= uint32_t(kLocks) && r.ident.pid_word == 0) continue;
       std::printf("reader %u: ident tid_word %#x pid_word %#x aux %u gen %u claimer %u op slot %u state %u ticket %u\n",
                   e.first_reader + j, r.ident.tid_word, r.ident.pid_word, r.ident.aux, r.ident.generation,
                   r.claimer_tid, slot, uint32_t(f::reader_op_state(r.op)), f::reader_op_ticket(r.op));
@@ -303,21 +308,15 @@ void dump_state(const std::string& dir, Table& table) {
   q.limit = 0;
   if (!table.history(q, &events).ok()) return;
   for (int i = 0; i < kLocks; ++i) {
-    std::map<uint32_t, int> open;  // pid -> shared acquisitions not ended
+    std::vector<const Event*> mine;
     for (const Event& e : events) {
-      if (e.name != lock_name(i) || e.mode != Mode::shared) continue;
-      if (e.kind == EventKind::acquired) ++open[e.pid];
-      if (e.kind == EventKind::released) --open[e.pid];
-      if (e.kind == EventKind::recovered) --open[e.dead_owner.pid];
+      if (e.name == lock_name(i)) mine.push_back(&e);
     }
-    for (auto [pid, n] : open) {
-      if (n == 0) continue;
-      std::printf("lock %d: pid %u has %d shared acquisitions without an end; its events:\n", i, pid, n);
-      for (const Event& e : events) {
-        if (e.name == lock_name(i) && (e.pid == pid || e.dead_owner.pid == pid))
-          std::printf("  seq %llu %s mode %d pid %u abandoned %d dead %u\n", (unsigned long long)e.seq,
-                      event_kind_name(e.kind), int(e.mode), e.pid, e.abandoned, e.dead_owner.pid);
-      }
+    std::printf("lock %d: last events\n", i);
+    for (size_t j = mine.size() > 40 ? mine.size() - 40 : 0; j < mine.size(); ++j) {
+      const Event& e = *mine[j];
+      std::printf("  seq %llu %s %s pid %u abandoned %d dead %u\n", (unsigned long long)e.seq, event_kind_name(e.kind),
+                  e.mode == Mode::shared ? "shared" : "exclusive", e.pid, e.abandoned, e.dead_owner.pid);
     }
   }
 }
@@ -333,6 +332,9 @@ int main(int argc, char** argv) {
   signal(SIGALRM, [](int) {
     const char msg[] = "FAILED: the supervisor hung (draining or recovering)\n";
     (void)!write(1, msg, sizeof msg - 1);
+    for (int i = 0; i < kWorkers; ++i) {
+      if (g_workers[i] > 0) kill(g_workers[i], SIGKILL);
+    }
     _exit(1);
   });
   alarm(unsigned(seconds) + 90);

@@ -41,9 +41,12 @@ Status LmdbEnv::error(int rc, std::string_view what) const {
   return Status(code, fmt::format("{}: {}: {}", path_, what, mdb_strerror(rc)));
 }
 
-Status LmdbEnv::open(const std::string& dir, size_t map_size, bool create, std::unique_ptr<LmdbEnv>* out) {
+Status LmdbEnv::open(const std::string& dir, size_t map_size, bool create, int gate_dirfd, const char* gate_file,
+                     std::unique_ptr<LmdbEnv>* out) {
   std::unique_ptr<LmdbEnv> e(new LmdbEnv());
   e->path_ = dir + "/data.mdb";
+  e->gate_dirfd_ = gate_dirfd;
+  e->gate_file_ = gate_file;
   if (!create) {
     struct stat st;
     if (::stat(e->path_.c_str(), &st) != 0) {
@@ -61,8 +64,7 @@ Status LmdbEnv::open(const std::string& dir, size_t map_size, bool create, std::
   // the last commit, never corrupt (the reboot reset then reconciles slots).
   rc = mdb_env_open(e->env_, dir.c_str(), MDB_NOTLS | MDB_NOMETASYNC, 0660);
   if (rc != 0) return e->error(rc, "open");
-  int dead = 0;
-  mdb_reader_check(e->env_, &dead);  // clear reader slots of dead processes
+  if (Status s = e->reader_check(); !s.ok()) return s;  // clear reader slots of dead processes
 
   Txn txn(*e, true);
   Status s = txn.begin();
@@ -101,15 +103,68 @@ Status LmdbEnv::open(const std::string& dir, size_t map_size, bool create, std::
 }
 
 LmdbEnv::~LmdbEnv() {
+  for (MDB_txn* t : pool_) mdb_txn_abort(t);
   if (env_ != nullptr) mdb_env_close(env_);
 }
 
-Status Txn::begin() {
-  if (write_ && env_.gate_dirfd_ >= 0) {
-    if (int e = gate_.lock(env_.gate_dirfd_, env_.gate_file_, format::kWriterLockByte); e != 0) {
-      return Status(e == EACCES || e == EPERM ? Code::permission_denied : Code::io_error,
-                    fmt::format("{}: writer lock on {}: {}", env_.path_, env_.gate_file_, std::strerror(e)));
+Status LmdbEnv::lock_gate(OfdGuard& guard, int64_t byte) const {
+  if (gate_dirfd_ < 0) return Status::OK();
+  if (int e = guard.lock(gate_dirfd_, gate_file_, byte); e != 0) {
+    return Status(e == EACCES || e == EPERM ? Code::permission_denied : Code::io_error,
+                  fmt::format("{}: {} gate on {}: {}", path_, byte == format::kWriterLockByte ? "writer" : "reader",
+                              gate_file_, std::strerror(e)));
+  }
+  return Status::OK();
+}
+
+Status LmdbEnv::reader_check() const {
+  OfdGuard gate;
+  if (Status s = lock_gate(gate, format::kReaderMutexByte); !s.ok()) return s;
+  int dead = 0;
+  int rc = mdb_reader_check(env_, &dead);
+  return rc == 0 ? Status::OK() : error(rc, "reader check");
+}
+
+MDB_txn* LmdbEnv::take_pooled() const {
+  std::lock_guard<std::mutex> guard(pool_mu_);
+  if (pool_.empty()) return nullptr;
+  MDB_txn* t = pool_.back();
+  pool_.pop_back();
+  return t;
+}
+
+void LmdbEnv::give_back(MDB_txn* txn) const {
+  constexpr size_t kPoolMax = 16;
+  mdb_txn_reset(txn);
+  {
+    std::lock_guard<std::mutex> guard(pool_mu_);
+    if (pool_.size() < kPoolMax) {
+      pool_.push_back(txn);
+      return;
     }
+  }
+  mdb_txn_abort(txn);
+}
+
+Status Txn::begin() {
+  if (!write_) {
+    // A pooled transaction keeps its reader slot: renewing it takes no mutex.
+    while (MDB_txn* t = env_.take_pooled()) {
+      if (mdb_txn_renew(t) == 0) {
+        txn_ = t;
+        return Status::OK();
+      }
+      mdb_txn_abort(t);
+    }
+  } else if (Status s = env_.lock_gate(gate_, format::kWriterLockByte); !s.ok()) {
+    return s;
+  }
+  // A new read transaction registers a reader slot under the reader mutex; a
+  // writer that finds the writer mutex owner-died checks readers under it too.
+  OfdGuard reader_gate;
+  if (Status s = env_.lock_gate(reader_gate, format::kReaderMutexByte); !s.ok()) {
+    gate_.unlock();
+    return s;
   }
   int rc = mdb_txn_begin(env_.env(), nullptr, write_ ? 0 : MDB_RDONLY, &txn_);
   if (rc != 0) {
@@ -122,6 +177,11 @@ Status Txn::begin() {
 
 Status Txn::commit() {
   if (txn_ == nullptr) return Status::OK();
+  if (!write_) {
+    env_.give_back(txn_);
+    txn_ = nullptr;
+    return Status::OK();
+  }
   int rc = mdb_txn_commit(txn_);
   txn_ = nullptr;
   gate_.unlock();
@@ -129,7 +189,10 @@ Status Txn::commit() {
 }
 
 void Txn::abort() {
-  if (txn_ != nullptr) mdb_txn_abort(txn_);
+  if (txn_ != nullptr) {
+    if (write_) mdb_txn_abort(txn_);
+    else env_.give_back(txn_);
+  }
   txn_ = nullptr;
   gate_.unlock();
 }

@@ -6,8 +6,10 @@
 #include <lmdb.h>
 
 #include <memory>
+#include <mutex>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "locktable/status.h"
 #include "ofd_lock.h"
@@ -24,18 +26,29 @@ struct Dbis {
   MDB_dbi history_by_name = 0;
 };
 
+// LMDB's two lock-file mutexes are robust pthread mutexes. When a holder dies
+// the kernel marks the mutex and wakes ONE waiter; if that waiter is killed
+// before it takes the mutex, the wake-up is lost (its pending-op entry names a
+// mutex that is neither free nor its own, so the kernel does nothing) and the
+// other waiters sleep forever. The kill torture hit this on both mutexes. So
+// every path into either mutex first takes a gate, an exclusive OFD lock on a
+// byte of the table file: behind it at most one process at a time waits on the
+// mutex, and it never sleeps on it (it finds it free, or owner-died). OFD lock
+// waiters are all woken when the lock is released or its holder dies, so none
+// is lost.
+//   writer mutex  write transactions: kWriterLockByte, held until commit/abort.
+//   reader mutex  taken by LMDB to register a read transaction's reader slot,
+//                 by mdb_reader_check, and by a writer recovering the writer
+//                 mutex from a dead owner: kReaderMutexByte around each of
+//                 these. Read transactions are kept (reset, in a pool) and
+//                 renewed, which needs no mutex, so a lookup rarely pays for it.
 class LmdbEnv {
  public:
   // Opens (creating if `create`) the environment in `dir` (data.mdb, lock.mdb).
-  static Status open(const std::string& dir, size_t map_size, bool create, std::unique_ptr<LmdbEnv>* out);
+  // The gates are bytes of `gate_file` (relative to `gate_dirfd`; -1: no gates).
+  static Status open(const std::string& dir, size_t map_size, bool create, int gate_dirfd, const char* gate_file,
+                     std::unique_ptr<LmdbEnv>* out);
   ~LmdbEnv();
-
-  // Gates write transactions with an exclusive OFD lock on kWriterLockByte of
-  // `dirfd`/`file` (the table file); without it they go straight to LMDB.
-  void set_writer_gate(int dirfd, const char* file) {
-    gate_dirfd_ = dirfd;
-    gate_file_ = file;
-  }
 
   MDB_env* env() const { return env_; }
   const Dbis& dbi() const { return dbi_; }
@@ -43,27 +56,29 @@ class LmdbEnv {
 
   Status error(int rc, std::string_view what) const;
 
+  // mdb_reader_check behind the reader-mutex gate: frees dead readers' slots.
+  Status reader_check() const;
+
  private:
   LmdbEnv() = default;
   friend class Txn;
+  // Takes gate `byte` into `guard` (no-op without gates).
+  Status lock_gate(OfdGuard& guard, int64_t byte) const;
+  MDB_txn* take_pooled() const;
+  void give_back(MDB_txn* txn) const;
+
   MDB_env* env_ = nullptr;
   Dbis dbi_;
   std::string path_;
   int gate_dirfd_ = -1;
   const char* gate_file_ = nullptr;
+  mutable std::mutex pool_mu_;
+  mutable std::vector<MDB_txn*> pool_;  // reset read transactions, reader slots kept
 };
 
-// A transaction. A write transaction first takes the writer gate, an OFD
-// lock, then LMDB's writer mutex, and releases both at commit or abort.
-//
-// Why the gate: LMDB's writer mutex is a robust pthread mutex. When its holder
-// dies the kernel marks it and wakes ONE waiter; if that waiter is killed
-// before it takes the mutex, the wake-up is lost (its pending-op entry names a
-// mutex that is neither free nor its own, so the kernel does nothing) and the
-// other waiters sleep forever. The kill torture hit this. Behind the gate at
-// most one process at a time waits on the mutex, and a waiter never sleeps on
-// it: it finds it free, or owner-died. OFD lock waiters are all woken when the
-// lock is released or its holder's descriptor closes, so none is lost.
+// A transaction. A write transaction first takes the writer gate (see LmdbEnv),
+// then LMDB's writer mutex, and releases both at commit or abort. A read
+// transaction is renewed from the pool when it can be, and goes back to it.
 class Txn {
  public:
   Txn(const LmdbEnv& env, bool write) : env_(env), write_(write) {}

@@ -57,7 +57,7 @@ Status TableCore::recover(bool dry_run, std::vector<Recovery>* actions) {
   actions->clear();
   Status s = check_same_process();
   if (!s.ok()) return s;
-  mdb_reader_check(lmdb_->env(), nullptr);
+  if (s = lmdb_->reader_check(); !s.ok()) return s;
 
   std::vector<Freed> freed;
   uint64_t slots = file_->slot_capacity();

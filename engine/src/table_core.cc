@@ -77,9 +77,9 @@ Status TableCore::open(const std::string& dir, const Options& options, std::shar
   bool created = false;
   s = TableFile::open(core->dirfd_, dir, options.create_if_missing, params, &core->file_, &created);
   if (!s.ok()) return s;
-  s = LmdbEnv::open(dir, options.lmdb_map_size, options.create_if_missing || created, &core->lmdb_);
+  s = LmdbEnv::open(dir, options.lmdb_map_size, options.create_if_missing || created, core->dirfd_, kTableFileName,
+                    &core->lmdb_);
   if (!s.ok()) return s;
-  core->lmdb_->set_writer_gate(core->dirfd_, kTableFileName);
   if (created) {
     Txn txn(*core->lmdb_, true);
     if (s = txn.begin(); !s.ok()) return s;
