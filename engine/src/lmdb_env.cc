@@ -134,7 +134,8 @@ MDB_txn* LmdbEnv::take_pooled() const {
 }
 
 void LmdbEnv::give_back(MDB_txn* txn) const {
-  constexpr size_t kPoolMax = 16;
+  // Each pooled transaction keeps one of the environment's 1022 reader slots.
+  constexpr size_t kPoolMax = 4;
   mdb_txn_reset(txn);
   {
     std::lock_guard<std::mutex> guard(pool_mu_);

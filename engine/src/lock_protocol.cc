@@ -122,7 +122,11 @@
 // once one has freed the record a new reader may claim it; so a cleaner acts
 // only on an op it read while the record was still the dead reader's claim
 // (the claim generation is checked after the op is read), writes the record
-// only by CAS from that exact op, and frees it only by CAS on its identity.
+// only by CAS from that exact op, and frees it only by CAS on its identity,
+// once the op is idle. A record is reused across slots, so a cleaner working
+// for one slot leaves alone a record whose op names another: that pending
+// join or leave is the other slot's to finish (freeing the record there lost
+// a dead reader's leave, and the lock stayed shared for ever).
 // One op value could recur: a JOINING op whose CAS never happened names the
 // ticket the slot's next change would produce, which a new claimer of the
 // record could write too. A cleaner that marks such an op idle therefore
@@ -502,7 +506,10 @@ bool finish_dead_reader(TableFile& file, format::Slot* s, uint32_t slot_index, u
     // generation is read after the op, so an op read under it is the dead
     // reader's; every action below is a CAS from that exact op or slot value.
     if (generation(load128(&r->ident)) != claim_generation) return was_in;
-    if (format::reader_op_slot(op) != slot_index) break;
+    // The reader may have moved on to another slot before it died (a record
+    // is reused): its pending op there is that slot's to finish. Only an idle
+    // record is freed here.
+    if (format::reader_op_slot(op) != slot_index) return was_in;
     ReaderState st = format::reader_op_state(op);
     uint32_t t = format::reader_op_ticket(op);
     Word128 cur = load128(&s->owner);
