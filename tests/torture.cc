@@ -14,8 +14,10 @@
 //
 // Usage: locktable-torture [SECONDS] (default 60; Meson passes -Dtorture_seconds).
 // Not a Catch2 test: it is one long scenario that prints what it saw.
+#include <fcntl.h>
 #include <signal.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -31,9 +33,6 @@
 #include <string>
 #include <tuple>
 #include <vector>
-
-#include <fcntl.h>
-#include <sys/stat.h>
 
 #include "crash_point.h"
 #include "locktable/locktable.h"
@@ -266,8 +265,8 @@ void check_takeovers(Table& table) {
 }
 
 // TORTURE_DEBUG: after a failed check, the raw state of the locks' slots, of
-// every reader record that names one of them, and each lock's shared
-// acquisitions per pid that the history does not show ended.
+// every reader record that is claimed or has an op, and each lock's last 40
+// events from the history.
 void dump_state(const std::string& dir, Table& table) {
   int fd = ::open((dir + "/table").c_str(), O_RDONLY);
   struct stat st;

@@ -132,9 +132,11 @@
 // record could write too. A cleaner that marks such an op idle therefore
 // first uses the ticket up (a CAS that only advances the slot's generation;
 // never on an exclusive slot, whose owner's release expects its generation:
-// that record waits until the slot moves on). A waiting writer sets WRITER_WAITING, which keeps new readers
-// out until the count drops to 0; it, waiting readers, and `recover` look for
-// dead readers at the same growing intervals.
+// that record waits until the slot moves on).
+//
+// A waiting writer sets WRITER_WAITING, which keeps new readers out until the
+// count drops to 0; it, waiting readers, and `recover` look for dead readers
+// at the same growing intervals.
 //
 // READER RECORD CACHE. A thread keeps up to 4 idle reader records claimed
 // (and on its robust list) for its next shared acquires, keyed by TableFile
