@@ -49,6 +49,20 @@ locktable::Lock child_lock(const std::string& dir, const std::string& name, std:
   return lock;
 }
 
+pid_t spawn_holder(const std::string& dir, const std::string& name, locktable::Mode mode) {
+  Pipe holding;
+  pid_t pid = spawn([&] {
+    std::unique_ptr<locktable::Table> keep;
+    locktable::Lock lock = child_lock(dir, name, &keep);
+    if (!lock.acquire(mode).status.ok()) return 1;
+    holding.send();
+    ::pause();
+    return 0;
+  });
+  REQUIRE(holding.receive() == '.');
+  return pid;
+}
+
 pid_t spawn(const std::function<int()>& fn) {
   std::fflush(nullptr);
   pid_t pid = ::fork();

@@ -36,6 +36,11 @@ locktable::Lock child_lock(const std::string& dir, const std::string& name,
 // Runs fn in a forked child, which exits with fn's result.
 pid_t spawn(const std::function<int()>& fn);
 
+// A child that opens the table, acquires `name` in `mode` and holds it until
+// killed; returns once it holds it (REQUIREs that it got there).
+pid_t spawn_holder(const std::string& dir, const std::string& name,
+                   locktable::Mode mode = locktable::Mode::exclusive);
+
 // Waits for a child: its exit status, or 128 + signal. Kills it and returns
 // -1 after timeout_ms.
 int wait_child(pid_t pid, int timeout_ms = 60000);

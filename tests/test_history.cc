@@ -18,6 +18,7 @@ using namespace locktable;
 using testing::child_lock;
 using testing::open_table;
 using testing::spawn;
+using testing::spawn_holder;
 using testing::TempDir;
 using testing::wait_child;
 
@@ -430,16 +431,7 @@ TEST_CASE("history: a taker killed right after its takeover CAS still leaves the
   REQUIRE(t->lookup("job", &lock).ok());
 
   // A takes the lock and is killed holding it.
-  testing::Pipe holding;
-  pid_t a = spawn([&] {
-    std::unique_ptr<Table> keep;
-    Lock l = child_lock(tmp.table(), "job", &keep);
-    if (!l.acquire().status.ok()) return 1;
-    holding.send();
-    pause();
-    return 0;
-  });
-  REQUIRE(holding.receive() == '.');
+  pid_t a = spawn_holder(tmp.table(), "job");
   kill(a, SIGKILL);
   REQUIRE(wait_child(a) == 128 + SIGKILL);
 

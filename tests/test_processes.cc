@@ -17,6 +17,7 @@ using testing::child_lock;
 using testing::open_table;
 using testing::Pipe;
 using testing::spawn;
+using testing::spawn_holder;
 using testing::TempDir;
 using testing::wait_child;
 
@@ -68,16 +69,8 @@ TEST_CASE("N processes incrementing a shared counter under the lock lose no incr
 TEST_CASE("SIGKILL of a holder: exactly one waiter is told abandoned, the others acquire normally") {
   TempDir tmp;
   auto t = open_table(tmp.table());
-  Pipe holder_ready, results;
-  pid_t holder = spawn([&] {
-    std::unique_ptr<Table> tt;
-    Lock l = child_lock(tmp.table(), "orders", &tt);
-    if (!l.acquire().status.ok()) return 1;
-    holder_ready.send();
-    pause();
-    return 0;
-  });
-  REQUIRE(holder_ready.receive() == '.');
+  Pipe results;
+  pid_t holder = spawn_holder(tmp.table(), "orders");
 
   constexpr int kWaiters = 3;
   std::vector<pid_t> waiters;

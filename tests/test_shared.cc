@@ -17,6 +17,7 @@ using testing::child_lock;
 using testing::open_table;
 using testing::Pipe;
 using testing::spawn;
+using testing::spawn_holder;
 using testing::TempDir;
 using testing::wait_child;
 
@@ -138,19 +139,8 @@ TEST_CASE("shared: SIGKILL of readers frees the lock for a writer, which is told
   int victims = GENERATE(1, 3);
   TempDir tmp;
   auto t = open_table(tmp.table());
-  Pipe held;
   std::vector<pid_t> readers;
-  for (int i = 0; i < victims; ++i) {
-    readers.push_back(spawn([&] {
-      std::unique_ptr<Table> tt;
-      Lock rl = child_lock(tmp.table(), "catalog", &tt);
-      if (!rl.acquire(Mode::shared).status.ok()) return 1;
-      held.send();
-      pause();
-      return 0;
-    }));
-  }
-  for (int i = 0; i < victims; ++i) REQUIRE(held.receive() == '.');
+  for (int i = 0; i < victims; ++i) readers.push_back(spawn_holder(tmp.table(), "catalog", Mode::shared));
   for (pid_t r : readers) ::kill(r, SIGKILL);
   for (pid_t r : readers) CHECK(wait_child(r) == 128 + SIGKILL);
   Lock w;
@@ -170,16 +160,8 @@ TEST_CASE("shared: SIGKILL of readers frees the lock for a writer, which is told
 TEST_CASE("shared: SIGKILL of a writer frees the lock for waiting readers, told abandoned") {
   TempDir tmp;
   auto t = open_table(tmp.table());
-  Pipe held, results;
-  pid_t writer = spawn([&] {
-    std::unique_ptr<Table> tt;
-    Lock wl = child_lock(tmp.table(), "catalog", &tt);
-    if (!wl.acquire().status.ok()) return 1;
-    held.send();
-    pause();
-    return 0;
-  });
-  REQUIRE(held.receive() == '.');
+  Pipe results;
+  pid_t writer = spawn_holder(tmp.table(), "catalog");
   std::vector<pid_t> readers;
   for (int i = 0; i < 2; ++i) {
     readers.push_back(spawn([&] {
