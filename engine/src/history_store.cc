@@ -1,8 +1,9 @@
 // Draining the history ring into LMDB, retention, and reading history back.
 //
-// One drain pass is one LMDB write transaction: it reads the drain position
-// ("drained", the first ticket not yet in LMDB) from LMDB, turns ring entries
-// [drained, head) into history records (key: big-endian sequence number),
+// A drain pass reads the ring head once, then drains up to it in batches. Each
+// batch is one LMDB write transaction: it reads the drain position ("drained",
+// the first ticket not yet in LMDB) from LMDB, turns up to kBatch ring entries
+// from there into history records (key: big-endian sequence number, appended),
 // counts the ones it can no longer read as `lost` events, stores the new
 // position, applies retention, and commits. LMDB admits one writer at a time,
 // and the position moves inside the same transaction as the records, so two
@@ -173,6 +174,11 @@ Status TableCore::drain(uint64_t* drained_out, bool patient) {
   const uint64_t ring_size = h->ring_entries;
   const ThreadSelf& me = thread_self();
   auto patience_end = std::chrono::steady_clock::now() + std::chrono::nanoseconds(kStragglerGraceNs * 2);
+  // A pass drains up to the head it sees first, never chasing appends made
+  // during it: under a tight locking loop a chasing drainer never finishes and
+  // keeps a core (and the ring's cache lines) busy; what it leaves waits for the
+  // next pass, or is overwritten and counted lost.
+  const uint64_t head = std::atomic_ref<uint64_t>(h->ring_head).load(std::memory_order_acquire);
 
   for (;;) {
     Txn txn(*lmdb_, true);
@@ -180,7 +186,6 @@ Status TableCore::drain(uint64_t* drained_out, bool patient) {
     uint64_t drained = 1, lost_total = 0;
     if (s = txn.get_u64(format::kMetaDrained, &drained, 1); !s.ok()) return s;
     if (s = txn.get_u64(format::kMetaLostTotal, &lost_total, 0); !s.ok()) return s;
-    const uint64_t head = std::atomic_ref<uint64_t>(h->ring_head).load(std::memory_order_acquire);
     if (drained >= head) return Status::OK();
 
     std::unordered_map<uint64_t, std::string> names;  // (slot << 32 | incarnation) -> name
@@ -196,7 +201,7 @@ Status TableCore::drain(uint64_t* drained_out, bool patient) {
       r.comm.assign(me.comm, strnlen(me.comm, sizeof me.comm));
       lost_total += lost_count;
       lost_count = 0;
-      return txn.put(db.history, format::encode_u64_key(lost_start), format::encode_history_record(r));
+      return txn.append(db.history, format::encode_u64_key(lost_start), format::encode_history_record(r));
     };
     auto lose = [&](uint64_t t, uint64_t n) -> Status {
       if (lost_count != 0 && lost_start + lost_count != t) {
@@ -219,7 +224,11 @@ Status TableCore::drain(uint64_t* drained_out, bool patient) {
       uint32_t wpid = 0, wtid = 0;
       RingRead rr = ring_read(file_->ring(), file_->ring_mask(), t, &e, &wpid, &wtid);
       if (rr == RingRead::overwritten) {
-        if (s = lose(t, 1); !s.ok()) return s;
+        // Lapped: everything older than the current head's ring is gone too.
+        uint64_t now = std::atomic_ref<uint64_t>(h->ring_head).load(std::memory_order_acquire);
+        uint64_t gone_to = std::clamp(now > ring_size ? now - ring_size : 0, t + 1, batch_end);
+        if (s = lose(t, gone_to - t); !s.ok()) return s;
+        t = gone_to - 1;
         continue;
       }
       if (rr == RingRead::writing || rr == RingRead::not_started) {
@@ -264,9 +273,9 @@ Status TableCore::drain(uint64_t* drained_out, bool patient) {
       }
       if (s = flush_lost(); !s.ok()) return s;
       std::string key = format::encode_u64_key(t);
-      if (s = txn.put(db.history, key, format::encode_history_record(from_entry(e, name))); !s.ok()) return s;
+      if (s = txn.append(db.history, key, format::encode_history_record(from_entry(e, name))); !s.ok()) return s;
       if (!name.empty()) {
-        if (s = txn.put(db.history_by_name, name, key); !s.ok()) return s;
+        if (s = txn.append(db.history_by_name, name, key, MDB_APPENDDUP); !s.ok()) return s;
       }
       ++*drained_out;
     }

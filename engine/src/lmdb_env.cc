@@ -216,6 +216,14 @@ Status Txn::put(MDB_dbi dbi, std::string_view key, std::string_view value, unsig
   return rc == 0 ? Status::OK() : env_.error(rc, "write");
 }
 
+Status Txn::append(MDB_dbi dbi, std::string_view key, std::string_view value, unsigned how) {
+  MDB_val k = to_val(key);
+  MDB_val v = to_val(value);
+  int rc = mdb_put(txn_, dbi, &k, &v, how);
+  if (rc == MDB_KEYEXIST) rc = mdb_put(txn_, dbi, &k, &v, 0);
+  return rc == 0 ? Status::OK() : env_.error(rc, "write");
+}
+
 Status Txn::del(MDB_dbi dbi, std::string_view key, const std::string_view* value) {
   MDB_val k = to_val(key);
   MDB_val v;

@@ -96,6 +96,10 @@ class Txn {
   // found == false (and ok) when the key is missing.
   Status get(MDB_dbi dbi, std::string_view key, std::string_view* value, bool* found) const;
   Status put(MDB_dbi dbi, std::string_view key, std::string_view value, unsigned flags = 0);
+  // put() of a key expected to sort after every key in `dbi` (how = MDB_APPEND:
+  // no search, full pages), or of a duplicate expected to sort after every
+  // duplicate of its key (how = MDB_APPENDDUP). Out of order, it is a plain put.
+  Status append(MDB_dbi dbi, std::string_view key, std::string_view value, unsigned how = MDB_APPEND);
   Status del(MDB_dbi dbi, std::string_view key, const std::string_view* value = nullptr);
   Status get_u64(std::string_view key, uint64_t* value, uint64_t fallback) const;  // from meta
   Status put_u64(std::string_view key, uint64_t value);
