@@ -74,8 +74,10 @@ class Table {
   // `problems`; the status is an error only when the check itself cannot run.
   Status check(std::vector<std::string>* problems);
 
-  // History. drain_history moves events from the ring into LMDB (a no-op unless
-  // the history level is persisted); history() drains, then reads.
+  // History. drain_history moves the events appended before the call from the
+  // ring into LMDB, counting those the ring no longer holds as lost (a no-op
+  // unless the history level is persisted); events appended during the call
+  // wait for the next drain. history() drains, then reads.
   Status drain_history(uint64_t* drained = nullptr);
   Status history(const HistoryQuery& query, std::vector<Event>* events);
   Status set_history_level(HistoryLevel level);
