@@ -175,9 +175,9 @@ Status TableCore::drain(uint64_t* drained_out, bool patient) {
   const ThreadSelf& me = thread_self();
   auto patience_end = std::chrono::steady_clock::now() + std::chrono::nanoseconds(kStragglerGraceNs * 2);
   // A pass drains up to the head it sees first, never chasing appends made
-  // during it: under a tight locking loop a chasing drainer never finishes and
-  // keeps a core (and the ring's cache lines) busy; what it leaves waits for the
-  // next pass, or is overwritten and counted lost.
+  // during it: under a tight locking loop a chasing drainer runs for as long as
+  // the appends come, keeping a core (and the ring's cache lines) busy; what a
+  // pass leaves waits for the next one, or is overwritten and counted lost.
   const uint64_t head = std::atomic_ref<uint64_t>(h->ring_head).load(std::memory_order_acquire);
 
   for (;;) {
