@@ -295,7 +295,6 @@ void dump_state(const std::string& dir, Table& table) {
       bool named = false;
       for (int i = 0; i < kLocks; ++i) named |= locks[i].owner.aux == e.first_reader + j + 1;
       if (!named && r.op == 0 && r.ident.pid_word == 0 && r.ident.tid_word == 0) continue;
-      (void)slot;
       std::printf("reader %u: ident tid_word %#x pid_word %#x aux %u gen %u claimer %u op slot %u state %u ticket %u\n",
                   e.first_reader + j, r.ident.tid_word, r.ident.pid_word, r.ident.aux, r.ident.generation,
                   r.claimer_tid, slot, uint32_t(f::reader_op_state(r.op)), f::reader_op_ticket(r.op));
