@@ -62,7 +62,7 @@ Status validate_header(const Header& h, uint64_t file_size, const std::string& p
     return corrupt(path, fmt::format("initial slot count {}", h.initial_slots));
   }
   if (h.max_slots > kMaxSlotsLimit) return corrupt(path, fmt::format("slot limit {}", h.max_slots));
-  if (h.history_level > uint32_t(HistoryLevel::persisted)) {
+  if (h.history_level > kMaxHistoryLevel) {
     return corrupt(path, fmt::format("history level {}", h.history_level));
   }
   uint32_t count = h.extent_count;
@@ -86,7 +86,7 @@ Status validate_header(const Header& h, uint64_t file_size, const std::string& p
 
 void init_header(Header* h, uint32_t ring_entries, uint32_t initial_slots, uint64_t max_slots,
                  uint64_t pid_namespace, const uint8_t boot_id[16], uint64_t created_ns, uint32_t uid,
-                 HistoryLevel level) {
+                 uint32_t history_level) {
   std::memset(h, 0, sizeof *h);
   std::memcpy(h->magic, kMagic, sizeof kMagic);
   h->format = kFormat;
@@ -103,7 +103,7 @@ void init_header(Header* h, uint32_t ring_entries, uint32_t initial_slots, uint6
   h->creator_uid = uid;
   h->header_crc = header_crc(*h);
   std::memcpy(h->boot_id, boot_id, 16);
-  h->history_level = uint32_t(level);
+  h->history_level = history_level;
   ExtentGeometry g = extent_geometry(ring_entries, initial_slots, 0);
   h->extents[0] = ExtentDescriptor{g.offset, uint32_t(g.first_slot), uint32_t(g.slot_count),
                                    uint32_t(g.first_reader), uint32_t(g.reader_count), g.bytes};

@@ -23,7 +23,7 @@ Status validate_header(const Header& h, uint64_t file_size, const std::string& p
 // Builds a fresh header (extent_count = 1) for the given parameters.
 void init_header(Header* h, uint32_t ring_entries, uint32_t initial_slots, uint64_t max_slots,
                  uint64_t pid_namespace, const uint8_t boot_id[16], uint64_t created_ns, uint32_t uid,
-                 HistoryLevel level);
+                 uint32_t history_level);
 
 // End of the last published extent (the minimum file size).
 uint64_t published_end(const Header& h, uint32_t extent_count);

@@ -4,6 +4,9 @@
 
 #include <fmt/format.h>
 
+#include "locktable/names.h"
+#include "stored_codes.h"
+
 namespace locktable::format {
 
 namespace {
@@ -75,13 +78,6 @@ bool read_prologue(Reader& r, size_t fixed, uint16_t* version, uint16_t* size) {
   return true;
 }
 
-std::string printable(std::string_view name) {
-  std::string s;
-  for (char c : name.substr(0, 64)) s += (c >= 0x20 && c < 0x7f) ? c : '?';
-  if (name.size() > 64) s += "...";
-  return s;
-}
-
 }  // namespace
 
 std::string encode_u32_key(uint32_t v) {
@@ -147,7 +143,7 @@ Status decode_name_record(std::string_view value, NameRecord* rec, std::string_v
   uint32_t flags = 0;
   if (!read_prologue(r, kNameRecordSize, &version, &size) || !r.u32(&rec->slot) || !r.u32(&rec->incarnation) ||
       !r.u32(&flags) || !r.u64(&rec->created_ns)) {
-    return corrupt(fmt::format("name record of '{}' is malformed ({} bytes)", printable(name), value.size()));
+    return corrupt(fmt::format("name record of {} is malformed ({} bytes)", quote_name(name), value.size()));
   }
   return Status::OK();
 }
@@ -221,11 +217,38 @@ Status decode_history_record(std::string_view value, HistoryRecord* rec, uint64_
             r.u32(&name_len) && r.bytes(&comm, 16) && r.skip_to(size) && name_len <= 255 && r.left() == name_len &&
             r.bytes(&rec->name, name_len);
   if (!ok) return corrupt(fmt::format("history record {} is malformed ({} bytes)", seq, value.size()));
-  if (rec->kind == 0 || rec->kind > 9 || rec->mode > 1) {
+  if (rec->kind == 0 || rec->kind > kMaxEventKind || rec->mode > kMaxMode) {
     return corrupt(fmt::format("history record {} has unknown kind {} / mode {}", seq, rec->kind, rec->mode));
   }
   comm.resize(strnlen(comm.data(), comm.size()));
   rec->comm = std::move(comm);
+  return Status::OK();
+}
+
+std::string recent_recoveries_key(uint32_t slot) { return fmt::format("recovered/{}", slot); }
+
+std::string encode_recent_recoveries(const RecentRecoveries& rec) {
+  Writer w;
+  w.u16(kRecordVersion);
+  w.u16(8);
+  w.u32(uint32_t(rec.dead.size()));
+  for (uint64_t d : rec.dead) w.u64(d);
+  return w.take();
+}
+
+Status decode_recent_recoveries(std::string_view value, RecentRecoveries* rec, uint32_t slot) {
+  Reader r(value);
+  uint16_t version = 0, size = 0;
+  uint32_t count = 0;
+  bool ok = read_prologue(r, 8, &version, &size) && r.u32(&count) && r.skip_to(size) &&
+            count <= kMaxRecentRecoveries && r.left() == size_t{count} * 8;
+  rec->dead.clear();
+  for (uint32_t i = 0; ok && i < count; ++i) {
+    uint64_t d = 0;
+    ok = r.u64(&d);
+    rec->dead.push_back(d);
+  }
+  if (!ok) return corrupt(fmt::format("recovered record of slot {} is malformed ({} bytes)", slot, value.size()));
   return Status::OK();
 }
 

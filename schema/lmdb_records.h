@@ -16,11 +16,15 @@
 //                                                            to name their events still in the ring
 //   history          u64 seq (BE) -> HistoryRecord
 //   history_by_name  lock name -> u64 seq (BE), sorted duplicates (secondary index)
+//
+// The numbers stored in history records (kinds, modes, flags) are in
+// stored_codes.h.
 #pragma once
 
 #include <cstdint>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "locktable/status.h"
 
@@ -35,7 +39,21 @@ inline constexpr std::string_view kMetaDrained = "drained";            // ring t
 inline constexpr std::string_view kMetaLostTotal = "lost_total";       // events counted lost so far
 inline constexpr std::string_view kMetaRetentionCount = "retention_count";
 inline constexpr std::string_view kMetaRetentionAge = "retention_age_s";
-inline constexpr uint64_t kLmdbFormat = 1;
+// The ring ticket a drainer found not yet written, and since when (ns since
+// the epoch): drainers share one grace period for a slow writer through them.
+inline constexpr std::string_view kMetaStuckTicket = "stuck_ticket";
+inline constexpr std::string_view kMetaStuckSince = "stuck_since_ns";
+inline constexpr uint64_t kLmdbFormat = 2;  // 2: recovered/<slot> records carry a prologue
+
+// meta "recovered/<slot>" (decimal slot): the dead owners last recovered from
+// the slot, oldest first, each `dead pid << 32 | dead tid`. A takeover is
+// appended to history before its CAS, so one death can be appended twice; the
+// drainer keeps the first and drops a dead owner it finds here.
+inline constexpr size_t kMaxRecentRecoveries = 4;
+struct RecentRecoveries {
+  std::vector<uint64_t> dead;  // at most kMaxRecentRecoveries
+};
+std::string recent_recoveries_key(uint32_t slot);
 
 struct NameRecord {
   uint32_t slot = 0;
@@ -90,5 +108,8 @@ Status decode_grave_record(std::string_view value, GraveRecord* r);
 
 std::string encode_history_record(const HistoryRecord& r);
 Status decode_history_record(std::string_view value, HistoryRecord* r, uint64_t seq);
+
+std::string encode_recent_recoveries(const RecentRecoveries& r);
+Status decode_recent_recoveries(std::string_view value, RecentRecoveries* r, uint32_t slot);
 
 }  // namespace locktable::format

@@ -14,6 +14,8 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "stored_codes.h"
+
 namespace locktable::format {
 
 inline constexpr char kMagic[8] = {'L', 'O', 'C', 'K', 'T', 'B', 'L', '1'};
@@ -157,8 +159,8 @@ struct alignas(64) RingEntry {
   uint32_t tid;
   uint32_t slot;
   uint32_t incarnation;
-  uint8_t kind;          // EventKind
-  uint8_t mode;          // 0 exclusive, 1 shared
+  uint8_t kind;          // kEvent* (stored_codes.h)
+  uint8_t mode;          // kModeExclusive, kModeShared
   uint16_t flags;        // kEventAbandoned
   uint32_t aux32;        // recovered: dead owner's tid
   uint64_t aux64;        // acquired: wait ns; released: hold ns; recovered: dead pid << 32 | start;
@@ -178,8 +180,6 @@ static_assert(offsetof(RingEntry, flags) == 34);
 static_assert(offsetof(RingEntry, aux32) == 36);
 static_assert(offsetof(RingEntry, aux64) == 40);
 static_assert(offsetof(RingEntry, comm) == 48);
-
-inline constexpr uint16_t kEventAbandoned = 1;
 
 // ---------------------------------------------------------------------------
 // Header: page 0 of the file.
@@ -201,8 +201,6 @@ static_assert(offsetof(ExtentDescriptor, first_reader) == 16);
 static_assert(offsetof(ExtentDescriptor, reader_count) == 20);
 static_assert(offsetof(ExtentDescriptor, bytes) == 24);
 
-enum class HistoryLevel : uint32_t { off = 0, ring = 1, persisted = 2 };
-
 struct Header {
   // --- immutable after creation, covered by header_crc ---
   char magic[8];              // kMagic
@@ -222,7 +220,7 @@ struct Header {
   // --- mutable ---
   uint8_t boot_id[16];        // /proc/sys/kernel/random/boot_id of the boot the locks belong to
   uint32_t extent_count;      // published extents (atomic; release on publish)
-  uint32_t history_level;     // HistoryLevel (atomic)
+  uint32_t history_level;     // kHistoryOff, kHistoryRing, kHistoryPersisted (atomic)
   uint32_t reset_count;       // reboot resets so far
   uint32_t reserved0;
   uint64_t reserved1[2];

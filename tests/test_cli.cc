@@ -420,3 +420,17 @@ TEST_CASE("cli: bad input is a clear error with its exit code, never a crash") {
   CHECK(r.code == 5);
   CHECK(contains(r.err, "not a locktable file"));
 }
+
+TEST_CASE("cli: a location with a scheme no backend handles is refused, naming the scheme") {
+  for (const char* sub : {"ls", "stat", "check", "recover", "history", "init"}) {
+    Result r = run({sub, "foo://x"});
+    INFO(sub << ": " << r.err);
+    CHECK(r.code == 8);
+    CHECK(contains(r.err, "unsupported table location scheme 'foo'"));
+    CHECK(contains(r.err, "foo://x"));
+  }
+  Result r = run({"run", "foo://x", "name", "--", "true"});
+  CHECK(r.code == 8);
+  CHECK(contains(r.err, "'foo'"));
+  CHECK(!std::filesystem::exists("foo:"));
+}

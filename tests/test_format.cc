@@ -15,7 +15,7 @@ namespace {
 Header fresh_header() {
   Header h;
   uint8_t boot[16] = {1, 2, 3};
-  init_header(&h, 1024, 64, 1u << 20, 4026531836u, boot, 123, 0, HistoryLevel::persisted);
+  init_header(&h, 1024, 64, 1u << 20, 4026531836u, boot, 123, 0, kHistoryPersisted);
   return h;
 }
 
@@ -172,6 +172,11 @@ TEST_CASE("LMDB records round-trip") {
   CHECK(h2.comm == "worker");
   CHECK(h2.name == "orders");
 
+  RecentRecoveries r{{(uint64_t{4688} << 32) | 4688, (uint64_t{812} << 32) | 813}}, r2;
+  REQUIRE(decode_recent_recoveries(encode_recent_recoveries(r), &r2, 3).ok());
+  CHECK(r2.dead == r.dead);
+  CHECK(recent_recoveries_key(3) == "recovered/3");
+
   CHECK(encode_u64_key(1) < encode_u64_key(256));  // big-endian keys sort numerically
   uint64_t v = 0;
   CHECK(decode_u64_key(encode_u64_key(0x0102030405060708ull), &v));
@@ -192,6 +197,25 @@ TEST_CASE("corrupt LMDB records give an error naming the record") {
   std::string bad_kind = good;
   bad_kind[4] = char(200);
   CHECK(decode_history_record(bad_kind, &out, 78).code() == Code::corrupt);
+  std::string max_kind = good;
+  max_kind[4] = char(kMaxEventKind);
+  CHECK(decode_history_record(max_kind, &out, 79).ok());
+  max_kind[4] = char(kMaxEventKind + 1);
+  CHECK(decode_history_record(max_kind, &out, 79).code() == Code::corrupt);
   NameRecord n;
   CHECK(decode_name_record("abc", &n, "orders").message().find("'orders'") != std::string::npos);
+
+  // Recent recoveries: every cut, too many, and the native-order form of LMDB format 1.
+  std::string rec = encode_recent_recoveries(RecentRecoveries{{1, 2, 3}});
+  RecentRecoveries rr;
+  for (size_t cut = 0; cut < rec.size(); ++cut) {
+    Status st = decode_recent_recoveries(rec.substr(0, cut), &rr, 9);
+    CHECK(st.code() == Code::corrupt);
+    CHECK(st.message().find("recovered record of slot 9") != std::string::npos);
+  }
+  CHECK(decode_recent_recoveries(encode_recent_recoveries(RecentRecoveries{{1, 2, 3, 4, 5}}), &rr, 9).code() ==
+        Code::corrupt);
+  uint64_t old_form[2] = {(uint64_t{4688} << 32) | 4688, 7};
+  CHECK(decode_recent_recoveries(std::string(reinterpret_cast<const char*>(old_form), 16), &rr, 9).code() ==
+        Code::corrupt);
 }

@@ -200,7 +200,7 @@ TEST_CASE("growth: two growers racing add each extent once") {
       int dirfd = ::open(tmp.table().c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
       std::unique_ptr<detail::TableFile> f;
       bool created = false;
-      detail::CreateParams p{8, 1u << 20, 1024, HistoryLevel::persisted};
+      detail::CreateParams p{8, 1u << 20, 1024, format::kHistoryPersisted};
       if (!detail::TableFile::open(dirfd, tmp.table(), false, p, &f, &created).ok()) return 1;
       uint32_t added = 0;
       for (uint64_t want = 9; want <= 6561; want *= 3) {

@@ -1,4 +1,7 @@
+// Compiled only into test builds (see crash_point.h).
 #include "crash_point.h"
+
+#if defined(LOCKTABLE_CRASH_POINTS)
 
 #include <atomic>
 #include <csignal>
@@ -24,3 +27,5 @@ void crash_point(const char* name) {
 void arm_crash_point(const char* name) { armed().store(name, std::memory_order_relaxed); }
 
 }  // namespace locktable::detail
+
+#endif

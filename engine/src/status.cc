@@ -1,7 +1,5 @@
 #include "locktable/status.h"
 
-#include "locktable/types.h"
-
 namespace locktable {
 
 const char* code_name(Code code) {
@@ -33,23 +31,6 @@ const std::string& Status::message() const {
 std::string Status::to_string() const {
   if (!message_) return code_name(code_);
   return std::string(code_name(code_)) + ": " + *message_;
-}
-
-namespace {
-constexpr const char* kEventNames[] = {"",        "created", "removed", "acquired", "released",
-                                       "recovered", "timeout", "grown",   "reset",    "lost"};
-}
-
-const char* event_kind_name(EventKind kind) {
-  auto i = size_t(kind);
-  return i < std::size(kEventNames) ? kEventNames[i] : "unknown";
-}
-
-std::optional<EventKind> event_kind_from_name(std::string_view name) {
-  for (size_t i = 1; i < std::size(kEventNames); ++i) {
-    if (name == kEventNames[i]) return EventKind(i);
-  }
-  return std::nullopt;
 }
 
 }  // namespace locktable

@@ -1,56 +1,55 @@
+// Table: every call goes to the backend the location chose.
 #include "locktable/table.h"
 
-#include <fmt/format.h>
-
-#include "table_core.h"
+#include "backend.h"
+#include "backend_registry.h"
 
 namespace locktable {
 
-Status validate_name(std::string_view name) {
-  if (name.empty()) return Status(Code::invalid_argument, "lock name is empty");
-  if (name.size() > 255) {
-    return Status(Code::invalid_argument, fmt::format("lock name is {} bytes long; the limit is 255", name.size()));
-  }
-  if (name.find('\0') != std::string_view::npos) {
-    return Status(Code::invalid_argument, "lock name contains a NUL byte");
-  }
-  return Status::OK();
-}
-
-Status Table::open(const std::string& dir, const Options& options, std::unique_ptr<Table>* table) {
-  std::shared_ptr<detail::TableCore> core;
-  Status s = detail::TableCore::open(dir, options, &core);
+Status Table::open(const std::string& location, const Options& options, std::unique_ptr<Table>* table) {
+  std::shared_ptr<detail::Backend> backend;
+  Status s = detail::open_backend(location, options, &backend);
   if (!s.ok()) return s;
-  table->reset(new Table(std::move(core)));
+  table->reset(new Table(std::move(backend)));
   return Status::OK();
 }
 
-Table::Table(std::shared_ptr<detail::TableCore> core) : core_(std::move(core)) {}
+Table::Table(std::shared_ptr<detail::Backend> backend) : backend_(std::move(backend)) {}
 Table::~Table() = default;
 
-const std::string& Table::dir() const { return core_->dir(); }
+const std::string& Table::dir() const { return backend_->location(); }
 
-Status Table::lookup(std::string_view name, Lock* lock, Lookup mode) { return core_->lookup(core_, name, mode, lock); }
-Status Table::lookup(const std::vector<std::string>& names, std::vector<Lock>* locks, Lookup mode) {
-  return core_->lookup_many(core_, names, mode, locks);
+Status Table::lookup(std::string_view name, Lock* lock, Lookup mode) {
+  return backend_->lookup(backend_, name, mode, lock);
 }
-Status Table::remove(std::string_view name) { return core_->remove(name); }
-Status Table::list(std::vector<LockInfo>* locks) { return core_->list(locks); }
-Status Table::stats(TableStats* stats) { return core_->stats(stats); }
-Status Table::recover(bool dry_run, std::vector<Recovery>* actions) { return core_->recover(dry_run, actions); }
-Status Table::check(std::vector<std::string>* problems) { return core_->check(problems); }
+Status Table::lookup(const std::vector<std::string>& names, std::vector<Lock>* locks, Lookup mode) {
+  return backend_->lookup_many(backend_, names, mode, locks);
+}
+Status Table::remove(std::string_view name) { return backend_->remove(name); }
+
+Status Table::list(std::vector<LockInfo>* locks) {
+  locks->clear();
+  return backend_->list_each([locks](const LockInfo& info) {
+    locks->push_back(info);
+    return Status::OK();
+  });
+}
+Status Table::list(const std::function<Status(const LockInfo&)>& visit) { return backend_->list_each(visit); }
+
+Status Table::stats(TableStats* stats) { return backend_->stats(stats); }
+Status Table::recover(bool dry_run, std::vector<Recovery>* actions) { return backend_->recover(dry_run, actions); }
+Status Table::check(std::vector<std::string>* problems) { return backend_->check(problems); }
 
 Status Table::drain_history(uint64_t* drained) {
   uint64_t n = 0;
-  Status s = core_->drain(&n, false);
+  Status s = backend_->drain_history(&n);
   if (drained) *drained = n;
   return s;
 }
-
-Status Table::history(const HistoryQuery& query, std::vector<Event>* events) { return core_->history(query, events); }
-Status Table::set_history_level(HistoryLevel level) { return core_->set_history_level(level); }
-Status Table::set_retention(uint64_t count, std::chrono::seconds age) {
-  return core_->set_retention(count, uint64_t(age.count()));
+Status Table::history(const HistoryQuery& query, std::vector<Event>* events) {
+  return backend_->history(query, events);
 }
+Status Table::set_history_level(HistoryLevel level) { return backend_->set_history_level(level); }
+Status Table::set_retention(uint64_t count, std::chrono::seconds age) { return backend_->set_retention(count, age); }
 
 }  // namespace locktable

@@ -21,7 +21,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (size < 1) return 0;
   const uint8_t selector = data[0];
   std::string_view value(reinterpret_cast<const char*>(data + 1), size - 1);
-  switch (selector % 6) {
+  switch (selector % 7) {
     case 0: {
       NameRecord r, again;
       if (!decode_name_record(value, &r, "fuzz").ok()) return 0;
@@ -59,6 +59,13 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       uint64_t v = 0, again = 0;
       if (!decode_u64(value, &v, "fuzz").ok()) return 0;
       if (!decode_u64(encode_u64(v), &again, "fuzz").ok() || again != v) mismatch();
+      break;
+    }
+    case 6: {
+      RecentRecoveries r, again;
+      if (!decode_recent_recoveries(value, &r, 7).ok()) return 0;
+      if (r.dead.size() > kMaxRecentRecoveries) mismatch();
+      if (!decode_recent_recoveries(encode_recent_recoveries(r), &again, 7).ok() || again.dead != r.dead) mismatch();
       break;
     }
     default: {

@@ -11,6 +11,7 @@
 
 #include <fmt/format.h>
 
+#include "instructions.h"
 #include "scenarios.h"
 
 namespace {
@@ -99,7 +100,18 @@ int main(int argc, char** argv) {
   app.add_flag("--json", as_json, "Print one JSON object (machine, results)");
   app.add_option("--scenario", only_scenarios, "Run only these scenarios (prefix match)");
   app.add_option("--impl", only_impls, "Run only these implementations");
+  bool instructions = false;
+  long pairs = 100'000;
+  std::string pairs_child;
+  bool pairs_shared = false;
+  app.add_flag("--instructions", instructions,
+               "Print instructions per acquire+release pair (valgrind callgrind: N pairs minus 0 pairs)");
+  app.add_option("--pairs", pairs, "Pairs per --instructions run")->check(CLI::NonNegativeNumber);
+  app.add_option("--pairs-child", pairs_child, "(internal) do --pairs pairs of this implementation and exit")
+      ->group("");
+  app.add_flag("--pairs-shared", pairs_shared, "(internal) shared pairs")->group("");
   CLI11_PARSE(app, argc, argv);
+  if (!pairs_child.empty()) return run_pairs_child(pairs_child, pairs, pairs_shared);
 
   Config cfg;
   if (quick) {
@@ -125,6 +137,37 @@ int main(int argc, char** argv) {
                                          "pthread",            "boost_interprocess", "ofd_lock",      "flock",
                                          "cas_sleep_poll",     "cas16_bare"};
   const std::vector<std::string> shared_impls{"locktable", "pthread_rwlock", "ofd_lock", "flock"};
+
+  if (instructions) {
+    const std::string self = "/proc/self/exe";
+    char path[4096];
+    ssize_t n = ::readlink(self.c_str(), path, sizeof path - 1);
+    std::string exe = n > 0 ? std::string(path, size_t(n)) : std::string(argv[0]);
+    json out = json::array();
+    if (!as_json) {
+      fmt::print("instructions per acquire+release pair ({} pairs, callgrind), net of the benchmark's own loop\n",
+                 pairs);
+    }
+    for (bool shared : {false, true}) {
+      std::string why;
+      std::optional<double> loop = count_instructions(exe, "none", shared, pairs, &why);
+      if (!loop) {
+        fmt::print(stderr, "locktable-bench: --instructions: {}\n", why);
+        return 1;
+      }
+      for (const std::string& i : shared ? shared_impls : mutexes) {
+        if (!want_impl(i)) continue;
+        std::optional<double> per = count_instructions(exe, i, shared, pairs, &why);
+        if (!per && !as_json) fmt::print(stderr, "  {}: {}\n", i, why);
+        if (!per) continue;
+        double net = *per - *loop;
+        out.push_back({{"impl", i}, {"mode", shared ? "shared" : "exclusive"}, {"instructions_per_pair", net}});
+        if (!as_json) fmt::print("  {:<10} {:<20} {:>8.1f}\n", shared ? "shared" : "exclusive", i, net);
+      }
+    }
+    if (as_json) fmt::print("{}\n", out.dump(2));
+    return 0;
+  }
 
   std::vector<Result> results;
   auto add = [&](Result r) {

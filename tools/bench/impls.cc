@@ -352,6 +352,20 @@ class CasSleepPollImpl : public LockImpl {
   uint64_t me_ = 0;
 };
 
+// ---------------------------------------------------------------------------
+// No lock at all: the cost of the benchmark's own loop and calls, subtracted
+// from the others in --instructions.
+class NullImpl : public LockImpl {
+ public:
+  const char* name() const override { return "none"; }
+  bool has_shared() const override { return true; }
+  void setup(const std::string&, int) override {}
+  void lock(int) override { asm volatile("" ::: "memory"); }
+  void unlock(int) override { asm volatile("" ::: "memory"); }
+  void lock_shared(int) override { asm volatile("" ::: "memory"); }
+  void unlock_shared(int) override { asm volatile("" ::: "memory"); }
+};
+
 }  // namespace
 
 std::vector<std::string> impl_names() {
@@ -371,6 +385,7 @@ std::unique_ptr<LockImpl> make_impl(const std::string& name) {
   if (name == "flock") return std::make_unique<FlockImpl>();
   if (name == "cas_sleep_poll") return std::make_unique<CasSleepPollImpl>();
   if (name == "cas16_bare") return std::make_unique<Cas16SpinImpl>();
+  if (name == "none") return std::make_unique<NullImpl>();
   return nullptr;
 }
 

@@ -142,13 +142,4 @@ nlohmann::json owner_json(const HolderInfo& h) {
                         {"held_for_ms", h.held_for_ms ? nlohmann::json(*h.held_for_ms) : nlohmann::json(nullptr)}};
 }
 
-std::string printable(const std::string& s) {
-  std::string out;
-  for (unsigned char c : s) {
-    if (c >= 0x20 && c < 0x7f) out += char(c);
-    else out += fmt::format("\\x{:02x}", c);
-  }
-  return out;
-}
-
 }  // namespace cli

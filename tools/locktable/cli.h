@@ -49,6 +49,5 @@ void print_table(const std::vector<std::string>& header, const std::vector<std::
 const char* state_name(locktable::LockState s);
 const char* mode_name(locktable::Mode m);
 nlohmann::json owner_json(const locktable::HolderInfo& h);
-std::string printable(const std::string& s);
 
 }  // namespace cli

@@ -94,7 +94,7 @@ void register_history(CLI::App& app, int* rc) {
   };
   auto a = std::make_shared<Args>();
   CLI::App* cmd = app.add_subcommand("history", "Print lock events, oldest first (drains the ring first)");
-  cmd->add_option("DIR", a->dir, "Table folder")->required();
+  cmd->add_option("DIR", a->dir, "Table location: a folder (or a file:/// URL)")->required();
   cmd->add_option("--name", a->name, "Only events of this lock");
   cmd->add_option("--event", a->kind, "Only events of this kind")
       ->check(CLI::IsMember({"created", "removed", "acquired", "released", "recovered", "timeout", "grown", "reset",
@@ -121,7 +121,7 @@ void register_history(CLI::App& app, int* rc) {
     }
     auto row = [](const Event& e) {
       return std::vector<std::string>{std::to_string(e.seq), rfc3339(e.time_ns), event_kind_name(e.kind),
-                                      e.name.empty() ? "-" : printable(e.name),
+                                      e.name.empty() ? "-" : escape_name(e.name),
                                       fmt::format("{}/{} {}", e.pid, e.tid, e.comm), event_detail(e)};
     };
     const std::vector<std::string> header{"SEQ", "TIME (UTC)", "EVENT", "NAME", "PID/TID COMM", "DETAIL"};

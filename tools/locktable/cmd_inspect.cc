@@ -15,7 +15,7 @@ void register_ls(CLI::App& app, int* rc) {
   };
   auto a = std::make_shared<Args>();
   CLI::App* cmd = app.add_subcommand("ls", "List every named lock: state, holders, waiters");
-  cmd->add_option("DIR", a->dir, "Table folder")->required();
+  cmd->add_option("DIR", a->dir, "Table location: a folder (or a file:/// URL)")->required();
   cmd->add_flag("--json", a->json, "Print one JSON array");
   cmd->callback([a, rc] {
     std::unique_ptr<Table> t;
@@ -60,7 +60,7 @@ void register_ls(CLI::App& app, int* rc) {
       }
       std::string state = state_name(l.state);
       if (l.abandoned) state += " (abandoned)";
-      rows.push_back({printable(l.name), std::to_string(l.slot), state,
+      rows.push_back({escape_name(l.name), std::to_string(l.slot), state,
                       l.state == LockState::free ? "-" : mode_name(l.mode), owner, held, std::to_string(l.waiters)});
     }
     print_table({"NAME", "SLOT", "STATE", "MODE", "OWNER (PID/TID COMM)", "HELD FOR", "WAITERS"}, rows);
@@ -74,7 +74,7 @@ void register_stat(CLI::App& app, int* rc) {
   };
   auto a = std::make_shared<Args>();
   CLI::App* cmd = app.add_subcommand("stat", "Capacity and use, file sizes, history and ring state, boot id");
-  cmd->add_option("DIR", a->dir, "Table folder")->required();
+  cmd->add_option("DIR", a->dir, "Table location: a folder (or a file:/// URL)")->required();
   cmd->add_flag("--json", a->json, "Print one JSON object");
   cmd->callback([a, rc] {
     std::unique_ptr<Table> t;
@@ -129,7 +129,7 @@ void register_check(CLI::App& app, int* rc) {
   auto dir = std::make_shared<std::string>();
   CLI::App* cmd = app.add_subcommand(
       "check", "Verify the header, slots, reader records, name map and history against each other");
-  cmd->add_option("DIR", *dir, "Table folder")->required();
+  cmd->add_option("DIR", *dir, "Table location: a folder (or a file:/// URL)")->required();
   cmd->callback([dir, rc] {
     std::unique_ptr<Table> t;
     Status s = open_table(*dir, false, &t);

@@ -64,7 +64,7 @@ void register_run(CLI::App& app, int* rc) {
   auto a = std::make_shared<Args>();
   CLI::App* cmd = app.add_subcommand(
       "run", "Run a command while holding a lock; exits with the command's status (1 on timeout)");
-  cmd->add_option("DIR", a->dir, "Table folder (created when missing, unless --no-create)")->required();
+  cmd->add_option("DIR", a->dir, "Table location: a folder (or a file:/// URL), created when missing unless --no-create")->required();
   cmd->add_option("NAME", a->name, "Lock name (created when missing, unless --no-create)")->required();
   cmd->add_option("--timeout,-w", a->timeout, "Give up after SECONDS (0: try once); default: wait")
       ->check(CLI::Validator(
@@ -105,7 +105,7 @@ void register_run(CLI::App& app, int* rc) {
     else if (a->timeout > 0) deadline = Deadline::after(std::chrono::duration<double>(a->timeout));
     AcquireResult r = lock.acquire(mode, deadline);
     if (r.status.code() == Code::timed_out) {
-      fmt::print(stderr, "locktable: timed out waiting for lock '{}' in {}\n", printable(a->name), a->dir);
+      fmt::print(stderr, "locktable: timed out waiting for lock {} in {}\n", quote_name(a->name), a->dir);
       *rc = a->conflict_exit_code;
       return;
     }
@@ -115,9 +115,9 @@ void register_run(CLI::App& app, int* rc) {
     }
     if (r.abandoned()) {
       fmt::print(stderr,
-                 "locktable: warning: lock '{}' was abandoned: its holder (pid {}, tid {}) died holding it; "
+                 "locktable: warning: lock {} was abandoned: its holder (pid {}, tid {}) died holding it; "
                  "running the command with LOCKTABLE_ABANDONED=1\n",
-                 printable(a->name), r.dead_owner.pid, r.dead_owner.tid);
+                 quote_name(a->name), r.dead_owner.pid, r.dead_owner.tid);
     }
 
     struct sigaction sa {};

@@ -36,18 +36,16 @@
 
 namespace locktable {
 
-namespace format {
-struct Slot;
-}
 namespace detail {
-class TableCore;
-}
+class Backend;
+struct LockAccess;
+}  // namespace detail
 
 class Lock {
  public:
   Lock() = default;  // an empty handle; every call fails with invalid_argument
 
-  bool valid() const { return core_ != nullptr; }
+  bool valid() const { return backend_ != nullptr; }
   const std::string& name() const { return name_; }
   uint32_t slot() const { return index_; }
 
@@ -93,16 +91,16 @@ class Lock {
   }
 
  private:
-  friend class Table;
-  friend class detail::TableCore;
+  friend struct detail::LockAccess;  // how a backend fills and reads a handle
 
   bool timed(Mode mode, Deadline deadline);
 
-  std::shared_ptr<detail::TableCore> core_;
-  format::Slot* slot_ = nullptr;
-  const uint32_t* history_level_ = nullptr;  // the table header's history level (hot-path check)
+  std::shared_ptr<detail::Backend> backend_;  // keeps the table open
+  void* state_ = nullptr;                     // the backend's per-lock state (mapped table: the slot)
+  const uint32_t* history_level_ = nullptr;   // mapped table: the header's history level
   uint32_t index_ = 0;
   uint32_t incarnation_ = 0;
+  uint8_t kind_ = 0;                          // which backend made it (tested on the hot path)
   std::string name_;
 };
 

@@ -1,30 +1,35 @@
 // Table: a persistent table of named interprocess locks.
 //
-// A table is a folder holding two things:
+// A table lives at a location. A folder path (or a file:///absolute/path URL)
+// is a table on this machine, a folder holding:
 //   table      the memory-mapped lock table (one 64-byte slot per lock)
 //   data.mdb   an LMDB environment: lock names, and the lock history
 //   lock.mdb   (LMDB's own lock file)
-// Every process that opens the folder shares the same locks. See the top
-// README for semantics and engine/README.md for the protocol.
+// Every process that opens the location shares the same locks. Other schemes
+// name other backends (engine/README.md, "The backend seam"); one this build
+// does not have is refused with `unsupported`. See the top README for
+// semantics and engine/README.md for the protocol.
 //
 // A Table object may be used by any number of threads. It must not be used in
 // a child after fork(): open the table again in the child (Locks obtained
 // before the fork keep working for acquire/release).
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <string>
 #include <string_view>
 #include <vector>
 
 #include "locktable/lock.h"
+#include "locktable/names.h"
 #include "locktable/status.h"
 #include "locktable/types.h"
 
 namespace locktable {
 
 namespace detail {
-class TableCore;
+class Backend;
 }
 
 // Whether Table::lookup allocates a slot for a name it does not know.
@@ -32,16 +37,19 @@ enum class Lookup { create_if_missing, existing };
 
 class Table {
  public:
-  // Opens (and, if options.create_if_missing, creates) the table in `dir`.
-  // Errors: not_found (no table and not creating), corrupt, version_mismatch,
-  // unsupported (network file system, other PID namespace), permission_denied,
-  // io_error. Messages name the file and the problem.
-  static Status open(const std::string& dir, const Options& options, std::unique_ptr<Table>* table);
+  // Opens (and, if options.create_if_missing, creates) the table at
+  // `location`. The options are checked before anything is created.
+  // Errors: invalid_argument (bad options or location), not_found (no table
+  // and not creating), corrupt, version_mismatch, unsupported (an unknown
+  // scheme, a network file system, another PID namespace),
+  // permission_denied, io_error. Messages name the file and the problem.
+  static Status open(const std::string& location, const Options& options, std::unique_ptr<Table>* table);
 
   ~Table();
   Table(const Table&) = delete;
   Table& operator=(const Table&) = delete;
 
+  // The location the table was opened with.
   const std::string& dir() const;
 
   // Returns a handle for `name` (1 to 255 bytes, no NUL). With
@@ -60,8 +68,11 @@ class Table {
   // afterwards. Errors: not_found, busy (held, shared or exclusive).
   Status remove(std::string_view name);
 
-  // Every named lock with its state, holders and waiters.
+  // Every named lock with its state, holders and waiters, in name order.
   Status list(std::vector<LockInfo>* locks);
+  // The same, one lock at a time, without holding them all in memory; a
+  // non-ok status returned by `visit` stops the listing and is returned.
+  Status list(const std::function<Status(const LockInfo&)>& visit);
   Status stats(TableStats* stats);
 
   // Frees locks whose holders are dead (the next acquirer is still told
@@ -84,11 +95,8 @@ class Table {
   Status set_retention(uint64_t count, std::chrono::seconds age);
 
  private:
-  explicit Table(std::shared_ptr<detail::TableCore> core);
-  std::shared_ptr<detail::TableCore> core_;
+  explicit Table(std::shared_ptr<detail::Backend> backend);
+  std::shared_ptr<detail::Backend> backend_;
 };
-
-// Checks a lock name: 1 to 255 bytes, no NUL byte.
-Status validate_name(std::string_view name);
 
 }  // namespace locktable

@@ -12,6 +12,8 @@
 
 namespace locktable {
 
+// The numbers of Mode, HistoryLevel and EventKind are also the ones stored on
+// disk (schema/stored_codes.h); they never change.
 enum class Mode : uint8_t { exclusive = 0, shared = 1 };
 
 // History level of a table: no events, events kept only in the in-file ring,
@@ -104,7 +106,8 @@ struct LockInfo {
 };
 
 struct TableStats {
-  std::string dir;
+  std::string dir;                  // the location
+  std::string backend;              // "local" (the mapped table), ...
   uint32_t format_version = 0;
   uint64_t slot_capacity = 0;
   uint64_t max_slots = 0;

@@ -15,8 +15,9 @@
 
 #include "crash_point.h"
 #include "header_check.h"
-#include "lock_protocol.h"
 #include "ofd_lock.h"
+#include "clock.h"
+#include "posix_error.h"
 #include "system_info.h"
 
 namespace locktable::detail {
@@ -41,14 +42,6 @@ class FdMappable {
   int fd_;
 };
 
-Status errno_status(const std::string& path, const char* what, int err) {
-  Code code = Code::io_error;
-  if (err == EACCES || err == EPERM || err == EROFS) code = Code::permission_denied;
-  if (err == ENOENT) code = Code::not_found;
-  if (err == ENOSPC || err == EDQUOT) code = Code::capacity;
-  return Status(code, fmt::format("{}: {}: {}", path, what, std::strerror(err)));
-}
-
 Status create_file(int dirfd, const std::string& dir, const CreateParams& p) {
   BootId boot{};
   Status s = read_boot_id(&boot);
@@ -59,7 +52,7 @@ Status create_file(int dirfd, const std::string& dir, const CreateParams& p) {
 
   format::Header h;
   format::init_header(&h, p.ring_entries, p.initial_slots, p.max_slots, pidns, boot.data(), realtime_ns(),
-                      uint32_t(::getuid()), format::HistoryLevel(uint32_t(p.history)));
+                      uint32_t(::getuid()), p.history_level);
   uint64_t size = format::published_end(h, 1);
 
   // Build the file under a private name, then link it into place atomically:
@@ -67,11 +60,11 @@ Status create_file(int dirfd, const std::string& dir, const CreateParams& p) {
   std::string tmp = fmt::format("{}.tmp.{}.{}", kTableFileName, ::getpid(), ::gettid());
   std::string tmp_path = dir + "/" + tmp;
   int fd = ::openat(dirfd, tmp.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0660);
-  if (fd < 0) return errno_status(tmp_path, "create", errno);
+  if (fd < 0) return posix_error(tmp_path, "create", errno);
   auto fail = [&](const char* what, int err) {
     ::close(fd);
     ::unlinkat(dirfd, tmp.c_str(), 0);
-    return errno_status(tmp_path, what, err);
+    return posix_error(tmp_path, what, err);
   };
   if (int rc = ::posix_fallocate(fd, 0, off_t(size)); rc != 0) return fail("allocate", rc);
   if (::pwrite(fd, &h, sizeof h, 0) != ssize_t(sizeof h)) return fail("write header", errno ? errno : EIO);
@@ -81,7 +74,7 @@ Status create_file(int dirfd, const std::string& dir, const CreateParams& p) {
   if (::renameat2(dirfd, tmp.c_str(), dirfd, kTableFileName, RENAME_NOREPLACE) != 0) {
     int err = errno;
     ::unlinkat(dirfd, tmp.c_str(), 0);
-    if (err != EEXIST) return errno_status(dir + "/" + kTableFileName, "create", err);
+    if (err != EEXIST) return posix_error(dir + "/" + kTableFileName, "create", err);
   }
   ::fsync(dirfd);
   return Status::OK();
@@ -113,18 +106,18 @@ Status TableFile::open(int dirfd, const std::string& dir, bool create, const Cre
       return Status(Code::permission_denied,
                     fmt::format("{}: permission denied (a table needs read and write access)", t->path_));
     }
-    return errno_status(t->path_, "open", err);
+    return posix_error(t->path_, "open", err);
   }
   t->fd_ = fd;
 
   struct stat st;
-  if (::fstat(fd, &st) != 0) return errno_status(t->path_, "stat", errno);
+  if (::fstat(fd, &st) != 0) return posix_error(t->path_, "stat", errno);
   if (!S_ISREG(st.st_mode)) return Status(Code::corrupt, fmt::format("{}: not a regular file", t->path_));
 
   // Every attached process holds this shared lock; an operation that needs the
   // table to itself takes it exclusively.
   if (int rc = ofd_lock(fd, format::kAttachLockByte, OfdKind::shared, true); rc != 0) {
-    return errno_status(t->path_, "attach lock", rc);
+    return posix_error(t->path_, "attach lock", rc);
   }
 
   // Header first, then the size: the file only grows, and a grower extends the
@@ -132,8 +125,8 @@ Status TableFile::open(int dirfd, const std::string& dir, bool create, const Cre
   format::Header h;
   std::memset(&h, 0, sizeof h);
   ssize_t n = ::pread(fd, &h, sizeof h, 0);
-  if (n < 0) return errno_status(t->path_, "read header", errno);
-  if (::fstat(fd, &st) != 0) return errno_status(t->path_, "stat", errno);
+  if (n < 0) return posix_error(t->path_, "read header", errno);
+  if (::fstat(fd, &st) != 0) return posix_error(t->path_, "stat", errno);
   Status s = format::validate_header(h, uint64_t(st.st_size), t->path_);
   if (!s.ok()) return s;
 
@@ -175,7 +168,7 @@ Status TableFile::reserve_and_map() {
   const format::ExtentGeometry& last = geometry_.back();
   reserved_ = size_t(last.offset + last.bytes);
   void* p = ::mmap(nullptr, reserved_, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-  if (p == MAP_FAILED) return errno_status(path_, "reserve address space", errno);
+  if (p == MAP_FAILED) return posix_error(path_, "reserve address space", errno);
   base_ = static_cast<char*>(p);
   try {
     FdMappable m(fd_);
@@ -258,12 +251,17 @@ format::ReaderRecord* TableFile::reader(uint64_t index) {
   return nullptr;
 }
 
+Status TableFile::take_grow_lock(OfdGuard* guard) {
+  if (int rc = guard->lock(dirfd_, kTableFileName, format::kGrowLockByte); rc != 0) {
+    return posix_error(path_, "grow lock", rc);
+  }
+  return Status::OK();
+}
+
 Status TableFile::grow(uint64_t min_slots, uint64_t min_readers, uint32_t* extents_added) {
   *extents_added = 0;
   OfdGuard guard;
-  if (int rc = guard.lock(dirfd_, kTableFileName, format::kGrowLockByte); rc != 0) {
-    return errno_status(path_, "grow lock", rc);
-  }
+  if (Status s = take_grow_lock(&guard); !s.ok()) return s;
   for (;;) {
     uint32_t count = published_extents();
     if (slot_capacity() >= min_slots && reader_capacity() >= min_readers) break;
@@ -274,7 +272,7 @@ Status TableFile::grow(uint64_t min_slots, uint64_t min_readers, uint32_t* exten
     const format::ExtentGeometry& g = geometry_[count];
     crash_point("grow:before_allocate");
     if (int rc = ::posix_fallocate(fd_, off_t(g.offset), off_t(g.bytes)); rc != 0) {
-      return errno_status(path_, "grow", rc);
+      return posix_error(path_, "grow", rc);
     }
     crash_point("grow:after_allocate");
     header_->extents[count] = format::ExtentDescriptor{g.offset, uint32_t(g.first_slot), uint32_t(g.slot_count),
@@ -286,43 +284,6 @@ Status TableFile::grow(uint64_t min_slots, uint64_t min_readers, uint32_t* exten
     if (grow_observer_) grow_observer_(g.first_slot + g.slot_count);
   }
   return map_extents_upto(published_extents());
-}
-
-Status TableFile::reset_if_rebooted(uint64_t* freed, bool* reset) {
-  *freed = 0;
-  *reset = false;
-  BootId now{};
-  Status s = read_boot_id(&now);
-  if (!s.ok()) return s;
-  auto matches = [&] {
-    uint8_t current[16];
-    std::memcpy(current, header_->boot_id, 16);
-    std::atomic_thread_fence(std::memory_order_acquire);
-    return std::memcmp(current, now.data(), 16) == 0;
-  };
-  if (matches()) return Status::OK();
-
-  OfdGuard guard;
-  if (int rc = guard.lock(dirfd_, kTableFileName, format::kGrowLockByte); rc != 0) {
-    return errno_status(path_, "reset lock", rc);
-  }
-  if (matches()) return Status::OK();  // another process did it while we waited
-  uint64_t slots = slot_capacity();
-  for (uint64_t i = 0; i < slots; ++i) {
-    format::Slot* sl = slot(i);
-    if (sl != nullptr && reset_slot_after_reboot(sl)) ++*freed;
-  }
-  uint64_t readers = reader_capacity();
-  for (uint64_t i = 0; i < readers; ++i) {
-    format::ReaderRecord* r = reader(i);
-    if (r != nullptr) reset_reader_after_reboot(r);
-  }
-  crash_point("reset:before_boot_id");
-  std::atomic_thread_fence(std::memory_order_release);
-  std::memcpy(header_->boot_id, now.data(), 16);
-  std::atomic_ref<uint32_t>(header_->reset_count).fetch_add(1, std::memory_order_relaxed);
-  *reset = true;
-  return Status::OK();
 }
 
 }  // namespace locktable::detail

@@ -28,8 +28,4 @@ Status check_local_filesystem(const std::string& dir, bool allow);
 // from user space ("NFS", "FUSE", ...), or nullptr for a local file system.
 const char* network_filesystem_name(long f_type);
 
-// Nanoseconds since the epoch, coarse (vDSO, a few ns; resolution one tick).
-uint64_t realtime_coarse_ns();
-uint64_t realtime_ns();
-
 }  // namespace locktable::detail

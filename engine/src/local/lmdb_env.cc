@@ -8,9 +8,15 @@
 #include <fmt/format.h>
 
 #include "lmdb_records.h"
+#include "posix_error.h"
 #include "table_format.h"
 
 namespace locktable::detail {
+
+namespace {
+MDB_val to_val(std::string_view s) { return MDB_val{s.size(), const_cast<char*>(s.data())}; }
+std::string_view from_val(const MDB_val& v) { return {static_cast<const char*>(v.mv_data), v.mv_size}; }
+}  // namespace
 
 Status LmdbEnv::error(int rc, std::string_view what) const {
   Code code = Code::io_error;
@@ -49,10 +55,7 @@ Status LmdbEnv::open(const std::string& dir, size_t map_size, bool create, int g
   e->gate_file_ = gate_file;
   if (!create) {
     struct stat st;
-    if (::stat(e->path_.c_str(), &st) != 0) {
-      return Status(errno == ENOENT ? Code::not_found : Code::io_error,
-                    fmt::format("{}: {}", e->path_, std::strerror(errno)));
-    }
+    if (::stat(e->path_.c_str(), &st) != 0) return posix_error(e->path_, "", errno);
   }
   int rc = mdb_env_create(&e->env_);
   if (rc != 0) return e->error(rc, "create environment");
@@ -110,9 +113,9 @@ LmdbEnv::~LmdbEnv() {
 Status LmdbEnv::lock_gate(OfdGuard& guard, int64_t byte) const {
   if (gate_dirfd_ < 0) return Status::OK();
   if (int e = guard.lock(gate_dirfd_, gate_file_, byte); e != 0) {
-    return Status(e == EACCES || e == EPERM ? Code::permission_denied : Code::io_error,
-                  fmt::format("{}: {} gate on {}: {}", path_, byte == format::kWriterLockByte ? "writer" : "reader",
-                              gate_file_, std::strerror(e)));
+    return posix_error(path_, fmt::format("{} gate on {}", byte == format::kWriterLockByte ? "writer" : "reader",
+                                          gate_file_),
+                       e);
   }
   return Status::OK();
 }
@@ -242,19 +245,71 @@ Status Txn::get_u64(std::string_view key, uint64_t* value, uint64_t fallback) co
     *value = fallback;
     return Status::OK();
   }
-  s = format::decode_u64(v, value, key);
-  if (!s.ok()) return Status(s.code(), env_.path() + ": " + s.message());
-  return Status::OK();
+  return with_context(env_.path(), format::decode_u64(v, value, key));
 }
 
 Status Txn::put_u64(std::string_view key, uint64_t value) {
   return put(env_.dbi().meta, key, format::encode_u64(value));
 }
 
-Cursor::Cursor(const Txn& txn, MDB_dbi dbi) { rc_ = mdb_cursor_open(txn.get(), dbi, &cur_); }
+Status Txn::entries(MDB_dbi dbi, uint64_t* count) const {
+  MDB_stat st;
+  int rc = mdb_stat(txn_, dbi, &st);
+  if (rc != 0) return env_.error(rc, "statistics");
+  *count = st.ms_entries;
+  return Status::OK();
+}
+
+Status Txn::walk(MDB_dbi dbi, std::string_view key, int first, int next, const Visit& visit) const {
+  MDB_cursor* cur = nullptr;
+  int rc = mdb_cursor_open(txn_, dbi, &cur);
+  if (rc != 0) return env_.error(rc, "open cursor");
+  MDB_val k = to_val(key), v;
+  rc = mdb_cursor_get(cur, &k, &v, MDB_cursor_op(first));
+  while (rc == 0 && visit(from_val(k), from_val(v))) rc = mdb_cursor_get(cur, &k, &v, MDB_cursor_op(next));
+  mdb_cursor_close(cur);
+  return rc == 0 || rc == MDB_NOTFOUND ? Status::OK() : env_.error(rc, "read");
+}
+
+Status Txn::for_each(MDB_dbi dbi, const Visit& visit, std::string_view from) const {
+  return walk(dbi, from, from.empty() ? MDB_FIRST : MDB_SET_RANGE, MDB_NEXT, visit);
+}
+
+Status Txn::for_each_duplicate(MDB_dbi dbi, std::string_view key, const Visit& visit) const {
+  return walk(dbi, key, MDB_SET, MDB_NEXT_DUP, visit);
+}
+
+Cursor::Cursor(const Txn& txn, MDB_dbi dbi) : txn_(txn) { rc_ = mdb_cursor_open(txn.get(), dbi, &cur_); }
 
 Cursor::~Cursor() {
   if (cur_ != nullptr) mdb_cursor_close(cur_);
+}
+
+Status Cursor::status() const {
+  return rc_ == 0 || rc_ == MDB_NOTFOUND ? Status::OK() : txn_.env().error(rc_, "cursor");
+}
+
+bool Cursor::move(int op) {
+  if (cur_ == nullptr || (rc_ != 0 && rc_ != MDB_NOTFOUND)) return false;
+  rc_ = mdb_cursor_get(cur_, &key_, &value_, MDB_cursor_op(op));
+  return rc_ == 0;
+}
+
+bool Cursor::first() { return move(MDB_FIRST); }
+bool Cursor::next() { return move(MDB_NEXT); }
+std::string_view Cursor::key() const { return from_val(key_); }
+std::string_view Cursor::value() const { return from_val(value_); }
+
+bool Cursor::erase_and_next() {
+  if (cur_ == nullptr || rc_ != 0) return false;
+  rc_ = mdb_cursor_del(cur_, 0);
+  if (rc_ != 0) return false;
+  // After a delete the cursor sits on the next record (MDB_GET_CURRENT), or
+  // past the end of its page (then MDB_NEXT).
+  if (move(MDB_GET_CURRENT)) return true;
+  if (rc_ != 0 && rc_ != MDB_NOTFOUND && rc_ != EINVAL) return false;
+  rc_ = 0;
+  return move(MDB_NEXT);
 }
 
 }  // namespace locktable::detail

@@ -12,6 +12,13 @@ namespace locktable::detail {
 // the caller dies right after its CAS. It may be told twice about one dead
 // holder (a CAS that failed and was retried, two waiters racing, a recovery):
 // the history drainer keeps the first (history_store.cc, first_recovery).
+// A dead holder taken out of a lock (by recovery, or by a waiter).
+struct Freed {
+  uint32_t slot;
+  Mode mode;
+  Owner dead_owner;
+};
+
 class DeathLog {
  public:
   virtual void dead_found(uint32_t slot_index, const Owner& dead, Mode mode) = 0;

@@ -5,7 +5,7 @@
 
 #include <cerrno>
 
-#include "thread_self.h"
+#include "proc_thread.h"
 
 namespace locktable::detail {
 

@@ -11,6 +11,8 @@
 
 #include <fmt/format.h>
 
+#include "posix_error.h"
+
 namespace locktable::detail {
 
 namespace {
@@ -41,7 +43,7 @@ constexpr NetworkFs kNetworkFs[] = {
 Status read_boot_id(BootId* id) {
   const char* path = "/proc/sys/kernel/random/boot_id";
   int fd = ::open(path, O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return Status(Code::unsupported, fmt::format("{}: {}", path, std::strerror(errno)));
+  if (fd < 0) return posix_error_as(Code::unsupported, path, "", errno);  // no /proc: no liveness checks
   char buf[64] = {};
   ssize_t n = ::read(fd, buf, sizeof buf - 1);
   ::close(fd);
@@ -68,19 +70,14 @@ std::string boot_id_string(const BootId& id) {
 
 Status read_pid_namespace(uint64_t* ns) {
   struct stat st;
-  if (::stat("/proc/self/ns/pid", &st) != 0) {
-    return Status(Code::unsupported, fmt::format("/proc/self/ns/pid: {}", std::strerror(errno)));
-  }
+  if (::stat("/proc/self/ns/pid", &st) != 0) return posix_error_as(Code::unsupported, "/proc/self/ns/pid", "", errno);
   *ns = st.st_ino;
   return Status::OK();
 }
 
 Status check_local_filesystem(const std::string& dir, bool allow) {
   struct statfs sf;
-  if (::statfs(dir.c_str(), &sf) != 0) {
-    return Status(errno == EACCES ? Code::permission_denied : Code::io_error,
-                  fmt::format("{}: statfs: {}", dir, std::strerror(errno)));
-  }
+  if (::statfs(dir.c_str(), &sf) != 0) return posix_error(dir, "statfs", errno);
   if (allow) return Status::OK();
   if (const char* name = network_filesystem_name(long(sf.f_type))) {
     return Status(Code::unsupported,
@@ -96,18 +93,6 @@ const char* network_filesystem_name(long f_type) {
     if (f_type == fs.magic || long(uint32_t(f_type)) == fs.magic) return fs.name;
   }
   return nullptr;
-}
-
-uint64_t realtime_coarse_ns() {
-  timespec ts;
-  clock_gettime(CLOCK_REALTIME_COARSE, &ts);
-  return uint64_t(ts.tv_sec) * 1'000'000'000u + uint64_t(ts.tv_nsec);
-}
-
-uint64_t realtime_ns() {
-  timespec ts;
-  clock_gettime(CLOCK_REALTIME, &ts);
-  return uint64_t(ts.tv_sec) * 1'000'000'000u + uint64_t(ts.tv_nsec);
 }
 
 }  // namespace locktable::detail

@@ -5,6 +5,7 @@
 
 #include <cstdint>
 
+#include "proc_thread.h"
 #include "robust_list.h"
 
 namespace locktable::detail {
@@ -44,13 +45,5 @@ inline ThreadSelf& thread_self() {
   if (__builtin_expect(tls_self.ready != 0, 1)) return tls_self;
   return thread_self_slow();
 }
-
-// Reads the start time of thread `tid` of process `pid` (clock ticks since
-// boot) and its state letter. Returns false when the thread does not exist or
-// /proc does not show it.
-bool read_thread_stat(uint32_t pid, uint32_t tid, uint64_t* start_time, char* state);
-
-// The thread name of `tid` in `pid`, "" if gone.
-bool read_thread_comm(uint32_t pid, uint32_t tid, char comm[16]);
 
 }  // namespace locktable::detail

@@ -1,10 +1,13 @@
 // A thin RAII layer over LMDB for the table folder's environment: the env with
-// its named databases, transactions, and LMDB errors turned into Status values
-// that name the file.
+// its named databases, transactions, cursors, and LMDB errors turned into
+// Status values that name the file. Raw MDB_val never leaves this layer:
+// callers see keys and values as std::string_view (valid until the
+// transaction ends or the next write).
 #pragma once
 
 #include <lmdb.h>
 
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -79,6 +82,8 @@ class LmdbEnv {
 // A transaction. A write transaction first takes the writer gate (see LmdbEnv),
 // then LMDB's writer mutex, and releases both at commit or abort. A read
 // transaction is renewed from the pool when it can be, and goes back to it.
+// REQUIRES (write): the calling thread holds no other transaction of the
+// environment (LMDB's rule; the gate would also deadlock against itself).
 class Txn {
  public:
   Txn(const LmdbEnv& env, bool write) : env_(env), write_(write) {}
@@ -103,29 +108,53 @@ class Txn {
   Status del(MDB_dbi dbi, std::string_view key, const std::string_view* value = nullptr);
   Status get_u64(std::string_view key, uint64_t* value, uint64_t fallback) const;  // from meta
   Status put_u64(std::string_view key, uint64_t value);
+  // Number of records in `dbi`.
+  Status entries(MDB_dbi dbi, uint64_t* count) const;
+
+  // Calls visit(key, value) for each record of `dbi` in key order, from the
+  // first key >= `from` (every record when empty), until visit returns false.
+  // The status is an LMDB error, never visit's choice to stop.
+  using Visit = std::function<bool(std::string_view key, std::string_view value)>;
+  Status for_each(MDB_dbi dbi, const Visit& visit, std::string_view from = {}) const;
+  // The same over the sorted duplicates of `key` in a MDB_DUPSORT database.
+  Status for_each_duplicate(MDB_dbi dbi, std::string_view key, const Visit& visit) const;
 
  private:
+  // The cursor walk behind for_each and for_each_duplicate: position with
+  // `first` (an MDB_cursor_op) at `key`, then step with `next`.
+  Status walk(MDB_dbi dbi, std::string_view key, int first, int next, const Visit& visit) const;
+
   const LmdbEnv& env_;
   bool write_;
   MDB_txn* txn_ = nullptr;
   OfdGuard gate_;
 };
 
-inline MDB_val to_val(std::string_view s) { return MDB_val{s.size(), const_cast<char*>(s.data())}; }
-inline std::string_view from_val(const MDB_val& v) { return {static_cast<const char*>(v.mv_data), v.mv_size}; }
-
-// RAII cursor.
+// A cursor for walks that delete as they go (retention, pruning). Each move
+// returns true when it lands on a record; false at the end or on an error
+// (then status() says which).
 class Cursor {
  public:
   Cursor(const Txn& txn, MDB_dbi dbi);
   ~Cursor();
-  MDB_cursor* get() const { return cur_; }
-  bool ok() const { return rc_ == 0; }
-  int rc() const { return rc_; }
+  Cursor(const Cursor&) = delete;
+  Cursor& operator=(const Cursor&) = delete;
+
+  Status status() const;
+  bool first();
+  bool next();
+  std::string_view key() const;
+  std::string_view value() const;
+  // Deletes the record under the cursor, then moves to the one after it.
+  // REQUIRES: the transaction is a write transaction.
+  bool erase_and_next();
 
  private:
+  bool move(int op);
+  const Txn& txn_;
   MDB_cursor* cur_ = nullptr;
   int rc_ = 0;
+  MDB_val key_{0, nullptr}, value_{0, nullptr};
 };
 
 }  // namespace locktable::detail

@@ -143,7 +143,8 @@
 // id, which is never reused. A record of a thread that died idle is marked by
 // the kernel and may be claimed by anyone. The thread that closes a table
 // frees its own cached records; other threads' keep the mapping alive
-// (TableCore keeps it until the process exits) and are never touched again.
+// (LocalTable keeps it until the process exits) and are never touched again.
+// The pool and the cleanup of dead readers are in reader_records.cc.
 //
 // TAKEOVER IN HISTORY. Whoever is about to take a dead holder out (exclusive
 // takeover, a reader joining over a dead writer, a dead reader's leave done on
@@ -164,15 +165,17 @@
 
 #include <algorithm>
 #include <climits>
-#include <ctime>
 #include <mutex>
 #include <optional>
 #include <vector>
 
+#include "clock.h"
 #include "crash_point.h"
 #include "futex.h"
-#include "liveness.h"
-#include "table_file.h"
+#include "hot_path.h"
+#include "reader_records.h"
+#include "slot_state.h"
+#include "wait_clock.h"
 
 namespace locktable::detail {
 
@@ -197,23 +200,12 @@ struct SharedHold {
   uint32_t reader_index;
   format::ReaderRecord* reader;
 };
-struct CachedReader {
-  uint64_t table;  // TableFile::id()
-  uint32_t index;
-  format::ReaderRecord* record;
-};
 thread_local std::vector<SharedHold> tls_shared;
 thread_local std::vector<format::Slot*> tls_abandoned;
-// Reader records this thread has claimed and keeps (idle) for its next shared
-// acquire, saving a claim and a free each time. They stay on the thread's
-// robust list: if it dies the kernel marks them, and anyone may reclaim them.
-thread_local std::vector<CachedReader> tls_reader_cache;
-constexpr size_t kReaderCacheSize = 4;  // per thread, all tables together
 
 void forget_holds_after_fork() {
   tls_shared.clear();
   tls_abandoned.clear();
-  tls_reader_cache.clear();  // the parent's thread owns them, not the child
 }
 
 void register_fork_handler() {
@@ -246,104 +238,6 @@ bool owes_repair(format::Slot* s) {
   return std::find(tls_abandoned.begin(), tls_abandoned.end(), s) != tls_abandoned.end();
 }
 
-// ---------------------------------------------------------------------------
-// Record predicates.
-// ---------------------------------------------------------------------------
-bool is_shared(uint32_t pw) { return (pw & kSharedMode) != 0; }
-bool is_free(uint32_t pw) { return !is_shared(pw) && (pw & kPidMask) == 0; }
-bool is_exclusive(uint32_t pw) { return !is_shared(pw) && (pw & kPidMask) != 0; }
-
-bool owned_by(const Word128& w, const ThreadSelf& me) {
-  return is_exclusive(pid_word(w)) && (tid_word(w) & kOwnerDied) == 0 && (tid_word(w) & kTidMask) == me.tid &&
-         (pid_word(w) & kPidMask) == me.pid && aux_word(w) == me.start;
-}
-
-// The tid of an exclusive owner, even after the kernel cleared it from tid_word.
-uint32_t owner_tid(const format::Slot* s, const Word128& w) {
-  uint32_t tid = tid_word(w) & kTidMask;
-  if (tid != 0) return tid;
-  uint64_t shadow = __atomic_load_n(&s->owner_shadow, __ATOMIC_RELAXED);
-  return uint32_t(shadow >> 32) == generation(w) ? uint32_t(shadow) : 0;
-}
-
-Owner exclusive_owner(const format::Slot* s, const Word128& w) {
-  return Owner{pid_word(w) & kPidMask, owner_tid(s, w), aux_word(w)};
-}
-
-bool holder_dead(const format::Slot* s, const Word128& w) {
-  if (tid_word(w) & kOwnerDied) return true;
-  Owner o = exclusive_owner(s, w);
-  return thread_liveness(o.pid, o.tid, o.start_time) == Liveness::dead;
-}
-
-void record_dead_owner(format::Slot* s, const Owner& dead) {
-  __atomic_store_n(&s->dead_pid, dead.pid, __ATOMIC_RELAXED);
-  __atomic_store_n(&s->dead_tid, dead.tid, __ATOMIC_RELAXED);
-}
-
-Owner last_dead_owner(const format::Slot* s) {
-  return Owner{__atomic_load_n(&s->dead_pid, __ATOMIC_RELAXED), __atomic_load_n(&s->dead_tid, __ATOMIC_RELAXED), 0};
-}
-
-uint64_t monotonic_ns() {
-  timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return uint64_t(ts.tv_sec) * 1'000'000'000u + uint64_t(ts.tv_nsec);
-}
-
-// ---------------------------------------------------------------------------
-// Waiting: the deadline, and the schedule of liveness checks.
-// ---------------------------------------------------------------------------
-class WaitClock {
- public:
-  explicit WaitClock(const Deadline& d) : deadline_(d), start_(d.is_now() ? 0 : monotonic_ns()) {
-    now_ = start_;
-    if (!d.is_never() && !d.is_now()) {
-      auto left = std::chrono::duration_cast<std::chrono::nanoseconds>(d.when() - Deadline::clock::now()).count();
-      end_ = start_ + uint64_t(std::max<int64_t>(left, 0));
-    }
-  }
-
-  // Reads the clock: once per wait iteration, the rest use that reading.
-  void tick() {
-    if (!deadline_.is_now()) now_ = monotonic_ns();
-  }
-
-  bool expired() const { return deadline_.is_now() || (!deadline_.is_never() && now_ >= end_); }
-  uint64_t waited_ns() const { return start_ == 0 ? 0 : monotonic_ns() - start_; }
-
-  // True when the holder identified by `who` is due a liveness check. A new
-  // holder is first checked kFirstCheckNs after we start watching it.
-  bool check_due(uint64_t who) {
-    if (who != watched_) {
-      watched_ = who;
-      interval_ = kFirstCheckNs;
-      next_check_ = now_ + uint64_t(interval_);
-      return false;
-    }
-    if (now_ < next_check_) return false;
-    interval_ = std::min(interval_ * 2, kMaxCheckNs);
-    next_check_ = now_ + uint64_t(interval_);
-    return true;
-  }
-
-  // How long to sleep: until the next check or the deadline, whichever first.
-  int64_t sleep_ns() const {
-    uint64_t until = next_check_ > now_ ? next_check_ : now_ + uint64_t(kFirstCheckNs);
-    if (!deadline_.is_never() && end_ < until) until = end_;
-    return until > now_ ? int64_t(until - now_) : 0;
-  }
-
- private:
-  Deadline deadline_;
-  uint64_t start_;
-  uint64_t now_ = 0;
-  uint64_t end_ = 0;
-  uint64_t watched_ = ~uint64_t{0};
-  int64_t interval_ = kFirstCheckNs;
-  uint64_t next_check_ = 0;
-};
-
 // Bounded spinning before a futex sleep: kSpinRounds re-checks, each after up
 // to kSpinPauses `pause` instructions while the record stays the same.
 constexpr int kSpinRounds = 4;
@@ -368,252 +262,7 @@ void sleep_on(format::Slot* s, uint32_t seen_tid_word, int64_t max_ns) {
   waiters.fetch_sub(1, std::memory_order_relaxed);
 }
 
-// ---------------------------------------------------------------------------
-// Shared mode: reader records and the join/leave transaction.
-// ---------------------------------------------------------------------------
-uint64_t load_op(const format::ReaderRecord* r) {
-  return std::atomic_ref<const uint64_t>(r->op).load(std::memory_order_seq_cst);
-}
-// A plain (release) store suffices: every store of a pending op is followed by
-// the slot's lock cmpxchg16b, a full barrier, before anyone can need to see it.
-void store_op(format::ReaderRecord* r, uint64_t op) {
-  std::atomic_ref<uint64_t>(r->op).store(op, std::memory_order_release);
-}
-bool cas_op(format::ReaderRecord* r, uint64_t expected, uint64_t desired) {
-  return std::atomic_ref<uint64_t>(r->op).compare_exchange_strong(expected, desired, std::memory_order_seq_cst);
-}
-
-// Finalises the reader operation named by the slot record `cur`, if it is
-// still pending (step 3 of the join/leave transaction, done on its behalf).
-void help_reader_op(TableFile& file, uint32_t slot_index, const Word128& cur, uint32_t mine = UINT32_MAX) {
-  uint32_t a = aux_word(cur);
-  if (a == 0 || a - 1 == mine) return;  // nothing pending, or our own (finished) op
-  format::ReaderRecord* r = file.reader(a - 1);
-  if (r == nullptr) return;
-  uint64_t op = load_op(r);
-  if (format::reader_op_slot(op) != slot_index || format::reader_op_ticket(op) != generation(cur)) return;
-  ReaderState st = format::reader_op_state(op);
-  if (st == ReaderState::joining) {
-    cas_op(r, op, format::make_reader_op(slot_index, ReaderState::in, generation(cur)));
-  } else if (st == ReaderState::leaving) {
-    cas_op(r, op, format::make_reader_op(slot_index, ReaderState::idle, generation(cur)));
-  }
-}
-
-// A record a dead thread left claimed but idle: free to take over.
-bool dead_idle_reader(format::ReaderRecord* r, const Word128& id) {
-  return (tid_word(id) & kOwnerDied) != 0 && format::reader_op_state(load_op(r)) == ReaderState::idle;
-}
-
-Code claim_reader(TableFile& file, ThreadSelf& me, uint32_t* index, format::ReaderRecord** out) {
-  for (size_t i = tls_reader_cache.size(); i-- > 0;) {
-    if (tls_reader_cache[i].table != file.id()) continue;
-    *index = tls_reader_cache[i].index;
-    *out = tls_reader_cache[i].record;
-    tls_reader_cache.erase(tls_reader_cache.begin() + ptrdiff_t(i));
-    return Code::ok;
-  }
-  for (int attempt = 0; attempt < 2; ++attempt) {
-    uint64_t cap = file.reader_capacity();
-    uint64_t start = cap ? (uint64_t{me.tid} * 2654435761u) % cap : 0;
-    for (uint64_t i = 0; i < cap; ++i) {
-      uint64_t idx = (start + i) % cap;
-      format::ReaderRecord* r = file.reader(idx);
-      if (r == nullptr) continue;
-      Word128 id = guess128(&r->ident);
-      if ((id.lo != 0 || aux_word(id) != 0) && !dead_idle_reader(r, id)) continue;
-      Word128 desired = make_word(me.tid, me.pid, me.start, generation(id) + 1);
-      if (me.robust != nullptr) robust_pending(me.robust, &r->robust_next);
-      if (cas128(&r->ident, id, desired)) {
-        __atomic_store_n(&r->claimer_tid, me.tid, __ATOMIC_RELAXED);
-        if (me.robust != nullptr) {
-          robust_enqueue(me.robust, &r->robust_next);
-          robust_clear_pending(me.robust);
-        }
-        store_op(r, 0);
-        *index = uint32_t(idx);
-        *out = r;
-        return Code::ok;
-      }
-      if (me.robust != nullptr) robust_clear_pending(me.robust);
-    }
-    uint32_t added = 0;
-    if (!file.grow(0, cap + 1, &added).ok()) return Code::capacity;
-  }
-  return Code::capacity;
-}
-
-// Frees a reader record this thread owns.
-void release_own_reader(ThreadSelf& me, format::ReaderRecord* r) {
-  store_op(r, 0);
-  __atomic_store_n(&r->claimer_tid, 0u, __ATOMIC_RELAXED);
-  if (me.robust != nullptr) {
-    robust_pending(me.robust, &r->robust_next);
-    robust_dequeue(me.robust, &r->robust_next);
-  }
-  Word128 cur = load128(&r->ident);
-  while (!cas128(&r->ident, cur, make_word(0, 0, 0, generation(cur) + 1))) {
-  }
-  if (me.robust != nullptr) robust_clear_pending(me.robust);
-}
-
-// Gives back a reader record this thread owns: into its cache, or freed.
-void free_own_reader(ThreadSelf& me, TableFile& file, format::ReaderRecord* r, uint32_t index) {
-  store_op(r, 0);
-  if (tls_reader_cache.size() < kReaderCacheSize) {
-    tls_reader_cache.push_back(CachedReader{file.id(), index, r});
-    return;
-  }
-  release_own_reader(me, r);
-}
-
-// Frees the record of a dead reader, if it is still the same claim. Only the
-// CAS writes: another cleaner may have freed the record already and a new
-// reader claimed it, whose op and claimer_tid a store here would overwrite
-// (its join then counted with no record naming it: a lock no writer ever gets
-// again). The op of a freed record is idle; its next claimer resets it.
-void free_dead_reader(format::ReaderRecord* r, uint32_t claim_generation) {
-  for (;;) {
-    Word128 cur = load128(&r->ident);
-    if (cur.lo == 0 || generation(cur) != claim_generation) return;
-    if (cas128(&r->ident, cur, make_word(0, 0, 0, claim_generation + 1))) return;
-  }
-}
-
-// The thread a reader record belongs to. Once the kernel has marked the record
-// (its thread died), the tid comes from claimer_tid.
-Owner reader_owner(const format::ReaderRecord* r, const Word128& id) {
-  uint32_t tid = tid_word(id) & kTidMask;
-  if (tid == 0) tid = __atomic_load_n(&r->claimer_tid, __ATOMIC_RELAXED);
-  return Owner{pid_word(id) & kPidMask, tid, aux_word(id)};
-}
-
-bool reader_dead(const Word128& id) {
-  if (id.lo == 0) return false;
-  if (tid_word(id) & kOwnerDied) return true;
-  return thread_liveness(pid_word(id) & kPidMask, tid_word(id) & kTidMask, aux_word(id)) == Liveness::dead;
-}
-
-// Takes a dead reader out of the slot it holds or was joining/leaving, on its
-// behalf (see SHARED MODE above). Returns true if this call took it out of
-// the count (it had been counted in, and had not finished leaving).
-bool finish_dead_reader(TableFile& file, format::Slot* s, uint32_t slot_index, uint32_t ri,
-                        format::ReaderRecord* r, uint32_t claim_generation, const Owner& dead, DeathLog& log) {
-  bool was_in = false;
-  bool noted = false;
-  for (;;) {
-    uint64_t op = load_op(r);
-    // Another cleaner may have finished this reader and freed the record, and
-    // a new reader claimed it: then `op` is that live reader's. The claim
-    // generation is read after the op, so an op read under it is the dead
-    // reader's; every action below is a CAS from that exact op or slot value.
-    if (generation(load128(&r->ident)) != claim_generation) return was_in;
-    // The reader may have moved on to another slot before it died (a record
-    // is reused): its pending op there is that slot's to finish. Only an idle
-    // record is freed here.
-    if (format::reader_op_slot(op) != slot_index) return was_in;
-    ReaderState st = format::reader_op_state(op);
-    uint32_t t = format::reader_op_ticket(op);
-    Word128 cur = load128(&s->owner);
-    bool last_is_this = aux_word(cur) == ri + 1 && generation(cur) == t;
-    if (st == ReaderState::idle) break;
-    if (st == ReaderState::joining) {
-      // Counted iff its CAS is the last change of the slot.
-      if (last_is_this) {
-        cas_op(r, op, format::make_reader_op(slot_index, ReaderState::in, t));
-        continue;
-      }
-      // Not counted. While the slot's next generation is still t, the next
-      // claimer of this record could write this very op (JOINING t) and join
-      // with it, and a cleaner that read it here would mark that join idle.
-      // So ticket t is used up first: the generation moves on, nothing else
-      // changes. Not on an exclusive slot (its owner's release CAS expects its
-      // generation): the record stays claimed until the slot has moved on.
-      if (generation(cur) + 1 == t) {
-        if (is_exclusive(pid_word(cur))) return was_in;
-        help_reader_op(file, slot_index, cur);
-        if (!cas128(&s->owner, cur, make_word(tid_word(cur), pid_word(cur), 0, t))) continue;
-      }
-      cas_op(r, op, format::make_reader_op(slot_index, ReaderState::idle, t));
-      continue;
-    }
-    if (st == ReaderState::in) {
-      cas_op(r, op, format::make_reader_op(slot_index, ReaderState::leaving, generation(cur) + 1));
-      continue;
-    }
-    // LEAVING with ticket t.
-    if (last_is_this) {
-      cas_op(r, op, format::make_reader_op(slot_index, ReaderState::idle, t));
-      continue;
-    }
-    if (generation(cur) + 1 != t) {
-      cas_op(r, op, format::make_reader_op(slot_index, ReaderState::leaving, generation(cur) + 1));
-      continue;
-    }
-    uint32_t pw = pid_word(cur);
-    uint32_t count = pw & kPidMask;
-    if (!is_shared(pw) || count == 0) {  // nothing to take it out of
-      cas_op(r, op, format::make_reader_op(slot_index, ReaderState::idle, t));
-      continue;
-    }
-    help_reader_op(file, slot_index, cur);
-    Word128 desired = count == 1 ? make_word(0, kAbandoned | (pw & kAbandoned), ri + 1, t)
-                                 : make_word(tid_word(cur), (pw - 1) | kAbandoned, ri + 1, t);
-    if (!noted) {
-      log.dead_found(slot_index, dead, Mode::shared);
-      noted = true;
-    }
-    if (cas128(&s->owner, cur, desired)) {
-      was_in = true;
-      record_dead_owner(s, dead);
-      if (count == 1 && (tid_word(cur) & kWaiters)) wake_waiters(s, cur);
-    }
-  }
-  free_dead_reader(r, claim_generation);
-  return was_in;
-}
-
-// Finds the dead readers of a slot and takes them out. Returns how many were in.
-uint32_t reap_dead_readers(TableFile& file, format::Slot* s, uint32_t slot_index, bool dry_run,
-                           std::vector<Freed>* freed, DeathLog& log) {
-  uint32_t reaped = 0;
-  uint64_t cap = file.reader_capacity();
-  for (uint64_t i = 0; i < cap; ++i) {
-    format::ReaderRecord* r = file.reader(i);
-    if (r == nullptr) break;
-    uint64_t op = load_op(r);
-    if (format::reader_op_slot(op) != slot_index) continue;
-    Word128 id = guess128(&r->ident);
-    if (id.lo == 0) continue;
-    id = load128(&r->ident);
-    if (!reader_dead(id)) continue;
-    Owner dead = reader_owner(r, id);
-    ReaderState st = format::reader_op_state(op);
-    if (dry_run) {
-      if (st != ReaderState::idle) {
-        ++reaped;
-        if (freed) freed->push_back({slot_index, Mode::shared, dead});
-      }
-      continue;
-    }
-    if (finish_dead_reader(file, s, slot_index, uint32_t(i), r, generation(id), dead, log)) {
-      ++reaped;
-      if (freed) freed->push_back({slot_index, Mode::shared, dead});
-    }
-  }
-  return reaped;
-}
-
 }  // namespace
-
-void drop_cached_readers(TableFile& file) {
-  ThreadSelf& me = thread_self();
-  for (size_t i = tls_reader_cache.size(); i-- > 0;) {
-    if (tls_reader_cache[i].table != file.id()) continue;
-    release_own_reader(me, tls_reader_cache[i].record);
-    tls_reader_cache.erase(tls_reader_cache.begin() + ptrdiff_t(i));
-  }
-}
 
 void wake_waiters(format::Slot* s, const Word128& old) {
   futex_wake(&s->owner.tid_word, (pid_word(old) & kSharedWaiters) ? INT_MAX : 1);
@@ -966,162 +615,6 @@ void recover_slot(format::Slot* s, uint32_t slot_index, bool dry_run, std::vecto
     if (tid_word(cur) & kWaiters) futex_wake(&s->owner.tid_word, INT_MAX);
     return;
   }
-}
-
-void recover_readers(TableFile& file, bool dry_run, std::vector<Freed>* freed, DeathLog& log) {
-  uint64_t cap = file.reader_capacity();
-  for (uint64_t i = 0; i < cap; ++i) {
-    format::ReaderRecord* r = file.reader(i);
-    if (r == nullptr) break;
-    if (guess128(&r->ident).lo == 0) continue;
-    Word128 id = load128(&r->ident);
-    if (!reader_dead(id)) continue;
-    uint64_t op = load_op(r);
-    uint32_t slot_index = format::reader_op_slot(op);
-    Owner dead = reader_owner(r, id);
-    format::Slot* s = file.slot(slot_index);
-    if (format::reader_op_state(op) == ReaderState::idle || s == nullptr) {
-      if (!dry_run) free_dead_reader(r, generation(id));
-      continue;
-    }
-    if (dry_run) {
-      freed->push_back({slot_index, Mode::shared, dead});
-    } else if (finish_dead_reader(file, s, slot_index, uint32_t(i), r, generation(id), dead, log)) {
-      freed->push_back({slot_index, Mode::shared, dead});
-    }
-  }
-}
-
-bool count_readers(TableFile& file, format::Slot* s, uint32_t slot_index, uint32_t* record_count,
-                   uint32_t* counted) {
-  Word128 before = load128(&s->owner);
-  uint32_t n = 0;
-  uint64_t cap = file.reader_capacity();
-  for (uint64_t i = 0; i < cap; ++i) {
-    format::ReaderRecord* r = file.reader(i);
-    if (r == nullptr) break;
-    uint64_t op = load_op(r);
-    if (format::reader_op_slot(op) != slot_index || guess128(&r->ident).lo == 0) continue;
-    bool last = aux_word(before) == i + 1 && generation(before) == format::reader_op_ticket(op);
-    switch (format::reader_op_state(op)) {
-      case ReaderState::in: ++n; break;
-      case ReaderState::joining: n += last ? 1 : 0; break;
-      case ReaderState::leaving: n += last ? 0 : 1; break;
-      case ReaderState::idle: break;
-    }
-  }
-  Word128 after = load128(&s->owner);
-  if (!(before == after)) return false;
-  *record_count = n;
-  *counted = is_shared(pid_word(before)) ? (pid_word(before) & kPidMask) : 0;
-  return true;
-}
-
-Code retire_slot(TableFile& file, format::Slot* s, uint32_t slot_index, uint32_t incarnation) {
-  for (;;) {
-    Word128 cur = load128(&s->owner);
-    if (load_incarnation(s) != incarnation) return Code::stale_handle;
-    uint32_t pw = pid_word(cur);
-    if (pw & kRetired) return Code::ok;
-    if (!is_free(pw)) return Code::busy;
-    help_reader_op(file, slot_index, cur);
-    if (cas128(&s->owner, cur, make_word(0, kRetired, 0, generation(cur) + 1))) {
-      if (tid_word(cur) & kWaiters) futex_wake(&s->owner.tid_word, INT_MAX);  // they fail with stale_handle
-      return Code::ok;
-    }
-  }
-}
-
-uint32_t prepare_slot_for_new_name(format::Slot* s) {
-  uint32_t inc = load_incarnation(s) + 1;
-  if (inc == 0) inc = 1;  // incarnation 0 means "never named"
-  std::atomic_ref<uint32_t>(s->incarnation).store(inc, std::memory_order_release);
-  for (;;) {
-    Word128 cur = load128(&s->owner);
-    if (!is_free(pid_word(cur)) || (cur.lo == 0 && aux_word(cur) == 0)) break;
-    if (cas128(&s->owner, cur, make_word(0, 0, 0, generation(cur) + 1))) break;
-  }
-  record_dead_owner(s, Owner{});
-  return inc;
-}
-
-bool unretire_slot(format::Slot* s, uint32_t incarnation) {
-  for (;;) {
-    Word128 cur = load128(&s->owner);
-    if (load_incarnation(s) != incarnation || !(pid_word(cur) & kRetired)) return false;
-    if (cas128(&s->owner, cur, make_word(0, 0, 0, generation(cur) + 1))) return true;
-  }
-}
-
-bool slot_is_retired(format::Slot* s) { return (pid_word(load128(&s->owner)) & kRetired) != 0; }
-
-bool reset_slot_after_reboot(format::Slot* s) {
-  for (;;) {
-    Word128 cur = load128(&s->owner);
-    uint32_t pw = pid_word(cur);
-    bool held = !is_free(pw);
-    Word128 desired = held ? make_word(0, kAbandoned, 0, generation(cur) + 1)
-                           : make_word(0, pw & (kRetired | kAbandoned), 0, generation(cur));
-    if (desired == cur) return false;
-    if (!cas128(&s->owner, cur, desired)) continue;
-    if (held) record_dead_owner(s, is_exclusive(pw) ? exclusive_owner(s, cur) : Owner{});
-    __atomic_store_n(&s->waiters, 0u, __ATOMIC_RELAXED);
-    __atomic_store_n(&s->robust_prev, uint64_t{0}, __ATOMIC_RELAXED);
-    __atomic_store_n(&s->robust_next, uint64_t{0}, __ATOMIC_RELAXED);
-    return held;
-  }
-}
-
-void reset_reader_after_reboot(format::ReaderRecord* r) {
-  Word128 cur = load128(&r->ident);
-  if (cur.lo == 0 && aux_word(cur) == 0 && load_op(r) == 0) return;
-  while (!cas128(&r->ident, cur, make_word(0, 0, 0, generation(cur) + 1))) {
-  }
-  store_op(r, 0);
-  __atomic_store_n(&r->robust_prev, uint64_t{0}, __ATOMIC_RELAXED);
-  __atomic_store_n(&r->robust_next, uint64_t{0}, __ATOMIC_RELAXED);
-}
-
-// ---------------------------------------------------------------------------
-// Inspection.
-// ---------------------------------------------------------------------------
-SlotView inspect_slot(format::Slot* s) {
-  SlotView v;
-  Word128 cur = load128(&s->owner);
-  v.raw = cur;
-  uint32_t pw = pid_word(cur);
-  v.retired = (pw & kRetired) != 0;
-  v.abandoned = (pw & kAbandoned) != 0;
-  v.waiters = __atomic_load_n(&s->waiters, __ATOMIC_RELAXED);
-  if (is_shared(pw)) {
-    v.state = LockState::shared;
-    v.mode = Mode::shared;
-    v.readers = pw & kPidMask;
-  } else if (is_exclusive(pw)) {
-    v.owner = exclusive_owner(s, cur);
-    v.owner_alive = !holder_dead(s, cur);
-    v.state = v.owner_alive ? LockState::held : LockState::dead_owner;
-    v.acquired_at = __atomic_load_n(&s->acquired_at, __ATOMIC_RELAXED);
-  }
-  return v;
-}
-
-std::vector<ReaderView> readers_of(TableFile& file, uint32_t slot_index) {
-  std::vector<ReaderView> out;
-  uint64_t cap = file.reader_capacity();
-  for (uint64_t i = 0; i < cap; ++i) {
-    format::ReaderRecord* r = file.reader(i);
-    if (r == nullptr) break;
-    uint64_t op = load_op(r);
-    ReaderState st = format::reader_op_state(op);
-    if (format::reader_op_slot(op) != slot_index || st == ReaderState::idle) continue;
-    Word128 id = guess128(&r->ident);
-    if (id.lo == 0) continue;
-    id = load128(&r->ident);
-    Owner o = reader_owner(r, id);
-    out.push_back(ReaderView{uint32_t(i), o, !reader_dead(id), st, __atomic_load_n(&r->acquired_at, __ATOMIC_RELAXED)});
-  }
-  return out;
 }
 
 }  // namespace locktable::detail

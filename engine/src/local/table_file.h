@@ -17,10 +17,8 @@
 // (harmless, reused by the next grower) or a written but unpublished
 // descriptor (overwritten by the next grower).
 //
-// Reboot. When the header's boot id is not this boot's, every holder recorded
-// in the file is dead. The first process to notice takes the grow lock, frees
-// every lock (marking held ones abandoned), clears the reader records, and
-// only then stores the new boot id. Others wait on the grow lock and re-check.
+// Reboot. The reset after a reboot (slot_lifecycle.h) also runs under the
+// grow lock.
 #pragma once
 
 #include <atomic>
@@ -32,6 +30,7 @@
 
 #include "locktable/status.h"
 #include "locktable/types.h"
+#include "ofd_lock.h"
 #include "table_format.h"
 
 namespace boost::interprocess {
@@ -46,7 +45,7 @@ struct CreateParams {
   uint32_t initial_slots;
   uint64_t max_slots;
   uint32_t ring_entries;
-  HistoryLevel history;
+  uint32_t history_level;  // format::kHistory*
 };
 
 class TableFile {
@@ -73,20 +72,23 @@ class TableFile {
   uint64_t file_size() const;
 
   // Address of slot / reader record `index`, mapping newly published extents if
-  // needed; nullptr when `index` is beyond the published capacity.
+  // needed (under map_mu_); nullptr when `index` is beyond the published
+  // capacity.
   format::Slot* slot(uint64_t index);
   format::ReaderRecord* reader(uint64_t index);
 
   // Grows the table until it has at least `min_slots` slots (or, with
   // min_readers, reader records). capacity error at max_slots. Every extent
-  // published calls the grow observer with the new slot capacity.
+  // published calls the grow observer with the new slot capacity. Takes the
+  // grow lock: may be called inside an LMDB write transaction (name
+  // creation), never the other way round (lock order: engine/README.md).
   Status grow(uint64_t min_slots, uint64_t min_readers, uint32_t* extents_added);
   void set_grow_observer(std::function<void(uint64_t)> observer) { grow_observer_ = std::move(observer); }
 
-  // Frees every lock after a reboot if the header's boot id is not this boot's.
-  // *reset tells whether this process did the reset; *freed counts the locks
-  // that were held.
-  Status reset_if_rebooted(uint64_t* freed, bool* reset);
+  // The exclusive OFD lock that serialises growers and the reboot reset,
+  // held until *guard is destroyed (lock order: engine/README.md).
+  // REQUIRES: the caller holds no map_mu_ (map_extents_upto takes it).
+  Status take_grow_lock(OfdGuard* guard);
 
  private:
   TableFile() = default;

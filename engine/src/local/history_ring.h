@@ -20,7 +20,7 @@
 #include <cstdint>
 #include <cstring>
 
-#include "system_info.h"
+#include "clock.h"
 #include "table_format.h"
 #include "thread_self.h"
 
@@ -61,6 +61,30 @@ inline uint64_t ring_append(format::Header* header, format::RingEntry* ring, uin
   std::atomic_ref<uint64_t>(e->stamp).store(2 * t + 2, std::memory_order_release);
   return t;
 }
+
+// The ring of one mapped table, and its history level (a header field any
+// process may change): appends happen only while the level is not off.
+class HistoryRing {
+ public:
+  HistoryRing(format::Header* header, format::RingEntry* ring, uint32_t mask)
+      : header_(header), ring_(ring), mask_(mask) {}
+
+  uint32_t level() const { return __atomic_load_n(&header_->history_level, __ATOMIC_RELAXED); }
+  bool on() const { return level() != format::kHistoryOff; }
+  const uint32_t* level_word() const { return &header_->history_level; }
+
+  // Appends `ev`, stamped now, when history is on.
+  void record(const RingEvent& ev) {
+    if (on()) record_at(ev, realtime_coarse_ns());
+  }
+  // Appends `ev` stamped `time_ns`. REQUIRES: history is on (the caller checked).
+  void record_at(const RingEvent& ev, uint64_t time_ns) { ring_append(header_, ring_, mask_, thread_self(), ev, time_ns); }
+
+ private:
+  format::Header* header_;
+  format::RingEntry* ring_;
+  uint32_t mask_;
+};
 
 enum class RingRead { complete, overwritten, writing, not_started };
 

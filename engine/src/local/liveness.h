@@ -14,8 +14,4 @@ enum class Liveness { alive, dead };
 
 Liveness thread_liveness(uint32_t pid, uint32_t tid, uint32_t start_low32);
 
-// Schedule of liveness checks while waiting: 1 ms, doubling to 50 ms.
-inline constexpr int64_t kFirstCheckNs = 1'000'000;
-inline constexpr int64_t kMaxCheckNs = 50'000'000;
-
 }  // namespace locktable::detail

@@ -1,0 +1,62 @@
+#include "backend_registry.h"
+
+#include <cctype>
+
+#include <fmt/format.h>
+
+#include "local/local_table.h"
+
+namespace locktable::detail {
+
+namespace {
+
+using Opener = Status (*)(const std::string& location, const Options& options, std::shared_ptr<Backend>* out);
+
+struct Scheme {
+  std::string_view name;
+  Opener open;
+  std::string_view form;  // for messages: what a location of this scheme looks like
+};
+
+Status open_file_url(const std::string& location, const Options& options, std::shared_ptr<Backend>* out) {
+  std::string_view rest = std::string_view(location).substr(std::string_view("file://").size());
+  if (rest.rfind("localhost/", 0) == 0) rest.remove_prefix(std::string_view("localhost").size());
+  if (rest.empty() || rest[0] != '/') {
+    return Status(Code::invalid_argument,
+                  fmt::format("{}: a file URL names an absolute path (file:///var/lib/app/locks)", location));
+  }
+  return open_local_table(std::string(rest), location, options, out);
+}
+
+// Every backend this build has, by scheme.
+constexpr Scheme kSchemes[] = {
+    {"file", open_file_url, "file:///absolute/folder"},
+};
+
+}  // namespace
+
+std::string_view location_scheme(std::string_view location) {
+  size_t sep = location.find("://");
+  if (sep == std::string_view::npos || sep == 0) return {};
+  std::string_view scheme = location.substr(0, sep);
+  if (!std::isalpha(static_cast<unsigned char>(scheme[0]))) return {};
+  for (char c : scheme) {
+    if (!std::isalnum(static_cast<unsigned char>(c)) && c != '+' && c != '-' && c != '.') return {};
+  }
+  return scheme;
+}
+
+Status open_backend(const std::string& location, const Options& options, std::shared_ptr<Backend>* out) {
+  std::string_view scheme = location_scheme(location);
+  if (scheme.empty()) return open_local_table(location, location, options, out);
+  std::string known;
+  for (const Scheme& s : kSchemes) {
+    if (s.name == scheme) return s.open(location, options, out);
+    known += fmt::format("{}{}", known.empty() ? "" : ", ", s.form);
+  }
+  return Status(Code::unsupported,
+                fmt::format("{}: unsupported table location scheme '{}' (this build opens a folder path, {})",
+                            location, scheme, known));
+}
+
+}  // namespace locktable::detail

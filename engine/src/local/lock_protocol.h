@@ -1,0 +1,51 @@
+// The lock protocol on one slot: acquire (with waiting and takeover), release,
+// shared mode, abandonment, and freeing a dead holder's lock. The protocol is
+// specified in the opening comment of lock_protocol.cc; the uncontended paths
+// are inline in hot_path.h, the reader-record pool in reader_records.h, the
+// slot's life outside locking in slot_lifecycle.h.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "death_log.h"
+#include "locktable/types.h"
+#include "table_file.h"
+#include "table_format.h"
+
+namespace locktable::detail {
+
+struct Acquired {
+  Code code = Code::ok;       // ok, abandoned, timed_out, already_held, stale_handle, capacity
+  Owner dead_owner;           // abandoned: the holder that died
+  uint64_t wait_ns = 0;       // time spent waiting (0 when it never slept)
+};
+
+// Both acquires check the handle's incarnation (stale_handle), wait until
+// `deadline`, and tell `log` about each dead holder before taking it out.
+Acquired acquire_exclusive(TableFile& file, format::Slot* s, uint32_t slot_index, uint32_t incarnation,
+                           const Deadline& deadline, DeathLog& log);
+// `now_ns` stamps the reader's acquisition time (0: unknown, no clock read).
+Acquired acquire_shared(TableFile& file, format::Slot* s, uint32_t slot_index, uint32_t incarnation,
+                        const Deadline& deadline, uint64_t now_ns, DeathLog& log);
+
+// Both releases check the handle's incarnation: a stale handle never releases
+// the hold of the name that now owns the slot (stale_handle). not_owner when
+// the calling thread does not hold it (nothing changes). *left_abandoned:
+// the lock stays abandoned for the next holder (not marked consistent).
+Code release_exclusive(format::Slot* s, uint32_t incarnation, bool* left_abandoned);
+Code release_shared(TableFile& file, format::Slot* s, uint32_t slot_index, uint32_t incarnation, bool* left_abandoned,
+                    uint64_t* acquired_at);
+
+// Whether the calling thread holds the slot (in `mode`), and whether it holds
+// it abandoned (not yet marked consistent).
+bool holds(format::Slot* s, Mode mode);
+bool holds_abandoned(format::Slot* s);
+// Errors: not_owner.
+Code mark_consistent(format::Slot* s);
+
+// Frees the slot of a dead exclusive owner (FREE|ABANDONED), for `recover`,
+// recording it in *freed (or, with dry_run, only reporting it).
+void recover_slot(format::Slot* s, uint32_t slot_index, bool dry_run, std::vector<Freed>* freed, DeathLog& log);
+
+}  // namespace locktable::detail

@@ -1,0 +1,126 @@
+#include "slot_lifecycle.h"
+
+#include <climits>
+#include <cstring>
+
+#include "crash_point.h"
+#include "futex.h"
+#include "ofd_lock.h"
+#include "posix_error.h"
+#include "reader_records.h"
+#include "slot_state.h"
+#include "system_info.h"
+
+namespace locktable::detail {
+
+using format::kAbandoned;
+using format::kRetired;
+using format::kWaiters;
+
+namespace {
+
+// Frees the slot (abandoned if it was held). True if it was held.
+bool reset_slot_after_reboot(format::Slot* s) {
+  for (;;) {
+    Word128 cur = load128(&s->owner);
+    uint32_t pw = pid_word(cur);
+    bool held = !is_free(pw);
+    Word128 desired = held ? make_word(0, kAbandoned, 0, generation(cur) + 1)
+                           : make_word(0, pw & (kRetired | kAbandoned), 0, generation(cur));
+    if (desired == cur) return false;
+    if (!cas128(&s->owner, cur, desired)) continue;
+    if (held) record_dead_owner(s, is_exclusive(pw) ? exclusive_owner(s, cur) : Owner{});
+    __atomic_store_n(&s->waiters, 0u, __ATOMIC_RELAXED);
+    __atomic_store_n(&s->robust_prev, uint64_t{0}, __ATOMIC_RELAXED);
+    __atomic_store_n(&s->robust_next, uint64_t{0}, __ATOMIC_RELAXED);
+    return held;
+  }
+}
+
+void reset_reader_after_reboot(format::ReaderRecord* r) {
+  Word128 cur = load128(&r->ident);
+  if (cur.lo == 0 && aux_word(cur) == 0 && load_op(r) == 0) return;
+  while (!cas128(&r->ident, cur, make_word(0, 0, 0, generation(cur) + 1))) {
+  }
+  store_op(r, 0);
+  __atomic_store_n(&r->robust_prev, uint64_t{0}, __ATOMIC_RELAXED);
+  __atomic_store_n(&r->robust_next, uint64_t{0}, __ATOMIC_RELAXED);
+}
+
+}  // namespace
+
+Code retire_slot(TableFile& file, format::Slot* s, uint32_t slot_index, uint32_t incarnation) {
+  for (;;) {
+    Word128 cur = load128(&s->owner);
+    if (load_incarnation(s) != incarnation) return Code::stale_handle;
+    uint32_t pw = pid_word(cur);
+    if (pw & kRetired) return Code::ok;
+    if (!is_free(pw)) return Code::busy;
+    help_reader_op(file, slot_index, cur);
+    if (cas128(&s->owner, cur, make_word(0, kRetired, 0, generation(cur) + 1))) {
+      if (tid_word(cur) & kWaiters) futex_wake(&s->owner.tid_word, INT_MAX);  // they fail with stale_handle
+      return Code::ok;
+    }
+  }
+}
+
+uint32_t prepare_slot_for_new_name(format::Slot* s) {
+  uint32_t inc = load_incarnation(s) + 1;
+  if (inc == 0) inc = 1;  // incarnation 0 means "never named"
+  std::atomic_ref<uint32_t>(s->incarnation).store(inc, std::memory_order_release);
+  for (;;) {
+    Word128 cur = load128(&s->owner);
+    if (!is_free(pid_word(cur)) || (cur.lo == 0 && aux_word(cur) == 0)) break;
+    if (cas128(&s->owner, cur, make_word(0, 0, 0, generation(cur) + 1))) break;
+  }
+  record_dead_owner(s, Owner{});
+  return inc;
+}
+
+bool unretire_slot(format::Slot* s, uint32_t incarnation) {
+  for (;;) {
+    Word128 cur = load128(&s->owner);
+    if (load_incarnation(s) != incarnation || !(pid_word(cur) & kRetired)) return false;
+    if (cas128(&s->owner, cur, make_word(0, 0, 0, generation(cur) + 1))) return true;
+  }
+}
+
+bool slot_is_retired(format::Slot* s) { return (pid_word(load128(&s->owner)) & kRetired) != 0; }
+
+
+Status reset_if_rebooted(TableFile& file, uint64_t* freed, bool* reset) {
+  *freed = 0;
+  *reset = false;
+  BootId now{};
+  Status s = read_boot_id(&now);
+  if (!s.ok()) return s;
+  format::Header* header = file.header();
+  auto matches = [&] {
+    uint8_t current[16];
+    std::memcpy(current, header->boot_id, 16);
+    std::atomic_thread_fence(std::memory_order_acquire);
+    return std::memcmp(current, now.data(), 16) == 0;
+  };
+  if (matches()) return Status::OK();
+
+  OfdGuard guard;
+  if (s = file.take_grow_lock(&guard); !s.ok()) return s;
+  if (matches()) return Status::OK();  // another process did it while we waited
+  const uint64_t slots = file.slot_capacity();
+  for (uint64_t i = 0; i < slots; ++i) {
+    format::Slot* sl = file.slot(i);
+    if (sl != nullptr && reset_slot_after_reboot(sl)) ++*freed;
+  }
+  for_each_reader(file, [](uint64_t, format::ReaderRecord* r) {
+    reset_reader_after_reboot(r);
+    return true;
+  });
+  crash_point("reset:before_boot_id");
+  std::atomic_thread_fence(std::memory_order_release);
+  std::memcpy(header->boot_id, now.data(), 16);
+  std::atomic_ref<uint32_t>(header->reset_count).fetch_add(1, std::memory_order_relaxed);
+  *reset = true;
+  return Status::OK();
+}
+
+}  // namespace locktable::detail

@@ -1,0 +1,45 @@
+#include "wait_clock.h"
+
+#include <algorithm>
+#include <chrono>
+
+#include "clock.h"
+
+namespace locktable::detail {
+
+WaitClock::WaitClock(const Deadline& d) : deadline_(d), start_(d.is_now() ? 0 : monotonic_ns()) {
+  now_ = start_;
+  if (!d.is_never() && !d.is_now()) {
+    auto left = std::chrono::duration_cast<std::chrono::nanoseconds>(d.when() - Deadline::clock::now()).count();
+    end_ = start_ + uint64_t(std::max<int64_t>(left, 0));
+  }
+}
+
+void WaitClock::tick() {
+  if (!deadline_.is_now()) now_ = monotonic_ns();
+}
+
+bool WaitClock::expired() const { return deadline_.is_now() || (!deadline_.is_never() && now_ >= end_); }
+
+uint64_t WaitClock::waited_ns() const { return start_ == 0 ? 0 : monotonic_ns() - start_; }
+
+bool WaitClock::check_due(uint64_t who) {
+  if (who != watched_) {
+    watched_ = who;
+    interval_ = kFirstCheckNs;
+    next_check_ = now_ + uint64_t(interval_);
+    return false;
+  }
+  if (now_ < next_check_) return false;
+  interval_ = std::min(interval_ * 2, kMaxCheckNs);
+  next_check_ = now_ + uint64_t(interval_);
+  return true;
+}
+
+int64_t WaitClock::sleep_ns() const {
+  uint64_t until = next_check_ > now_ ? next_check_ : now_ + uint64_t(kFirstCheckNs);
+  if (!deadline_.is_never() && end_ < until) until = end_;
+  return until > now_ ? int64_t(until - now_) : 0;
+}
+
+}  // namespace locktable::detail

@@ -1,0 +1,49 @@
+// WaitClock: a waiter's view of time. It turns a Deadline into monotonic
+// nanoseconds, reads the clock once per wait iteration, and says when the
+// holder being watched is due a liveness check: first kFirstCheckNs after the
+// waiter starts watching that holder, then at doubling intervals up to
+// kMaxCheckNs, so a dead holder the kernel did not report is found quickly
+// without burning CPU.
+//
+// Nothing reads the clock for a try (Deadline::now()): a try never waits.
+#pragma once
+
+#include <cstdint>
+
+#include "locktable/types.h"
+
+namespace locktable::detail {
+
+inline constexpr int64_t kFirstCheckNs = 1'000'000;   // 1 ms
+inline constexpr int64_t kMaxCheckNs = 50'000'000;    // 50 ms
+
+class WaitClock {
+ public:
+  explicit WaitClock(const Deadline& deadline);
+
+  // Reads the clock: once per wait iteration, the rest use that reading.
+  void tick();
+
+  bool expired() const;
+  // Time since the clock was made (0 for a try).
+  uint64_t waited_ns() const;
+
+  // True when the holder identified by `who` is due a liveness check. A new
+  // holder is first checked kFirstCheckNs after watching it begins.
+  bool check_due(uint64_t who);
+
+  // How long to sleep: until the next check or the deadline, whichever
+  // comes first (never negative).
+  int64_t sleep_ns() const;
+
+ private:
+  Deadline deadline_;
+  uint64_t start_;
+  uint64_t now_ = 0;
+  uint64_t end_ = 0;
+  uint64_t watched_ = ~uint64_t{0};
+  int64_t interval_ = kFirstCheckNs;
+  uint64_t next_check_ = 0;
+};
+
+}  // namespace locktable::detail

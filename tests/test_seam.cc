@@ -1,0 +1,151 @@
+// The backend seam: a location chooses its backend, an unknown scheme is a
+// clear error naming it, options are checked before anything is created; and
+// WaitClock, the waiters' clock every backend may use.
+#include <sys/stat.h>
+
+#include <catch2/catch.hpp>
+#include <filesystem>
+#include <thread>
+
+#include "backend_registry.h"
+#include "clock.h"
+#include "helpers.h"
+#include "wait_clock.h"
+
+using namespace locktable;
+using testing::TempDir;
+
+namespace {
+
+bool exists(const std::string& path) {
+  struct stat st;
+  return ::lstat(path.c_str(), &st) == 0;
+}
+
+}  // namespace
+
+TEST_CASE("seam: an unknown location scheme is unsupported, naming the scheme, and creates nothing") {
+  TempDir tmp;
+  std::unique_ptr<Table> t;
+  const std::string location = "foo://" + tmp.path() + "/x";
+  Status s = Table::open(location, {}, &t);
+  CHECK(s.code() == Code::unsupported);
+  CHECK_THAT(s.message(), Catch::Contains("'foo'"));
+  CHECK_THAT(s.message(), Catch::Contains(location));
+  CHECK(t == nullptr);
+  CHECK(!exists("foo:"));
+  CHECK(!exists(tmp.path() + "/x"));
+}
+
+TEST_CASE("seam: a file:// URL opens the same table as its path") {
+  TempDir tmp;
+  auto by_path = testing::open_table(tmp.table());
+  Lock a;
+  REQUIRE(by_path->lookup("orders", &a).ok());
+  REQUIRE(a.acquire().status.ok());
+
+  auto by_url = testing::open_table("file://" + tmp.table());
+  CHECK(by_url->dir() == "file://" + tmp.table());
+  Lock b;
+  REQUIRE(by_url->lookup("orders", &b, Lookup::existing).ok());
+  CHECK(b.slot() == a.slot());
+  std::thread other([&] { CHECK(b.try_acquire().status.code() == Code::timed_out); });
+  other.join();
+  CHECK(a.release().ok());
+
+  std::unique_ptr<Table> t;
+  Status s = Table::open("file://relative/folder", {}, &t);
+  CHECK(s.code() == Code::invalid_argument);
+  CHECK_THAT(s.message(), Catch::Contains("absolute path"));
+  CHECK(!exists("relative"));
+}
+
+TEST_CASE("seam: a scheme is letters, digits, + - . before ://, else the location is a path") {
+  using detail::location_scheme;
+  CHECK(location_scheme("etcd://h:2379/p") == "etcd");
+  CHECK(location_scheme("file:///var/lib/x") == "file");
+  CHECK(location_scheme("svn+ssh://x") == "svn+ssh");
+  CHECK(location_scheme("/var/lib/x") == "");
+  CHECK(location_scheme("./a://b") == "");
+  CHECK(location_scheme("://x") == "");
+  CHECK(location_scheme("1abc://x") == "");
+  CHECK(location_scheme("a b://x") == "");
+}
+
+TEST_CASE("seam: bad options are refused before the folder or any file is created") {
+  TempDir tmp;
+  const std::string dir = tmp.path() + "/never";
+  auto refused = [&](Options o) {
+    std::unique_ptr<Table> t;
+    Status s = Table::open(dir, o, &t);
+    CHECK(s.code() == Code::invalid_argument);
+    CHECK_THAT(s.message(), Catch::Contains(dir));
+    CHECK(!exists(dir));
+  };
+  Options o;
+  o.ring_entries = 100;  // not a power of two
+  refused(o);
+  o = Options{};
+  o.max_slots = uint64_t{1} << 31;
+  refused(o);
+  o = Options{};
+  o.initial_slots = 0;
+  refused(o);
+  o = Options{};
+  o.history = HistoryLevel(7);
+  refused(o);
+  o = Options{};
+  o.lmdb_map_size = 4096;
+  refused(o);
+  std::unique_ptr<Table> t;
+  CHECK(Table::open("", {}, &t).code() == Code::invalid_argument);
+}
+
+TEST_CASE("wait clock: a try never waits and never reads the clock") {
+  detail::WaitClock c(Deadline::now());
+  CHECK(c.expired());
+  CHECK(c.waited_ns() == 0);
+  c.tick();
+  CHECK(c.expired());
+  CHECK(c.sleep_ns() == 0);
+}
+
+TEST_CASE("wait clock: a deadline expires on time, and sleeps never overshoot it") {
+  detail::WaitClock c(Deadline::after(std::chrono::milliseconds(30)));
+  c.tick();
+  CHECK(!c.expired());
+  CHECK(c.sleep_ns() <= 30'000'000);
+  std::this_thread::sleep_for(std::chrono::milliseconds(35));
+  c.tick();
+  CHECK(c.expired());
+  CHECK(c.sleep_ns() == 0);
+  CHECK(c.waited_ns() >= 35'000'000);
+}
+
+TEST_CASE("wait clock: liveness checks come 1 ms after watching starts, then at doubling intervals up to 50 ms") {
+  detail::WaitClock c(Deadline::never());
+  c.tick();
+  CHECK(!c.check_due(7));  // starts watching holder 7
+  CHECK(c.sleep_ns() <= detail::kFirstCheckNs);
+  CHECK(c.sleep_ns() > 0);
+  std::vector<int64_t> gaps;
+  uint64_t last = detail::monotonic_ns();
+  while (gaps.size() < 8) {
+    std::this_thread::sleep_for(std::chrono::nanoseconds(std::max<int64_t>(c.sleep_ns(), 100'000)));
+    c.tick();
+    if (c.check_due(7)) {
+      uint64_t now = detail::monotonic_ns();
+      gaps.push_back(int64_t(now - last));
+      last = now;
+    }
+  }
+  // 1, 2, 4, 8, 16, 32, 50, 50 ms (each at least its interval, with slack for scheduling).
+  const int64_t want[] = {1, 2, 4, 8, 16, 32, 50, 50};
+  for (size_t i = 0; i < gaps.size(); ++i) {
+    INFO("check " << i << " came after " << gaps[i] / 1000 << " us");
+    CHECK(gaps[i] >= want[i] * 1'000'000 - 200'000);
+    CHECK(gaps[i] <= want[i] * 1'000'000 + 30'000'000);
+  }
+  CHECK(!c.check_due(8));  // another holder: watched afresh, first check 1 ms later
+  CHECK(c.sleep_ns() <= detail::kFirstCheckNs);
+}
