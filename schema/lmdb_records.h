@@ -49,7 +49,7 @@ inline constexpr uint64_t kLmdbFormat = 2;  // 2: recovered/<slot> records carry
 // the slot, oldest first, each `dead pid << 32 | dead tid`. A takeover is
 // appended to history before its CAS, so one death can be appended twice; the
 // drainer keeps the first and drops a dead owner it finds here.
-inline constexpr size_t kMaxRecentRecoveries = 4;
+inline constexpr size_t kMaxRecentRecoveries = 32;
 struct RecentRecoveries {
   std::vector<uint64_t> dead;  // at most kMaxRecentRecoveries
 };

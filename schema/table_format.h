@@ -18,10 +18,12 @@
 
 namespace locktable::format {
 
-inline constexpr char kMagic[8] = {'L', 'O', 'C', 'K', 'T', 'B', 'L', '1'};
-inline constexpr uint32_t kVersion = 1;
+// Version 2: 128-byte slots (a second, slow-path line), reader ops name the
+// incarnation instead of a ticket, the header keeps the reader high-water mark.
+inline constexpr char kMagic[8] = {'L', 'O', 'C', 'K', 'T', 'B', 'L', '2'};
+inline constexpr uint32_t kVersion = 2;
 inline constexpr uint32_t kHeaderSize = 4096;
-inline constexpr uint32_t kSlotSize = 64;
+inline constexpr uint32_t kSlotSize = 128;
 inline constexpr uint32_t kReaderSize = 64;
 inline constexpr uint32_t kRingEntrySize = 64;
 inline constexpr uint32_t kPageSize = 4096;
@@ -53,16 +55,15 @@ inline constexpr int64_t kReaderMutexByte = (int64_t{1} << 62) + 3;
 // kernel may set bits 30/31 of tid_word on its own (robust futex protocol).
 //
 //   state      tid_word              pid_word                        aux                   generation
-//   FREE       WAITERS?              flags (ABANDONED, RETIRED, ...) last reader op or 0   g
+//   FREE       WAITERS?              flags (ABANDONED, RETIRED, ...) 0                     g
 //   EXCLUSIVE  tid|WAITERS?|DIED?    pid | flags (SHARED_WAITERS)    owner start time      g
-//   SHARED     WAITERS?              SHARED|count|flags              last reader op or 0   g
+//   SHARED     WAITERS?              SHARED|count|flags              0                     g
 // ---------------------------------------------------------------------------
 struct OwnerRecord {
   uint32_t tid_word;    // robust futex word: owner tid (bits 0..29), OWNER_DIED (30), WAITERS (31)
   uint32_t pid_word;    // owner pid or reader count (bits 0..21), flags (22..31)
   uint32_t aux;         // EXCLUSIVE: low 32 bits of the owner thread's start time (clock ticks
-                        // since boot); FREE/SHARED: 1 + index of the reader record whose
-                        // join/leave last changed the count, 0 if none
+                        // since boot); FREE/SHARED: 0
   uint32_t generation;  // +1 on every change of ownership; never on flag-only changes
 };
 static_assert(sizeof(OwnerRecord) == 16);
@@ -80,36 +81,52 @@ inline constexpr uint32_t kWaiters = 0x80000000u;
 inline constexpr uint32_t kPidMask = 0x003fffffu;          // PID_MAX_LIMIT is 2^22 on 64-bit Linux
 inline constexpr uint32_t kRetired = 1u << 27;              // FREE only: name removed, slot not reusable yet
 inline constexpr uint32_t kSharedWaiters = 1u << 28;        // a thread waits to take it shared
-inline constexpr uint32_t kWriterWaiting = 1u << 29;        // SHARED only: a writer waits; readers stay out
+inline constexpr uint32_t kWriterWaiting = 1u << 29;        // SHARED/FREE: a writer waits; readers stay out
 inline constexpr uint32_t kAbandoned = 1u << 30;            // FREE/SHARED: next acquirer is told "abandoned"
 inline constexpr uint32_t kSharedMode = 1u << 31;           // SHARED: pid bits count the readers
 inline constexpr uint32_t kPidWordFlags = kRetired | kSharedWaiters | kWriterWaiting | kAbandoned | kSharedMode;
 
 // ---------------------------------------------------------------------------
-// Slot: one named lock. One cache line, so two locks never share a line.
+// Slot: one named lock, two cache lines. Line 0 is all the uncontended paths
+// touch; line 1 only waiting, takeover and the slow paths do.
 // ---------------------------------------------------------------------------
 struct alignas(64) Slot {
+  // --- line 0 ---
   OwnerRecord owner;      // see above
   uint32_t incarnation;   // +1 each time the slot is given to a name; handles carry it
-  uint32_t waiters;       // threads asleep on owner.tid_word (informational, may over-count after a crash)
+  uint32_t reserved0;
   uint64_t robust_prev;   // robust-list back link; meaningful only inside the owning process
   uint64_t robust_next;   // robust-list link; kernel finds the futex word at robust_next - 32
   uint64_t owner_shadow;  // tid | generation << 32 written by the owner after acquiring: names the
                           // dead owner's tid after the kernel has cleared it from tid_word
+  uint64_t token;         // fencing token of the last exclusive acquisition (+1 by each exclusive
+                          // holder, while it holds; never decreases)
   uint64_t acquired_at;   // CLOCK_REALTIME_COARSE ns of the current exclusive acquisition
+  // --- line 1 ---
   uint32_t dead_pid;      // the last holder found dead (informational, for the next holder's
   uint32_t dead_tid;      //   "abandoned" report); tid 0 if unknown
+  uint32_t waiters;       // threads asleep on owner.tid_word (informational, may over-count after a crash)
+  uint32_t writer_tid;    // a writer waiting behind WRITER_WAITING (written by it before it sleeps;
+  uint32_t writer_pid;    //   readers that find WRITER_WAITING left on a FREE lock check it is alive)
+  uint32_t writer_start;
+  uint64_t reserved1[5];  // zero; per-lock counters go here
 };
 static_assert(sizeof(Slot) == kSlotSize);
 static_assert(offsetof(Slot, owner) == 0);
 static_assert(offsetof(Slot, incarnation) == 16);
-static_assert(offsetof(Slot, waiters) == 20);
+static_assert(offsetof(Slot, reserved0) == 20);
 static_assert(offsetof(Slot, robust_prev) == 24);
 static_assert(offsetof(Slot, robust_next) == 32);
 static_assert(offsetof(Slot, owner_shadow) == 40);
-static_assert(offsetof(Slot, acquired_at) == 48);
-static_assert(offsetof(Slot, dead_pid) == 56);
-static_assert(offsetof(Slot, dead_tid) == 60);
+static_assert(offsetof(Slot, token) == 48);
+static_assert(offsetof(Slot, acquired_at) == 56);
+static_assert(offsetof(Slot, dead_pid) == 64);
+static_assert(offsetof(Slot, dead_tid) == 68);
+static_assert(offsetof(Slot, waiters) == 72);
+static_assert(offsetof(Slot, writer_tid) == 76);
+static_assert(offsetof(Slot, writer_pid) == 80);
+static_assert(offsetof(Slot, writer_start) == 84);
+static_assert(offsetof(Slot, reserved1) == 88);
 static_assert(offsetof(Slot, robust_next) - offsetof(Slot, owner) - offsetof(OwnerRecord, tid_word) == 32,
               "robust futex offset must be -32, as glibc's robust list uses");
 
@@ -120,7 +137,9 @@ static_assert(offsetof(Slot, robust_next) - offsetof(Slot, owner) - offsetof(Own
 struct alignas(64) ReaderRecord {
   OwnerRecord ident;      // tid_word/pid_word(pid)/aux(start time)/generation of the reader thread;
                           // all zero but generation when the record is free
-  uint64_t op;            // ReaderOp: slot (bits 0..29) | state (30..31) | ticket (32..63)
+  uint64_t op;            // ReaderOp: slot (bits 0..29) | state (30..31) | claim (32..63): the
+                          // ident generation of the claim it belongs to (an op of an
+                          // earlier claim is stale and means nothing)
   uint64_t robust_prev;
   uint64_t robust_next;   // kernel finds ident.tid_word at robust_next - 32
   uint64_t acquired_at;   // CLOCK_REALTIME_COARSE ns when it joined
@@ -138,16 +157,21 @@ static_assert(offsetof(ReaderRecord, incarnation) == 48);
 static_assert(offsetof(ReaderRecord, claimer_tid) == 52);
 static_assert(offsetof(ReaderRecord, robust_next) - offsetof(ReaderRecord, ident) == 32);
 
+// ReaderRecord::ident.pid_word flag: the dead reader this record names has
+// been reported (told to the history) by a recount, so the next recount that
+// finds it before it is freed does not report it again.
+inline constexpr uint32_t kReaderReported = 1u << 31;
+
 // ReaderOp states.
 enum class ReaderState : uint32_t { idle = 0, joining = 1, in = 2, leaving = 3 };
 inline constexpr uint64_t kReaderSlotMask = (uint64_t{1} << 30) - 1;
 
-constexpr uint64_t make_reader_op(uint32_t slot, ReaderState state, uint32_t ticket) {
-  return (uint64_t{slot} & kReaderSlotMask) | (uint64_t(state) << 30) | (uint64_t{ticket} << 32);
+constexpr uint64_t make_reader_op(uint32_t slot, ReaderState state, uint32_t claim) {
+  return (uint64_t{slot} & kReaderSlotMask) | (uint64_t(state) << 30) | (uint64_t{claim} << 32);
 }
 constexpr uint32_t reader_op_slot(uint64_t op) { return uint32_t(op & kReaderSlotMask); }
 constexpr ReaderState reader_op_state(uint64_t op) { return ReaderState((op >> 30) & 3); }
-constexpr uint32_t reader_op_ticket(uint64_t op) { return uint32_t(op >> 32); }
+constexpr uint32_t reader_op_claim(uint64_t op) { return uint32_t(op >> 32); }
 
 // ---------------------------------------------------------------------------
 // RingEntry: one history event in the crash-surviving ring (see engine/README.md).
@@ -222,7 +246,8 @@ struct Header {
   uint32_t extent_count;      // published extents (atomic; release on publish)
   uint32_t history_level;     // kHistoryOff, kHistoryRing, kHistoryPersisted (atomic)
   uint32_t reset_count;       // reboot resets so far
-  uint32_t reserved0;
+  uint32_t reader_hwm;        // reader records [0, reader_hwm) have ever been claimed (atomic max):
+                              // scans of the pool stop there
   uint64_t reserved1[2];
   ExtentDescriptor extents[kMaxExtents];
   alignas(64) uint64_t ring_head;  // next ring ticket (atomic fetch_add); alone on its cache line
@@ -247,6 +272,7 @@ static_assert(offsetof(Header, boot_id) == 80);
 static_assert(offsetof(Header, extent_count) == 96);
 static_assert(offsetof(Header, history_level) == 100);
 static_assert(offsetof(Header, reset_count) == 104);
+static_assert(offsetof(Header, reader_hwm) == 108);
 static_assert(offsetof(Header, extents) == 128);
 static_assert(offsetof(Header, ring_head) == 1152);
 inline constexpr size_t kHeaderCrcBytes = offsetof(Header, header_crc);

@@ -156,7 +156,7 @@ TEST_CASE("cli: init, ls, stat, rm happy paths") {
   json st = json::parse(r.out);
   CHECK(st["slots"]["capacity"] == 16);
   CHECK(st["slots"]["used"] == 1);
-  CHECK(st["format_version"] == 1);
+  CHECK(st["format_version"] == 2);
   CHECK(st["boot_id"].get<std::string>().size() == 36);
   CHECK(st["history"]["level"] == "persisted");
   CHECK(run({"stat", dir}).code == 0);

@@ -1,5 +1,6 @@
 // The on-disk formats: header validation, geometry, record packing, LMDB codecs.
 #include <catch2/catch.hpp>
+#include <fmt/format.h>
 #include <cstring>
 
 #include "atomic128.h"
@@ -49,7 +50,7 @@ TEST_CASE("reader op word round-trips") {
   uint64_t op = make_reader_op((1u << 30) - 1, ReaderState::leaving, 0xfedcba98u);
   CHECK(reader_op_slot(op) == (1u << 30) - 1);
   CHECK(reader_op_state(op) == ReaderState::leaving);
-  CHECK(reader_op_ticket(op) == 0xfedcba98u);
+  CHECK(reader_op_claim(op) == 0xfedcba98u);
 }
 
 TEST_CASE("extent geometry doubles and never overlaps") {
@@ -83,11 +84,11 @@ TEST_CASE("header validation names the file and the problem") {
     CHECK(s.message() == "/x/table: not a locktable file (bad magic)");
   }
   SECTION("newer version") {
-    h.magic[7] = '2';
-    h.format = (uint64_t{2} << 32) | (kFormat & 0xffffffffu);
+    h.magic[7] = char('0' + kVersion + 1);
+    h.format = (uint64_t{kVersion + 1} << 32) | (kFormat & 0xffffffffu);
     Status s = validate_header(h, size_of(h), "/x/table");
     CHECK(s.code() == Code::version_mismatch);
-    CHECK(s.message().find("version 2") != std::string::npos);
+    CHECK(s.message().find(fmt::format("version {}, this build reads version {}", kVersion + 1, kVersion)) != std::string::npos);
   }
   SECTION("different layout word") {
     h.format ^= 1;
@@ -213,8 +214,9 @@ TEST_CASE("corrupt LMDB records give an error naming the record") {
     CHECK(st.code() == Code::corrupt);
     CHECK(st.message().find("recovered record of slot 9") != std::string::npos);
   }
-  CHECK(decode_recent_recoveries(encode_recent_recoveries(RecentRecoveries{{1, 2, 3, 4, 5}}), &rr, 9).code() ==
-        Code::corrupt);
+  RecentRecoveries too_many;
+  too_many.dead.assign(kMaxRecentRecoveries + 1, 7);
+  CHECK(decode_recent_recoveries(encode_recent_recoveries(too_many), &rr, 9).code() == Code::corrupt);
   uint64_t old_form[2] = {(uint64_t{4688} << 32) | 4688, 7};
   CHECK(decode_recent_recoveries(std::string(reinterpret_cast<const char*>(old_form), 16), &rr, 9).code() ==
         Code::corrupt);

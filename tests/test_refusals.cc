@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <catch2/catch.hpp>
+#include <fmt/format.h>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -84,11 +85,19 @@ TEST_CASE("a table of a newer format, or with corrupt header fields, is refused"
   testing::RawTable raw(tmp.table());
   format::Header* h = raw.header();
   SECTION("newer version") {
-    h->magic[7] = '2';
-    h->format = (uint64_t{2} << 32) | (format::kFormat & 0xffffffffu);
+    h->magic[7] = char('0' + format::kVersion + 1);
+    h->format = (uint64_t{format::kVersion + 1} << 32) | (format::kFormat & 0xffffffffu);
     Status s = try_open(tmp.table());
     CHECK(s.code() == Code::version_mismatch);
-    CHECK(contains(s.message(), "version 2"));
+    CHECK(contains(s.message(), fmt::format("version {}, this build reads version {}", format::kVersion + 1,
+                                             format::kVersion)));
+  }
+  SECTION("older version (a table made by a build before format 2)") {
+    h->magic[7] = '1';
+    h->format = (uint64_t{1} << 32) | (format::kFormat & 0xffffffffu);
+    Status s = try_open(tmp.table());
+    CHECK(s.code() == Code::version_mismatch);
+    CHECK(contains(s.message(), tmp.table() + "/table: table format version 1, this build reads version 2"));
   }
   SECTION("immutable field") {
     h->ring_entries = 12345;  // caught by the checksum before the ring check

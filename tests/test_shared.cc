@@ -135,6 +135,101 @@ TEST_CASE("shared: a writer is not starved by a stream of overlapping readers") 
   expect_consistent(*t);
 }
 
+// The race behind the starvation seen with chains of `locktable run --shared`
+// (each reader starting the next while it holds): when the last reader left,
+// the lock became plain FREE and the waiting writer raced the readers that
+// had queued behind it. A waiting writer must get the lock first. The writer
+// is stopped (SIGSTOP) at the moment the last reader leaves, so a newer
+// reader that could slip in would do so for certain.
+TEST_CASE("shared: when the last reader leaves, a waiting writer gets the lock before readers that came after it") {
+  TempDir tmp;
+  auto t = open_table(tmp.table());
+  SharedState* st = shared_state();
+  Pipe holding, release_first, writer_in, second_in;
+  pid_t first = spawn([&] {
+    std::unique_ptr<Table> tt;
+    Lock rl = child_lock(tmp.table(), "hot", &tt);
+    if (!rl.acquire(Mode::shared).status.ok()) return 1;
+    holding.send();
+    if (release_first.receive() != '.') return 2;
+    return rl.release(Mode::shared).ok() ? 0 : 3;
+  });
+  REQUIRE(holding.receive() == '.');
+  pid_t writer = spawn([&] {
+    std::unique_ptr<Table> tt;
+    Lock wl = child_lock(tmp.table(), "hot", &tt);
+    if (!wl.acquire(Mode::exclusive, Deadline::after(std::chrono::seconds(20))).status.ok()) return 1;
+    st->writer_inside = 1;
+    writer_in.send();
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    st->writer_inside = 0;
+    return wl.release().ok() ? 0 : 2;
+  });
+  std::this_thread::sleep_for(std::chrono::milliseconds(150));  // the writer waits, keeping new readers out
+  pid_t second = spawn([&] {
+    std::unique_ptr<Table> tt;
+    Lock rl = child_lock(tmp.table(), "hot", &tt);
+    if (!rl.acquire(Mode::shared, Deadline::after(std::chrono::seconds(20))).status.ok()) return 1;
+    if (st->writer_inside.load() != 0) st->violations.fetch_add(1);
+    second_in.send();
+    return rl.release(Mode::shared).ok() ? 0 : 2;
+  });
+  std::this_thread::sleep_for(std::chrono::milliseconds(150));
+  CHECK(second_in.receive(0) == 0);  // kept out by the waiting writer
+  REQUIRE(::kill(writer, SIGSTOP) == 0);
+  release_first.send();
+  CHECK(wait_child(first) == 0);
+  // The lock is free, the writer is stopped: a newer reader must still stay out.
+  CHECK(second_in.receive(300) == 0);
+  REQUIRE(::kill(writer, SIGCONT) == 0);
+  CHECK(writer_in.receive(5000) == '.');
+  CHECK(second_in.receive(5000) == '.');
+  CHECK(wait_child(writer) == 0);
+  CHECK(wait_child(second) == 0);
+  CHECK(st->violations.load() == 0);
+  expect_consistent(*t);
+}
+
+// A writer that dies while it waits must not keep readers out for ever.
+TEST_CASE("shared: a writer killed while it waits does not keep readers out") {
+  TempDir tmp;
+  auto t = open_table(tmp.table());
+  Pipe holding, release_first, second_in;
+  pid_t first = spawn([&] {
+    std::unique_ptr<Table> tt;
+    Lock rl = child_lock(tmp.table(), "hot", &tt);
+    if (!rl.acquire(Mode::shared).status.ok()) return 1;
+    holding.send();
+    if (release_first.receive() != '.') return 2;
+    return rl.release(Mode::shared).ok() ? 0 : 3;
+  });
+  REQUIRE(holding.receive() == '.');
+  pid_t writer = spawn([&] {
+    std::unique_ptr<Table> tt;
+    Lock wl = child_lock(tmp.table(), "hot", &tt);
+    (void)wl.acquire(Mode::exclusive, Deadline::after(std::chrono::seconds(20)));
+    return 0;
+  });
+  std::this_thread::sleep_for(std::chrono::milliseconds(150));
+  pid_t second = spawn([&] {
+    std::unique_ptr<Table> tt;
+    Lock rl = child_lock(tmp.table(), "hot", &tt);
+    if (!rl.acquire(Mode::shared, Deadline::after(std::chrono::seconds(20))).status.ok()) return 1;
+    second_in.send();
+    return rl.release(Mode::shared).ok() ? 0 : 2;
+  });
+  std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  ::kill(writer, SIGKILL);
+  CHECK(wait_child(writer) == 128 + SIGKILL);
+  release_first.send();
+  CHECK(wait_child(first) == 0);
+  double start = testing::now_ms();
+  CHECK(second_in.receive(5000) == '.');
+  CHECK(testing::now_ms() - start < 1000);
+  CHECK(wait_child(second) == 0);
+  expect_consistent(*t);
+}
+
 TEST_CASE("shared: SIGKILL of readers frees the lock for a writer, which is told abandoned") {
   int victims = GENERATE(1, 3);
   TempDir tmp;

@@ -232,13 +232,20 @@ void check_takeovers(Table& table) {
     violation("history could not be read");
     return;
   }
-  std::map<std::tuple<std::string, uint32_t, uint32_t>, int> recovered;
+  std::map<std::tuple<std::string, uint32_t, uint32_t>, const Event*> recovered;
   uint64_t lost = 0;
   for (const Event& e : events) {
     if (e.kind == EventKind::lost) lost += e.count;
     if (e.kind != EventKind::recovered) continue;
-    int& n = recovered[{e.name, e.dead_owner.pid, e.dead_owner.tid}];
-    if (++n == 2) violation("dead owner pid %u tid %u recovered twice", e.dead_owner.pid, e.dead_owner.tid);
+    auto [it, first] = recovered.emplace(std::make_tuple(e.name, e.dead_owner.pid, e.dead_owner.tid), &e);
+    if (!first) {
+      const Event& p = *it->second;
+      std::printf("recovered twice: %s dead %u/%u: seq %llu (%s, by %u) and seq %llu (%s, by %u)\n", e.name.c_str(),
+                  e.dead_owner.pid, e.dead_owner.tid, (unsigned long long)p.seq,
+                  p.mode == Mode::shared ? "shared" : "exclusive", p.pid, (unsigned long long)e.seq,
+                  e.mode == Mode::shared ? "shared" : "exclusive", e.pid);
+      violation("dead owner pid %u tid %u recovered twice", e.dead_owner.pid, e.dead_owner.tid);
+    }
   }
   // Tickets taken by writers killed before they wrote them are counted lost.
   // A takeover a worker reported was recorded before its acquire returned, so
@@ -277,7 +284,6 @@ void dump_state(const std::string& dir, Table& table) {
   auto* base = static_cast<const char*>(m);
   auto* h = reinterpret_cast<const format::Header*>(base);
   namespace f = locktable::format;
-  auto* locks = reinterpret_cast<const f::Slot*>(base + h->extents[0].offset);
   for (uint32_t k = 0; k < h->extent_count; ++k) {
     const f::ExtentDescriptor& e = h->extents[k];
     auto* slots = reinterpret_cast<const f::Slot*>(base + e.offset);
@@ -292,12 +298,10 @@ void dump_state(const std::string& dir, Table& table) {
     for (uint32_t j = 0; j < e.reader_count; ++j) {
       const f::ReaderRecord& r = readers[j];
       uint32_t slot = f::reader_op_slot(r.op);
-      bool named = false;
-      for (int i = 0; i < kLocks; ++i) named |= locks[i].owner.aux == e.first_reader + j + 1;
-      if (!named && r.op == 0 && r.ident.pid_word == 0 && r.ident.tid_word == 0) continue;
-      std::printf("reader %u: ident tid_word %#x pid_word %#x aux %u gen %u claimer %u op slot %u state %u ticket %u\n",
+      if (r.op == 0 && r.ident.pid_word == 0 && r.ident.tid_word == 0) continue;
+      std::printf("reader %u: ident tid_word %#x pid_word %#x aux %u gen %u claimer %u op slot %u state %u claim %u\n",
                   e.first_reader + j, r.ident.tid_word, r.ident.pid_word, r.ident.aux, r.ident.generation,
-                  r.claimer_tid, slot, uint32_t(f::reader_op_state(r.op)), f::reader_op_ticket(r.op));
+                  r.claimer_tid, slot, uint32_t(f::reader_op_state(r.op)), f::reader_op_claim(r.op));
     }
   }
   munmap(m, size_t(st.st_size));

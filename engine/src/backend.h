@@ -69,6 +69,8 @@ class Backend {
   // Whether the calling thread holds `lock` abandoned and has not yet marked it consistent.
   virtual bool holds_abandoned(const Lock& lock) = 0;
   virtual Status mark_consistent(Lock& lock) = 0;
+  // The fencing token of the calling thread's hold of `lock`, 0 if not held.
+  virtual uint64_t token(const Lock& lock) = 0;
 
   // --- inspection and maintenance ---
   virtual Status list_each(const LockVisitor& visit) = 0;
@@ -92,7 +94,7 @@ struct LockAccess {
   struct Fields {
     std::shared_ptr<Backend> backend;
     void* state = nullptr;                     // the backend's per-lock state (local: format::Slot*)
-    const uint32_t* history_level = nullptr;   // local: the header's history level
+    const void* hot = nullptr;                 // local: the table's LocalHot (local/hot_path.h)
     uint32_t index = 0;                        // local: slot index
     uint32_t incarnation = 0;                  // local: slot incarnation
     std::string name;
@@ -101,14 +103,14 @@ struct LockAccess {
     lock->kind_ = uint8_t(fields.backend ? fields.backend->kind() : BackendKind::none);
     lock->backend_ = std::move(fields.backend);
     lock->state_ = fields.state;
-    lock->history_level_ = fields.history_level;
+    lock->hot_ = fields.hot;
     lock->index_ = fields.index;
     lock->incarnation_ = fields.incarnation;
     lock->name_ = std::move(fields.name);
   }
   static BackendKind kind(const Lock& l) { return BackendKind(l.kind_); }
   static void* state(const Lock& l) { return l.state_; }
-  static const uint32_t* history_level(const Lock& l) { return l.history_level_; }
+  static const void* hot(const Lock& l) { return l.hot_; }
   static uint32_t index(const Lock& l) { return l.index_; }
   static uint32_t incarnation(const Lock& l) { return l.incarnation_; }
   static Backend* backend(const Lock& l) { return l.backend_.get(); }

@@ -12,7 +12,6 @@ uint64_t read(clockid_t id) {
 }
 }  // namespace
 
-uint64_t realtime_coarse_ns() { return read(CLOCK_REALTIME_COARSE); }
 uint64_t realtime_ns() { return read(CLOCK_REALTIME); }
 uint64_t monotonic_ns() { return read(CLOCK_MONOTONIC); }
 

@@ -13,22 +13,63 @@ namespace {
 
 Status empty_handle() { return Status(Code::invalid_argument, "empty lock handle"); }
 
+// One function per path, each out of line, so that Lock::acquire and
+// Lock::release are a test and a jump, and each path saves only the
+// registers it needs.
+[[gnu::noinline]] AcquireResult acquire_backend(Lock& lock, Mode mode, const Deadline& deadline) {
+  detail::Backend* backend = detail::LockAccess::backend(lock);
+  if (backend == nullptr) return AcquireResult{empty_handle(), {}};
+  return backend->acquire(lock, mode, deadline);
+}
+
+[[gnu::noinline]] AcquireResult acquire_local_exclusive(Lock& lock, const Deadline& deadline) {
+  uint64_t token;
+  if (detail::local_fast_acquire(lock, &token)) return AcquireResult{Status(), {}, token};
+  return acquire_backend(lock, Mode::exclusive, deadline);
+}
+
+[[gnu::noinline]] AcquireResult acquire_local_shared(Lock& lock, const Deadline& deadline) {
+  uint64_t token;
+  if (detail::local_fast_acquire_shared(lock, &token)) return AcquireResult{Status(), {}, token};
+  return acquire_backend(lock, Mode::shared, deadline);
+}
+
+[[gnu::noinline]] Status release_backend(Lock& lock, Mode mode) {
+  detail::Backend* backend = detail::LockAccess::backend(lock);
+  if (backend == nullptr) return empty_handle();
+  return backend->release(lock, mode);
+}
+
+[[gnu::noinline]] Status release_local_exclusive(Lock& lock) {
+  detail::ReleaseTail tail;
+  if (!detail::try_release_exclusive_fast(static_cast<format::Slot*>(detail::LockAccess::state(lock)),
+                                          detail::LockAccess::incarnation(lock),
+                                          detail::hot_of(lock)->history_level, &tail)) {
+    return release_backend(lock, Mode::exclusive);
+  }
+  if (__builtin_expect(detail::release_tail_pending(tail), 0)) detail::finish_fast_release(lock, tail);
+  return Status::OK();
+}
+
+[[gnu::noinline]] Status release_local_shared(Lock& lock) {
+  if (detail::local_fast_release_shared(lock)) return Status::OK();
+  return release_backend(lock, Mode::shared);
+}
+
 }  // namespace
 
 AcquireResult Lock::acquire(Mode mode, Deadline deadline) {
-  if (kind_ == uint8_t(BackendKind::local) && mode == Mode::exclusive && detail::local_fast_acquire(*this)) {
-    return AcquireResult{};
+  if (kind_ == uint8_t(BackendKind::local)) {
+    return mode == Mode::exclusive ? acquire_local_exclusive(*this, deadline) : acquire_local_shared(*this, deadline);
   }
-  if (backend_ == nullptr) return AcquireResult{empty_handle(), {}};
-  return backend_->acquire(*this, mode, deadline);
+  return acquire_backend(*this, mode, deadline);
 }
 
 Status Lock::release(Mode mode) {
-  if (kind_ == uint8_t(BackendKind::local) && mode == Mode::exclusive && detail::local_fast_release(*this)) {
-    return Status::OK();
+  if (kind_ == uint8_t(BackendKind::local)) {
+    return mode == Mode::exclusive ? release_local_exclusive(*this) : release_local_shared(*this);
   }
-  if (backend_ == nullptr) return empty_handle();
-  return backend_->release(*this, mode);
+  return release_backend(*this, mode);
 }
 
 bool Lock::abandoned() const { return backend_ != nullptr && backend_->holds_abandoned(*this); }
@@ -37,6 +78,8 @@ Status Lock::mark_consistent() {
   if (backend_ == nullptr) return empty_handle();
   return backend_->mark_consistent(*this);
 }
+
+uint64_t Lock::token() const { return backend_ == nullptr ? 0 : backend_->token(*this); }
 
 void Lock::lock() {
   AcquireResult r = acquire(Mode::exclusive, Deadline::never());

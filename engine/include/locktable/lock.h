@@ -64,6 +64,10 @@ class Lock {
   // holder left half-done: the lock stops reporting "abandoned".
   Status mark_consistent();
 
+  // The fencing token of the calling thread's hold (AcquireResult::token),
+  // or 0 when it does not hold the lock.
+  uint64_t token() const;
+
   // Lockable / TimedLockable.
   void lock();
   bool try_lock();
@@ -97,7 +101,7 @@ class Lock {
 
   std::shared_ptr<detail::Backend> backend_;  // keeps the table open
   void* state_ = nullptr;                     // the backend's per-lock state (mapped table: the slot)
-  const uint32_t* history_level_ = nullptr;   // mapped table: the header's history level
+  const void* hot_ = nullptr;                 // what the backend's inline paths need of the table
   uint32_t index_ = 0;
   uint32_t incarnation_ = 0;
   uint8_t kind_ = 0;                          // which backend made it (tested on the hot path)

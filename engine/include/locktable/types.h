@@ -60,6 +60,12 @@ class Deadline {
 struct [[nodiscard]] AcquireResult {
   Status status;
   Owner dead_owner;
+  // Held: the fencing token. It grows with every exclusive acquisition of the
+  // name and never goes back, also across removal and re-creation of the name
+  // and after a reboot; storage that remembers the largest token it has seen
+  // can refuse a paused holder's late writes. A shared holder gets the token
+  // of the exclusive epoch it reads in.
+  uint64_t token = 0;
 
   bool held() const { return status.ok() || status.code() == Code::abandoned; }
   bool abandoned() const { return status.code() == Code::abandoned; }

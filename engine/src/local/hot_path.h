@@ -1,9 +1,9 @@
-// The mapped-table backend's uncontended exclusive acquire and release,
-// inline, so that Lock::acquire and Lock::release (engine/src/lock.cc) run
-// them on the handle's cached slot pointer with no virtual call (see
-// backend.h). Everything they do not finish goes to the slow paths in
-// lock_protocol.h through the backend. The protocol is specified in
-// lock_protocol.cc.
+// The mapped-table backend's uncontended acquire and release, exclusive and
+// shared, inline, so that Lock::acquire and Lock::release (engine/src/lock.cc)
+// run them on the handle's cached slot pointer with no virtual call (see
+// backend.h). Whatever they do not finish goes to the slow paths in
+// lock_protocol.h through the backend; they change nothing when they give up.
+// The protocol is specified in lock_protocol.cc.
 #pragma once
 
 #include <cstdint>
@@ -11,7 +11,9 @@
 #include "atomic128.h"
 #include "backend.h"
 #include "clock.h"
+#include "crash_point.h"
 #include "history_ring.h"
+#include "reader_records.h"
 #include "robust_list.h"
 #include "slot_state.h"
 #include "table_format.h"
@@ -19,103 +21,125 @@
 
 namespace locktable::detail {
 
-inline void track_hold(ThreadSelf& me, format::Slot* s, const Word128& written) {
-  if (me.held_count < kTrackedHolds) me.held[me.held_count++] = TrackedHold{s, written.lo, written.hi};
-}
-
-// Forgets the hold of `s`; true (and the record written at acquire in
-// *written) if it was tracked.
-inline bool untrack_hold(ThreadSelf& me, format::Slot* s, Word128* written = nullptr) {
-  for (uint32_t i = me.held_count; i-- > 0;) {
-    if (me.held[i].slot == s) {
-      if (written != nullptr) *written = Word128{me.held[i].lo, me.held[i].hi};
-      me.held[i] = me.held[--me.held_count];
-      return true;
-    }
-  }
-  return false;
-}
+// What the inline paths need of their table, reached through Lock::hot_.
+struct LocalHot {
+  const uint32_t* history_level;  // the header's level word (any process may change it)
+  uint64_t file_id;               // TableFile::id(): keys the reader-record cache
+};
 
 // Wakes the threads asleep on the slot after a change away from `old`: all of
 // them when readers wait (they may all get in), otherwise one.
 void wake_waiters(format::Slot* s, const Word128& old);
 
 // Bookkeeping an exclusive owner does right after its CAS: put the slot on the
-// thread's robust list, record its tid for after the kernel clears it, and
-// remember the record written (the release CAS expects it). The caller stamps
-// the acquisition time (set_acquired_at), sharing the clock read with history.
+// thread's robust list and record its tid for after the kernel clears it. The
+// caller stamps the acquisition time (set_acquired_at) and takes the token.
 inline void after_exclusive_acquire(format::Slot* s, ThreadSelf& me, const Word128& written) {
   if (RobustHead* head = me.robust) {
     robust_enqueue(head, &s->robust_next);
     robust_clear_pending(head);
   }
-  __atomic_store_n(&s->owner_shadow, uint64_t{me.tid} | (uint64_t{generation(written)} << 32), __ATOMIC_RELAXED);
-  track_hold(me, s, written);
+  __atomic_store_n(&s->owner_shadow, (written.hi & ~uint64_t{0xffffffff}) | me.tid, __ATOMIC_RELAXED);
 }
 
 inline void set_acquired_at(format::Slot* s, uint64_t now_ns) {
   __atomic_store_n(&s->acquired_at, now_ns, __ATOMIC_RELAXED);
 }
 
-// Uncontended exclusive acquire: the record is FREE with no flags and no
-// pending reader operation. One 16-byte CAS. (A variant that skipped the read
-// and CASed against the last FREE record the handle saw measured no faster, and
-// had to give back a re-created name's lock after the fact.)
-inline bool try_acquire_exclusive_fast(format::Slot* s, uint32_t incarnation, ThreadSelf& me) {
-  Word128 cur = guess128(&s->owner);
-  if (cur.lo != 0 || aux_word(cur) != 0) return false;
-  if (load_incarnation(s) != incarnation) return false;  // after reading the record (see protocol)
-  Word128 desired = make_word(me.tid, me.pid, me.start, generation(cur) + 1);
-  RobustHead* head = me.robust;
-  if (head != nullptr) robust_pending(head, &s->robust_next);
-  if (!cas128(&s->owner, cur, desired)) {
-    if (head != nullptr) robust_clear_pending(head);
-    return false;
-  }
-  after_exclusive_acquire(s, me, desired);
-  return true;
+// The new exclusive owner's fencing token. REQUIRES: the caller just acquired
+// `s` exclusively (it is the only writer of the token).
+inline uint64_t take_token(format::Slot* s) {
+  uint64_t t = __atomic_load_n(&s->token, __ATOMIC_RELAXED) + 1;
+  __atomic_store_n(&s->token, t, __ATOMIC_RELAXED);
+  return t;
 }
 
-// Exclusive release by a thread that tracked the hold and owes no repair (the
-// common case). Returns false, having changed nothing, otherwise. The CAS
-// expects the record this thread wrote at acquire (no read first); waiters may
-// have added their bits since, which the failed CAS reports.
-inline bool try_release_exclusive_fast(format::Slot* s, uint32_t incarnation, ThreadSelf& me) {
-  if (me.abandoned_count != 0) return false;  // a release may have to pass "abandoned" on
-  if (load_incarnation(s) != incarnation) return false;  // a stale handle (slow path says so)
-  Word128 cur;
-  // Tracked means this thread acquired it and has not released it: it owns it
-  // (a live owner is never taken over), so unlinking its list node is safe.
-  if (!untrack_hold(me, s, &cur)) return false;
+// Uncontended exclusive acquire: the record is FREE with no flag and no
+// waiter bit. One 16-byte CAS, from the value this thread last wrote there
+// when it has one (a failed CAS returns the current value: one more try).
+inline bool try_acquire_exclusive_fast(format::Slot* s, uint32_t incarnation, ThreadSelf& me) {
+  Word128 cur = likely_value(me, s);
+  RobustHead* head = me.robust;
+  for (int attempt = 0;; ++attempt) {
+    if (cur.lo != 0) return false;
+    // After the record was read (or CASed from a value this thread wrote,
+    // which no removal and re-creation can bring back): see NAMES.
+    if (load_incarnation(s) != incarnation) return false;
+    // FREE has aux 0: (me, start time, generation + 1).
+    const Word128 desired{me.owner_lo, ((cur.hi & ~uint64_t{0xffffffff}) + (uint64_t{1} << 32)) | me.start};
+    if (head != nullptr) robust_pending(head, &s->robust_next);
+    if (cas128(&s->owner, cur, desired)) {
+      after_exclusive_acquire(s, me, desired);
+      remember_value(me, s, desired);
+      return true;
+    }
+    if (head != nullptr) robust_clear_pending(head);
+    if (attempt == 1) return false;
+  }
+}
+
+// What an inline exclusive release leaves to do, out of line: wake a waiter,
+// record the release. Only then does the release make a call.
+struct ReleaseTail {
+  Word128 old;           // the record the release CAS replaced
+  uint64_t acquired_at;  // with history on: when the released hold began
+  bool history;          // record a `released` event
+};
+
+// Exclusive release by an owner that owes no repair (the common case), with
+// no call: false, having changed nothing, otherwise. *tail says what is left.
+inline bool try_release_exclusive_fast(format::Slot* s, uint32_t incarnation, const uint32_t* history_level,
+                                       ReleaseTail* tail) {
+  ThreadSelf& me = tls_self;
+  if (me.ready == 0 || me.abandoned_count != 0) return false;  // a release may have to pass "abandoned" on
+  if (load_incarnation(s) != incarnation) return false;       // a stale handle (slow path says so)
+  Word128 cur = guess128(&s->owner);
+  // tid_word and pid_word are read together (one 8-byte load): if they name
+  // this thread it owns the lock, and nothing but waiter bits can change
+  // under a live owner. The CAS corrects a stale generation or waiter bits.
+  if (!owned_by_fast(cur, me)) return false;
+  tail->history = __atomic_load_n(history_level, __ATOMIC_RELAXED) != format::kHistoryOff;
+  tail->acquired_at = tail->history ? __atomic_load_n(&s->acquired_at, __ATOMIC_RELAXED) : 0;
   RobustHead* head = me.robust;
   if (head != nullptr) {
     robust_pending(head, &s->robust_next);
     robust_dequeue(head, &s->robust_next);
   }
-  // Only the WAITERS / SHARED_WAITERS bits can change under an owner; the CAS
-  // fails at most until it has seen them.
-  Word128 desired = make_word(0, 0, 0, generation(cur) + 1);
-  while (!cas128(&s->owner, cur, desired)) {
-  }
+  Word128 desired;
+  do {
+    desired = make_word(0, 0, 0, generation(cur) + 1);
+  } while (!cas128(&s->owner, cur, desired));
   if (head != nullptr) robust_clear_pending(head);
-  if (tid_word(cur) & format::kWaiters) wake_waiters(s, cur);
+  remember_value(me, s, desired);
+  tail->old = cur;
   return true;
 }
+
+inline bool release_tail_pending(const ReleaseTail& tail) {
+  return tail.history || (tid_word(tail.old) & format::kWaiters) != 0;
+}
+
+// The rest of an inline exclusive release (local_table.cc): wakes a waiter,
+// records the event.
+void finish_fast_release(Lock& lock, const ReleaseTail& tail);
 
 // Appends a history event of the handle's table (local_table.cc).
 void local_record(Backend* backend, const RingEvent& ev, uint64_t time_ns);
 
-inline bool history_on(const uint32_t* level) {
-  return __atomic_load_n(level, __ATOMIC_RELAXED) != format::kHistoryOff;
+inline bool history_on(const LocalHot* hot) {
+  return __atomic_load_n(hot->history_level, __ATOMIC_RELAXED) != format::kHistoryOff;
 }
 
+inline const LocalHot* hot_of(const Lock& lock) { return static_cast<const LocalHot*>(LockAccess::hot(lock)); }
+
 // REQUIRES: `lock` was made by the mapped-table backend.
-inline bool local_fast_acquire(Lock& lock) {
+inline bool local_fast_acquire(Lock& lock, uint64_t* token) {
   auto* s = static_cast<format::Slot*>(LockAccess::state(lock));
   if (!try_acquire_exclusive_fast(s, LockAccess::incarnation(lock), thread_self())) return false;
-  uint64_t now = realtime_coarse_ns();
+  *token = take_token(s);
+  const uint64_t now = realtime_coarse_ns();
   set_acquired_at(s, now);
-  if (history_on(LockAccess::history_level(lock))) {
+  if (history_on(hot_of(lock))) {
     local_record(LockAccess::backend(lock),
                  RingEvent{format::kEventAcquired, format::kModeExclusive, 0, LockAccess::index(lock),
                            LockAccess::incarnation(lock), 0, 0},
@@ -124,17 +148,103 @@ inline bool local_fast_acquire(Lock& lock) {
   return true;
 }
 
+// Uncontended shared acquire (SHARED MODE in lock_protocol.cc, steps 1-3):
+// the thread has an idle reader record of this table cached and room for one
+// more hold, and the lock is FREE or SHARED with no writer waiting, not
+// retired and not abandoned (the slow path reports that).
 // REQUIRES: `lock` was made by the mapped-table backend.
-inline bool local_fast_release(Lock& lock) {
+inline bool local_fast_acquire_shared(Lock& lock, uint64_t* token) {
   auto* s = static_cast<format::Slot*>(LockAccess::state(lock));
-  const bool history = history_on(LockAccess::history_level(lock));
-  uint64_t acquired_at = history ? __atomic_load_n(&s->acquired_at, __ATOMIC_RELAXED) : 0;
-  if (!try_release_exclusive_fast(s, LockAccess::incarnation(lock), thread_self())) return false;
-  if (history) {
-    uint64_t now = realtime_coarse_ns();
+  ThreadSelf& me = thread_self();
+  const LocalHot* hot = hot_of(lock);
+  if (me.shared_count >= kInlineSharedHolds || find_inline_shared_hold(me, s) != nullptr) return false;
+  uint32_t c = me.cached_count;
+  while (c > 0 && me.cache[c - 1].table != hot->file_id) --c;
+  if (c == 0) return false;
+  const CachedReader rec = me.cache[c - 1];
+  const uint32_t index = LockAccess::index(lock);
+  Word128 cur = likely_value(me, s);
+  Word128 desired;
+  for (int attempt = 0;; ++attempt) {
+    const uint32_t pw = pid_word(cur);
+    const uint32_t count = pw & format::kPidMask;  // FREE: 0
+    if ((pw & (format::kRetired | format::kWriterWaiting | format::kAbandoned)) || (!is_shared(pw) && count != 0) ||
+        count == format::kPidMask) {
+      return false;
+    }
+    if (load_incarnation(s) != LockAccess::incarnation(lock)) return false;
+    store_op(rec.record, format::make_reader_op(index, format::ReaderState::joining, rec.claim));
+    crash_point("join:after_intent");  // test builds only (crash_point.h); nothing otherwise
+    desired = make_word(tid_word(cur) & format::kWaiters, format::kSharedMode | (pw & format::kSharedWaiters) | (count + 1),
+                        0, generation(cur) + 1);
+    if (cas128(&s->owner, cur, desired)) break;
+    store_op(rec.record, format::make_reader_op(index, format::ReaderState::idle, rec.claim));
+    if (attempt == 1) return false;
+  }
+  crash_point("join:after_cas");
+  store_op(rec.record, format::make_reader_op(index, format::ReaderState::in, rec.claim));
+  remember_value(me, s, desired);
+  me.cache[c - 1] = me.cache[--me.cached_count];
+  me.shared[me.shared_count++] = SharedHold{s, rec.record, rec.index, rec.claim};
+  const uint64_t now = realtime_coarse_ns();
+  __atomic_store_n(&rec.record->acquired_at, now, __ATOMIC_RELAXED);
+  __atomic_store_n(&rec.record->incarnation, LockAccess::incarnation(lock), __ATOMIC_RELAXED);
+  *token = __atomic_load_n(&s->token, __ATOMIC_RELAXED);
+  if (history_on(hot)) {
     local_record(LockAccess::backend(lock),
-                 RingEvent{format::kEventReleased, format::kModeExclusive, 0, LockAccess::index(lock),
-                           LockAccess::incarnation(lock), 0, now > acquired_at ? now - acquired_at : 0},
+                 RingEvent{format::kEventAcquired, format::kModeShared, 0, index, LockAccess::incarnation(lock), 0, 0},
+                 now);
+  }
+  return true;
+}
+
+// Uncontended shared release of an inline hold with room for its record in
+// the cache. REQUIRES: `lock` was made by the mapped-table backend.
+inline bool local_fast_release_shared(Lock& lock) {
+  auto* s = static_cast<format::Slot*>(LockAccess::state(lock));
+  ThreadSelf& me = thread_self();
+  SharedHold* hold = find_inline_shared_hold(me, s);
+  if (hold == nullptr || me.cached_count >= kReaderCacheSize) return false;
+  if (load_incarnation(s) != LockAccess::incarnation(lock)) return false;
+  const SharedHold h = *hold;
+  const uint32_t index = LockAccess::index(lock);
+  store_op(h.record, format::make_reader_op(index, format::ReaderState::leaving, h.claim));
+  crash_point("leave:after_intent");
+  // This thread is counted, so the record is SHARED with a count of at
+  // least 1; a CAS from a stale guess fails and returns the current value.
+  Word128 cur = likely_value(me, s);
+  Word128 desired;
+  uint32_t pw;
+  for (int attempt = 0;; ++attempt) {
+    pw = pid_word(cur);
+    const uint32_t count = pw & format::kPidMask;
+    if (!is_shared(pw) || count == 0) {  // a stale or torn guess
+      if (attempt == 0) {
+        cur = guess128(&s->owner);
+        continue;
+      }
+      store_op(h.record, format::make_reader_op(index, format::ReaderState::in, h.claim));
+      return false;
+    }
+    // The last reader keeps WRITER_WAITING and ABANDONED (lock_protocol.cc).
+    desired = count == 1 ? make_word(0, pw & (format::kAbandoned | format::kWriterWaiting), 0, generation(cur) + 1)
+                         : make_word(tid_word(cur), pw - 1, 0, generation(cur) + 1);
+    if (cas128(&s->owner, cur, desired)) break;
+  }
+  remember_value(me, s, desired);
+  crash_point("leave:after_cas");
+  store_op(h.record, format::make_reader_op(index, format::ReaderState::idle, h.claim));
+  *hold = me.shared[--me.shared_count];
+  crash_point("leave:before_free");
+  me.cache[me.cached_count++] = CachedReader{hot_of(lock)->file_id, h.record, h.record_index, h.claim};
+  if ((pw & format::kPidMask) == 1 && (tid_word(cur) & format::kWaiters)) wake_waiters(s, cur);
+  if (history_on(hot_of(lock))) {
+    const uint64_t now = realtime_coarse_ns();
+    const uint64_t since = __atomic_load_n(&h.record->acquired_at, __ATOMIC_RELAXED);
+    local_record(LockAccess::backend(lock),
+                 RingEvent{format::kEventReleased, format::kModeShared,
+                           uint16_t((pw & format::kAbandoned) ? format::kEventAbandoned : 0), index,
+                           LockAccess::incarnation(lock), 0, now > since ? now - since : 0},
                  now);
   }
   return true;

@@ -118,6 +118,7 @@ Status LocalTable::open(const Options& options) {
     if (s = txn.commit(); !s.ok()) return s;
   }
   ring_ = std::make_unique<HistoryRing>(file_->header(), file_->ring(), file_->ring_mask());
+  hot_ = LocalHot{ring_->level_word(), file_->id()};
   names_ = std::make_unique<NameMap>(dir_, *file_, *lmdb_, *ring_);
   history_ = std::make_unique<HistoryStore>(*file_, *lmdb_);
 
@@ -193,7 +194,7 @@ Status LocalTable::make_handle(const std::shared_ptr<Backend>& self, std::string
   if (load_incarnation(slot) == rec.incarnation && slot_is_retired(slot)) {
     if (Status s = names_->repair_interrupted_removal(name, rec); !s.ok()) return s;
   }
-  LockAccess::fill(out, LockAccess::Fields{self, slot, ring_->level_word(), rec.slot, rec.incarnation,
+  LockAccess::fill(out, LockAccess::Fields{self, slot, &hot_, rec.slot, rec.incarnation,
                                            std::string(name)});
   return Status::OK();
 }
@@ -258,6 +259,17 @@ void local_record(Backend* backend, const RingEvent& ev, uint64_t time_ns) {
   static_cast<LocalTable*>(backend)->ring().record_at(ev, time_ns);
 }
 
+void finish_fast_release(Lock& lock, const ReleaseTail& tail) {
+  if (tid_word(tail.old) & format::kWaiters) wake_waiters(static_cast<format::Slot*>(LockAccess::state(lock)), tail.old);
+  if (tail.history) {
+    const uint64_t now = realtime_coarse_ns();
+    local_record(LockAccess::backend(lock),
+                 RingEvent{format::kEventReleased, format::kModeExclusive, 0, LockAccess::index(lock),
+                           LockAccess::incarnation(lock), 0, now > tail.acquired_at ? now - tail.acquired_at : 0},
+                 now);
+  }
+}
+
 void LocalTable::dead_found(uint32_t slot_index, const Owner& dead, Mode mode) {
   if (!ring_->on()) return;
   format::Slot* s = file_->slot(slot_index);
@@ -271,7 +283,7 @@ AcquireResult LocalTable::acquire(Lock& lock, Mode mode, const Deadline& deadlin
   const std::string& name = lock.name();
   Acquired a = mode == Mode::exclusive
                    ? acquire_exclusive(*file_, slot, index, inc, deadline, *this)
-                   : acquire_shared(*file_, slot, index, inc, deadline, realtime_coarse_ns(), *this);
+                   : acquire_shared(*file_, slot, index, inc, deadline, *this);
   const uint8_t m = uint8_t(mode);
   switch (a.code) {
     case Code::ok:
@@ -280,12 +292,12 @@ AcquireResult LocalTable::acquire(Lock& lock, Mode mode, const Deadline& deadlin
       // (A takeover's `recovered` event was recorded before its CAS: dead_found.)
       ring_->record(RingEvent{format::kEventAcquired, m, uint16_t(abandoned ? format::kEventAbandoned : 0), index,
                               inc, 0, a.wait_ns});
-      if (!abandoned) return AcquireResult{};
+      if (!abandoned) return AcquireResult{Status::OK(), {}, a.token};
       return AcquireResult{Status(Code::abandoned,
                                   fmt::format("lock {}: previous holder (pid {}, tid {}) died holding it; repair, "
                                               "then mark_consistent()",
                                               quote_name(name), a.dead_owner.pid, a.dead_owner.tid)),
-                           a.dead_owner};
+                           a.dead_owner, a.token};
     }
     case Code::timed_out:
       ring_->record(RingEvent{format::kEventTimeout, m, 0, index, inc, 0, a.wait_ns});
@@ -340,6 +352,10 @@ Status LocalTable::release(Lock& lock, Mode mode) {
                      now);
   }
   return Status::OK();
+}
+
+uint64_t LocalTable::token(const Lock& lock) {
+  return held_token(static_cast<format::Slot*>(LockAccess::state(lock)));
 }
 
 bool LocalTable::holds_abandoned(const Lock& lock) {

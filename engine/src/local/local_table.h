@@ -19,6 +19,7 @@
 #include "death_log.h"
 #include "history_ring.h"
 #include "history_store.h"
+#include "hot_path.h"
 #include "lmdb_env.h"
 #include "name_map.h"
 #include "table_file.h"
@@ -45,6 +46,7 @@ class LocalTable final : public Backend, public DeathLog {
   Status release(Lock& lock, Mode mode) override;
   bool holds_abandoned(const Lock& lock) override;
   Status mark_consistent(Lock& lock) override;
+  uint64_t token(const Lock& lock) override;
 
   Status list_each(const LockVisitor& visit) override;
   Status stats(TableStats* stats) override;
@@ -84,6 +86,7 @@ class LocalTable final : public Backend, public DeathLog {
   std::unique_ptr<HistoryRing> ring_;
   std::unique_ptr<NameMap> names_;
   std::unique_ptr<HistoryStore> history_;
+  LocalHot hot_{nullptr, 0};  // what handles' inline paths read
 };
 
 }  // namespace locktable::detail

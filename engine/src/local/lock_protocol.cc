@@ -18,17 +18,17 @@
 //
 // STATES (table_format.h has the bit layout)
 //
-//   FREE       pid bits 0, not SHARED. Flags: ABANDONED (the next acquirer is
-//              told the data may be half-written), RETIRED (the name was
-//              removed). aux may name the reader operation that last changed
-//              the count (see SHARED MODE).
+//   FREE       pid bits 0, not SHARED, aux 0. Flags: ABANDONED (the next
+//              acquirer is told the data may be half-written), RETIRED (the
+//              name was removed), WRITER_WAITING (only a writer may take it:
+//              see WRITER PREFERENCE).
 //   EXCLUSIVE  pid, tid, start time of the owning thread, generation.
-//   SHARED     SHARED flag, count of readers in the pid bits, flags
-//              WRITER_WAITING and ABANDONED, aux = last reader operation.
+//   SHARED     SHARED flag, count of readers in the pid bits, aux 0, flags
+//              WRITER_WAITING and ABANDONED.
 //
 // The generation changes on every change of ownership (acquire, release,
-// takeover, reader join/leave, removal). Setting the waiter bits does not
-// change it. A CAS from a value that named a dead owner can therefore only
+// takeover, reader join/leave, recount, removal). Setting the waiter bits does
+// not change it. A CAS from a value that named a dead owner can therefore only
 // succeed once: exactly one contender takes a dead holder's lock over.
 //
 //   FREE ----acquire----> EXCLUSIVE ----release-----> FREE
@@ -36,6 +36,7 @@
 //     |                      +----takeover (one CAS)--> EXCLUSIVE (new owner, told "abandoned")
 //     |                      +----recover------------> FREE|ABANDONED
 //     +----join-----> SHARED(n) --join/leave--> SHARED(n±1) --last leave--> FREE
+//     |                   +----recount (dead readers out)--> SHARED(live)|ABANDONED or FREE|ABANDONED
 //     +----remove---> FREE|RETIRED ----new name (incarnation+1)----> FREE
 //
 // WHO WRITES WHAT
@@ -46,11 +47,14 @@
 //   owner_shadow        the exclusive owner, right after its CAS: its tid, so
 //                       the dead owner can still be named after the kernel has
 //                       cleared tid_word. Valid only if its generation matches.
+//   token               the exclusive owner, right after its CAS: +1 (it is
+//                       the only writer while it holds; see TOKENS)
 //   acquired_at         the exclusive owner, after its CAS (informational)
 //   dead_pid/dead_tid   whoever frees or takes over a dead holder, after its
 //                       CAS (informational: the "abandoned" report's subject)
-//   claimer_tid         (reader record) the claiming thread, after its claim
-//                       CAS; zeroed by that thread before it frees its record
+//   writer_*            a writer about to sleep behind WRITER_WAITING
+//   reader record       its owner thread: op, acquired_at, claimer_tid; a
+//                       cleaner only frees a dead one (a CAS on its ident)
 //   waiters             sleepers, around their futex wait (informational)
 //   incarnation         the name map, inside its LMDB write transaction
 //
@@ -66,11 +70,11 @@
 // then sleeps on tid_word with FUTEX_WAIT, which returns at once if tid_word
 // has changed since it was read: no wake-up can be lost between the check and
 // the sleep. A release that sees WAITERS wakes one sleeper, or all when
-// SHARED_WAITERS says readers sleep (they may all get in). A woken waiter that
-// acquires sets WAITERS again, since others may still sleep; at worst one
-// futile wake-up ends a contended period. A waiter that dies or times out
-// leaves at most that one futile wake-up behind: the bit heals itself, where a
-// counter would be wrong for ever.
+// SHARED_WAITERS says readers sleep (they may all get in). An acquirer keeps
+// the waiter bits it finds, and one that slept sets WAITERS again, since others
+// may still sleep; at worst one futile wake-up ends a contended period. A
+// waiter that dies or times out leaves at most that one futile wake-up behind:
+// the bit heals itself, where a counter would be wrong for ever.
 //
 // DEATH. A holder is dead when (a) the kernel has set OWNER_DIED in tid_word
 // (thread exit, SIGKILL, exec: immediate, and it wakes a waiter), or (b) its
@@ -78,7 +82,7 @@
 // by waiters 1 ms after they start waiting, then at doubling intervals up to
 // 50 ms, so a waiter never burns CPU. (b) covers threads whose robust list
 // could not be used. A reboot is handled when the table is opened: the
-// header's boot id differs, and every lock is freed (table_file.h).
+// header's boot id differs, and every lock is freed (slot_lifecycle.h).
 //
 // TAKEOVER. A waiter that finds the holder dead CASes the exact dead record
 // (generation included) to itself. One contender wins and is told
@@ -94,49 +98,73 @@
 // made the repair), so no stale write to the slot can create or cancel it.
 //
 // RELEASE. Only the owner may release (not_owner otherwise, nothing changes).
-// The owner first names the slot in list_op_pending and unlinks it from its
-// robust list, then CASes the record to FREE (generation+1). The unlink must
-// come first: once the record is FREE, a new owner links the same slot into
-// its own list. Dying between unlink and CAS leaves list_op_pending set and
-// tid_word still ours, so the kernel still marks the record; dying after the
-// CAS leaves tid_word 0 and the kernel at most wakes a waiter.
+// The owner reads the record and checks it names itself (a live owner is
+// never taken over, so the check cannot go stale), names the slot in
+// list_op_pending and unlinks it from its robust list, then CASes the record
+// to FREE (generation+1). The unlink must come first: once the record is
+// FREE, a new owner links the same slot into its own list. Dying between
+// unlink and CAS leaves list_op_pending set and tid_word still ours, so the
+// kernel still marks the record; dying after the CAS leaves tid_word 0 and the
+// kernel at most wakes a waiter.
+//
+// TOKENS. The slot's token is the fencing token of the last exclusive
+// acquisition. The new exclusive owner adds 1 right after its CAS, while no
+// one else can write it, and returns the new value. A holder that dies between
+// its CAS and that store never learned a token; the next one adds 1 to the
+// same value. A name gets a token floor when it is created (and every slot
+// one when the table is reset after a reboot), above every token the slot or
+// the table ever gave (slot_lifecycle.h), so a token never goes back. A shared
+// holder gets the token of the exclusive epoch it reads in: greater than every
+// earlier writer's, smaller than every later one's.
 //
 // SHARED MODE. The record counts readers; each reader also owns a
 // ReaderRecord (identity + robust list node, so the kernel marks it on death)
 // that names the slot. Count and reader record are two places, and a process
-// can die between changing one and the other. To make the count recoverable
-// every join or leave is a small transaction:
-//   1. the reader writes op = (slot, JOINING or LEAVING, ticket) into its
-//      record, where ticket = the generation its CAS will produce;
-//   2. it CASes the slot: count±1, aux = its record index+1, generation =
-//      ticket;
-//   3. it finalises op to IN or IDLE.
-// Anyone who is about to CAS a slot whose aux names a record whose op still
-// says (this slot, JOINING/LEAVING, ticket == the slot's generation) first
-// finalises that op for it. Hence, for a dead reader whose op is still
-// JOINING/LEAVING with ticket t: its CAS happened if and only if the slot's aux
-// names it and its generation is t (any later CAS would have finalised it
-// first). A cleaner finishes or undoes the operation accordingly, then, for a
-// reader that was in, performs its leave (same three steps, on its behalf) and
-// sets ABANDONED. Several cleaners may finish one dead reader at once, and
-// once one has freed the record a new reader may claim it; so a cleaner acts
-// only on an op it read while the record was still the dead reader's claim
-// (the claim generation is checked after the op is read), writes the record
-// only by CAS from that exact op, and frees it only by CAS on its identity,
-// once the op is idle. A record is reused across slots, so a cleaner working
-// for one slot leaves alone a record whose op names another: that pending
-// join or leave is the other slot's to finish (freeing the record there lost
-// a dead reader's leave, and the lock stayed shared for ever).
-// One op value could recur: a JOINING op whose CAS never happened names the
-// ticket the slot's next change would produce, which a new claimer of the
-// record could write too. A cleaner that marks such an op idle therefore
-// first uses the ticket up (a CAS that only advances the slot's generation;
-// never on an exclusive slot, whose owner's release expects its generation:
-// that record waits until the slot moves on).
+// can die between changing one and the other. Every join or leave is three
+// steps, each reader writing only its own record:
+//   1. op = (slot, JOINING or LEAVING, claim) in its record;
+//   2. CAS the slot: count±1, generation+1;
+//   3. op = (slot, IN) or (idle).
+// `claim` is the generation of the record's own identity at its claim, so an
+// op left in a record by an earlier claim is recognised as meaningless.
+// Nothing else in the slot names the reader, so no reader ever reads another
+// reader's record on the way in or out: the only line readers share is the
+// slot's.
 //
-// A waiting writer sets WRITER_WAITING, which keeps new readers out until the
-// count drops to 0; it, waiting readers, and `recover` look for dead readers
-// at the same growing intervals.
+// RECOUNT. A dead reader is taken out by a recount of the slot (a waiting
+// writer does it at its liveness checks; `recover` for every slot a dead
+// reader names). It reads the slot, reads every record that names the slot,
+// and reads the slot again:
+//   - if a live reader is JOINING or LEAVING, its CAS may or may not have
+//     happened: wait (it finishes within nanoseconds) and start again;
+//   - if the slot changed in between, a join or leave completed during the
+//     scan: start again;
+//   - otherwise every live reader the slot counts was IN, because a counted
+//     reader's op says JOINING, IN or LEAVING from before its join CAS to
+//     after its leave CAS, and a reader that joined or left during the scan
+//     would have changed the slot. The live count is exact.
+// The recount CASes the slot from the value it read twice to (live count,
+// generation+1, ABANDONED if any dead reader may have been in: one that was
+// IN, or any when the count exceeded the live readers), and only then frees
+// the dead readers' records. A live reader whose join or leave CAS raced the
+// recount fails its CAS and tries again from the new value. A recount that
+// dies after its CAS leaves dead records naming the slot behind; the next
+// recount finds the count already right and frees them. No dead reader's
+// state is ambiguous for it: whatever the dead reader did, the new count
+// is the live readers. Dead readers the kernel did not report are found by
+// the liveness check, like dead writers. A SIGSTOPped reader in the middle of
+// a join or leave keeps a recount waiting until it runs again.
+//
+// WRITER PREFERENCE. A waiting writer sets WRITER_WAITING, which keeps new
+// readers out; readers already in finish. The last reader's leave keeps the
+// flag: FREE|WRITER_WAITING may be taken only by a writer, so the waiting
+// writer is not raced by readers that queued behind it (such a race starved
+// writers behind chains of overlapping readers). A writer that gives up
+// clears the flag; one still waiting sets it again when it wakes. Before it
+// sleeps a waiting writer writes its identity into the slot (writer_*); a
+// reader that finds FREE|WRITER_WAITING unchanged for kStaleWriterNs checks
+// that writer and clears the flag if it is dead. A live writer, even a stopped
+// one, keeps readers out, as a stopped holder would.
 //
 // READER RECORD CACHE. A thread keeps up to 4 idle reader records claimed
 // (and on its robust list) for its next shared acquires, keyed by TableFile
@@ -144,13 +172,12 @@
 // the kernel and may be claimed by anyone. The thread that closes a table
 // frees its own cached records; other threads' keep the mapping alive
 // (LocalTable keeps it until the process exits) and are never touched again.
-// The pool and the cleanup of dead readers are in reader_records.cc.
+// The pool and the recount are in reader_records.cc.
 //
 // TAKEOVER IN HISTORY. Whoever is about to take a dead holder out (exclusive
-// takeover, a reader joining over a dead writer, a dead reader's leave done on
-// its behalf, recovery) tells the DeathLog first, then CASes. The event is in
-// the ring even if the taker dies right after its CAS; repeats are dropped by
-// the drainer.
+// takeover, a reader joining over a dead writer, a recount, recovery) tells
+// the DeathLog first, then CASes. The event is in the ring even if the taker
+// dies right after its CAS; repeats are dropped by the drainer.
 //
 // NAMES. A handle caches (slot, incarnation). Acquire reads the record, then
 // the incarnation, then CASes. Removal CASes FREE -> FREE|RETIRED; reuse for a
@@ -195,16 +222,13 @@ namespace {
 // ---------------------------------------------------------------------------
 // Per-thread state beyond ThreadSelf (touched only off the fast path).
 // ---------------------------------------------------------------------------
-struct SharedHold {
-  format::Slot* slot;
-  uint32_t reader_index;
-  format::ReaderRecord* reader;
-};
-thread_local std::vector<SharedHold> tls_shared;
+// Shared holds beyond ThreadSelf's inline ones, and the exclusive holds taken
+// abandoned and not yet marked consistent.
+thread_local std::vector<SharedHold> tls_more_shared;
 thread_local std::vector<format::Slot*> tls_abandoned;
 
 void forget_holds_after_fork() {
-  tls_shared.clear();
+  tls_more_shared.clear();
   tls_abandoned.clear();
 }
 
@@ -213,11 +237,29 @@ void register_fork_handler() {
   std::call_once(once, [] { pthread_atfork(nullptr, nullptr, forget_holds_after_fork); });
 }
 
-SharedHold* find_shared_hold(format::Slot* s) {
-  for (SharedHold& h : tls_shared) {
+SharedHold* find_shared_hold(ThreadSelf& me, const format::Slot* s) {
+  if (SharedHold* h = find_inline_shared_hold(me, s)) return h;
+  for (SharedHold& h : tls_more_shared) {
     if (h.slot == s) return &h;
   }
   return nullptr;
+}
+
+void add_shared_hold(ThreadSelf& me, const SharedHold& hold) {
+  if (me.shared_count < kInlineSharedHolds) {
+    me.shared[me.shared_count++] = hold;
+    return;
+  }
+  register_fork_handler();
+  tls_more_shared.push_back(hold);
+}
+
+void remove_shared_hold(ThreadSelf& me, SharedHold* hold) {
+  if (hold >= me.shared && hold < me.shared + me.shared_count) {
+    *hold = me.shared[--me.shared_count];
+    return;
+  }
+  tls_more_shared.erase(tls_more_shared.begin() + (hold - tls_more_shared.data()));
 }
 
 void note_abandoned(ThreadSelf& me, format::Slot* s) {
@@ -238,10 +280,15 @@ bool owes_repair(format::Slot* s) {
   return std::find(tls_abandoned.begin(), tls_abandoned.end(), s) != tls_abandoned.end();
 }
 
-// Bounded spinning before a futex sleep: kSpinRounds re-checks, each after up
-// to kSpinPauses `pause` instructions while the record stays the same.
+// ---------------------------------------------------------------------------
+// Waiting.
+// ---------------------------------------------------------------------------
+// Bounded spinning before a futex sleep: kSpinRounds re-checks, each after
+// kSpinPauses `pause` instructions.
 constexpr int kSpinRounds = 4;
 constexpr int kSpinPauses = 64;
+// FREE|WRITER_WAITING unchanged this long: readers check the waiting writer.
+constexpr uint64_t kStaleWriterNs = 20'000'000;
 
 uint64_t holder_key(const Word128& w) { return w.lo ^ (uint64_t{aux_word(w)} << 1); }
 constexpr uint64_t kReadersKey = 0x5EADE25;
@@ -255,11 +302,42 @@ bool set_flags(format::Slot* s, Word128& cur, uint32_t tid_bits, uint32_t pid_bi
   return true;
 }
 
+// Clears WRITER_WAITING (no generation change) and wakes everyone, so readers
+// kept out by a writer that is gone or gave up get in. False if it changed.
+bool clear_writer_waiting(format::Slot* s, Word128& cur) {
+  Word128 desired{cur.lo & ~(uint64_t{kWriterWaiting} << 32), cur.hi};
+  if (!cas128(&s->owner, cur, desired)) return false;
+  futex_wake(&s->owner.tid_word, INT_MAX);
+  return true;
+}
+
 void sleep_on(format::Slot* s, uint32_t seen_tid_word, int64_t max_ns) {
   std::atomic_ref<uint32_t> waiters(s->waiters);
   waiters.fetch_add(1, std::memory_order_relaxed);
   futex_wait(&s->owner.tid_word, seen_tid_word, max_ns);
   waiters.fetch_sub(1, std::memory_order_relaxed);
+}
+
+// The writer behind WRITER_WAITING, as it last wrote itself into the slot.
+void note_waiting_writer(format::Slot* s, const ThreadSelf& me) {
+  __atomic_store_n(&s->writer_tid, me.tid, __ATOMIC_RELAXED);
+  __atomic_store_n(&s->writer_pid, me.pid, __ATOMIC_RELAXED);
+  __atomic_store_n(&s->writer_start, me.start, __ATOMIC_RELAXED);
+}
+
+bool waiting_writer_dead(const format::Slot* s) {
+  uint32_t tid = __atomic_load_n(&s->writer_tid, __ATOMIC_RELAXED);
+  uint32_t pid = __atomic_load_n(&s->writer_pid, __ATOMIC_RELAXED);
+  uint32_t start = __atomic_load_n(&s->writer_start, __ATOMIC_RELAXED);
+  if (pid == 0 || tid == 0) return true;  // nobody wrote itself in: the flag is a leftover
+  return thread_liveness(pid, tid, start) == Liveness::dead;
+}
+
+// A new exclusive owner's record from `cur`: the waiter bits it finds are
+// kept (others may sleep), WAITERS is set if it slept itself.
+Word128 exclusive_record(const ThreadSelf& me, const Word128& cur, bool slept) {
+  return make_word(me.tid | (tid_word(cur) & kWaiters) | (slept ? kWaiters : 0),
+                   me.pid | (pid_word(cur) & kSharedWaiters), me.start, generation(cur) + 1);
 }
 
 }  // namespace
@@ -282,10 +360,13 @@ Acquired acquire_exclusive(TableFile& file, format::Slot* s, uint32_t slot_index
     return *waiting;
   };
   bool slept = false;
+  bool asked_readers_out = false;  // this writer set WRITER_WAITING
   int spins = 0;
   Owner noted;  // the dead holder last told to the DeathLog
   auto done = [&](Code code, Owner dead = {}) {
-    return Acquired{code, dead, slept && waiting ? waiting->waited_ns() : 0};
+    Acquired a{code, dead, slept && waiting ? waiting->waited_ns() : 0, 0};
+    if (code == Code::ok || code == Code::abandoned) a.token = take_token(s);
+    return a;
   };
   // `cur` is a two-load guess, never trusted alone: every action below is
   // validated by a CAS on the exact value, or by FUTEX_WAIT on the exact word.
@@ -297,9 +378,8 @@ Acquired acquire_exclusive(TableFile& file, format::Slot* s, uint32_t slot_index
     uint32_t pw = pid_word(cur);
     if (pw & kRetired) return done(Code::stale_handle);
 
-    if (is_free(pw)) {
-      help_reader_op(file, slot_index, cur);
-      Word128 desired = make_word(me.tid | (slept ? kWaiters : 0), me.pid, me.start, generation(cur) + 1);
+    if (is_free(pw)) {  // with WRITER_WAITING too: writers may take it, readers may not
+      Word128 desired = exclusive_record(me, cur, slept);
       if (me.robust != nullptr) robust_pending(me.robust, &s->robust_next);
       if (!cas128(&s->owner, cur, desired)) {
         if (me.robust != nullptr) robust_clear_pending(me.robust);
@@ -325,8 +405,7 @@ Acquired acquire_exclusive(TableFile& file, format::Slot* s, uint32_t slot_index
           log.dead_found(slot_index, gone, Mode::exclusive);
           noted = gone;
         }
-        Word128 desired = make_word(me.tid | (tw & kWaiters) | (slept ? kWaiters : 0), me.pid | (pw & kSharedWaiters),
-                                    me.start, generation(cur) + 1);
+        Word128 desired = exclusive_record(me, cur, slept);
         if (me.robust != nullptr) robust_pending(me.robust, &s->robust_next);
         if (!cas128(&s->owner, cur, desired)) {
           if (me.robust != nullptr) robust_clear_pending(me.robust);
@@ -342,9 +421,11 @@ Acquired acquire_exclusive(TableFile& file, format::Slot* s, uint32_t slot_index
       if (clock().expired()) return done(Code::timed_out);
       // Spin briefly before sleeping: a holder on another CPU often lets go
       // within a microsecond, and a futex sleep and wake cost more than that.
+      // The record is read once per round only: every read pulls the line
+      // away from the holder, slowing it down.
       if (spins < kSpinRounds) {
         ++spins;
-        for (int i = 0; i < kSpinPauses && guess128(&s->owner) == cur; ++i) __builtin_ia32_pause();
+        for (int i = 0; i < kSpinPauses; ++i) __builtin_ia32_pause();
         continue;
       }
       spins = 0;
@@ -355,24 +436,22 @@ Acquired acquire_exclusive(TableFile& file, format::Slot* s, uint32_t slot_index
     }
 
     // SHARED: wait for the readers to leave, keeping new ones out.
-    if (find_shared_hold(s) != nullptr) return done(Code::already_held);
+    if (find_shared_hold(me, s) != nullptr) return done(Code::already_held);
     clock().tick();
     if (clock().check_due(kReadersKey) && reap_dead_readers(file, s, slot_index, false, nullptr, log) > 0) continue;
     if (clock().expired()) {
       // Withdraw WRITER_WAITING, so readers are not kept out by a writer that
       // gave up; a writer still waiting wakes and sets it again.
-      if (slept) {
-        while (is_shared(pid_word(cur)) && (pid_word(cur) & kWriterWaiting)) {
-          Word128 desired{cur.lo & ~(uint64_t{kWriterWaiting} << 32), cur.hi};
-          if (cas128(&s->owner, cur, desired)) {
-            futex_wake(&s->owner.tid_word, INT_MAX);
-            break;
-          }
+      if (asked_readers_out) {
+        for (Word128 w = guess128(&s->owner); (pid_word(w) & kWriterWaiting) && !is_exclusive(pid_word(w));) {
+          if (clear_writer_waiting(s, w)) break;
         }
       }
       return done(Code::timed_out);
     }
+    note_waiting_writer(s, me);
     if (!set_flags(s, cur, kWaiters, kWriterWaiting)) continue;
+    asked_readers_out = true;
     sleep_on(s, tid_word(cur), clock().sleep_ns());
     slept = true;
   }
@@ -382,20 +461,15 @@ Code release_exclusive(format::Slot* s, uint32_t incarnation, bool* left_abandon
   ThreadSelf& me = thread_self();
   *left_abandoned = false;
   if (load_incarnation(s) != incarnation) return Code::stale_handle;
-  // A tracked hold is ours (see try_release_exclusive_fast): the record written
-  // at acquire will do, the CAS loop below corrects it. Otherwise read the
-  // record atomically.
-  Word128 cur;
-  if (!untrack_hold(me, s, &cur)) {
-    cur = load128(&s->owner);
-    if (!owned_by(cur, me)) return Code::not_owner;
-  }
-  bool abandoned = forget_abandoned(me, s);
-  Word128 desired = make_word(0, abandoned ? kAbandoned : 0, 0, generation(cur) + 1);
+  Word128 cur = load128(&s->owner);
+  if (!owned_by(cur, me)) return Code::not_owner;
+  const bool abandoned = forget_abandoned(me, s);
+  const Word128 desired = make_word(0, abandoned ? kAbandoned : 0, 0, generation(cur) + 1);
   if (me.robust != nullptr) {
     robust_pending(me.robust, &s->robust_next);
     robust_dequeue(me.robust, &s->robust_next);
   }
+  // Only the WAITERS / SHARED_WAITERS bits can change under an owner.
   while (!cas128(&s->owner, cur, desired)) {
   }
   if (me.robust != nullptr) robust_clear_pending(me.robust);
@@ -408,78 +482,67 @@ Code release_exclusive(format::Slot* s, uint32_t incarnation, bool* left_abandon
 // Shared mode.
 // ---------------------------------------------------------------------------
 Acquired acquire_shared(TableFile& file, format::Slot* s, uint32_t slot_index, uint32_t incarnation,
-                        const Deadline& deadline, uint64_t now_ns, DeathLog& log) {
+                        const Deadline& deadline, DeathLog& log) {
   ThreadSelf& me = thread_self();
-  register_fork_handler();
-  if (find_shared_hold(s) != nullptr) return Acquired{Code::already_held, {}, 0};
+  if (find_shared_hold(me, s) != nullptr) return Acquired{Code::already_held, {}, 0, 0};
 
-  uint32_t ri = 0;
-  format::ReaderRecord* r = nullptr;
-  if (Code c = claim_reader(file, me, &ri, &r); c != Code::ok) return Acquired{c, {}, 0};
+  CachedReader rec;
+  if (Code c = claim_reader(file, me, &rec); c != Code::ok) return Acquired{c, {}, 0, 0};
+  format::ReaderRecord* r = rec.record;
   __atomic_store_n(&r->incarnation, incarnation, __ATOMIC_RELAXED);
 
-  std::optional<WaitClock> waiting;  // only once we have to wait (reading the clock costs)
+  std::optional<WaitClock> waiting;  // read the clock only once the thread has to wait
+  auto clock_now = [&]() -> WaitClock& {
+    if (!waiting) waiting.emplace(deadline);
+    return *waiting;
+  };
   bool slept = false;
+  Owner noted;        // the dead holder last told to the DeathLog
+  Word128 stale{0, 0};  // FREE|WRITER_WAITING as first seen unchanged, and since when
+  uint64_t stale_since = 0;
   auto waited = [&]() -> uint64_t { return slept && waiting ? waiting->waited_ns() : 0; };
-  Owner noted;  // the dead holder last told to the DeathLog
+  auto op = [&](ReaderState st) { return format::make_reader_op(slot_index, st, rec.claim); };
   auto fail = [&](Code code) {
-    free_own_reader(me, file, r, ri);
-    return Acquired{code, {}, waited()};
+    free_own_reader(me, rec);
+    return Acquired{code, {}, waited(), 0};
   };
   auto joined = [&](Code code, Owner dead) {
-    __atomic_store_n(&r->acquired_at, slept ? realtime_coarse_ns() : now_ns, __ATOMIC_RELAXED);
-    tls_shared.push_back(SharedHold{s, ri, r});
-    return Acquired{code, dead, waited()};
+    __atomic_store_n(&r->acquired_at, realtime_coarse_ns(), __ATOMIC_RELAXED);
+    add_shared_hold(me, SharedHold{s, r, rec.index, rec.claim});
+    return Acquired{code, dead, waited(), __atomic_load_n(&s->token, __ATOMIC_RELAXED)};
   };
-
-  // One join attempt from `cur`: the transaction of SHARED MODE above. False
-  // when the CAS failed (cur is then the current value).
+  // One join from `cur` (SHARED MODE, steps 1-3). False when the CAS failed
+  // (cur is then the current value).
   auto try_join = [&](Word128& cur, Code* code) {
-    uint32_t tw = tid_word(cur);
-    uint32_t pw = pid_word(cur);
-    help_reader_op(file, slot_index, cur, ri);
-    uint32_t count = is_shared(pw) ? (pw & kPidMask) : 0;
+    const uint32_t pw = pid_word(cur);
+    const uint32_t count = is_shared(pw) ? (pw & kPidMask) : 0;
     if (count + 1 > kPidMask) {
       *code = Code::capacity;
       return true;
     }
-    uint32_t ticket = generation(cur) + 1;
-    store_op(r, format::make_reader_op(slot_index, ReaderState::joining, ticket));
+    store_op(r, op(ReaderState::joining));
     crash_point("join:after_intent");
-    uint32_t flags = pw & (kAbandoned | (is_shared(pw) ? kSharedWaiters : 0));
-    Word128 desired = make_word(tw & kWaiters, kSharedMode | flags | (count + 1), ri + 1, ticket);
-    if (!cas128(&s->owner, cur, desired)) return false;
+    const uint32_t flags = pw & (kAbandoned | kSharedWaiters);
+    const Word128 desired = make_word(tid_word(cur) & kWaiters, kSharedMode | flags | (count + 1), 0,
+                                      generation(cur) + 1);
+    if (!cas128(&s->owner, cur, desired)) {
+      store_op(r, op(ReaderState::idle));
+      return false;
+    }
     crash_point("join:after_cas");
-    // Only helpers (with the same value) can write op meanwhile: a store does.
-    store_op(r, format::make_reader_op(slot_index, ReaderState::in, ticket));
+    store_op(r, op(ReaderState::in));
     *code = (pw & kAbandoned) ? Code::abandoned : Code::ok;
     return true;
   };
-  auto joinable = [](uint32_t pw) {
-    return !(pw & kRetired) && (is_free(pw) || (is_shared(pw) && !(pw & kWriterWaiting)));
-  };
 
-  // The uncontended case: a guess of the record (two plain loads), validated
-  // by the join CAS itself.
-  {
-    Word128 cur = guess128(&s->owner);
-    Code code = Code::ok;
-    if (load_incarnation(s) == incarnation && joinable(pid_word(cur)) && try_join(cur, &code)) {
-      if (code == Code::capacity) return fail(code);
-      return joined(code, code == Code::abandoned ? last_dead_owner(s) : Owner{});
-    }
-  }
-
-  waiting.emplace(deadline);
-  WaitClock& clock = *waiting;
   for (;;) {
     Word128 cur = guess128(&s->owner);  // validated by every CAS / futex wait below
     if (load_incarnation(s) != incarnation) return fail(Code::stale_handle);
-    uint32_t tw = tid_word(cur);
-    uint32_t pw = pid_word(cur);
+    const uint32_t tw = tid_word(cur);
+    const uint32_t pw = pid_word(cur);
     if (pw & kRetired) return fail(Code::stale_handle);
 
-    if (joinable(pw)) {
+    if (!is_exclusive(pw) && !(pw & kWriterWaiting)) {  // FREE or SHARED, no writer waiting
       Code code = Code::ok;
       if (!try_join(cur, &code)) continue;
       if (code == Code::capacity) return fail(code);
@@ -489,79 +552,90 @@ Acquired acquire_shared(TableFile& file, format::Slot* s, uint32_t slot_index, u
     if (is_exclusive(pw)) {
       if (owned_by(cur, me)) return fail(Code::already_held);
       bool dead = (tw & kOwnerDied) != 0;
-      clock.tick();
-      if (!dead && clock.check_due(holder_key(cur))) dead = holder_dead(s, cur);
+      clock_now().tick();
+      if (!dead && clock_now().check_due(holder_key(cur))) dead = holder_dead(s, cur);
       if (dead) {
         Owner gone = exclusive_owner(s, cur);
         if (!(gone == noted)) {
           log.dead_found(slot_index, gone, Mode::exclusive);
           noted = gone;
         }
-        uint32_t ticket = generation(cur) + 1;
-        store_op(r, format::make_reader_op(slot_index, ReaderState::joining, ticket));
-        Word128 desired = make_word(tw & kWaiters, kSharedMode | kAbandoned | (pw & kSharedWaiters) | 1, ri + 1, ticket);
-        if (!cas128(&s->owner, cur, desired)) continue;
-        store_op(r, format::make_reader_op(slot_index, ReaderState::in, ticket));
+        store_op(r, op(ReaderState::joining));
+        Word128 desired = make_word(tw & kWaiters, kSharedMode | kAbandoned | (pw & kSharedWaiters) | 1, 0,
+                                    generation(cur) + 1);
+        if (!cas128(&s->owner, cur, desired)) {
+          store_op(r, op(ReaderState::idle));
+          continue;
+        }
+        store_op(r, op(ReaderState::in));
         record_dead_owner(s, gone);
         if (pw & kSharedWaiters) futex_wake(&s->owner.tid_word, INT_MAX);  // other readers may join now
         return joined(Code::abandoned, gone);
       }
-      if (clock.expired()) return fail(Code::timed_out);
+      if (clock_now().expired()) return fail(Code::timed_out);
       if (!set_flags(s, cur, kWaiters, kSharedWaiters)) continue;
-      sleep_on(s, tid_word(cur), clock.sleep_ns());
+      sleep_on(s, tid_word(cur), clock_now().sleep_ns());
       slept = true;
       continue;
     }
 
-    // SHARED with a writer waiting: stay out until the readers are gone.
-    clock.tick();
-    if (clock.check_due(kReadersKey) && reap_dead_readers(file, s, slot_index, false, nullptr, log) > 0) continue;
-    if (clock.expired()) return fail(Code::timed_out);
+    // A writer waits: stay out until it has had the lock. A FREE lock left
+    // with the flag for long by a writer that is gone is cleared.
+    clock_now().tick();
+    if (is_free(pw)) {
+      if (!(stale == cur)) {
+        stale = cur;
+        stale_since = monotonic_ns();
+      } else if (monotonic_ns() - stale_since >= kStaleWriterNs) {
+        if (waiting_writer_dead(s)) {
+          (void)clear_writer_waiting(s, cur);
+          continue;
+        }
+        stale_since = monotonic_ns();
+      }
+    }
+    if (clock_now().expired()) return fail(Code::timed_out);
     if (!set_flags(s, cur, kWaiters, kSharedWaiters)) continue;
-    sleep_on(s, tid_word(cur), clock.sleep_ns());
+    sleep_on(s, tid_word(cur), std::min<int64_t>(clock_now().sleep_ns(), int64_t(kStaleWriterNs)));
     slept = true;
   }
 }
 
-Code release_shared(TableFile& file, format::Slot* s, uint32_t slot_index, uint32_t incarnation, bool* left_abandoned,
-                    uint64_t* acquired_at) {
+Code release_shared(TableFile& file, format::Slot* s, uint32_t slot_index, uint32_t incarnation,
+                    bool* left_abandoned, uint64_t* acquired_at) {
   ThreadSelf& me = thread_self();
   *left_abandoned = false;
   if (load_incarnation(s) != incarnation) return Code::stale_handle;
-  SharedHold* hold = find_shared_hold(s);
+  SharedHold* hold = find_shared_hold(me, s);
   if (hold == nullptr) return Code::not_owner;
-  format::ReaderRecord* r = hold->reader;
+  const SharedHold h = *hold;
+  format::ReaderRecord* r = h.record;
   *acquired_at = __atomic_load_n(&r->acquired_at, __ATOMIC_RELAXED);
-  uint32_t ri = hold->reader_index;
-  Word128 cur;
-  Word128 desired;
+  store_op(r, format::make_reader_op(slot_index, ReaderState::leaving, h.claim));
+  crash_point("leave:after_intent");
+  Word128 cur = guess128(&s->owner);  // a guess: the CAS below validates it
   uint32_t count = 0;
-  cur = guess128(&s->owner);  // a guess: the CAS below validates it
   for (;;) {
-    uint32_t pw = pid_word(cur);
-    count = pw & kPidMask;
-    if (!is_shared(pw) || count == 0) {
-      cur = load128(&s->owner);  // was it a torn guess?
-      pw = pid_word(cur);
-      count = pw & kPidMask;
-      if (!is_shared(pw) || count == 0) break;
-    }  // we were taken out (recover after a false death?)
-    help_reader_op(file, slot_index, cur, ri);
-    uint32_t ticket = generation(cur) + 1;
-    store_op(r, format::make_reader_op(slot_index, ReaderState::leaving, ticket));
-    crash_point("leave:after_intent");
-    desired = count == 1 ? make_word(0, pw & kAbandoned, ri + 1, ticket)
-                         : make_word(tid_word(cur), pw - 1, ri + 1, ticket);
+    const uint32_t pw = pid_word(cur);
+    count = is_shared(pw) ? pw & kPidMask : 0;
+    if (count == 0) {
+      cur = load128(&s->owner);  // a torn guess?
+      if (!is_shared(pid_word(cur)) || (pid_word(cur) & kPidMask) == 0) break;  // never: a live reader stays counted
+      continue;
+    }
+    // The last reader keeps WRITER_WAITING (WRITER PREFERENCE) and ABANDONED.
+    const Word128 desired = count == 1 ? make_word(0, pw & (kAbandoned | kWriterWaiting), 0, generation(cur) + 1)
+                                       : make_word(tid_word(cur), pw - 1, 0, generation(cur) + 1);
     if (cas128(&s->owner, cur, desired)) {
       crash_point("leave:after_cas");
-      store_op(r, format::make_reader_op(slot_index, ReaderState::idle, ticket));
       *left_abandoned = (pw & kAbandoned) != 0;
       break;
     }
   }
-  tls_shared.erase(tls_shared.begin() + (hold - tls_shared.data()));
+  store_op(r, format::make_reader_op(slot_index, ReaderState::idle, h.claim));
+  remove_shared_hold(me, hold);
   crash_point("leave:before_free");
-  free_own_reader(me, file, r, ri);
+  free_own_reader(me, CachedReader{file.id(), r, h.record_index, h.claim});
   if (count == 1 && (tid_word(cur) & kWaiters)) wake_waiters(s, cur);
   return Code::ok;
 }
@@ -570,18 +644,20 @@ Code release_shared(TableFile& file, format::Slot* s, uint32_t slot_index, uint3
 // Holding, abandonment.
 // ---------------------------------------------------------------------------
 bool holds(format::Slot* s, Mode mode) {
-  if (mode == Mode::shared) return find_shared_hold(s) != nullptr;
-  return owned_by(load128(&s->owner), thread_self());
+  ThreadSelf& me = thread_self();
+  if (mode == Mode::shared) return find_shared_hold(me, s) != nullptr;
+  return owned_by(load128(&s->owner), me);
 }
 
 bool holds_abandoned(format::Slot* s) {
-  if (find_shared_hold(s) != nullptr) return (pid_word(load128(&s->owner)) & kAbandoned) != 0;
-  return owned_by(load128(&s->owner), thread_self()) && owes_repair(s);
+  ThreadSelf& me = thread_self();
+  if (find_shared_hold(me, s) != nullptr) return (pid_word(load128(&s->owner)) & kAbandoned) != 0;
+  return owned_by(load128(&s->owner), me) && owes_repair(s);
 }
 
 Code mark_consistent(format::Slot* s) {
   ThreadSelf& me = thread_self();
-  if (find_shared_hold(s) != nullptr) {
+  if (find_shared_hold(me, s) != nullptr) {
     Word128 cur = load128(&s->owner);
     while (pid_word(cur) & kAbandoned) {
       Word128 desired{cur.lo & ~(uint64_t{kAbandoned} << 32), cur.hi};
@@ -594,8 +670,14 @@ Code mark_consistent(format::Slot* s) {
   return Code::ok;
 }
 
+uint64_t held_token(format::Slot* s) {
+  ThreadSelf& me = thread_self();
+  if (find_shared_hold(me, s) == nullptr && !owned_by(load128(&s->owner), me)) return 0;
+  return __atomic_load_n(&s->token, __ATOMIC_RELAXED);
+}
+
 // ---------------------------------------------------------------------------
-// Recovery, names, reboot.
+// Recovery.
 // ---------------------------------------------------------------------------
 void recover_slot(format::Slot* s, uint32_t slot_index, bool dry_run, std::vector<Freed>* freed, DeathLog& log) {
   for (;;) {

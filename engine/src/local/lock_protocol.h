@@ -19,15 +19,15 @@ struct Acquired {
   Code code = Code::ok;       // ok, abandoned, timed_out, already_held, stale_handle, capacity
   Owner dead_owner;           // abandoned: the holder that died
   uint64_t wait_ns = 0;       // time spent waiting (0 when it never slept)
+  uint64_t token = 0;         // held: the fencing token (TOKENS in lock_protocol.cc)
 };
 
 // Both acquires check the handle's incarnation (stale_handle), wait until
 // `deadline`, and tell `log` about each dead holder before taking it out.
 Acquired acquire_exclusive(TableFile& file, format::Slot* s, uint32_t slot_index, uint32_t incarnation,
                            const Deadline& deadline, DeathLog& log);
-// `now_ns` stamps the reader's acquisition time (0: unknown, no clock read).
 Acquired acquire_shared(TableFile& file, format::Slot* s, uint32_t slot_index, uint32_t incarnation,
-                        const Deadline& deadline, uint64_t now_ns, DeathLog& log);
+                        const Deadline& deadline, DeathLog& log);
 
 // Both releases check the handle's incarnation: a stale handle never releases
 // the hold of the name that now owns the slot (stale_handle). not_owner when
@@ -43,6 +43,8 @@ bool holds(format::Slot* s, Mode mode);
 bool holds_abandoned(format::Slot* s);
 // Errors: not_owner.
 Code mark_consistent(format::Slot* s);
+// The fencing token of the calling thread's hold of `s` (0: not held).
+uint64_t held_token(format::Slot* s);
 
 // Frees the slot of a dead exclusive owner (FREE|ABANDONED), for `recover`,
 // recording it in *freed (or, with dry_run, only reporting it).

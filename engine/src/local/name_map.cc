@@ -132,7 +132,7 @@ Status NameMap::remove(std::string_view name) {
     return Status(Code::corrupt, fmt::format("{}: lock {} points at slot {} beyond the table", lmdb_.path(),
                                              quote_name(name), rec.slot));
   }
-  Code c = retire_slot(file_, slot, rec.slot, rec.incarnation);
+  Code c = retire_slot(slot, rec.incarnation);
   if (c == Code::busy) {
     return Status(Code::busy,
                   fmt::format("{}: lock {} is held; release it before removing it", dir_, quote_name(name)));

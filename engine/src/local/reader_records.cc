@@ -1,12 +1,13 @@
 #include "reader_records.h"
 
-#include <pthread.h>
+#include <sched.h>
 
+#include <algorithm>
 #include <climits>
-#include <mutex>
+#include <thread>
 
+#include "crash_point.h"
 #include "futex.h"
-#include "hot_path.h"
 #include "liveness.h"
 #include "slot_state.h"
 
@@ -16,33 +17,28 @@ using format::kAbandoned;
 using format::kOwnerDied;
 using format::kPidMask;
 using format::kSharedMode;
+using format::kSharedWaiters;
 using format::kTidMask;
 using format::kWaiters;
+using format::kWriterWaiting;
 using format::ReaderState;
 
 namespace {
 
-struct CachedReader {
-  uint64_t table;  // TableFile::id()
-  uint32_t index;
-  format::ReaderRecord* record;
-};
-// Reader records this thread has claimed and keeps (idle) for its next shared
-// acquire, saving a claim and a free each time. They stay on the thread's
-// robust list: if it dies the kernel marks them, and anyone may reclaim them.
-thread_local std::vector<CachedReader> tls_reader_cache;
-constexpr size_t kReaderCacheSize = 4;  // per thread, all tables together
-
-void forget_cache_after_fork() { tls_reader_cache.clear(); }  // the parent's thread owns them
-
-void register_fork_handler() {
-  static std::once_flag once;
-  std::call_once(once, [] { pthread_atfork(nullptr, nullptr, forget_cache_after_fork); });
+// A record a dead thread left claimed, with no operation of that claim
+// pending: free to take over.
+bool dead_idle_reader(format::ReaderRecord* r, const Word128& id) {
+  if ((tid_word(id) & kOwnerDied) == 0) return false;
+  uint64_t op = load_op(r);
+  return format::reader_op_claim(op) != generation(id) || format::reader_op_state(op) == ReaderState::idle;
 }
 
-// A record a dead thread left claimed but idle: free to take over.
-bool dead_idle_reader(format::ReaderRecord* r, const Word128& id) {
-  return (tid_word(id) & kOwnerDied) != 0 && format::reader_op_state(load_op(r)) == ReaderState::idle;
+// Raises the high-water mark to cover record `index`.
+void cover(TableFile& file, uint64_t index) {
+  std::atomic_ref<uint32_t> hwm(file.header()->reader_hwm);
+  uint32_t cur = hwm.load(std::memory_order_relaxed);
+  while (cur <= index && !hwm.compare_exchange_weak(cur, uint32_t(index + 1), std::memory_order_release)) {
+  }
 }
 
 // Frees a reader record this thread owns.
@@ -61,168 +57,113 @@ void release_own_reader(ThreadSelf& me, format::ReaderRecord* r) {
 
 // Frees the record of a dead reader, if it is still the same claim. Only the
 // CAS writes: another cleaner may have freed the record already and a new
-// reader claimed it, whose op and claimer_tid a store here would overwrite
-// (its join then counted with no record naming it: a lock no writer ever gets
-// again). The op of a freed record is idle; its next claimer resets it.
-void free_dead_reader(format::ReaderRecord* r, uint32_t claim_generation) {
-  for (;;) {
-    Word128 cur = load128(&r->ident);
-    if (cur.lo == 0 || generation(cur) != claim_generation) return;
-    if (cas128(&r->ident, cur, make_word(0, 0, 0, claim_generation + 1))) return;
-  }
+// reader claimed it, whose fields a store here would overwrite. The op stays
+// as it was: it names the old claim, so it means nothing any more.
+// `now` is the record's ident as just read: it is freed only if it is still
+// the claim `dead_ident` names (the reported flag aside).
+void free_dead_reader(format::ReaderRecord* r, Word128 now, const Word128& dead_ident) {
+  const uint64_t reported = uint64_t{format::kReaderReported} << 32;
+  if ((now.lo & ~reported) != (dead_ident.lo & ~reported) || now.hi != dead_ident.hi) return;
+  (void)cas128(&r->ident, now, make_word(0, 0, 0, generation(dead_ident) + 1));
 }
 
+// One record as a recount sees it.
+struct ReaderSeen {
+  enum Kind { other, live_in, live_pending, dead } kind = other;
+  Word128 ident{0, 0};
+  ReaderState state = ReaderState::idle;
+};
 
-// Takes a dead reader out of the slot it holds or was joining/leaving, on its
-// behalf (see SHARED MODE above). Returns true if this call took it out of
-// the count (it had been counted in, and had not finished leaving).
-bool finish_dead_reader(TableFile& file, format::Slot* s, uint32_t slot_index, uint32_t ri,
-                        format::ReaderRecord* r, uint32_t claim_generation, const Owner& dead, DeathLog& log) {
-  bool was_in = false;
-  bool noted = false;
-  for (;;) {
-    uint64_t op = load_op(r);
-    // Another cleaner may have finished this reader and freed the record, and
-    // a new reader claimed it: then `op` is that live reader's. The claim
-    // generation is read after the op, so an op read under it is the dead
-    // reader's; every action below is a CAS from that exact op or slot value.
-    if (generation(load128(&r->ident)) != claim_generation) return was_in;
-    // The reader may have moved on to another slot before it died (a record
-    // is reused): its pending op there is that slot's to finish. Only an idle
-    // record is freed here.
-    if (format::reader_op_slot(op) != slot_index) return was_in;
-    ReaderState st = format::reader_op_state(op);
-    uint32_t t = format::reader_op_ticket(op);
-    Word128 cur = load128(&s->owner);
-    bool last_is_this = aux_word(cur) == ri + 1 && generation(cur) == t;
-    if (st == ReaderState::idle) break;
-    if (st == ReaderState::joining) {
-      // Counted iff its CAS is the last change of the slot.
-      if (last_is_this) {
-        cas_op(r, op, format::make_reader_op(slot_index, ReaderState::in, t));
-        continue;
-      }
-      // Not counted. While the slot's next generation is still t, the next
-      // claimer of this record could write this very op (JOINING t) and join
-      // with it, and a cleaner that read it here would mark that join idle.
-      // So ticket t is used up first: the generation moves on, nothing else
-      // changes. Not on an exclusive slot (its owner's release CAS expects its
-      // generation): the record stays claimed until the slot has moved on.
-      if (generation(cur) + 1 == t) {
-        if (is_exclusive(pid_word(cur))) return was_in;
-        help_reader_op(file, slot_index, cur);
-        if (!cas128(&s->owner, cur, make_word(tid_word(cur), pid_word(cur), 0, t))) continue;
-      }
-      cas_op(r, op, format::make_reader_op(slot_index, ReaderState::idle, t));
-      continue;
-    }
-    if (st == ReaderState::in) {
-      cas_op(r, op, format::make_reader_op(slot_index, ReaderState::leaving, generation(cur) + 1));
-      continue;
-    }
-    // LEAVING with ticket t.
-    if (last_is_this) {
-      cas_op(r, op, format::make_reader_op(slot_index, ReaderState::idle, t));
-      continue;
-    }
-    if (generation(cur) + 1 != t) {
-      cas_op(r, op, format::make_reader_op(slot_index, ReaderState::leaving, generation(cur) + 1));
-      continue;
-    }
-    uint32_t pw = pid_word(cur);
-    uint32_t count = pw & kPidMask;
-    if (!is_shared(pw) || count == 0) {  // nothing to take it out of
-      cas_op(r, op, format::make_reader_op(slot_index, ReaderState::idle, t));
-      continue;
-    }
-    help_reader_op(file, slot_index, cur);
-    Word128 desired = count == 1 ? make_word(0, kAbandoned | (pw & kAbandoned), ri + 1, t)
-                                 : make_word(tid_word(cur), (pw - 1) | kAbandoned, ri + 1, t);
-    if (!noted) {
-      log.dead_found(slot_index, dead, Mode::shared);
-      noted = true;
-    }
-    if (cas128(&s->owner, cur, desired)) {
-      was_in = true;
-      record_dead_owner(s, dead);
-      if (count == 1 && (tid_word(cur) & kWaiters)) wake_waiters(s, cur);
-    }
+// What record `r` says about slot `slot_index`, for its current claim.
+ReaderSeen look_at(format::ReaderRecord* r, uint32_t slot_index) {
+  ReaderSeen seen;
+  uint64_t op = load_op(r);
+  if (format::reader_op_slot(op) != slot_index || format::reader_op_state(op) == ReaderState::idle) return seen;
+  if (guess128(&r->ident).lo == 0) return seen;
+  Word128 id = load128(&r->ident);
+  // The op belongs to this claim only if it carries its generation (a freed
+  // record keeps its last op until its next claimer writes one).
+  if (id.lo == 0 || format::reader_op_claim(op) != generation(id)) return seen;
+  seen.ident = id;
+  seen.state = format::reader_op_state(op);
+  if (reader_dead(id)) {
+    seen.kind = ReaderSeen::dead;
+  } else {
+    seen.kind = seen.state == ReaderState::in ? ReaderSeen::live_in : ReaderSeen::live_pending;
   }
-  free_dead_reader(r, claim_generation);
-  return was_in;
+  return seen;
+}
+
+struct DeadReader {
+  uint32_t index;
+  format::ReaderRecord* record;
+  Word128 ident;
+  ReaderState state;
+};
+
+// Waits a little for live readers in the middle of a join or leave: they
+// finish within nanoseconds unless descheduled.
+void wait_for_pending(int attempt) {
+  if (attempt < 64) {
+    for (int i = 0; i < 64; ++i) __builtin_ia32_pause();
+  } else if (attempt < 256) {
+    sched_yield();
+  } else {
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
 }
 
 }  // namespace
 
-// Finalises the reader operation named by the slot record `cur`, if it is
-// still pending (step 3 of the join/leave transaction, done on its behalf).
-void help_reader_op(TableFile& file, uint32_t slot_index, const Word128& cur, uint32_t mine) {
-  uint32_t a = aux_word(cur);
-  if (a == 0 || a - 1 == mine) return;  // nothing pending, or our own (finished) op
-  format::ReaderRecord* r = file.reader(a - 1);
-  if (r == nullptr) return;
-  uint64_t op = load_op(r);
-  if (format::reader_op_slot(op) != slot_index || format::reader_op_ticket(op) != generation(cur)) return;
-  ReaderState st = format::reader_op_state(op);
-  if (st == ReaderState::joining) {
-    cas_op(r, op, format::make_reader_op(slot_index, ReaderState::in, generation(cur)));
-  } else if (st == ReaderState::leaving) {
-    cas_op(r, op, format::make_reader_op(slot_index, ReaderState::idle, generation(cur)));
-  }
-}
-
-
-Code claim_reader(TableFile& file, ThreadSelf& me, uint32_t* index, format::ReaderRecord** out) {
-  for (size_t i = tls_reader_cache.size(); i-- > 0;) {
-    if (tls_reader_cache[i].table != file.id()) continue;
-    *index = tls_reader_cache[i].index;
-    *out = tls_reader_cache[i].record;
-    tls_reader_cache.erase(tls_reader_cache.begin() + ptrdiff_t(i));
-    return Code::ok;
-  }
+Code claim_reader(TableFile& file, ThreadSelf& me, CachedReader* out) {
+  if (take_cached_reader(me, file.id(), out)) return Code::ok;
   for (int attempt = 0; attempt < 2; ++attempt) {
     const uint64_t cap = file.reader_capacity();
-    bool claimed = false;
-    // Threads start their search at different places, so they rarely race for one record.
-    for_each_reader(
-        file,
-        [&](uint64_t idx, format::ReaderRecord* r) {
-          Word128 id = guess128(&r->ident);
-          if ((id.lo != 0 || aux_word(id) != 0) && !dead_idle_reader(r, id)) return true;
-          Word128 desired = make_word(me.tid, me.pid, me.start, generation(id) + 1);
-          if (me.robust != nullptr) robust_pending(me.robust, &r->robust_next);
-          if (!cas128(&r->ident, id, desired)) {
-            if (me.robust != nullptr) robust_clear_pending(me.robust);
-            return true;
-          }
-          __atomic_store_n(&r->claimer_tid, me.tid, __ATOMIC_RELAXED);
-          if (me.robust != nullptr) {
-            robust_enqueue(me.robust, &r->robust_next);
-            robust_clear_pending(me.robust);
-          }
-          store_op(r, 0);
-          *index = uint32_t(idx);
-          *out = r;
-          claimed = true;
-          return false;
-        },
-        uint64_t{me.tid} * 2654435761u);
-    if (claimed) return Code::ok;
+    // First fit from the start: claimed records stay together below the
+    // high-water mark, and scans of the pool stop there.
+    for (uint64_t idx = 0; idx < cap; ++idx) {
+      format::ReaderRecord* r = file.reader(idx);
+      if (r == nullptr) break;
+      Word128 id = guess128(&r->ident);
+      if ((id.lo != 0 || aux_word(id) != 0) && !dead_idle_reader(r, id)) continue;
+      Word128 desired = make_word(me.tid, me.pid, me.start, generation(id) + 1);
+      if (me.robust != nullptr) robust_pending(me.robust, &r->robust_next);
+      if (!cas128(&r->ident, id, desired)) {
+        if (me.robust != nullptr) robust_clear_pending(me.robust);
+        continue;
+      }
+      __atomic_store_n(&r->claimer_tid, me.tid, __ATOMIC_RELAXED);
+      if (me.robust != nullptr) {
+        robust_enqueue(me.robust, &r->robust_next);
+        robust_clear_pending(me.robust);
+      }
+      store_op(r, format::make_reader_op(0, ReaderState::idle, generation(desired)));
+      cover(file, idx);
+      *out = CachedReader{file.id(), r, uint32_t(idx), generation(desired)};
+      return Code::ok;
+    }
     uint32_t added = 0;
     if (!file.grow(0, cap + 1, &added).ok()) return Code::capacity;
   }
   return Code::capacity;
 }
 
-// Gives back a reader record this thread owns: into its cache, or freed.
-void free_own_reader(ThreadSelf& me, TableFile& file, format::ReaderRecord* r, uint32_t index) {
-  store_op(r, 0);
-  if (tls_reader_cache.size() < kReaderCacheSize) {
-    register_fork_handler();
-    tls_reader_cache.push_back(CachedReader{file.id(), index, r});
+void free_own_reader(ThreadSelf& me, const CachedReader& record) {
+  store_op(record.record, format::make_reader_op(0, ReaderState::idle, record.claim));
+  if (me.cached_count < kReaderCacheSize) {
+    me.cache[me.cached_count++] = record;
     return;
   }
-  release_own_reader(me, r);
+  release_own_reader(me, record.record);
+}
+
+void drop_cached_readers(TableFile& file) {
+  ThreadSelf& me = thread_self();
+  for (uint32_t i = me.cached_count; i-- > 0;) {
+    if (me.cache[i].table != file.id()) continue;
+    release_own_reader(me, me.cache[i].record);
+    me.cache[i] = me.cache[--me.cached_count];
+  }
 }
 
 // The thread a reader record belongs to. Once the kernel has marked the record
@@ -241,72 +182,104 @@ bool reader_dead(const Word128& id) {
 
 uint32_t reap_dead_readers(TableFile& file, format::Slot* s, uint32_t slot_index, bool dry_run,
                            std::vector<Freed>* freed, DeathLog& log) {
-  uint32_t reaped = 0;
-  for_each_reader(file, [&](uint64_t i, format::ReaderRecord* r) {
-    uint64_t op = load_op(r);
-    if (format::reader_op_slot(op) != slot_index || guess128(&r->ident).lo == 0) return true;
-    Word128 id = load128(&r->ident);
-    if (!reader_dead(id)) return true;
-    Owner dead = reader_owner(r, id);
-    bool was_in = dry_run ? format::reader_op_state(op) != ReaderState::idle
-                          : finish_dead_reader(file, s, slot_index, uint32_t(i), r, generation(id), dead, log);
-    if (was_in) {
-      ++reaped;
-      if (freed) freed->push_back({slot_index, Mode::shared, dead});
+  for (int attempt = 0;; ++attempt) {
+    const Word128 before = load128(&s->owner);
+    uint32_t live_in = 0;
+    bool pending = false;
+    std::vector<DeadReader> dead;
+    for_each_reader(file, [&](uint64_t i, format::ReaderRecord* r) {
+      ReaderSeen seen = look_at(r, slot_index);
+      if (seen.kind == ReaderSeen::live_in) ++live_in;
+      if (seen.kind == ReaderSeen::live_pending) pending = true;
+      if (seen.kind == ReaderSeen::dead) dead.push_back(DeadReader{uint32_t(i), r, seen.ident, seen.state});
+      return true;
+    });
+    if (dead.empty()) return 0;
+    const uint32_t pw = pid_word(before);
+    const uint32_t counted = is_shared(pw) ? pw & kPidMask : 0;
+    if (!is_shared(pw)) {
+      // Nothing is counted: these records are leftovers (a join that never
+      // happened, or a recount that died before freeing them).
+      if (!dry_run) {
+        for (const DeadReader& d : dead) free_dead_reader(d.record, load128(&d.record->ident), d.ident);
+      }
+      return uint32_t(dead.size());
     }
-    return true;
-  });
-  return reaped;
-}
-
-void drop_cached_readers(TableFile& file) {
-  ThreadSelf& me = thread_self();
-  for (size_t i = tls_reader_cache.size(); i-- > 0;) {
-    if (tls_reader_cache[i].table != file.id()) continue;
-    release_own_reader(me, tls_reader_cache[i].record);
-    tls_reader_cache.erase(tls_reader_cache.begin() + ptrdiff_t(i));
+    if (pending) {
+      wait_for_pending(attempt);
+      continue;
+    }
+    if (!(load128(&s->owner) == before)) continue;  // a join or leave completed during the scan
+    // Every live counted reader was IN above: the count is live_in. A dead
+    // one was counted if it was IN, or if the count says more than live_in.
+    const bool dead_counted = counted > live_in;
+    std::vector<const DeadReader*> was_in;
+    for (const DeadReader& d : dead) {
+      if (d.state == ReaderState::in || dead_counted) was_in.push_back(&d);
+    }
+    for (const DeadReader* d : was_in) {
+      if (freed) freed->push_back({slot_index, Mode::shared, reader_owner(d->record, d->ident)});
+    }
+    if (dry_run) return uint32_t(dead.size());
+    // Each dead reader is reported once: before the CAS (TAKEOVER IN HISTORY),
+    // then marked, so a recount that finds it again does not repeat it.
+    // Two recounts racing over the same dead readers may both report one
+    // before either marks it; the drainer drops such a repeat.
+    for (const DeadReader* d : was_in) {
+      Word128 now = load128(&d->record->ident);
+      if ((pid_word(now) & format::kReaderReported) || now.hi != d->ident.hi) continue;
+      log.dead_found(slot_index, reader_owner(d->record, d->ident), Mode::shared);
+      (void)cas128(&d->record->ident, now, Word128{now.lo | (uint64_t{format::kReaderReported} << 32), now.hi});
+    }
+    const uint32_t flags = pw & (kWriterWaiting | kSharedWaiters | kAbandoned);
+    const uint32_t abandoned = was_in.empty() ? 0 : kAbandoned;
+    Word128 desired = live_in == 0 ? make_word(tid_word(before) & kWaiters, (flags & ~kSharedWaiters) | abandoned, 0,
+                                               generation(before) + 1)
+                                   : make_word(tid_word(before), kSharedMode | flags | abandoned | live_in, 0,
+                                               generation(before) + 1);
+    Word128 expected = before;
+    if (!cas128(&s->owner, expected, desired)) continue;
+    crash_point("recount:after_cas");
+    if (!was_in.empty()) record_dead_owner(s, reader_owner(was_in.front()->record, was_in.front()->ident));
+    for (const DeadReader& d : dead) free_dead_reader(d.record, load128(&d.record->ident), d.ident);
+    if (live_in == 0 && (tid_word(before) & kWaiters)) futex_wake(&s->owner.tid_word, INT_MAX);
+    return uint32_t(dead.size());
   }
 }
 
 void recover_readers(TableFile& file, bool dry_run, std::vector<Freed>* freed, DeathLog& log) {
-  for_each_reader(file, [&](uint64_t i, format::ReaderRecord* r) {
-    if (guess128(&r->ident).lo == 0) return true;
-    Word128 id = load128(&r->ident);
-    if (!reader_dead(id)) return true;
+  std::vector<uint32_t> slots;
+  for_each_reader(file, [&](uint64_t, format::ReaderRecord* r) {
     uint64_t op = load_op(r);
-    uint32_t slot_index = format::reader_op_slot(op);
-    Owner dead = reader_owner(r, id);
-    format::Slot* s = file.slot(slot_index);
-    if (format::reader_op_state(op) == ReaderState::idle || s == nullptr) {
-      if (!dry_run) free_dead_reader(r, generation(id));
-    } else if (dry_run) {
-      freed->push_back({slot_index, Mode::shared, dead});
-    } else if (finish_dead_reader(file, s, slot_index, uint32_t(i), r, generation(id), dead, log)) {
-      freed->push_back({slot_index, Mode::shared, dead});
+    if (format::reader_op_state(op) == ReaderState::idle) return true;
+    Word128 id = guess128(&r->ident);
+    if (id.lo != 0 && format::reader_op_claim(op) == generation(id) && reader_dead(load128(&r->ident))) {
+      slots.push_back(format::reader_op_slot(op));
     }
     return true;
   });
+  std::sort(slots.begin(), slots.end());
+  slots.erase(std::unique(slots.begin(), slots.end()), slots.end());
+  for (uint32_t slot_index : slots) {
+    if (format::Slot* s = file.slot(slot_index)) reap_dead_readers(file, s, slot_index, dry_run, freed, log);
+  }
 }
 
-bool count_readers(TableFile& file, format::Slot* s, uint32_t slot_index, uint32_t* record_count,
+bool count_readers(TableFile& file, format::Slot* s, uint32_t slot_index, uint32_t* at_least, uint32_t* at_most,
                    uint32_t* counted) {
-  Word128 before = load128(&s->owner);
-  uint32_t n = 0;
-  for_each_reader(file, [&](uint64_t i, format::ReaderRecord* r) {
-    uint64_t op = load_op(r);
-    if (format::reader_op_slot(op) != slot_index || guess128(&r->ident).lo == 0) return true;
-    bool last = aux_word(before) == i + 1 && generation(before) == format::reader_op_ticket(op);
-    switch (format::reader_op_state(op)) {
-      case ReaderState::in: ++n; break;
-      case ReaderState::joining: n += last ? 1 : 0; break;
-      case ReaderState::leaving: n += last ? 0 : 1; break;
-      case ReaderState::idle: break;
-    }
+  const Word128 before = load128(&s->owner);
+  uint32_t in = 0, pending = 0;
+  for_each_reader(file, [&](uint64_t, format::ReaderRecord* r) {
+    // A dead reader may or may not still be counted (a recount may have
+    // taken it out and died before freeing its record).
+    ReaderSeen seen = look_at(r, slot_index);
+    if (seen.kind == ReaderSeen::live_in) ++in;
+    if (seen.kind == ReaderSeen::live_pending || seen.kind == ReaderSeen::dead) ++pending;
     return true;
   });
-  Word128 after = load128(&s->owner);
-  if (!(before == after)) return false;
-  *record_count = n;
+  if (!(load128(&s->owner) == before)) return false;
+  *at_least = in;
+  *at_most = in + pending;
   *counted = is_shared(pid_word(before)) ? (pid_word(before) & kPidMask) : 0;
   return true;
 }

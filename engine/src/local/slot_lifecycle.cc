@@ -9,6 +9,7 @@
 #include "posix_error.h"
 #include "reader_records.h"
 #include "slot_state.h"
+#include "clock.h"
 #include "system_info.h"
 
 namespace locktable::detail {
@@ -19,8 +20,20 @@ using format::kWaiters;
 
 namespace {
 
+// TOKENS (lock_protocol.cc): a token is 1 more than the one before, and an
+// acquisition takes far more than a nanosecond, so no slot's token ever
+// passes the wall clock in ns. Raising a token to the clock therefore puts it
+// above every token this slot, or any slot of any table on this machine,
+// gave before (given a clock that does not step back across it).
+// REQUIRES: nobody holds `s` exclusively (nobody else writes its token).
+void raise_token_floor(format::Slot* s) {
+  uint64_t floor = realtime_ns();
+  if (__atomic_load_n(&s->token, __ATOMIC_RELAXED) < floor) __atomic_store_n(&s->token, floor, __ATOMIC_RELAXED);
+}
+
 // Frees the slot (abandoned if it was held). True if it was held.
 bool reset_slot_after_reboot(format::Slot* s) {
+  raise_token_floor(s);  // the file may have lost the last tokens' writes with the power
   for (;;) {
     Word128 cur = load128(&s->owner);
     uint32_t pw = pid_word(cur);
@@ -49,14 +62,13 @@ void reset_reader_after_reboot(format::ReaderRecord* r) {
 
 }  // namespace
 
-Code retire_slot(TableFile& file, format::Slot* s, uint32_t slot_index, uint32_t incarnation) {
+Code retire_slot(format::Slot* s, uint32_t incarnation) {
   for (;;) {
     Word128 cur = load128(&s->owner);
     if (load_incarnation(s) != incarnation) return Code::stale_handle;
     uint32_t pw = pid_word(cur);
     if (pw & kRetired) return Code::ok;
     if (!is_free(pw)) return Code::busy;
-    help_reader_op(file, slot_index, cur);
     if (cas128(&s->owner, cur, make_word(0, kRetired, 0, generation(cur) + 1))) {
       if (tid_word(cur) & kWaiters) futex_wake(&s->owner.tid_word, INT_MAX);  // they fail with stale_handle
       return Code::ok;
@@ -74,6 +86,7 @@ uint32_t prepare_slot_for_new_name(format::Slot* s) {
     if (cas128(&s->owner, cur, make_word(0, 0, 0, generation(cur) + 1))) break;
   }
   record_dead_owner(s, Owner{});
+  raise_token_floor(s);
   return inc;
 }
 

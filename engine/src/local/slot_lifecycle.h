@@ -15,7 +15,7 @@ namespace locktable::detail {
 // FREE -> FREE|RETIRED, so no handle can acquire it any more.
 // Errors: busy (held), stale_handle (the slot belongs to another incarnation).
 // REQUIRES: the caller holds the LMDB write transaction of the removal.
-Code retire_slot(TableFile& file, format::Slot* s, uint32_t slot_index, uint32_t incarnation);
+Code retire_slot(format::Slot* s, uint32_t incarnation);
 // Undoes retire_slot (a removal that did not commit). False if the slot is
 // not retired or belongs to another incarnation.
 // REQUIRES: the caller holds an LMDB write transaction, so no removal of the
@@ -24,7 +24,8 @@ Code retire_slot(TableFile& file, format::Slot* s, uint32_t slot_index, uint32_t
 bool unretire_slot(format::Slot* s, uint32_t incarnation);
 bool slot_is_retired(format::Slot* s);
 // Gives the slot to a new name: bumps the incarnation (so old handles fail),
-// then clears RETIRED and any leftover flag. Returns the new incarnation.
+// then clears RETIRED and any leftover flag, and raises the token floor
+// (TOKENS in lock_protocol.cc). Returns the new incarnation.
 // REQUIRES: the caller holds the LMDB write transaction of the creation.
 uint32_t prepare_slot_for_new_name(format::Slot* s);
 

@@ -22,6 +22,14 @@ inline uint32_t load_incarnation(const format::Slot* s) {
   return std::atomic_ref<const uint32_t>(s->incarnation).load(std::memory_order_acquire);
 }
 
+// True when `w` names the calling thread as its live exclusive owner: tid and
+// pid are its own, no flag but the waiter bits is set, and the start time is
+// its own. (Any other flag makes it false: the caller's slow path decides.)
+inline bool owned_by_fast(const Word128& w, const ThreadSelf& me) {
+  constexpr uint64_t kWaiterBits = uint64_t{format::kWaiters} | (uint64_t{format::kSharedWaiters} << 32);
+  return (w.lo & ~kWaiterBits) == me.owner_lo && aux_word(w) == me.start;
+}
+
 // True when `w` names the calling thread as its live exclusive owner.
 inline bool owned_by(const Word128& w, const ThreadSelf& me) {
   return is_exclusive(pid_word(w)) && (tid_word(w) & format::kOwnerDied) == 0 &&

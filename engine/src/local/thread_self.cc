@@ -47,12 +47,17 @@ ThreadSelf& thread_self_slow() {
   char state = 0;
   if (!read_thread_stat(s.pid, s.tid, &start, &state)) start = 0;
   s.start = uint32_t(start);
+  s.owner_lo = uint64_t{s.tid} | (uint64_t{s.pid} << 32);
   s.robust = find_robust_head();
   std::memset(s.comm, 0, sizeof s.comm);
   prctl(PR_GET_NAME, s.comm, 0, 0, 0);
   s.comm[15] = '\0';
-  s.held_count = 0;  // a child after fork holds none of its parent's locks
+  // A child after fork holds none of its parent's locks and owns none of its
+  // parent's reader records.
   s.abandoned_count = 0;
+  s.shared_count = 0;
+  s.cached_count = 0;
+  s.last_slot = nullptr;
   s.ready = 1;
   return s;
 }
