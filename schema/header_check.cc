@@ -108,7 +108,6 @@ void init_header(Header* h, uint32_t ring_entries, uint32_t initial_slots, uint6
   h->extents[0] = ExtentDescriptor{g.offset, uint32_t(g.first_slot), uint32_t(g.slot_count),
                                    uint32_t(g.first_reader), uint32_t(g.reader_count), g.bytes};
   h->extent_count = 1;
-  h->ring_head = 1;  // sequence numbers start at 1
 }
 
 }  // namespace locktable::format

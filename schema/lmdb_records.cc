@@ -171,7 +171,7 @@ std::string encode_grave_record(const GraveRecord& rec) {
   Writer w;
   w.u16(kRecordVersion);
   w.u16(12);
-  w.u64(rec.removed_seq);
+  w.u64(rec.removed_ns);
   w.bytes(rec.name);
   return w.take();
 }
@@ -179,7 +179,7 @@ std::string encode_grave_record(const GraveRecord& rec) {
 Status decode_grave_record(std::string_view value, GraveRecord* rec) {
   Reader r(value);
   uint16_t version = 0, size = 0;
-  if (!read_prologue(r, 12, &version, &size) || !r.u64(&rec->removed_seq) || !r.skip_to(size) ||
+  if (!read_prologue(r, 12, &version, &size) || !r.u64(&rec->removed_ns) || !r.skip_to(size) ||
       !r.bytes(&rec->name, r.left()) || rec->name.size() > 255) {
     return corrupt(fmt::format("graveyard record is malformed ({} bytes)", value.size()));
   }
@@ -249,6 +249,47 @@ Status decode_recent_recoveries(std::string_view value, RecentRecoveries* rec, u
     rec->dead.push_back(d);
   }
   if (!ok) return corrupt(fmt::format("recovered record of slot {} is malformed ({} bytes)", slot, value.size()));
+  return Status::OK();
+}
+
+std::string segment_state_key(uint32_t segment) { return fmt::format("segment/{}", segment); }
+
+std::string encode_segment_state(const SegmentState& rec) {
+  Writer w;
+  w.u16(kRecordVersion);
+  w.u16(12);
+  w.u64(rec.drained);
+  return w.take();
+}
+
+Status decode_segment_state(std::string_view value, SegmentState* rec, uint32_t segment) {
+  Reader r(value);
+  uint16_t version = 0, size = 0;
+  if (!read_prologue(r, 12, &version, &size) || !r.u64(&rec->drained) || !r.skip_to(size) || r.left() != 0) {
+    return corrupt(fmt::format("state record of ring segment {} is malformed ({} bytes)", segment, value.size()));
+  }
+  return Status::OK();
+}
+
+std::string slot_order_key(uint32_t slot) { return fmt::format("order/{}", slot); }
+
+std::string encode_slot_order(const SlotOrder& rec) {
+  Writer w;
+  w.u16(kRecordVersion);
+  w.u16(20);
+  w.u32(rec.incarnation);
+  w.u32(rec.generation);
+  w.u64(rec.time_ns);
+  return w.take();
+}
+
+Status decode_slot_order(std::string_view value, SlotOrder* rec, uint32_t slot) {
+  Reader r(value);
+  uint16_t version = 0, size = 0;
+  if (!read_prologue(r, 20, &version, &size) || !r.u32(&rec->incarnation) || !r.u32(&rec->generation) ||
+      !r.u64(&rec->time_ns) || !r.skip_to(size) || r.left() != 0) {
+    return corrupt(fmt::format("order record of slot {} is malformed ({} bytes)", slot, value.size()));
+  }
   return Status::OK();
 }
 

@@ -35,15 +35,37 @@ inline constexpr uint16_t kRecordVersion = 1;
 // meta keys
 inline constexpr std::string_view kMetaFormat = "format";              // kLmdbFormat
 inline constexpr std::string_view kMetaNextSlot = "next_slot";         // first never-used slot
-inline constexpr std::string_view kMetaDrained = "drained";            // ring tickets below are in LMDB or lost
+inline constexpr std::string_view kMetaNextSeq = "next_seq";          // the next history sequence number
+inline constexpr std::string_view kMetaAccounted = "accounted";        // ring events stored or counted lost
 inline constexpr std::string_view kMetaLostTotal = "lost_total";       // events counted lost so far
 inline constexpr std::string_view kMetaRetentionCount = "retention_count";
 inline constexpr std::string_view kMetaRetentionAge = "retention_age_s";
-// The ring ticket a drainer found not yet written, and since when (ns since
-// the epoch): drainers share one grace period for a slow writer through them.
-inline constexpr std::string_view kMetaStuckTicket = "stuck_ticket";
-inline constexpr std::string_view kMetaStuckSince = "stuck_since_ns";
-inline constexpr uint64_t kLmdbFormat = 2;  // 2: recovered/<slot> records carry a prologue
+// Header::unsegmented_lost as last turned into a `lost` event.
+inline constexpr std::string_view kMetaUnsegmentedSeen = "unsegmented_seen";
+// 2: recovered/<slot> records carry a prologue. 3: per-segment drain
+// positions and per-slot order; graves keep the removal time.
+inline constexpr uint64_t kLmdbFormat = 3;
+
+// meta "segment/<k>" (decimal segment index): how far the drainers got in
+// ring segment k: its events below `drained` are in LMDB or counted lost.
+// (Every ring entry names its own pid and tid, so events of a claim that
+// ended are drained like the others, whoever owns the segment since.)
+struct SegmentState {
+  uint64_t drained = 0;
+};
+std::string segment_state_key(uint32_t segment);
+
+// meta "order/<slot>" (decimal slot): the last ownership change of the slot's
+// lock (incarnation) stored in history. An ownership change of the same lock
+// that reaches a drainer with a lower generation (its thread was descheduled
+// between its CAS and its append, across a drain) is counted lost, never
+// stored out of order.
+struct SlotOrder {
+  uint32_t incarnation = 0;
+  uint32_t generation = 0;
+  uint64_t time_ns = 0;  // of that event: a generation far older in time is a wrapped one, not late
+};
+std::string slot_order_key(uint32_t slot);
 
 // meta "recovered/<slot>" (decimal slot): the dead owners last recovered from
 // the slot, oldest first, each `dead pid << 32 | dead tid`. A takeover is
@@ -68,7 +90,7 @@ struct SlotRecord {
 };
 
 struct GraveRecord {
-  uint64_t removed_seq = 0;
+  uint64_t removed_ns = 0;  // when the name was removed (ns since the epoch)
   std::string name;
 };
 
@@ -111,5 +133,11 @@ Status decode_history_record(std::string_view value, HistoryRecord* r, uint64_t 
 
 std::string encode_recent_recoveries(const RecentRecoveries& r);
 Status decode_recent_recoveries(std::string_view value, RecentRecoveries* r, uint32_t slot);
+
+std::string encode_segment_state(const SegmentState& r);
+Status decode_segment_state(std::string_view value, SegmentState* r, uint32_t segment);
+
+std::string encode_slot_order(const SlotOrder& r);
+Status decode_slot_order(std::string_view value, SlotOrder* r, uint32_t slot);
 
 }  // namespace locktable::format

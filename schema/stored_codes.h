@@ -30,6 +30,10 @@ inline constexpr uint8_t kMaxMode = kModeShared;
 // RingEntry::flags and HistoryRecord::flags.
 inline constexpr uint16_t kEventAbandoned = 1;  // acquired: taken over from a dead holder;
                                                 // released: still abandoned (not marked consistent)
+// Ring entries only (the drainer's order; not stored in history records):
+inline constexpr uint16_t kEventAfterGeneration = 2;  // recovered, timeout: sorts after the events at its
+                                                      // generation (the one it saw), before the next one's
+inline constexpr uint16_t kEventUnordered = 4;        // in no lock's order (timeout, grown, reset, ...)
 
 // Header::history_level.
 inline constexpr uint32_t kHistoryOff = 0;        // no events

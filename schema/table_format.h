@@ -18,10 +18,11 @@
 
 namespace locktable::format {
 
-// Version 2: 128-byte slots (a second, slow-path line), reader ops name the
-// incarnation instead of a ticket, the header keeps the reader high-water mark.
-inline constexpr char kMagic[8] = {'L', 'O', 'C', 'K', 'T', 'B', 'L', '2'};
-inline constexpr uint32_t kVersion = 2;
+// Version 2: 128-byte slots (a second, slow-path line), reader ops carry
+// their claim, the header keeps the reader high-water mark. Version 3: the
+// ring is cut into per-thread segments.
+inline constexpr char kMagic[8] = {'L', 'O', 'C', 'K', 'T', 'B', 'L', '3'};
+inline constexpr uint32_t kVersion = 3;
 inline constexpr uint32_t kHeaderSize = 4096;
 inline constexpr uint32_t kSlotSize = 128;
 inline constexpr uint32_t kReaderSize = 64;
@@ -174,10 +175,41 @@ constexpr ReaderState reader_op_state(uint64_t op) { return ReaderState((op >> 3
 constexpr uint32_t reader_op_claim(uint64_t op) { return uint32_t(op >> 32); }
 
 // ---------------------------------------------------------------------------
-// RingEntry: one history event in the crash-surviving ring (see engine/README.md).
+// The history ring: ring_entries 64-byte units cut into ring_segments()
+// segments of segment_units() units. A thread claims a segment for its events
+// (only its owner writes it, so appends share no cache line). Units 0 and 1
+// are the SegmentHeader, units 2.. hold RingEntry events, a ring of
+// segment_capacity() entries: event i of the segment lives in unit
+// 2 + i mod segment_capacity().
 // ---------------------------------------------------------------------------
+struct alignas(64) SegmentHeader {
+  // --- unit 0 ---
+  OwnerRecord ident;      // the owner thread {tid_word, pid, start time, claim generation}; zero but the
+                          // generation when free; OWNER_DIED set in tid_word by the reset after a reboot.
+                          // Not on a robust list (the table may close while the owner thread lives on):
+                          // an owner is dead when the liveness check says so
+  uint64_t head;          // events ever appended to this segment (all claims); the owner release-stores
+                          // it after an event is complete
+  uint64_t reserved0[2];
+  uint64_t base;          // head when the current claim began: its events are [base, head)
+  char comm[16];          // the owner thread's name, NUL-padded
+  // --- unit 1 ---
+  uint64_t prev_base;     // the claim before: its events are [prev_base, base)
+  char prev_comm[16];     // and its thread's name
+  uint8_t reserved[40];
+};
+static_assert(sizeof(SegmentHeader) == 128);
+static_assert(offsetof(SegmentHeader, ident) == 0);
+static_assert(offsetof(SegmentHeader, head) == 16);
+static_assert(offsetof(SegmentHeader, reserved0) == 24);
+static_assert(offsetof(SegmentHeader, base) == 40);
+static_assert(offsetof(SegmentHeader, comm) == 48);
+static_assert(offsetof(SegmentHeader, prev_base) == 64);
+static_assert(offsetof(SegmentHeader, prev_comm) == 72);
+inline constexpr uint32_t kSegmentHeaderUnits = sizeof(SegmentHeader) / kRingEntrySize;
+
 struct alignas(64) RingEntry {
-  uint64_t stamp;        // 2*ticket+1 while being written, 2*ticket+2 once complete
+  uint64_t stamp;        // 2i+1 while event i of its segment is being written, 2i+2 once complete
   uint64_t time_ns;      // CLOCK_REALTIME_COARSE, ns since the epoch
   uint32_t pid;
   uint32_t tid;
@@ -185,11 +217,14 @@ struct alignas(64) RingEntry {
   uint32_t incarnation;
   uint8_t kind;          // kEvent* (stored_codes.h)
   uint8_t mode;          // kModeExclusive, kModeShared
-  uint16_t flags;        // kEventAbandoned
+  uint16_t flags;        // kEventAbandoned, kEventAfterGeneration, kEventUnordered
   uint32_t aux32;        // recovered: dead owner's tid
   uint64_t aux64;        // acquired: wait ns; released: hold ns; recovered: dead pid << 32 | start;
                          // grown: new slot capacity; reset: locks freed
-  char comm[16];         // writer's thread name, NUL-padded
+  uint32_t generation;   // the slot generation the event's CAS produced (or, kEventAfterGeneration,
+                         // the one it saw): one lock's events sort by it
+  uint32_t reserved0;
+  uint64_t reserved1;
 };
 static_assert(sizeof(RingEntry) == kRingEntrySize);
 static_assert(offsetof(RingEntry, stamp) == 0);
@@ -203,7 +238,21 @@ static_assert(offsetof(RingEntry, mode) == 33);
 static_assert(offsetof(RingEntry, flags) == 34);
 static_assert(offsetof(RingEntry, aux32) == 36);
 static_assert(offsetof(RingEntry, aux64) == 40);
-static_assert(offsetof(RingEntry, comm) == 48);
+static_assert(offsetof(RingEntry, generation) == 48);
+static_assert(offsetof(RingEntry, reserved0) == 52);
+static_assert(offsetof(RingEntry, reserved1) == 56);
+
+// The segments of a ring of `ring_entries` units: 4 to 256, about 2048 units
+// each (the most threads that append history to one table at once).
+constexpr uint32_t ring_segments(uint32_t ring_entries) {
+  uint32_t n = ring_entries / 2048;
+  return n < 4 ? 4 : (n > 256 ? 256 : n);
+}
+constexpr uint32_t segment_units(uint32_t ring_entries) { return ring_entries / ring_segments(ring_entries); }
+constexpr uint32_t segment_capacity(uint32_t ring_entries) { return segment_units(ring_entries) - kSegmentHeaderUnits; }
+static_assert(ring_segments(1u << 17) == 64 && segment_capacity(1u << 17) == 2046);
+static_assert(ring_segments(64) == 4 && segment_capacity(64) == 14);
+static_assert(ring_segments(1u << 24) == 256 && segment_capacity(1u << 24) == 65534);
 
 // ---------------------------------------------------------------------------
 // Header: page 0 of the file.
@@ -250,7 +299,8 @@ struct Header {
                               // scans of the pool stop there
   uint64_t reserved1[2];
   ExtentDescriptor extents[kMaxExtents];
-  alignas(64) uint64_t ring_head;  // next ring ticket (atomic fetch_add); alone on its cache line
+  alignas(64) uint64_t unsegmented_lost;  // events of threads that found no free ring segment
+                                          // (atomic add); alone on its cache line
   uint8_t reserved2[kHeaderSize - 1152 - 8];
 };
 static_assert(sizeof(Header) == kHeaderSize);
@@ -274,7 +324,7 @@ static_assert(offsetof(Header, history_level) == 100);
 static_assert(offsetof(Header, reset_count) == 104);
 static_assert(offsetof(Header, reader_hwm) == 108);
 static_assert(offsetof(Header, extents) == 128);
-static_assert(offsetof(Header, ring_head) == 1152);
+static_assert(offsetof(Header, unsegmented_lost) == 1152);
 inline constexpr size_t kHeaderCrcBytes = offsetof(Header, header_crc);
 
 // ---------------------------------------------------------------------------

@@ -78,6 +78,11 @@ class RawTable {
   locktable::format::Header* header() const { return reinterpret_cast<locktable::format::Header*>(base_); }
   locktable::format::Slot* slot(uint32_t index) const;
   locktable::format::ReaderRecord* reader(uint32_t index) const;
+  locktable::format::SegmentHeader* segment(uint32_t k) const {
+    const uint32_t units = locktable::format::segment_units(header()->ring_entries);
+    return reinterpret_cast<locktable::format::SegmentHeader*>(base_ + locktable::format::kHeaderSize +
+                                                              uint64_t{k} * units * locktable::format::kRingEntrySize);
+  }
   size_t size() const { return size_; }
 
  private:

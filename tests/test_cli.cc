@@ -16,6 +16,7 @@
 #include <thread>
 
 #include "helpers.h"
+#include "table_format.h"
 
 using namespace locktable;
 using nlohmann::json;
@@ -156,9 +157,12 @@ TEST_CASE("cli: init, ls, stat, rm happy paths") {
   json st = json::parse(r.out);
   CHECK(st["slots"]["capacity"] == 16);
   CHECK(st["slots"]["used"] == 1);
-  CHECK(st["format_version"] == 2);
+  CHECK(st["format_version"] == locktable::format::kVersion);
   CHECK(st["boot_id"].get<std::string>().size() == 36);
   CHECK(st["history"]["level"] == "persisted");
+  CHECK(st["ring"]["segments"] == 64);
+  CHECK(st["ring"]["appended"] == 3);  // `created`, and run's `acquired` and `released`
+  CHECK(st["ring"]["undrained"] == 3);
   CHECK(run({"stat", dir}).code == 0);
   CHECK(run({"rm", dir, "alpha"}).code == 0);
   CHECK(run({"rm", dir, "alpha"}).code == 3);

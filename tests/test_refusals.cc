@@ -15,6 +15,7 @@
 
 #include "header_check.h"
 #include "helpers.h"
+#include "proc_thread.h"
 #include "system_info.h"
 
 using namespace locktable;
@@ -92,12 +93,12 @@ TEST_CASE("a table of a newer format, or with corrupt header fields, is refused"
     CHECK(contains(s.message(), fmt::format("version {}, this build reads version {}", format::kVersion + 1,
                                              format::kVersion)));
   }
-  SECTION("older version (a table made by a build before format 2)") {
+  SECTION("older version (a table made by an earlier build)") {
     h->magic[7] = '1';
     h->format = (uint64_t{1} << 32) | (format::kFormat & 0xffffffffu);
     Status s = try_open(tmp.table());
     CHECK(s.code() == Code::version_mismatch);
-    CHECK(contains(s.message(), tmp.table() + "/table: table format version 1, this build reads version 2"));
+    CHECK(contains(s.message(), tmp.table() + "/table: table format version 1, this build reads version " + std::to_string(format::kVersion)));
   }
   SECTION("immutable field") {
     h->ring_entries = 12345;  // caught by the checksum before the ring check
@@ -242,6 +243,13 @@ TEST_CASE("after a reboot every lock is freed, abandoned, and the reset is in hi
   // writing a plausible live-looking owner, and change the boot id.
   testing::RawTable raw(tmp.table());
   raw.slot(0)->owner.tid_word = uint32_t(kid);
+  // A history segment claimed in the earlier boot by a pid, tid and start time
+  // that are alive in this one (this very thread): still dead.
+  uint64_t start = 0;
+  char state = 0;
+  REQUIRE(detail::read_thread_stat(uint32_t(::getpid()), uint32_t(::gettid()), &start, &state));
+  const uint32_t last = format::ring_segments(raw.header()->ring_entries) - 1;
+  raw.segment(last)->ident = format::OwnerRecord{uint32_t(::gettid()), uint32_t(::getpid()), uint32_t(start), 1};
   raw.header()->boot_id[0] ^= 0xff;
   t.reset();
 
@@ -265,6 +273,9 @@ TEST_CASE("after a reboot every lock is freed, abandoned, and the reset is in hi
   REQUIRE(again->history(q, &ev).ok());
   REQUIRE(ev.size() == 1);
   CHECK(ev[0].count == 1);
+  // The reset marked the old boot's segment dead; the drain freed it.
+  CHECK(raw.segment(last)->ident.tid_word == 0);
+  CHECK(raw.segment(last)->ident.pid_word == 0);
 }
 
 TEST_CASE("every header byte corrupted in turn: a clear refusal or a working table, never a crash") {
@@ -293,7 +304,7 @@ TEST_CASE("every header byte corrupted in turn: a clear refusal or a working tab
       {0, format::kHeaderCrcBytes + 4, true},                                        // magic .. header_crc
       {offsetof(format::Header, extent_count), offsetof(format::Header, reset_count) + 4, false},
       {offsetof(format::Header, extents), offsetof(format::Header, extents) + 2 * sizeof(format::ExtentDescriptor), false},
-      {offsetof(format::Header, ring_head), offsetof(format::Header, ring_head) + 8, false},
+      {offsetof(format::Header, unsegmented_lost), offsetof(format::Header, unsegmented_lost) + 8, false},
   };
   // Child exit codes: 0 opened and worked, 1 refused naming the file, 2 refused
   // without naming it, 3 opened but an operation failed without naming anything.

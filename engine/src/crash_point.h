@@ -35,6 +35,7 @@ inline constexpr const char* kCrashSites[] = {
     "takeover:after_cas",     // exclusive takeover: CAS done, time stamp and report not yet
     "recount:after_cas",      // dead readers taken out of the count, their records not yet freed
     "drain:before_commit",    // history drain: batch written, not yet committed
+    "append:before_complete", // history append: fields written, the event not yet marked complete
 };
 
 #if defined(LOCKTABLE_CRASH_POINTS)

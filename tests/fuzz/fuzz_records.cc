@@ -21,7 +21,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (size < 1) return 0;
   const uint8_t selector = data[0];
   std::string_view value(reinterpret_cast<const char*>(data + 1), size - 1);
-  switch (selector % 7) {
+  switch (selector % 9) {
     case 0: {
       NameRecord r, again;
       if (!decode_name_record(value, &r, "fuzz").ok()) return 0;
@@ -40,7 +40,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       GraveRecord r, again;
       if (!decode_grave_record(value, &r).ok()) return 0;
       if (!decode_grave_record(encode_grave_record(r), &again).ok()) mismatch();
-      if (again.removed_seq != r.removed_seq || again.name != r.name) mismatch();
+      if (again.removed_ns != r.removed_ns || again.name != r.name) mismatch();
       break;
     }
     case 3: {
@@ -66,6 +66,21 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       if (!decode_recent_recoveries(value, &r, 7).ok()) return 0;
       if (r.dead.size() > kMaxRecentRecoveries) mismatch();
       if (!decode_recent_recoveries(encode_recent_recoveries(r), &again, 7).ok() || again.dead != r.dead) mismatch();
+      break;
+    }
+    case 7: {
+      SegmentState r, again;
+      if (!decode_segment_state(value, &r, 7).ok()) return 0;
+      if (!decode_segment_state(encode_segment_state(r), &again, 7).ok() || again.drained != r.drained) mismatch();
+      break;
+    }
+    case 8: {
+      SlotOrder r, again;
+      if (!decode_slot_order(value, &r, 7).ok()) return 0;
+      if (!decode_slot_order(encode_slot_order(r), &again, 7).ok() || again.incarnation != r.incarnation ||
+          again.generation != r.generation || again.time_ns != r.time_ns) {
+        mismatch();
+      }
       break;
     }
     default: {

@@ -13,7 +13,7 @@ void register_init(CLI::App& app, int* rc) {
     std::string dir;
     uint32_t slots = 64;
     uint64_t max_slots = uint64_t{1} << 24;
-    uint32_t ring = 1u << 16;
+    uint32_t ring = locktable::Options{}.ring_entries;
     std::string history = "persisted";
   };
   auto a = std::make_shared<Args>();

@@ -1,6 +1,8 @@
 // ls, stat, check.
 #include <fmt/format.h>
 
+#include <cstdio>
+
 #include "cli.h"
 #include "commands.h"
 
@@ -16,34 +18,50 @@ void register_ls(CLI::App& app, int* rc) {
   auto a = std::make_shared<Args>();
   CLI::App* cmd = app.add_subcommand("ls", "List every named lock: state, holders, waiters");
   cmd->add_option("DIR", a->dir, "Table location: a folder (or a file:/// URL)")->required();
-  cmd->add_flag("--json", a->json, "Print one JSON array");
+  cmd->add_flag("--json", a->json, "Print one JSON array, one lock per line (streamed)");
   cmd->callback([a, rc] {
     std::unique_ptr<Table> t;
     Status s = open_table(a->dir, false, &t);
-    std::vector<LockInfo> locks;
-    if (s.ok()) s = t->list(&locks);
     if (!s.ok()) {
       *rc = fail(s);
       return;
     }
     if (a->json) {
-      nlohmann::json out = nlohmann::json::array();
-      for (const LockInfo& l : locks) {
+      // Streamed: a table of a million names prints as it is read, in
+      // constant memory. On an error midway the array stays unclosed (not
+      // valid JSON) and the exit code says so.
+      bool first = true;
+      std::fputs("[", stdout);
+      s = t->list([&](const LockInfo& l) {
         nlohmann::json holders = nlohmann::json::array();
         for (const HolderInfo& h : l.holders) holders.push_back(owner_json(h));
-        out.push_back({{"name", l.name},
-                       {"slot", l.slot},
-                       {"state", state_name(l.state)},
-                       {"mode", l.state == LockState::free ? nullptr : nlohmann::json(mode_name(l.mode))},
-                       {"owner", l.holders.empty() ? nlohmann::json(nullptr) : owner_json(l.holders[0])},
-                       {"holders", holders},
-                       {"held_for_ms", l.holders.empty() || !l.holders[0].held_for_ms
-                                           ? nlohmann::json(nullptr)
-                                           : nlohmann::json(*l.holders[0].held_for_ms)},
-                       {"waiters", l.waiters},
-                       {"abandoned", l.abandoned}});
+        nlohmann::json j{{"name", l.name},
+                         {"slot", l.slot},
+                         {"state", state_name(l.state)},
+                         {"mode", l.state == LockState::free ? nullptr : nlohmann::json(mode_name(l.mode))},
+                         {"owner", l.holders.empty() ? nlohmann::json(nullptr) : owner_json(l.holders[0])},
+                         {"holders", holders},
+                         {"held_for_ms", l.holders.empty() || !l.holders[0].held_for_ms
+                                             ? nlohmann::json(nullptr)
+                                             : nlohmann::json(*l.holders[0].held_for_ms)},
+                         {"waiters", l.waiters},
+                         {"abandoned", l.abandoned}};
+        std::fputs(first ? "\n  " : ",\n  ", stdout);
+        std::fputs(j.dump().c_str(), stdout);
+        first = false;
+        return Status::OK();
+      });
+      if (!s.ok()) {
+        std::fputs("\n", stdout);
+        *rc = fail(s);
+        return;
       }
-      fmt::print("{}\n", out.dump(2));
+      std::fputs(first ? "]\n" : "\n]\n", stdout);
+      return;
+    }
+    std::vector<LockInfo> locks;
+    if (s = t->list(&locks); !s.ok()) {
+      *rc = fail(s);
       return;
     }
     std::vector<std::vector<std::string>> rows;
@@ -104,9 +122,11 @@ void register_stat(CLI::App& app, int* rc) {
                        {"retention_age_s", st.retention_age_s}}},
                      {"ring",
                       {{"entries", st.ring_entries},
-                       {"next_seq", st.ring_head},
-                       {"drained_to", st.ring_drained},
-                       {"undrained", st.ring_head > st.ring_drained ? st.ring_head - st.ring_drained : 0}}}};
+                       {"segments", st.ring_segments},
+                       {"segments_in_use", st.ring_segments_in_use},
+                       {"appended", st.ring_appended},
+                       {"accounted", st.ring_accounted},
+                       {"undrained", st.ring_appended - st.ring_accounted}}}};
     if (a->json) {
       fmt::print("{}\n", j.dump(2));
       return;
@@ -120,8 +140,9 @@ void register_stat(CLI::App& app, int* rc) {
     fmt::print("boot id          {} ({} reboot resets)\n", st.boot_id, st.reset_count);
     fmt::print("history          {}: {} records, {} lost, keep {} records / {} s\n", level, st.history_records,
                st.history_lost, st.retention_count, st.retention_age_s);
-    fmt::print("ring             {} entries, next seq {}, drained to {}\n", st.ring_entries, st.ring_head,
-               st.ring_drained);
+    fmt::print("ring             {} entries in {} segments ({} in use), {} events appended, {} not yet drained\n",
+               st.ring_entries, st.ring_segments, st.ring_segments_in_use, st.ring_appended,
+               st.ring_appended - st.ring_accounted);
   });
 }
 

@@ -82,7 +82,10 @@ struct Options {
   // Creation only (ignored when the table exists).
   uint32_t initial_slots = 64;            // rounded up to a power of two, at least 8
   uint64_t max_slots = uint64_t{1} << 24; // growth limit (at most 2^30)
-  uint32_t ring_entries = 1u << 16;       // history ring size, power of two
+  // History ring size (64-byte units), a power of two: about 2048 per thread
+  // that appends history at once (64 threads by default), each holding about
+  // 2046 events between two drains.
+  uint32_t ring_entries = 1u << 17;
   HistoryLevel history = HistoryLevel::persisted;
   uint64_t retention_count = 1'000'000;   // history records kept in LMDB (0: unlimited)
   std::chrono::seconds retention_age{std::chrono::hours(24 * 7)};  // (0: unlimited)
@@ -126,9 +129,11 @@ struct TableStats {
   std::string boot_id;
   uint32_t reset_count = 0;
   HistoryLevel history_level = HistoryLevel::persisted;
-  uint32_t ring_entries = 0;
-  uint64_t ring_head = 0;           // next event sequence number
-  uint64_t ring_drained = 0;        // events below this are in LMDB (or counted lost)
+  uint32_t ring_entries = 0;        // 64-byte units
+  uint32_t ring_segments = 0;       // one per thread appending history at a time
+  uint32_t ring_segments_in_use = 0;
+  uint64_t ring_appended = 0;       // events appended so far (or lost for want of a segment)
+  uint64_t ring_accounted = 0;      // of those, in LMDB or counted lost (= appended once drained)
   uint64_t history_records = 0;     // records in LMDB
   uint64_t history_lost = 0;        // events counted lost so far
   uint64_t retention_count = 0;

@@ -176,10 +176,23 @@ Status check_history(const TableParts& t, const Txn& txn, Problems& p) {
     return true;
   });
   if (!s.ok()) return s;
-  uint64_t drained = 1;
-  if (txn.get_u64(format::kMetaDrained, &drained, 1).ok()) {
-    uint64_t head = std::atomic_ref<uint64_t>(t.file.header()->ring_head).load(std::memory_order_relaxed);
-    if (drained > head) p.add("{}: history drained up to {} but the ring has only reached {}", lpath, drained, head);
+  // Each ring segment's drain position is not ahead of what it holds.
+  const uint32_t segments = format::ring_segments(t.file.header()->ring_entries);
+  const uint64_t units = format::segment_units(t.file.header()->ring_entries);
+  for (uint32_t k = 0; k < segments; ++k) {
+    std::string_view v;
+    bool found = false;
+    if (!txn.get(db.meta, format::segment_state_key(k), &v, &found).ok() || !found) continue;
+    format::SegmentState st;
+    if (Status ds = format::decode_segment_state(v, &st, k); !ds.ok()) {
+      p.add("{}: {}", lpath, ds.message());
+      continue;
+    }
+    auto* h = reinterpret_cast<const format::SegmentHeader*>(t.file.ring() + uint64_t{k} * units);
+    const uint64_t head = std::atomic_ref<const uint64_t>(h->head).load(std::memory_order_acquire);
+    if (st.drained > head) {
+      p.add("{}: history segment {} drained up to event {} but holds only {}", lpath, k, st.drained, head);
+    }
   }
   return Status::OK();
 }

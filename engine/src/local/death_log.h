@@ -21,7 +21,9 @@ struct Freed {
 
 class DeathLog {
  public:
-  virtual void dead_found(uint32_t slot_index, const Owner& dead, Mode mode) = 0;
+  // `seen`: the slot generation at which the holder was found dead (its
+  // event sorts after the events at that generation, before the next one's).
+  virtual void dead_found(uint32_t slot_index, const Owner& dead, Mode mode, uint32_t seen) = 0;
 
  protected:
   ~DeathLog() = default;

@@ -1,46 +1,142 @@
 #include "history_ring.h"
 
+#include <algorithm>
+
+#include "liveness.h"
+
 namespace locktable::detail {
 
 namespace {
 
-uint64_t load_relaxed(const uint64_t* p) { return __atomic_load_n(p, __ATOMIC_RELAXED); }
-uint32_t load_relaxed(const uint32_t* p) { return __atomic_load_n(p, __ATOMIC_RELAXED); }
+bool segment_free(const Word128& id) { return id.lo == 0 && aux_word(id) == 0; }
+
+// A segment whose owner is gone: the reboot reset marked it, or the thread no
+// longer exists with the recorded start time.
+bool owner_dead(const Word128& id) {
+  if (tid_word(id) & format::kOwnerDied) return true;
+  return thread_liveness(pid_word(id) & format::kPidMask, tid_word(id) & format::kTidMask, aux_word(id)) ==
+         Liveness::dead;
+}
+
+// The TableFile ids of this process's open HistoryRings. A thread's
+// SegmentRef of an id no longer here is stale: the open that it was claimed
+// through freed it, and the mapping may be gone.
+std::mutex open_rings_mu;
+std::vector<uint64_t> open_rings;
+
+bool ring_open(uint64_t id) {
+  std::lock_guard<std::mutex> g(open_rings_mu);
+  return std::find(open_rings.begin(), open_rings.end(), id) != open_rings.end();
+}
+
+format::SegmentHeader* segment_of(format::RingEntry* base, uint32_t units, uint32_t k) {
+  return reinterpret_cast<format::SegmentHeader*>(base + uint64_t{k} * units);
+}
 
 }  // namespace
 
-RingRead ring_read(const format::RingEntry* ring, uint32_t mask, uint64_t t, format::RingEntry* out,
-                   uint32_t* writer_pid, uint32_t* writer_tid) {
-  const format::RingEntry* e = &ring[t & mask];
-  uint64_t s1 = std::atomic_ref<const uint64_t>(e->stamp).load(std::memory_order_acquire);
-  if (s1 > 2 * t + 2) return RingRead::overwritten;
-  if (s1 < 2 * t + 1) return RingRead::not_started;
-  if (s1 == 2 * t + 1) {
-    *writer_pid = load_relaxed(&e->pid);
-    *writer_tid = load_relaxed(&e->tid);
-    std::atomic_thread_fence(std::memory_order_acquire);
-    uint64_t s2 = std::atomic_ref<const uint64_t>(e->stamp).load(std::memory_order_relaxed);
-    if (s2 == s1) return RingRead::writing;
-    return s2 > 2 * t + 2 ? RingRead::overwritten : ring_read(ring, mask, t, out, writer_pid, writer_tid);
-  }
-  out->stamp = s1;
-  out->time_ns = load_relaxed(&e->time_ns);
-  out->pid = load_relaxed(&e->pid);
-  out->tid = load_relaxed(&e->tid);
-  out->slot = load_relaxed(&e->slot);
-  out->incarnation = load_relaxed(&e->incarnation);
-  uint32_t kmf = load_relaxed(reinterpret_cast<const uint32_t*>(&e->kind));
-  out->kind = uint8_t(kmf);
-  out->mode = uint8_t(kmf >> 8);
-  out->flags = uint16_t(kmf >> 16);
-  out->aux32 = load_relaxed(&e->aux32);
-  out->aux64 = load_relaxed(&e->aux64);
-  uint64_t comm[2] = {load_relaxed(reinterpret_cast<const uint64_t*>(e->comm)),
-                      load_relaxed(reinterpret_cast<const uint64_t*>(e->comm) + 1)};
-  std::memcpy(out->comm, comm, 16);
+HistoryRing::HistoryRing(TableFile& file)
+    : header_(file.header()),
+      base_(file.ring()),
+      table_id_(file.id()),
+      segments_(format::ring_segments(file.header()->ring_entries)),
+      units_(format::segment_units(file.header()->ring_entries)) {
+  std::lock_guard<std::mutex> g(open_rings_mu);
+  open_rings.push_back(table_id_);
+}
+
+HistoryRing::~HistoryRing() {
+  std::lock_guard<std::mutex> g(open_rings_mu);
+  open_rings.erase(std::find(open_rings.begin(), open_rings.end(), table_id_));
+}
+
+RingRead ring_read(const format::RingEntry* entries, uint32_t capacity, uint64_t i, format::RingEntry* out) {
+  const format::RingEntry* e = &entries[i % capacity];
+  const auto* words = reinterpret_cast<const uint64_t*>(e);
+  auto* copy = reinterpret_cast<uint64_t*>(out);
+  const uint64_t s1 = __atomic_load_n(&words[0], __ATOMIC_ACQUIRE);
+  if (s1 != 2 * i + 2) return RingRead::overwritten;
+  copy[0] = s1;
+  for (int w = 1; w < 8; ++w) copy[w] = __atomic_load_n(&words[w], __ATOMIC_RELAXED);
   std::atomic_thread_fence(std::memory_order_acquire);
-  uint64_t s2 = std::atomic_ref<const uint64_t>(e->stamp).load(std::memory_order_relaxed);
-  return s2 == s1 ? RingRead::complete : RingRead::overwritten;
+  return __atomic_load_n(&words[0], __ATOMIC_RELAXED) == s1 ? RingRead::complete : RingRead::overwritten;
+}
+
+SegmentRef* HistoryRing::claim_segment(ThreadSelf& me) {
+  // Forget the refs of tables closed since (their opens freed the segments).
+  for (uint32_t i = 0; i < me.segment_count;) {
+    if (ring_open(me.segments[i].table)) {
+      ++i;
+    } else {
+      me.segments[i] = me.segments[--me.segment_count];
+    }
+  }
+  if (me.segment_count == kSegmentRefs) return nullptr;  // a thread of this many open tables keeps the first ones
+  // A free segment first; else one whose owner is dead (its events stay for
+  // the drainers: every entry names its writer).
+  for (int pass = 0; pass < 2; ++pass) {
+    for (uint32_t k = 0; k < segments_; ++k) {
+      format::SegmentHeader* h = segment(k);
+      Word128 id = guess128(&h->ident);
+      if (pass == 0 ? !segment_free(id) : (segment_free(id) || !owner_dead(load128(&h->ident)))) continue;
+      if (pass == 1) id = load128(&h->ident);
+      Word128 mine = make_word(me.tid, me.pid, me.start, generation(id) + 1);
+      if (!cas128(&h->ident, id, mine)) continue;
+      {
+        std::lock_guard<std::mutex> g(claims_mu_);
+        claims_.emplace_back(h, mine);
+      }
+      // The claim before may have events still to drain: keep its start and name.
+      const uint64_t head = std::atomic_ref<uint64_t>(h->head).load(std::memory_order_acquire);
+      std::atomic_ref<uint64_t>(h->prev_base).store(h->base, std::memory_order_relaxed);
+      std::memcpy(h->prev_comm, h->comm, sizeof h->prev_comm);
+      std::atomic_ref<uint64_t>(h->base).store(head, std::memory_order_release);
+      std::memcpy(h->comm, me.comm, sizeof h->comm);
+      SegmentRef& ref = me.segments[me.segment_count++];
+      ref = SegmentRef{table_id_, h, const_cast<format::RingEntry*>(entries(k)), head, capacity()};
+      return &ref;
+    }
+  }
+  return nullptr;
+}
+
+std::string HistoryRing::writer_name(uint32_t k, uint64_t i) const {
+  const format::SegmentHeader* h = segment(k);
+  const char* comm = i >= std::atomic_ref<const uint64_t>(h->base).load(std::memory_order_acquire) ? h->comm
+                                                                                                   : h->prev_comm;
+  return std::string(comm, strnlen(comm, sizeof h->comm));
+}
+
+void HistoryRing::free_if_drained(uint32_t k, uint64_t drained) {
+  if (head(k) != drained) return;
+  format::SegmentHeader* h = segment(k);
+  Word128 id = load128(&h->ident);
+  if (segment_free(id) || !owner_dead(id)) return;
+  // A dead owner appends nothing more: the head stays where the drain ended.
+  (void)cas128(&h->ident, id, make_word(0, 0, 0, generation(id) + 1));
+}
+
+void HistoryRing::release_claims() {
+  std::lock_guard<std::mutex> g(claims_mu_);
+  for (auto& [h, claimed] : claims_) {
+    // From the exact record claimed: a segment freed since (its thread died
+    // and a drainer freed it) and claimed again by another thread is not ours.
+    Word128 expected = claimed;
+    (void)cas128(&h->ident, expected, make_word(0, 0, 0, generation(claimed) + 1));
+  }
+  claims_.clear();
+}
+
+void reset_segments_after_reboot(TableFile& file) {
+  const uint32_t ring_entries = file.header()->ring_entries;
+  const uint32_t units = format::segment_units(ring_entries);
+  for (uint32_t k = 0; k < format::ring_segments(ring_entries); ++k) {
+    format::SegmentHeader* h = segment_of(file.ring(), units, k);
+    Word128 id = load128(&h->ident);
+    while (!segment_free(id) && !(tid_word(id) & format::kOwnerDied) &&
+           !cas128(&h->ident, id, make_word(tid_word(id) | format::kOwnerDied, pid_word(id), aux_word(id), generation(id)))) {
+    }
+  }
 }
 
 }  // namespace locktable::detail

@@ -2,13 +2,14 @@
 
 #include <algorithm>
 #include <cstring>
+#include <deque>
+#include <set>
 #include <unordered_map>
 
 #include <fmt/format.h>
 
 #include "clock.h"
 #include "crash_point.h"
-#include "history_ring.h"
 #include "liveness.h"
 #include "lmdb_records.h"
 #include "name_map.h"
@@ -18,9 +19,12 @@ namespace locktable::detail {
 
 namespace {
 
-constexpr uint64_t kBatch = 8192;                   // ring entries per write transaction
-constexpr uint64_t kStragglerGraceNs = 250'000'000;  // a ticket unwritten for this long is lost
+constexpr uint64_t kBatch = 8192;                           // events per write transaction, about
+constexpr uint64_t kLateWindowNs = 10'000'000'000;          // see is_late
 
+// ---------------------------------------------------------------------------
+// Records.
+// ---------------------------------------------------------------------------
 uint64_t dead_identity(const format::RingEntry& e) { return (e.aux64 & 0xffffffff00000000u) | e.aux32; }
 
 // Whether a `recovered` entry names a dead owner recently recovered from its
@@ -79,11 +83,11 @@ Event to_event(uint64_t seq, const format::HistoryRecord& r) {
   return e;
 }
 
-format::HistoryRecord from_entry(const format::RingEntry& e, std::string name) {
+format::HistoryRecord from_entry(const format::RingEntry& e, std::string comm, std::string name) {
   format::HistoryRecord r;
   r.kind = e.kind;
   r.mode = e.mode;
-  r.flags = e.flags;
+  r.flags = e.flags & format::kEventAbandoned;  // the order flags stay in the ring
   r.pid = e.pid;
   r.tid = e.tid;
   r.slot = e.slot;
@@ -91,8 +95,20 @@ format::HistoryRecord from_entry(const format::RingEntry& e, std::string name) {
   r.time_ns = e.time_ns;
   r.aux64 = e.aux64;
   r.aux32 = e.aux32;
-  r.comm.assign(e.comm, strnlen(e.comm, sizeof e.comm));
+  r.comm = std::move(comm);
   r.name = std::move(name);
+  return r;
+}
+
+format::HistoryRecord lost_record(uint64_t count) {
+  const ThreadSelf& me = thread_self();
+  format::HistoryRecord r;
+  r.kind = format::kEventLost;
+  r.pid = me.pid;
+  r.tid = me.tid;
+  r.time_ns = realtime_ns();
+  r.aux64 = count;
+  r.comm.assign(me.comm, strnlen(me.comm, sizeof me.comm));
   return r;
 }
 
@@ -109,59 +125,115 @@ bool matches(const HistoryQuery& q, const Event& e) {
   return true;
 }
 
-// The `lost` events of one batch: consecutive lost tickets become one event
-// (count = how many), stored at the first ticket of the run.
-class LostRuns {
- public:
-  LostRuns(Txn& txn, uint64_t lost_total) : txn_(txn), total_(lost_total) {}
+bool ordered(const format::RingEntry& e) { return (e.flags & format::kEventUnordered) == 0; }
 
-  Status lose(uint64_t t, uint64_t n) {
-    if (count_ != 0 && start_ + count_ != t) {
-      if (Status e = flush(); !e.ok()) return e;
-    }
-    if (count_ == 0) start_ = t;
-    count_ += n;
-    return Status::OK();
+// Generations compare as serial numbers: a batch holds far fewer than 2^31
+// ownership changes of one slot.
+bool generation_before(uint32_t a, uint32_t b) { return int32_t(a - b) < 0; }
+
+// An event's place in its lock's order: its generation, and a recovered
+// event after the others at the generation it saw.
+struct OrderKey {
+  uint32_t generation;
+  bool after;
+  bool operator<(const OrderKey& o) const {
+    if (generation != o.generation) return generation_before(generation, o.generation);
+    return !after && o.after;
   }
+};
+OrderKey key_of(const format::RingEntry& e) { return {e.generation, (e.flags & format::kEventAfterGeneration) != 0}; }
 
-  Status flush() {
-    if (count_ == 0) return Status::OK();
-    const ThreadSelf& me = thread_self();
-    format::HistoryRecord r;
-    r.kind = format::kEventLost;
-    r.pid = me.pid;
-    r.tid = me.tid;
-    r.time_ns = realtime_ns();
-    r.aux64 = count_;
-    r.comm.assign(me.comm, strnlen(me.comm, sizeof me.comm));
-    total_ += count_;
-    count_ = 0;
-    return txn_.append(txn_.env().dbi().history, format::encode_u64_key(start_), format::encode_history_record(r));
-  }
-
-  uint64_t total() const { return total_; }
-
- private:
-  Txn& txn_;
-  uint64_t total_;
-  uint64_t start_ = 0, count_ = 0;
+// ---------------------------------------------------------------------------
+// The merge (see history_store.h).
+// ---------------------------------------------------------------------------
+struct Queued {
+  format::RingEntry entry;
+  uint32_t segment;
+  uint64_t index;
 };
 
-// A ticket whose entry is not complete: its writer is being slow, or died in
-// the middle. *give_up: count it lost; otherwise wait for it. Live writers
-// complete within nanoseconds; the grace period is shared by all drainers
-// through LMDB (stuck_ticket, stuck_since_ns).
-Status judge_straggler(Txn& txn, uint64_t t, RingRead rr, uint32_t writer_pid, uint32_t writer_tid, bool* give_up) {
-  *give_up = rr == RingRead::writing && thread_liveness(writer_pid, writer_tid, 0) == Liveness::dead;
-  uint64_t stuck_ticket = 0, stuck_since = 0;
-  if (Status s = txn.get_u64(format::kMetaStuckTicket, &stuck_ticket, 0); !s.ok()) return s;
-  if (Status s = txn.get_u64(format::kMetaStuckSince, &stuck_since, 0); !s.ok()) return s;
-  const uint64_t now = realtime_ns();
-  if (!*give_up && stuck_ticket == t && now - stuck_since > kStragglerGraceNs) *give_up = true;
-  if (*give_up || stuck_ticket == t) return Status::OK();
-  if (Status s = txn.put_u64(format::kMetaStuckTicket, t); !s.ok()) return s;
-  return txn.put_u64(format::kMetaStuckSince, now);
-}
+class Merger {
+ public:
+  explicit Merger(uint32_t segments) : queues_(segments) {}
+
+  void add(uint32_t segment, uint64_t index, const format::RingEntry& e) {
+    queues_[segment].push_back(Queued{e, segment, index});
+    if (ordered(e)) waiting_[e.slot].insert(key_of(e));
+  }
+  // An event not in this batch that events of its lock at or after `key` must follow.
+  void barrier(uint32_t slot, OrderKey key) {
+    auto [it, fresh] = barriers_.emplace(slot, key);
+    if (!fresh && key < it->second) it->second = key;
+  }
+
+  // The next event in merged order, oldest first among those free to go.
+  // False when none is (the batch is empty, or the rest wait for events of
+  // a later batch).
+  bool next(Queued* out) {
+    int best = -1;
+    for (size_t q = 0; q < queues_.size(); ++q) {
+      if (queues_[q].empty()) continue;
+      const format::RingEntry& e = queues_[q].front().entry;
+      if (ordered(e) && !free_to_go(e)) continue;
+      if (best < 0 || e.time_ns < queues_[size_t(best)].front().entry.time_ns) best = int(q);
+    }
+    if (best < 0) return false;
+    *out = queues_[size_t(best)].front();
+    queues_[size_t(best)].pop_front();
+    if (ordered(out->entry)) {
+      std::multiset<OrderKey>& keys = waiting_[out->entry.slot];
+      keys.erase(keys.find(key_of(out->entry)));
+    }
+    return true;
+  }
+
+  // The index of the first event of `segment` still queued, or `end`.
+  uint64_t first_left(uint32_t segment, uint64_t end) const {
+    return queues_[segment].empty() ? end : queues_[segment].front().index;
+  }
+  // How many events of `segment` below `index` are still queued.
+  uint64_t left_below(uint32_t segment, uint64_t index) const {
+    uint64_t n = 0;
+    for (const Queued& q : queues_[segment]) n += q.index < index;
+    return n;
+  }
+
+ private:
+  // Free to go: no event of its lock waiting in the batch, or barred by one
+  // left for a later batch, must come first.
+  bool free_to_go(const format::RingEntry& e) const {
+    const OrderKey k = key_of(e);
+    if (auto b = barriers_.find(e.slot); b != barriers_.end() && !(k < b->second)) return false;
+    const std::multiset<OrderKey>& keys = waiting_.find(e.slot)->second;
+    return !(*keys.begin() < k);
+  }
+
+  std::vector<std::deque<Queued>> queues_;
+  std::unordered_map<uint32_t, std::multiset<OrderKey>> waiting_;  // slot -> keys of its queued events
+  std::unordered_map<uint32_t, OrderKey> barriers_;
+};
+
+// Names of locks by (slot, incarnation), from the slot map or the graveyard,
+// and thread names by segment, looked up once per batch.
+class Names {
+ public:
+  explicit Names(const Txn& txn) : txn_(txn) {}
+  Status lock(const format::RingEntry& e, std::string* name) {
+    name->clear();
+    if (!names_a_lock(e.kind)) return Status::OK();
+    const uint64_t key = (uint64_t{e.slot} << 32) | e.incarnation;
+    if (auto it = locks_.find(key); it != locks_.end()) {
+      *name = it->second;
+      return Status::OK();
+    }
+    if (Status s = name_of_slot(txn_, e.slot, e.incarnation, name); !s.ok()) return s;
+    locks_.emplace(key, *name);
+    return Status::OK();
+  }
+ private:
+  const Txn& txn_;
+  std::unordered_map<uint64_t, std::string> locks_;
+};
 
 // Retention: by count, then by age, oldest first, with the name index.
 Status apply_retention(Txn& txn) {
@@ -193,83 +265,148 @@ Status apply_retention(Txn& txn) {
 }
 
 // Names of removed slots are kept until every event that may carry them has
-// been through the ring: a grave older than a ring's worth of tickets goes.
-Status prune_graveyard(Txn& txn, uint64_t drained_to, uint64_t ring_size) {
+// been drained: a grave older than the oldest undrained event goes.
+Status prune_graveyard(Txn& txn, uint64_t oldest_undrained_ns) {
   Cursor cur(txn, txn.env().dbi().graveyard);
   for (bool more = cur.first(); more;) {
     format::GraveRecord g;
-    bool stale = !format::decode_grave_record(cur.value(), &g).ok() || g.removed_seq + ring_size < drained_to;
+    bool stale = !format::decode_grave_record(cur.value(), &g).ok() || g.removed_ns < oldest_undrained_ns;
     more = stale ? cur.erase_and_next() : cur.next();
   }
   return cur.status();
 }
 
+Status read_state(const Txn& txn, uint32_t k, format::SegmentState* st) {
+  std::string_view v;
+  bool found = false;
+  *st = format::SegmentState{};
+  if (Status s = txn.get(txn.env().dbi().meta, format::segment_state_key(k), &v, &found); !s.ok() || !found) return s;
+  return with_context(txn.env().path(), format::decode_segment_state(v, st, k));
+}
+
+// An ownership change (acquired, released, created, removed) has the exact
+// generation of its CAS; a timeout or a recovery only the one it saw.
+bool ownership_change(const format::RingEntry& e) {
+  return ordered(e) && (e.flags & format::kEventAfterGeneration) == 0;
+}
+
+// Late: a later ownership change of the same lock is stored already. A
+// generation far older in time than the stored one has wrapped around; it is
+// not late.
+bool is_late(const format::RingEntry& e, const format::SlotOrder& stored) {
+  return stored.time_ns != 0 && stored.incarnation == e.incarnation &&
+         generation_before(e.generation, stored.generation) && e.time_ns + kLateWindowNs > stored.time_ns;
+}
+
 }  // namespace
 
-Status HistoryStore::drain(uint64_t* drained, bool patient) {
+// ---------------------------------------------------------------------------
+// Draining.
+// ---------------------------------------------------------------------------
+Status HistoryStore::drain(uint64_t* drained) {
   *drained = 0;
-  format::Header* h = file_.header();
-  if (__atomic_load_n(&h->history_level, __ATOMIC_RELAXED) != format::kHistoryPersisted) return Status::OK();
+  if (ring_.level() != format::kHistoryPersisted) return Status::OK();
   std::lock_guard<std::mutex> guard(drain_mu_);
-  const auto patience_end = std::chrono::steady_clock::now() + std::chrono::nanoseconds(kStragglerGraceNs * 2);
-  // A pass drains up to the head it sees first, never chasing appends made
+  // A pass drains up to the heads it sees first, never chasing appends made
   // during it: under a tight locking loop a chasing drainer runs for as long as
-  // the appends come, keeping a core (and the ring's cache lines) busy; what a
-  // pass leaves waits for the next one, or is overwritten and counted lost.
-  const uint64_t head = std::atomic_ref<uint64_t>(h->ring_head).load(std::memory_order_acquire);
+  // the appends come, keeping a core (and the ring's cache lines) busy.
+  std::vector<uint64_t> heads(ring_.segment_count());
+  for (uint32_t k = 0; k < ring_.segment_count(); ++k) heads[k] = ring_.head(k);
   for (;;) {
-    bool done = false, stuck = false;
-    if (Status s = drain_batch(head, drained, &done, &stuck); !s.ok() || done) return s;
-    if (stuck) {
-      if (!patient || std::chrono::steady_clock::now() > patience_end) return Status::OK();
-      std::this_thread::sleep_for(std::chrono::milliseconds(2));
-    }
+    bool done = false;
+    if (Status s = drain_batch(heads, drained, &done); !s.ok() || done) return s;
   }
 }
 
-Status HistoryStore::drain_batch(uint64_t head, uint64_t* drained_out, bool* done, bool* stuck) {
+Status HistoryStore::drain_batch(const std::vector<uint64_t>& pass_heads, uint64_t* drained_out, bool* done) {
   const Dbis& db = lmdb_.dbi();
-  const uint64_t ring_size = file_.header()->ring_entries;
+  const uint32_t segments = ring_.segment_count();
+  const uint64_t capacity = ring_.capacity();
   Txn txn(lmdb_, true);
   Status s = txn.begin();
   if (!s.ok()) return s;
-  uint64_t drained = 1, lost_total = 0;
-  if (s = txn.get_u64(format::kMetaDrained, &drained, 1); !s.ok()) return s;
+  uint64_t next_seq = 1, accounted = 0, lost_total = 0, unsegmented_seen = 0;
+  if (s = txn.get_u64(format::kMetaNextSeq, &next_seq, 1); !s.ok()) return s;
+  if (s = txn.get_u64(format::kMetaAccounted, &accounted, 0); !s.ok()) return s;
   if (s = txn.get_u64(format::kMetaLostTotal, &lost_total, 0); !s.ok()) return s;
-  if (drained >= head) {
+  if (s = txn.get_u64(format::kMetaUnsegmentedSeen, &unsegmented_seen, 0); !s.ok()) return s;
+
+  // Lost: lapped (overwritten before being read), overwritten while being
+  // read, late, or appended by threads without a segment.
+  std::vector<format::SegmentState> states(segments);
+  std::vector<uint64_t> heads(segments);
+  uint64_t lost = 0, active = 0, lapped = 0;
+  for (uint32_t k = 0; k < segments; ++k) {
+    if (s = read_state(txn, k, &states[k]); !s.ok()) return s;
+    // Another drainer may have gone past the heads this pass started from.
+    heads[k] = std::max(pass_heads[k], states[k].drained);
+    if (heads[k] - states[k].drained > capacity) {
+      lapped += heads[k] - capacity - states[k].drained;
+      states[k].drained = heads[k] - capacity;
+    }
+    active += heads[k] > states[k].drained;
+  }
+  const uint64_t unsegmented =
+      std::atomic_ref<uint64_t>(file_.header()->unsegmented_lost).load(std::memory_order_relaxed);
+  lost += lapped + (unsegmented - unsegmented_seen);
+  if (active == 0 && lost == 0) {
     *done = true;
     return Status::OK();
   }
-  LostRuns lost(txn, lost_total);
-  std::unordered_map<uint64_t, std::string> names;  // (slot << 32 | incarnation) -> name
 
-  uint64_t t = drained;
-  if (head - t > ring_size) {  // overwritten without being read
-    if (s = lost.lose(t, head - ring_size - t); !s.ok()) return s;
-    t = head - ring_size;
-  }
-  const uint64_t batch_end = std::min(head, t + kBatch);
-  for (; t < batch_end; ++t) {
-    format::RingEntry e;
-    uint32_t wpid = 0, wtid = 0;
-    RingRead rr = ring_read(file_.ring(), file_.ring_mask(), t, &e, &wpid, &wtid);
-    if (rr == RingRead::overwritten) {
-      // Lapped: everything older than the current head's ring is gone too.
-      uint64_t now = std::atomic_ref<uint64_t>(file_.header()->ring_head).load(std::memory_order_acquire);
-      uint64_t gone_to = std::clamp(now > ring_size ? now - ring_size : 0, t + 1, batch_end);
-      if (s = lost.lose(t, gone_to - t); !s.ok()) return s;
-      t = gone_to - 1;
-      continue;
-    }
-    if (rr == RingRead::writing || rr == RingRead::not_started) {
-      bool give_up = false;
-      if (s = judge_straggler(txn, t, rr, wpid, wtid, &give_up); !s.ok()) return s;
-      if (give_up) {
-        if (s = lost.lose(t, 1); !s.ok()) return s;
+  // This batch takes up to `cap` events of each segment. Everything after
+  // them bars later events of the same locks (Merger::barrier): what the cap
+  // leaves behind, and what was appended since the pass read its heads. The
+  // second matters because the heads are read one after another: a segment
+  // read early can miss an event whose successor in its lock, in a segment
+  // read later, made it. Reading on to each segment's current head, after all
+  // heads were read, finds such an event unless its thread was descheduled
+  // between its CAS and its append; then it arrives late (is_late).
+  const uint64_t cap = std::max<uint64_t>(256, kBatch / std::max<uint64_t>(active, 1));
+  Merger merger(segments);
+  std::vector<uint64_t> ends(segments);
+  std::vector<uint64_t> failed(segments, 0);   // 1 + the last index overwritten while being read
+  std::vector<uint64_t> nfailed(segments, 0);  // how many were
+  for (uint32_t k = 0; k < segments; ++k) {
+    ends[k] = std::min(heads[k], states[k].drained + cap);
+    const uint64_t now_head = std::max(ring_.head(k), heads[k]);
+    for (uint64_t i = states[k].drained; i < now_head; ++i) {
+      format::RingEntry e;
+      if (ring_read(ring_.entries(k), uint32_t(capacity), i, &e) != RingRead::complete) {
+        if (i < ends[k]) {
+          failed[k] = i + 1;
+          ++nfailed[k];
+        }
         continue;
       }
-      *stuck = true;
-      break;
+      if (i < ends[k]) {
+        merger.add(k, i, e);
+      } else if (ordered(e)) {
+        merger.barrier(e.slot, key_of(e));
+      }
+    }
+  }
+
+  Names names(txn);
+  std::unordered_map<uint32_t, format::SlotOrder> order;  // slot -> last stored, as read or updated here
+  std::vector<std::pair<std::string, format::HistoryRecord>> out;
+  for (Queued q; merger.next(&q);) {
+    const format::RingEntry& e = q.entry;
+    if (ownership_change(e)) {
+      auto [it, fresh] = order.try_emplace(e.slot);
+      if (fresh) {
+        std::string_view v;
+        bool found = false;
+        if (s = txn.get(db.meta, format::slot_order_key(e.slot), &v, &found); !s.ok()) return s;
+        if (found && !(s = format::decode_slot_order(v, &it->second, e.slot)).ok()) {
+          return with_context(lmdb_.path(), s);
+        }
+      }
+      if (is_late(e, it->second)) {
+        ++lost;
+        continue;
+      }
+      it->second = format::SlotOrder{e.incarnation, e.generation, e.time_ns};
     }
     if (e.kind == format::kEventRecovered) {
       // A takeover is recorded before its CAS (DeathLog), so racing waiters
@@ -279,40 +416,78 @@ Status HistoryStore::drain_batch(uint64_t head, uint64_t* drained_out, bool* don
       if (duplicate) continue;
     }
     std::string name;
-    if (names_a_lock(e.kind)) {
-      const uint64_t key = (uint64_t{e.slot} << 32) | e.incarnation;
-      auto it = names.find(key);
-      if (it == names.end()) {
-        if (s = name_of_slot(txn, e.slot, e.incarnation, &name); !s.ok()) return s;
-        names.emplace(key, name);
-      } else {
-        name = it->second;
+    if (s = names.lock(e, &name); !s.ok()) return s;
+    out.emplace_back(name, from_entry(e, ring_.writer_name(q.segment, q.index), name));
+  }
+
+  // New drain positions: each segment's first event still waiting. Events
+  // overwritten while being read are lost, with whatever still waits before
+  // them (a later batch could not read those either).
+  uint64_t taken = 0;
+  bool rest_left = false;
+  uint64_t oldest_undrained = realtime_ns();
+  for (uint32_t k = 0; k < segments; ++k) {
+    uint64_t to = merger.first_left(k, ends[k]);
+    lost += nfailed[k];
+    if (failed[k] > to) {
+      lost += merger.left_below(k, failed[k] - 1);
+      to = failed[k];
+    }
+    taken += to - states[k].drained;
+    rest_left |= to < heads[k];
+    if (to != states[k].drained) {
+      states[k].drained = to;
+      if (s = txn.put(db.meta, format::segment_state_key(k), format::encode_segment_state(states[k])); !s.ok()) {
+        return s;
       }
     }
-    if (s = lost.flush(); !s.ok()) return s;
-    const std::string key = format::encode_u64_key(t);
-    if (s = txn.append(db.history, key, format::encode_history_record(from_entry(e, name))); !s.ok()) return s;
+    format::RingEntry e;
+    if (to < heads[k] && ring_read(ring_.entries(k), uint32_t(capacity), to, &e) == RingRead::complete) {
+      oldest_undrained = std::min(oldest_undrained, e.time_ns);
+    }
+  }
+  if (lost > 0) {
+    const std::string key = format::encode_u64_key(next_seq++);
+    if (s = txn.append(db.history, key, format::encode_history_record(lost_record(lost))); !s.ok()) return s;
+  }
+  for (auto& [name, rec] : out) {
+    const std::string key = format::encode_u64_key(next_seq++);
+    if (s = txn.append(db.history, key, format::encode_history_record(rec)); !s.ok()) return s;
     if (!name.empty()) {
       if (s = txn.append(db.history_by_name, name, key, MDB_APPENDDUP); !s.ok()) return s;
     }
-    ++*drained_out;
   }
-  if (s = lost.flush(); !s.ok()) return s;
-  if (s = txn.put_u64(format::kMetaDrained, t); !s.ok()) return s;
-  if (s = txn.put_u64(format::kMetaLostTotal, lost.total()); !s.ok()) return s;
+  *drained_out += out.size();
+  for (const auto& [slot, o] : order) {
+    if (s = txn.put(db.meta, format::slot_order_key(slot), format::encode_slot_order(o)); !s.ok()) return s;
+  }
+  // Accounted: every event taken from a segment (stored, lost, or a repeat of
+  // a recovery), every one lapped, every one of a thread without a segment.
+  if (s = txn.put_u64(format::kMetaAccounted, accounted + taken + lapped + (unsegmented - unsegmented_seen));
+      !s.ok()) {
+    return s;
+  }
+  if (s = txn.put_u64(format::kMetaNextSeq, next_seq); !s.ok()) return s;
+  if (s = txn.put_u64(format::kMetaLostTotal, lost_total + lost); !s.ok()) return s;
+  if (s = txn.put_u64(format::kMetaUnsegmentedSeen, unsegmented); !s.ok()) return s;
   if (s = apply_retention(txn); !s.ok()) return s;
-  if (s = prune_graveyard(txn, t, ring_size); !s.ok()) return s;
+  if (s = prune_graveyard(txn, oldest_undrained); !s.ok()) return s;
   crash_point("drain:before_commit");
-  return txn.commit();
+  if (s = txn.commit(); !s.ok()) return s;
+  for (uint32_t k = 0; k < segments; ++k) ring_.free_if_drained(k, states[k].drained);
+  *done = !rest_left;
+  return Status::OK();
 }
 
+// ---------------------------------------------------------------------------
+// Reading.
+// ---------------------------------------------------------------------------
 Status HistoryStore::query(const HistoryQuery& q, std::vector<Event>* events) {
   events->clear();
-  format::Header* h = file_.header();
-  const uint32_t level = __atomic_load_n(&h->history_level, __ATOMIC_RELAXED);
+  const uint32_t level = ring_.level();
   if (level == format::kHistoryPersisted) {
     uint64_t n = 0;
-    if (Status s = drain(&n, true); !s.ok()) return s;
+    if (Status s = drain(&n); !s.ok()) return s;
   }
   const Dbis& db = lmdb_.dbi();
   Txn txn(lmdb_, false);
@@ -350,17 +525,28 @@ Status HistoryStore::query(const HistoryQuery& q, std::vector<Event>* events) {
   if (!s.ok()) return s;
   if (!bad.ok()) return bad;
 
-  // Level "ring": the events live only in the ring; read what it still holds.
+  // Level "ring": the events not drained live only in the ring; read what it
+  // still holds, merged as a drain would, numbered after the stored ones.
   if (level == format::kHistoryRing) {
-    uint64_t head = std::atomic_ref<uint64_t>(h->ring_head).load(std::memory_order_acquire);
-    uint64_t first = head > h->ring_entries ? head - h->ring_entries : 1;
-    for (uint64_t t = std::max<uint64_t>(first, 1); t < head; ++t) {
-      format::RingEntry e;
-      uint32_t wp = 0, wt = 0;
-      if (ring_read(file_.ring(), file_.ring_mask(), t, &e, &wp, &wt) != RingRead::complete) continue;
+    uint64_t next_seq = 1;
+    if (s = txn.get_u64(format::kMetaNextSeq, &next_seq, 1); !s.ok()) return s;
+    const uint32_t segments = ring_.segment_count();
+    const uint64_t capacity = ring_.capacity();
+    Merger merger(segments);
+    for (uint32_t k = 0; k < segments; ++k) {
+      format::SegmentState st;
+      if (s = read_state(txn, k, &st); !s.ok()) return s;
+      const uint64_t head = ring_.head(k);
+      for (uint64_t i = std::max(st.drained, head > capacity ? head - capacity : 0); i < head; ++i) {
+        format::RingEntry e;
+        if (ring_read(ring_.entries(k), uint32_t(capacity), i, &e) == RingRead::complete) merger.add(k, i, e);
+      }
+    }
+    Names names(txn);
+    for (Queued qd; merger.next(&qd);) {
       std::string name;
-      if (names_a_lock(e.kind) && !(s = name_of_slot(txn, e.slot, e.incarnation, &name)).ok()) return s;
-      Event ev = to_event(t, from_entry(e, std::move(name)));
+      if (s = names.lock(qd.entry, &name); !s.ok()) return s;
+      Event ev = to_event(next_seq++, from_entry(qd.entry, ring_.writer_name(qd.segment, qd.index), name));
       if (matches(q, ev)) out.push_back(std::move(ev));
     }
   }
@@ -369,6 +555,26 @@ Status HistoryStore::query(const HistoryQuery& q, std::vector<Event>* events) {
   if (q.limit > 0 && out.size() > q.limit) out.erase(out.begin(), out.end() - ptrdiff_t(q.limit));
   if (q.newest_first) std::reverse(out.begin(), out.end());
   *events = std::move(out);
+  return Status::OK();
+}
+
+Status HistoryStore::counts(HistoryCounts* c) {
+  *c = HistoryCounts{};
+  Txn txn(lmdb_, false);
+  Status s = txn.begin();
+  if (!s.ok()) return s;
+  uint64_t seen = 0;
+  if (s = txn.get_u64(format::kMetaAccounted, &c->accounted, 0); !s.ok()) return s;
+  if (s = txn.get_u64(format::kMetaLostTotal, &c->lost, 0); !s.ok()) return s;
+  if (s = txn.get_u64(format::kMetaUnsegmentedSeen, &seen, 0); !s.ok()) return s;
+  uint64_t undrained = std::atomic_ref<uint64_t>(file_.header()->unsegmented_lost).load(std::memory_order_relaxed) - seen;
+  for (uint32_t k = 0; k < ring_.segment_count(); ++k) {
+    format::SegmentState st;
+    if (s = read_state(txn, k, &st); !s.ok()) return s;
+    undrained += ring_.head(k) - st.drained;
+    c->segments_in_use += guess128(&ring_.segment(k)->ident).lo != 0;
+  }
+  c->appended = c->accounted + undrained;
   return Status::OK();
 }
 
@@ -397,7 +603,7 @@ void HistoryStore::start_background(std::chrono::milliseconds interval) {
       if (drainer_stop_) break;
       lock.unlock();
       uint64_t n = 0;
-      (void)drain(&n, false);
+      (void)drain(&n);
       lock.lock();
     }
   });
@@ -413,7 +619,7 @@ void HistoryStore::stop_background() {
   drainer_->join();
   drainer_.reset();
   uint64_t n = 0;
-  (void)drain(&n, false);  // what the last period left in the ring
+  (void)drain(&n);  // what the last period left in the ring
 }
 
 }  // namespace locktable::detail

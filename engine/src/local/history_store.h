@@ -1,15 +1,25 @@
 // HistoryStore: moving events from the ring (history_ring.h) into LMDB,
 // retention, reading history back, and the optional background drainer.
 //
-// A drain pass reads the ring head once, then drains up to it in batches.
-// Each batch is one LMDB write transaction: it reads the drain position
-// ("drained", the first ticket not yet in LMDB), turns up to kBatch ring
-// entries from there into history records (key: big-endian sequence number,
-// appended), counts the ones it can no longer read as `lost` events, stores
-// the new position, applies retention, and commits. LMDB admits one writer at
-// a time and the position moves inside the same transaction as the records,
-// so two drainers never store an event twice or skip one, and a drainer killed
-// mid-transaction changes nothing (the ring still holds its entries).
+// A drain pass reads every segment's head once, then drains up to those heads
+// in batches. A batch is one LMDB write transaction: it reads each segment's
+// drain position (SegmentState), reads the events from there, merges them
+// (below), stores them as history records under the next sequence numbers,
+// counts what it could no longer read as one `lost` event, stores the new
+// positions, applies retention, and commits. LMDB admits one writer at a time
+// and the positions move inside the same transaction as the records, so two
+// drainers never store an event twice or skip one, and a drainer killed
+// mid-transaction changes nothing (the ring still holds its events).
+//
+// The merge. A segment holds one thread's events in program order. Events of
+// one lock carry the generation their CAS produced, which orders them. The
+// batch repeatedly takes, among the segments' next events, one that no event
+// still waiting in the batch must precede (none of its lock with a lower
+// generation), oldest first. The two orders never conflict: both follow the
+// real order of the CASes. An event reaching a drainer after a later event of
+// its lock was stored (its thread was descheduled between its CAS and its
+// append, across a drain) is counted lost, never stored out of order
+// (SlotOrder in lmdb_records.h).
 #pragma once
 
 #include <chrono>
@@ -20,24 +30,33 @@
 #include <thread>
 #include <vector>
 
+#include "history_ring.h"
 #include "lmdb_env.h"
 #include "locktable/types.h"
 #include "table_file.h"
 
 namespace locktable::detail {
 
+// The history counts `stats` and `check` report.
+struct HistoryCounts {
+  uint64_t appended = 0;   // events appended (or counted lost for want of a segment) so far
+  uint64_t accounted = 0;  // of those, stored in LMDB or counted lost
+  uint64_t lost = 0;       // counted lost so far
+  uint32_t segments_in_use = 0;
+};
+
 class HistoryStore {
  public:
-  HistoryStore(TableFile& file, LmdbEnv& lmdb) : file_(file), lmdb_(lmdb) {}
+  HistoryStore(TableFile& file, LmdbEnv& lmdb, HistoryRing& ring) : file_(file), lmdb_(lmdb), ring_(ring) {}
   ~HistoryStore() { stop_background(); }
 
   // Drains what was appended before the call (a no-op unless the level is
   // persisted). Takes drain_mu_, then one LMDB write transaction per batch.
-  // REQUIRES: the calling thread holds no LMDB transaction. With `patient`, waits (briefly) for events still being
-  // written, and counts as lost those whose writer is gone.
-  Status drain(uint64_t* drained, bool patient);
+  // REQUIRES: the calling thread holds no LMDB transaction.
+  Status drain(uint64_t* drained);
   // Drains (persisted), then reads: LMDB, and the ring itself at level ring.
   Status query(const HistoryQuery& query, std::vector<Event>* events);
+  Status counts(HistoryCounts* counts);
 
   Status set_level(HistoryLevel level);
   Status set_retention(uint64_t count, uint64_t age_s);
@@ -51,12 +70,13 @@ class HistoryStore {
   void abandon_background() { (void)drainer_.release(); }
 
  private:
-  // One batch: one write transaction. REQUIRES: drain_mu_ held. *done when nothing below `head` is
-  // left; *stuck when a ticket is still being written.
-  Status drain_batch(uint64_t head, uint64_t* drained, bool* done, bool* stuck);
+  // One batch up to `heads`: one write transaction. *done when nothing below
+  // the heads is left. REQUIRES: drain_mu_ held.
+  Status drain_batch(const std::vector<uint64_t>& heads, uint64_t* drained, bool* done);
 
   TableFile& file_;
   LmdbEnv& lmdb_;
+  HistoryRing& ring_;
   std::mutex drain_mu_;  // one drainer per process at a time
 
   std::unique_ptr<std::thread> drainer_;

@@ -31,6 +31,17 @@ struct LocalHot {
 // them when readers wait (they may all get in), otherwise one.
 void wake_waiters(format::Slot* s, const Word128& old);
 
+// A wake-up a change owes its slot's sleepers, done by the caller once it has
+// appended the change's history event: a woken thread's next change must not
+// reach the ring before the change that woke it (the drainer would count the
+// earlier one late).
+struct PendingWake {
+  format::Slot* slot = nullptr;
+  Word128 old{0, 0};  // the record the change replaced (wake_waiters decides how many)
+  bool all = false;   // wake every sleeper whatever `old` says
+  void run() const;
+};
+
 // Bookkeeping an exclusive owner does right after its CAS: put the slot on the
 // thread's robust list and record its tid for after the kernel clears it. The
 // caller stamps the acquisition time (set_acquired_at) and takes the token.
@@ -142,7 +153,7 @@ inline bool local_fast_acquire(Lock& lock, uint64_t* token) {
   if (history_on(hot_of(lock))) {
     local_record(LockAccess::backend(lock),
                  RingEvent{format::kEventAcquired, format::kModeExclusive, 0, LockAccess::index(lock),
-                           LockAccess::incarnation(lock), 0, 0},
+                           LockAccess::incarnation(lock), 0, 0, generation(tls_self.last_value)},
                  now);
   }
   return true;
@@ -192,7 +203,8 @@ inline bool local_fast_acquire_shared(Lock& lock, uint64_t* token) {
   *token = __atomic_load_n(&s->token, __ATOMIC_RELAXED);
   if (history_on(hot)) {
     local_record(LockAccess::backend(lock),
-                 RingEvent{format::kEventAcquired, format::kModeShared, 0, index, LockAccess::incarnation(lock), 0, 0},
+                 RingEvent{format::kEventAcquired, format::kModeShared, 0, index, LockAccess::incarnation(lock), 0, 0,
+                           generation(desired)},
                  now);
   }
   return true;
@@ -237,16 +249,17 @@ inline bool local_fast_release_shared(Lock& lock) {
   *hold = me.shared[--me.shared_count];
   crash_point("leave:before_free");
   me.cache[me.cached_count++] = CachedReader{hot_of(lock)->file_id, h.record, h.record_index, h.claim};
-  if ((pw & format::kPidMask) == 1 && (tid_word(cur) & format::kWaiters)) wake_waiters(s, cur);
+  const bool wake = (pw & format::kPidMask) == 1 && (tid_word(cur) & format::kWaiters);
   if (history_on(hot_of(lock))) {
     const uint64_t now = realtime_coarse_ns();
     const uint64_t since = __atomic_load_n(&h.record->acquired_at, __ATOMIC_RELAXED);
     local_record(LockAccess::backend(lock),
                  RingEvent{format::kEventReleased, format::kModeShared,
                            uint16_t((pw & format::kAbandoned) ? format::kEventAbandoned : 0), index,
-                           LockAccess::incarnation(lock), 0, now > since ? now - since : 0},
+                           LockAccess::incarnation(lock), 0, now > since ? now - since : 0, generation(desired)},
                  now);
   }
+  if (wake) wake_waiters(s, cur);  // after the event (PendingWake)
   return true;
 }
 

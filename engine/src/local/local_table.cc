@@ -117,19 +117,19 @@ Status LocalTable::open(const Options& options) {
     if (s = txn.put_u64(format::kMetaRetentionAge, uint64_t(options.retention_age.count())); !s.ok()) return s;
     if (s = txn.commit(); !s.ok()) return s;
   }
-  ring_ = std::make_unique<HistoryRing>(file_->header(), file_->ring(), file_->ring_mask());
+  ring_ = std::make_unique<HistoryRing>(*file_);
   hot_ = LocalHot{ring_->level_word(), file_->id()};
   names_ = std::make_unique<NameMap>(dir_, *file_, *lmdb_, *ring_);
-  history_ = std::make_unique<HistoryStore>(*file_, *lmdb_);
+  history_ = std::make_unique<HistoryStore>(*file_, *lmdb_, *ring_);
 
   HistoryRing* ring = ring_.get();
   file_->set_grow_observer([ring](uint64_t capacity) {
-    ring->record(RingEvent{format::kEventGrown, 0, 0, 0, 0, 0, capacity});
+    ring->record(unordered_event(format::kEventGrown, 0, 0, 0, capacity));
   });
   uint64_t freed = 0;
   bool reset = false;
   if (s = reset_if_rebooted(*file_, &freed, &reset); !s.ok()) return s;
-  if (freed > 0) ring_->record(RingEvent{format::kEventReset, 0, 0, 0, 0, 0, freed});
+  if (freed > 0) ring_->record(unordered_event(format::kEventReset, 0, 0, 0, freed));
   if (reset) {
     if (s = names_->reconcile_after_reboot(); !s.ok()) return s;
   }
@@ -140,7 +140,8 @@ Status LocalTable::open(const Options& options) {
 LocalTable::~LocalTable() {
   if (::getpid() != open_pid_) {
     // A copy in a child after fork(): the drainer thread is not ours, and
-    // mdb_env_close would clear the parent's LMDB reader slots. Leave both.
+    // mdb_env_close would clear the parent's LMDB reader slots. Leave both,
+    // and the parent's history segments.
     if (history_) history_->abandon_background();
     (void)history_.release();
     (void)lmdb_.release();
@@ -148,6 +149,7 @@ LocalTable::~LocalTable() {
   history_.reset();
   names_.reset();
   lmdb_.reset();
+  if (ring_ && ::getpid() == open_pid_) ring_->release_claims();
   if (file_) drop_cached_readers(*file_);
   if (file_ && process_holds_locks()) {
     // Unmapping would leave this process's robust lists pointing at unmapped
@@ -162,6 +164,9 @@ LocalTable::~LocalTable() {
 
 bool LocalTable::process_holds_locks() {
   const uint32_t pid = uint32_t(::getpid());
+  // Reader records of this process's other threads are on their robust lists
+  // too: the kernel walks those lists when the threads end, so the mapping
+  // must outlive them. (History segments are on no robust list.)
   const uint64_t slots = file_->slot_capacity();
   for (uint64_t i = 0; i < slots; ++i) {
     format::Slot* s = file_->slot(i);
@@ -260,21 +265,23 @@ void local_record(Backend* backend, const RingEvent& ev, uint64_t time_ns) {
 }
 
 void finish_fast_release(Lock& lock, const ReleaseTail& tail) {
-  if (tid_word(tail.old) & format::kWaiters) wake_waiters(static_cast<format::Slot*>(LockAccess::state(lock)), tail.old);
   if (tail.history) {
     const uint64_t now = realtime_coarse_ns();
     local_record(LockAccess::backend(lock),
                  RingEvent{format::kEventReleased, format::kModeExclusive, 0, LockAccess::index(lock),
-                           LockAccess::incarnation(lock), 0, now > tail.acquired_at ? now - tail.acquired_at : 0},
+                           LockAccess::incarnation(lock), 0, now > tail.acquired_at ? now - tail.acquired_at : 0,
+                           generation(tail.old) + 1},
                  now);
   }
+  // After the event (PendingWake).
+  if (tid_word(tail.old) & format::kWaiters) wake_waiters(static_cast<format::Slot*>(LockAccess::state(lock)), tail.old);
 }
 
-void LocalTable::dead_found(uint32_t slot_index, const Owner& dead, Mode mode) {
+void LocalTable::dead_found(uint32_t slot_index, const Owner& dead, Mode mode, uint32_t seen) {
   if (!ring_->on()) return;
   format::Slot* s = file_->slot(slot_index);
-  ring_->record(RingEvent{format::kEventRecovered, uint8_t(mode), 0, slot_index, s ? load_incarnation(s) : 0,
-                          dead.tid, (uint64_t{dead.pid} << 32) | dead.start_time});
+  ring_->record(RingEvent{format::kEventRecovered, uint8_t(mode), format::kEventAfterGeneration, slot_index,
+                          s ? load_incarnation(s) : 0, dead.tid, (uint64_t{dead.pid} << 32) | dead.start_time, seen});
 }
 
 AcquireResult LocalTable::acquire(Lock& lock, Mode mode, const Deadline& deadline) {
@@ -291,7 +298,8 @@ AcquireResult LocalTable::acquire(Lock& lock, Mode mode, const Deadline& deadlin
       const bool abandoned = a.code == Code::abandoned;
       // (A takeover's `recovered` event was recorded before its CAS: dead_found.)
       ring_->record(RingEvent{format::kEventAcquired, m, uint16_t(abandoned ? format::kEventAbandoned : 0), index,
-                              inc, 0, a.wait_ns});
+                              inc, 0, a.wait_ns, a.generation});
+      a.wake.run();
       if (!abandoned) return AcquireResult{Status::OK(), {}, a.token};
       return AcquireResult{Status(Code::abandoned,
                                   fmt::format("lock {}: previous holder (pid {}, tid {}) died holding it; repair, "
@@ -300,7 +308,9 @@ AcquireResult LocalTable::acquire(Lock& lock, Mode mode, const Deadline& deadlin
                            a.dead_owner, a.token};
     }
     case Code::timed_out:
-      ring_->record(RingEvent{format::kEventTimeout, m, 0, index, inc, 0, a.wait_ns});
+      // In the lock's order after the generation the waiter gave up at.
+      ring_->record(RingEvent{format::kEventTimeout, m, format::kEventAfterGeneration, index, inc, 0, a.wait_ns,
+                              a.generation});
       return AcquireResult{Status(Code::timed_out, fmt::format("lock {}: timed out", quote_name(name))), {}};
     case Code::already_held:
       return AcquireResult{Status(Code::already_held, fmt::format("lock {}: already held by this thread{}",
@@ -329,12 +339,14 @@ Status LocalTable::release(Lock& lock, Mode mode) {
   const uint32_t index = LockAccess::index(lock), inc = LockAccess::incarnation(lock);
   bool left_abandoned = false;
   uint64_t acquired_at = 0;
+  uint32_t gen = 0;
+  PendingWake wake;
   Code c;
   if (mode == Mode::exclusive) {
     acquired_at = __atomic_load_n(&slot->acquired_at, __ATOMIC_RELAXED);
-    c = release_exclusive(slot, inc, &left_abandoned);
+    c = release_exclusive(slot, inc, &left_abandoned, &gen, &wake);
   } else {
-    c = release_shared(*file_, slot, index, inc, &left_abandoned, &acquired_at);
+    c = release_shared(*file_, slot, index, inc, &left_abandoned, &acquired_at, &gen, &wake);
   }
   if (c == Code::stale_handle) {
     return Status(Code::stale_handle,
@@ -348,9 +360,10 @@ Status LocalTable::release(Lock& lock, Mode mode) {
     uint64_t now = realtime_coarse_ns();
     ring_->record_at(RingEvent{format::kEventReleased, uint8_t(mode),
                                uint16_t(left_abandoned ? format::kEventAbandoned : 0), index, inc, 0,
-                               now > acquired_at ? now - acquired_at : 0},
+                               now > acquired_at ? now - acquired_at : 0, gen},
                      now);
   }
+  wake.run();
   return Status::OK();
 }
 
@@ -450,14 +463,18 @@ Status LocalTable::stats(TableStats* st) {
   st->reset_count = __atomic_load_n(&h->reset_count, __ATOMIC_RELAXED);
   st->history_level = HistoryLevel(ring_->level());
   st->ring_entries = h->ring_entries;
-  st->ring_head = std::atomic_ref<const uint64_t>(h->ring_head).load(std::memory_order_relaxed);
+  st->ring_segments = ring_->segment_count();
+  HistoryCounts hc;
+  if (s = history_->counts(&hc); !s.ok()) return s;
+  st->ring_appended = hc.appended;
+  st->ring_accounted = hc.accounted;
+  st->ring_segments_in_use = hc.segments_in_use;
+  st->history_lost = hc.lost;
 
   Txn txn(*lmdb_, false);
   if (s = txn.begin(); !s.ok()) return s;
   if (s = txn.entries(lmdb_->dbi().names, &st->slots_used); !s.ok()) return s;
   if (s = txn.entries(lmdb_->dbi().history, &st->history_records); !s.ok()) return s;
-  if (s = txn.get_u64(format::kMetaDrained, &st->ring_drained, 1); !s.ok()) return s;
-  if (s = txn.get_u64(format::kMetaLostTotal, &st->history_lost, 0); !s.ok()) return s;
   if (s = txn.get_u64(format::kMetaRetentionCount, &st->retention_count, 0); !s.ok()) return s;
   return txn.get_u64(format::kMetaRetentionAge, &st->retention_age_s, 0);
 }
@@ -477,7 +494,7 @@ Status LocalTable::check(std::vector<std::string>* problems) {
 // ---------------------------------------------------------------------------
 Status LocalTable::drain_history(uint64_t* drained) {
   if (Status s = check_same_process(); !s.ok()) return s;
-  return history_->drain(drained, false);
+  return history_->drain(drained);
 }
 
 Status LocalTable::history(const HistoryQuery& query, std::vector<Event>* events) {

@@ -59,7 +59,7 @@ class LocalTable final : public Backend, public DeathLog {
   Status set_retention(uint64_t count, std::chrono::seconds age) override;
 
   // DeathLog: a `recovered` event, appended before the takeover's CAS.
-  void dead_found(uint32_t slot_index, const Owner& dead, Mode mode) override;
+  void dead_found(uint32_t slot_index, const Owner& dead, Mode mode, uint32_t seen) override;
 
   HistoryRing& ring() { return *ring_; }
 

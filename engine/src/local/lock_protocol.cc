@@ -346,6 +346,15 @@ void wake_waiters(format::Slot* s, const Word128& old) {
   futex_wake(&s->owner.tid_word, (pid_word(old) & kSharedWaiters) ? INT_MAX : 1);
 }
 
+void PendingWake::run() const {
+  if (slot == nullptr) return;
+  if (all) {
+    futex_wake(&slot->owner.tid_word, INT_MAX);
+  } else {
+    wake_waiters(slot, old);
+  }
+}
+
 // ---------------------------------------------------------------------------
 // Exclusive mode.
 // ---------------------------------------------------------------------------
@@ -363,8 +372,9 @@ Acquired acquire_exclusive(TableFile& file, format::Slot* s, uint32_t slot_index
   bool asked_readers_out = false;  // this writer set WRITER_WAITING
   int spins = 0;
   Owner noted;  // the dead holder last told to the DeathLog
+  uint32_t produced = 0;  // the generation of the acquiring CAS
   auto done = [&](Code code, Owner dead = {}) {
-    Acquired a{code, dead, slept && waiting ? waiting->waited_ns() : 0, 0};
+    Acquired a{code, dead, slept && waiting ? waiting->waited_ns() : 0, 0, produced, {}};
     if (code == Code::ok || code == Code::abandoned) a.token = take_token(s);
     return a;
   };
@@ -386,6 +396,7 @@ Acquired acquire_exclusive(TableFile& file, format::Slot* s, uint32_t slot_index
         continue;
       }
       after_exclusive_acquire(s, me, desired);
+      produced = generation(desired);
       set_acquired_at(s, realtime_coarse_ns());
       if (pw & kAbandoned) {
         note_abandoned(me, s);
@@ -402,7 +413,7 @@ Acquired acquire_exclusive(TableFile& file, format::Slot* s, uint32_t slot_index
       if (dead) {
         Owner gone = exclusive_owner(s, cur);
         if (!(gone == noted)) {
-          log.dead_found(slot_index, gone, Mode::exclusive);
+          log.dead_found(slot_index, gone, Mode::exclusive, generation(cur));
           noted = gone;
         }
         Word128 desired = exclusive_record(me, cur, slept);
@@ -412,13 +423,17 @@ Acquired acquire_exclusive(TableFile& file, format::Slot* s, uint32_t slot_index
           continue;
         }
         after_exclusive_acquire(s, me, desired);
+        produced = generation(desired);
         crash_point("takeover:after_cas");
         set_acquired_at(s, realtime_coarse_ns());
         record_dead_owner(s, gone);
         note_abandoned(me, s);
         return done(Code::abandoned, gone);
       }
-      if (clock().expired()) return done(Code::timed_out);
+      if (clock().expired()) {
+        produced = generation(cur);  // a timeout sorts after the generation it gave up at
+        return done(Code::timed_out);
+      }
       // Spin briefly before sleeping: a holder on another CPU often lets go
       // within a microsecond, and a futex sleep and wake cost more than that.
       // The record is read once per round only: every read pulls the line
@@ -457,7 +472,8 @@ Acquired acquire_exclusive(TableFile& file, format::Slot* s, uint32_t slot_index
   }
 }
 
-Code release_exclusive(format::Slot* s, uint32_t incarnation, bool* left_abandoned) {
+Code release_exclusive(format::Slot* s, uint32_t incarnation, bool* left_abandoned, uint32_t* produced,
+                       PendingWake* wake) {
   ThreadSelf& me = thread_self();
   *left_abandoned = false;
   if (load_incarnation(s) != incarnation) return Code::stale_handle;
@@ -473,8 +489,9 @@ Code release_exclusive(format::Slot* s, uint32_t incarnation, bool* left_abandon
   while (!cas128(&s->owner, cur, desired)) {
   }
   if (me.robust != nullptr) robust_clear_pending(me.robust);
-  if (tid_word(cur) & kWaiters) wake_waiters(s, cur);
+  if (tid_word(cur) & kWaiters) *wake = PendingWake{s, cur, false};
   *left_abandoned = abandoned;
+  *produced = generation(desired);
   return Code::ok;
 }
 
@@ -484,10 +501,10 @@ Code release_exclusive(format::Slot* s, uint32_t incarnation, bool* left_abandon
 Acquired acquire_shared(TableFile& file, format::Slot* s, uint32_t slot_index, uint32_t incarnation,
                         const Deadline& deadline, DeathLog& log) {
   ThreadSelf& me = thread_self();
-  if (find_shared_hold(me, s) != nullptr) return Acquired{Code::already_held, {}, 0, 0};
+  if (find_shared_hold(me, s) != nullptr) return Acquired{Code::already_held, {}, 0, 0, 0, {}};
 
   CachedReader rec;
-  if (Code c = claim_reader(file, me, &rec); c != Code::ok) return Acquired{c, {}, 0, 0};
+  if (Code c = claim_reader(file, me, &rec); c != Code::ok) return Acquired{c, {}, 0, 0, 0, {}};
   format::ReaderRecord* r = rec.record;
   __atomic_store_n(&r->incarnation, incarnation, __ATOMIC_RELAXED);
 
@@ -502,14 +519,16 @@ Acquired acquire_shared(TableFile& file, format::Slot* s, uint32_t slot_index, u
   uint64_t stale_since = 0;
   auto waited = [&]() -> uint64_t { return slept && waiting ? waiting->waited_ns() : 0; };
   auto op = [&](ReaderState st) { return format::make_reader_op(slot_index, st, rec.claim); };
+  Word128 last_seen{0, 0};  // for a timeout: the record it gave up at
   auto fail = [&](Code code) {
     free_own_reader(me, rec);
-    return Acquired{code, {}, waited(), 0};
+    return Acquired{code, {}, waited(), 0, generation(last_seen), {}};
   };
+  uint32_t produced = 0;  // the generation of the joining CAS
   auto joined = [&](Code code, Owner dead) {
     __atomic_store_n(&r->acquired_at, realtime_coarse_ns(), __ATOMIC_RELAXED);
     add_shared_hold(me, SharedHold{s, r, rec.index, rec.claim});
-    return Acquired{code, dead, waited(), __atomic_load_n(&s->token, __ATOMIC_RELAXED)};
+    return Acquired{code, dead, waited(), __atomic_load_n(&s->token, __ATOMIC_RELAXED), produced, {}};
   };
   // One join from `cur` (SHARED MODE, steps 1-3). False when the CAS failed
   // (cur is then the current value).
@@ -529,6 +548,7 @@ Acquired acquire_shared(TableFile& file, format::Slot* s, uint32_t slot_index, u
       store_op(r, op(ReaderState::idle));
       return false;
     }
+    produced = generation(desired);
     crash_point("join:after_cas");
     store_op(r, op(ReaderState::in));
     *code = (pw & kAbandoned) ? Code::abandoned : Code::ok;
@@ -537,6 +557,7 @@ Acquired acquire_shared(TableFile& file, format::Slot* s, uint32_t slot_index, u
 
   for (;;) {
     Word128 cur = guess128(&s->owner);  // validated by every CAS / futex wait below
+    last_seen = cur;
     if (load_incarnation(s) != incarnation) return fail(Code::stale_handle);
     const uint32_t tw = tid_word(cur);
     const uint32_t pw = pid_word(cur);
@@ -557,7 +578,7 @@ Acquired acquire_shared(TableFile& file, format::Slot* s, uint32_t slot_index, u
       if (dead) {
         Owner gone = exclusive_owner(s, cur);
         if (!(gone == noted)) {
-          log.dead_found(slot_index, gone, Mode::exclusive);
+          log.dead_found(slot_index, gone, Mode::exclusive, generation(cur));
           noted = gone;
         }
         store_op(r, op(ReaderState::joining));
@@ -568,9 +589,11 @@ Acquired acquire_shared(TableFile& file, format::Slot* s, uint32_t slot_index, u
           continue;
         }
         store_op(r, op(ReaderState::in));
+        produced = generation(desired);
         record_dead_owner(s, gone);
-        if (pw & kSharedWaiters) futex_wake(&s->owner.tid_word, INT_MAX);  // other readers may join now
-        return joined(Code::abandoned, gone);
+        Acquired a = joined(Code::abandoned, gone);
+        if (pw & kSharedWaiters) a.wake = PendingWake{s, cur, true};  // other readers may join now
+        return a;
       }
       if (clock_now().expired()) return fail(Code::timed_out);
       if (!set_flags(s, cur, kWaiters, kSharedWaiters)) continue;
@@ -602,7 +625,7 @@ Acquired acquire_shared(TableFile& file, format::Slot* s, uint32_t slot_index, u
 }
 
 Code release_shared(TableFile& file, format::Slot* s, uint32_t slot_index, uint32_t incarnation,
-                    bool* left_abandoned, uint64_t* acquired_at) {
+                    bool* left_abandoned, uint64_t* acquired_at, uint32_t* produced, PendingWake* wake) {
   ThreadSelf& me = thread_self();
   *left_abandoned = false;
   if (load_incarnation(s) != incarnation) return Code::stale_handle;
@@ -629,6 +652,7 @@ Code release_shared(TableFile& file, format::Slot* s, uint32_t slot_index, uint3
     if (cas128(&s->owner, cur, desired)) {
       crash_point("leave:after_cas");
       *left_abandoned = (pw & kAbandoned) != 0;
+      *produced = generation(desired);
       break;
     }
   }
@@ -636,7 +660,7 @@ Code release_shared(TableFile& file, format::Slot* s, uint32_t slot_index, uint3
   remove_shared_hold(me, hold);
   crash_point("leave:before_free");
   free_own_reader(me, CachedReader{file.id(), r, h.record_index, h.claim});
-  if (count == 1 && (tid_word(cur) & kWaiters)) wake_waiters(s, cur);
+  if (count == 1 && (tid_word(cur) & kWaiters)) *wake = PendingWake{s, cur, false};
   return Code::ok;
 }
 
@@ -690,7 +714,7 @@ void recover_slot(format::Slot* s, uint32_t slot_index, bool dry_run, std::vecto
       freed->push_back({slot_index, Mode::exclusive, gone});
       return;
     }
-    log.dead_found(slot_index, gone, Mode::exclusive);
+    log.dead_found(slot_index, gone, Mode::exclusive, generation(cur));
     if (!cas128(&s->owner, cur, make_word(0, kAbandoned, 0, generation(cur) + 1))) continue;
     record_dead_owner(s, gone);
     freed->push_back({slot_index, Mode::exclusive, gone});

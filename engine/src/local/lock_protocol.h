@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "death_log.h"
+#include "hot_path.h"
 #include "locktable/types.h"
 #include "table_file.h"
 #include "table_format.h"
@@ -20,6 +21,8 @@ struct Acquired {
   Owner dead_owner;           // abandoned: the holder that died
   uint64_t wait_ns = 0;       // time spent waiting (0 when it never slept)
   uint64_t token = 0;         // held: the fencing token (TOKENS in lock_protocol.cc)
+  uint32_t generation = 0;    // held: the slot generation the acquiring CAS produced (history order)
+  PendingWake wake;           // owed once the event is recorded (a reader that took over wakes the others)
 };
 
 // Both acquires check the handle's incarnation (stale_handle), wait until
@@ -33,9 +36,12 @@ Acquired acquire_shared(TableFile& file, format::Slot* s, uint32_t slot_index, u
 // the hold of the name that now owns the slot (stale_handle). not_owner when
 // the calling thread does not hold it (nothing changes). *left_abandoned:
 // the lock stays abandoned for the next holder (not marked consistent).
-Code release_exclusive(format::Slot* s, uint32_t incarnation, bool* left_abandoned);
+// *generation: the generation the releasing CAS produced (history order);
+// *wake: the wake-up owed once its event is recorded (PendingWake).
+Code release_exclusive(format::Slot* s, uint32_t incarnation, bool* left_abandoned, uint32_t* generation,
+                       PendingWake* wake);
 Code release_shared(TableFile& file, format::Slot* s, uint32_t slot_index, uint32_t incarnation, bool* left_abandoned,
-                    uint64_t* acquired_at);
+                    uint64_t* acquired_at, uint32_t* generation, PendingWake* wake);
 
 // Whether the calling thread holds the slot (in `mode`), and whether it holds
 // it abandoned (not yet marked consistent).

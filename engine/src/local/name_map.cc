@@ -72,7 +72,10 @@ Status NameMap::create(const std::vector<std::string_view>& names, std::vector<f
   uint64_t next = 0;
   if (s = txn.get_u64(format::kMetaNextSlot, &next, 0); !s.ok()) return s;
   const uint64_t next_before = next;
-  std::vector<std::pair<uint32_t, uint32_t>> created;  // (slot, incarnation) for the events
+  struct Created {
+    uint32_t slot, incarnation, generation;
+  };
+  std::vector<Created> created;  // for the events
   const uint64_t now = realtime_ns();
   for (size_t i = 0; i < names.size(); ++i) {
     std::string_view name = names[i];
@@ -97,7 +100,8 @@ Status NameMap::create(const std::vector<std::string_view>& names, std::vector<f
     if (slot == nullptr) return Status(Code::io_error, fmt::format("{}: slot {} not mapped", dir_, index));
     crash_point("create:before_prepare");
     rec.slot = index;
-    rec.incarnation = prepare_slot_for_new_name(slot);
+    uint32_t gen = 0;
+    rec.incarnation = prepare_slot_for_new_name(slot, &gen);
     rec.created_ns = now;
     if (s = txn.put(db.names, name, format::encode_name_record(rec)); !s.ok()) return s;
     if (s = txn.put(db.slots, format::encode_u32_key(index),
@@ -105,14 +109,16 @@ Status NameMap::create(const std::vector<std::string_view>& names, std::vector<f
         !s.ok()) {
       return s;
     }
-    created.emplace_back(index, rec.incarnation);
+    created.push_back(Created{index, rec.incarnation, gen});
   }
   if (next != next_before) {
     if (s = txn.put_u64(format::kMetaNextSlot, next); !s.ok()) return s;
   }
   crash_point("create:before_commit");
   if (s = txn.commit(); !s.ok()) return s;
-  for (const auto& [index, inc] : created) ring_.record(RingEvent{format::kEventCreated, 0, 0, index, inc, 0, 0});
+  for (const Created& c : created) {
+    ring_.record(RingEvent{format::kEventCreated, 0, 0, c.slot, c.incarnation, 0, 0, c.generation});
+  }
   return Status::OK();
 }
 
@@ -132,7 +138,8 @@ Status NameMap::remove(std::string_view name) {
     return Status(Code::corrupt, fmt::format("{}: lock {} points at slot {} beyond the table", lmdb_.path(),
                                              quote_name(name), rec.slot));
   }
-  Code c = retire_slot(slot, rec.incarnation);
+  uint32_t gen = 0;
+  Code c = retire_slot(slot, rec.incarnation, &gen);
   if (c == Code::busy) {
     return Status(Code::busy,
                   fmt::format("{}: lock {} is held; release it before removing it", dir_, quote_name(name)));
@@ -142,7 +149,6 @@ Status NameMap::remove(std::string_view name) {
                                              quote_name(name), rec.incarnation, load_incarnation(slot), rec.slot));
   }
   crash_point("remove:after_retire");
-  uint64_t seq = std::atomic_ref<uint64_t>(file_.header()->ring_head).load(std::memory_order_relaxed);
   auto undo = [&](Status err) {
     txn.abort();
     unretire_slot(slot, rec.incarnation);
@@ -152,13 +158,13 @@ Status NameMap::remove(std::string_view name) {
   if (s = txn.del(db.slots, format::encode_u32_key(rec.slot)); !s.ok()) return undo(s);
   if (s = txn.put(db.free, format::encode_u32_key(rec.slot), ""); !s.ok()) return undo(s);
   if (s = txn.put(db.graveyard, format::encode_grave_key(rec.slot, rec.incarnation),
-                  format::encode_grave_record({seq, std::string(name)}));
+                  format::encode_grave_record({realtime_ns(), std::string(name)}));
       !s.ok()) {
     return undo(s);
   }
   crash_point("remove:before_commit");
   if (s = txn.commit(); !s.ok()) return undo(s);
-  ring_.record(RingEvent{format::kEventRemoved, 0, 0, rec.slot, rec.incarnation, 0, 0});
+  ring_.record(RingEvent{format::kEventRemoved, 0, 0, rec.slot, rec.incarnation, 0, 0, gen});
   return Status::OK();
 }
 

@@ -228,7 +228,7 @@ uint32_t reap_dead_readers(TableFile& file, format::Slot* s, uint32_t slot_index
     for (const DeadReader* d : was_in) {
       Word128 now = load128(&d->record->ident);
       if ((pid_word(now) & format::kReaderReported) || now.hi != d->ident.hi) continue;
-      log.dead_found(slot_index, reader_owner(d->record, d->ident), Mode::shared);
+      log.dead_found(slot_index, reader_owner(d->record, d->ident), Mode::shared, generation(before));
       (void)cas128(&d->record->ident, now, Word128{now.lo | (uint64_t{format::kReaderReported} << 32), now.hi});
     }
     const uint32_t flags = pw & (kWriterWaiting | kSharedWaiters | kAbandoned);

@@ -5,6 +5,7 @@
 
 #include "crash_point.h"
 #include "futex.h"
+#include "history_ring.h"
 #include "ofd_lock.h"
 #include "posix_error.h"
 #include "reader_records.h"
@@ -62,13 +63,15 @@ void reset_reader_after_reboot(format::ReaderRecord* r) {
 
 }  // namespace
 
-Code retire_slot(format::Slot* s, uint32_t incarnation) {
+Code retire_slot(format::Slot* s, uint32_t incarnation, uint32_t* produced) {
   for (;;) {
     Word128 cur = load128(&s->owner);
     if (load_incarnation(s) != incarnation) return Code::stale_handle;
     uint32_t pw = pid_word(cur);
+    *produced = generation(cur);
     if (pw & kRetired) return Code::ok;
     if (!is_free(pw)) return Code::busy;
+    *produced = generation(cur) + 1;
     if (cas128(&s->owner, cur, make_word(0, kRetired, 0, generation(cur) + 1))) {
       if (tid_word(cur) & kWaiters) futex_wake(&s->owner.tid_word, INT_MAX);  // they fail with stale_handle
       return Code::ok;
@@ -76,13 +79,15 @@ Code retire_slot(format::Slot* s, uint32_t incarnation) {
   }
 }
 
-uint32_t prepare_slot_for_new_name(format::Slot* s) {
+uint32_t prepare_slot_for_new_name(format::Slot* s, uint32_t* produced) {
   uint32_t inc = load_incarnation(s) + 1;
   if (inc == 0) inc = 1;  // incarnation 0 means "never named"
   std::atomic_ref<uint32_t>(s->incarnation).store(inc, std::memory_order_release);
   for (;;) {
     Word128 cur = load128(&s->owner);
+    *produced = generation(cur);
     if (!is_free(pid_word(cur)) || (cur.lo == 0 && aux_word(cur) == 0)) break;
+    *produced = generation(cur) + 1;
     if (cas128(&s->owner, cur, make_word(0, 0, 0, generation(cur) + 1))) break;
   }
   record_dead_owner(s, Owner{});
@@ -128,6 +133,7 @@ Status reset_if_rebooted(TableFile& file, uint64_t* freed, bool* reset) {
     reset_reader_after_reboot(r);
     return true;
   });
+  reset_segments_after_reboot(file);
   crash_point("reset:before_boot_id");
   std::atomic_thread_fence(std::memory_order_release);
   std::memcpy(header->boot_id, now.data(), 16);

@@ -15,7 +15,8 @@ namespace locktable::detail {
 // FREE -> FREE|RETIRED, so no handle can acquire it any more.
 // Errors: busy (held), stale_handle (the slot belongs to another incarnation).
 // REQUIRES: the caller holds the LMDB write transaction of the removal.
-Code retire_slot(format::Slot* s, uint32_t incarnation);
+// *generation: the generation the retiring CAS produced (history order).
+Code retire_slot(format::Slot* s, uint32_t incarnation, uint32_t* generation);
 // Undoes retire_slot (a removal that did not commit). False if the slot is
 // not retired or belongs to another incarnation.
 // REQUIRES: the caller holds an LMDB write transaction, so no removal of the
@@ -27,7 +28,8 @@ bool slot_is_retired(format::Slot* s);
 // then clears RETIRED and any leftover flag, and raises the token floor
 // (TOKENS in lock_protocol.cc). Returns the new incarnation.
 // REQUIRES: the caller holds the LMDB write transaction of the creation.
-uint32_t prepare_slot_for_new_name(format::Slot* s);
+// *generation: the slot's generation after it (history order).
+uint32_t prepare_slot_for_new_name(format::Slot* s, uint32_t* generation);
 
 // If the header's boot id is not this boot's, frees every lock (held ones
 // become FREE|ABANDONED with the dead owner recorded) and every reader

@@ -58,6 +58,7 @@ ThreadSelf& thread_self_slow() {
   s.shared_count = 0;
   s.cached_count = 0;
   s.last_slot = nullptr;
+  s.segment_count = 0;
   s.ready = 1;
   return s;
 }

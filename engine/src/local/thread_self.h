@@ -30,8 +30,18 @@ struct CachedReader {
   uint32_t claim;
 };
 
+// The history ring segment this thread appends to in table `table`.
+struct SegmentRef {
+  uint64_t table;                  // TableFile::id()
+  format::SegmentHeader* header;
+  format::RingEntry* entries;      // the segment's first entry
+  uint64_t next;                   // the next event index (header->head, kept here)
+  uint32_t capacity;               // entries in the segment
+};
+
 inline constexpr uint32_t kInlineSharedHolds = 16;  // more go to a vector (lock_protocol.cc)
 inline constexpr uint32_t kReaderCacheSize = 4;     // per thread, all tables together
+inline constexpr uint32_t kSegmentRefs = 4;         // tables a thread appends history to at once
 
 struct ThreadSelf {
   uint32_t ready;     // 1 once filled in for this thread in this process
@@ -56,6 +66,8 @@ struct ThreadSelf {
   // when another core has it. Only a guess: a CAS from it validates it.
   const format::Slot* last_slot;
   Word128 last_value;
+  uint32_t segment_count;             // entries of `segments` in use
+  SegmentRef segments[kSegmentRefs];
 };
 
 extern thread_local constinit ThreadSelf tls_self __attribute__((tls_model("initial-exec")));
