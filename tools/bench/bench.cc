@@ -182,16 +182,26 @@ int main(int argc, char** argv) {
       if (want_impl(i)) add(fn(i));
     }
   };
-  each(mutexes, "uncontended", [&](const std::string& i) { return uncontended(i, cfg); });
-  each(mutexes, "contended_2proc", [&](const std::string& i) { return contended(i, cfg); });
-  each(mutexes, "handoff_2proc", [&](const std::string& i) { return handoff(i, cfg); });
+  // Timed scenarios run all their implementations interleaved.
+  auto together = [&](const std::vector<std::string>& set, const std::string& scenario, auto fn) {
+    if (!want_scenario(scenario)) return;
+    std::vector<std::string> chosen;
+    for (const std::string& i : set) {
+      if (want_impl(i)) chosen.push_back(i);
+    }
+    if (chosen.empty()) return;
+    for (Result& r : fn(chosen)) add(std::move(r));
+  };
+  together(mutexes, "uncontended", [&](const auto& set) { return uncontended(set, cfg); });
+  together(mutexes, "contended_2proc", [&](const auto& set) { return contended(set, cfg); });
+  together(mutexes, "handoff_2proc", [&](const auto& set) { return handoff(set, cfg); });
   for (int n : {2, 4, 16}) {
-    each(mutexes, "spread_" + std::to_string(n) + "proc", [&](const std::string& i) { return spread(i, n, cfg); });
+    together(mutexes, "spread_" + std::to_string(n) + "proc", [&](const auto& set) { return spread(set, n, cfg); });
   }
-  each(shared_impls, "uncontended_shared", [&](const std::string& i) { return uncontended_shared(i, cfg); });
+  together(shared_impls, "uncontended_shared", [&](const auto& set) { return uncontended_shared(set, cfg); });
   for (int n : {2, 4}) {
-    each(shared_impls, "readers_" + std::to_string(n) + "proc",
-         [&](const std::string& i) { return readers(i, n, cfg); });
+    together(shared_impls, "readers_" + std::to_string(n) + "proc",
+             [&](const auto& set) { return readers(set, n, cfg); });
   }
   if (want_scenario("lookup")) {
     for (const char* i : {"locktable", "flock"}) {

@@ -8,7 +8,10 @@
 
 #include <chrono>
 #include <cstdio>
+#include <functional>
 #include <thread>
+
+#include <fmt/format.h>
 
 #include "locktable/locktable.h"
 
@@ -41,14 +44,14 @@ Body loop_on(LockImpl** self, bool own, bool shared) {
 }
 
 // The harness runs bodies in children after attach(); bodies reach the
-// attached implementation through this pointer (set in each child).
+// attached implementation through this pointer (set before each fork).
 thread_local LockImpl* current = nullptr;
 
 // Fills in the median, range and run count of the per-run ns/op in `ns`, or
 // `empty_note` when no run completed an operation.
 Result summarize(Result r, const std::vector<double>& ns, const char* empty_note) {
   if (ns.empty()) {
-    r.note = empty_note;
+    if (r.note.empty()) r.note = empty_note;
     return r;
   }
   r.ns_per_op = median(ns);
@@ -58,61 +61,96 @@ Result summarize(Result r, const std::vector<double>& ns, const char* empty_note
   return r;
 }
 
-Result timed_loop(const std::string& scenario, const std::string& impl_name, int procs, bool own, bool shared,
-                  const Config& cfg) {
-  std::unique_ptr<LockImpl> probe = make_impl(impl_name);
-  Result r{scenario, impl_name};
-  if (shared && !probe->has_shared()) {
-    r.note = "no shared mode";
-    return r;
-  }
-  Scratch dir;
-  probe->setup(dir.path(), std::max(procs, 1));
-  current = probe.get();
+// One implementation's part in an interleaved scenario.
+struct Contender {
+  std::string name;
+  std::unique_ptr<LockImpl> impl;
+  std::unique_ptr<Scratch> dir;
   std::vector<double> ns, top_share;
-  for (int run = 0; run < cfg.runs; ++run) {
-    double elapsed = 0;
-    uint64_t ops = run_timed(*probe, procs, cfg.seconds, nullptr, loop_on(&current, own, shared), &elapsed);
-    if (control()->failures.load() != 0) {
-      r.note = "a worker failed";
-      return r;
+  std::string note;  // set: skipped (no shared mode) or failed
+};
+
+// Runs `body` in `procs` processes for every implementation, cfg.runs times,
+// interleaved: each repetition runs every implementation once, starting one
+// further along the list each time (ABC BCA CAB ...), so a slow stretch of
+// the machine (another tenant, a frequency change) falls on all of them
+// instead of on one implementation's block of runs. `before_run` resets
+// per-run shared state.
+std::vector<Result> interleaved(const std::string& scenario, const std::vector<std::string>& impls, int procs,
+                                bool shared, bool report_share, const Body& body, const std::function<void()>& before_run,
+                                const char* empty_note, const Config& cfg) {
+  std::vector<Contender> cs;
+  for (const std::string& name : impls) {
+    Contender c{name, make_impl(name), nullptr, {}, {}, {}};
+    if (shared && !c.impl->has_shared()) {
+      c.note = "no shared mode";
+    } else {
+      c.dir = std::make_unique<Scratch>();
+      c.impl->setup(c.dir->path(), std::max(procs, 1));
     }
-    if (ops > 0) ns.push_back(elapsed * 1e9 / double(ops));
-    uint64_t top = 0;
-    for (int p = 0; p < procs; ++p) top = std::max<uint64_t>(top, control()->ops[p].load());
-    if (ops > 0) top_share.push_back(100.0 * double(top) / double(ops));
+    cs.push_back(std::move(c));
   }
-  if (!own && !top_share.empty()) {  // contention: how evenly the processes got the lock
-    char note[96];
-    std::snprintf(note, sizeof note, "busiest process got %.0f%% of the acquisitions", median(top_share));
-    r.note = note;
+  const size_t n = cs.size();
+  for (int run = 0; run < cfg.runs; ++run) {
+    for (size_t k = 0; k < n; ++k) {
+      Contender& c = cs[(k + size_t(run)) % n];
+      if (!c.note.empty()) continue;
+      current = c.impl.get();
+      if (before_run) before_run();
+      double elapsed = 0;
+      uint64_t ops = run_timed(*c.impl, procs, cfg.seconds, nullptr, body, &elapsed);
+      if (control()->failures.load() != 0) {
+        c.note = "a worker failed";
+        continue;
+      }
+      if (ops == 0) continue;
+      c.ns.push_back(elapsed * 1e9 / double(ops));
+      uint64_t top = 0;
+      for (int p = 0; p < procs; ++p) top = std::max<uint64_t>(top, control()->ops[p].load());
+      c.top_share.push_back(100.0 * double(top) / double(ops));
+    }
   }
-  return summarize(std::move(r), ns, "no operation completed");
+  std::vector<Result> out;
+  for (Contender& c : cs) {
+    Result r{scenario, c.name};
+    r.note = c.note;
+    if (report_share && r.note.empty() && !c.top_share.empty()) {  // how evenly the processes got the lock
+      r.note = fmt::format("busiest process got {:.0f}% of the acquisitions", median(c.top_share));
+    }
+    out.push_back(summarize(std::move(r), c.ns, empty_note));
+  }
+  return out;
+}
+
+std::vector<Result> timed_loop(const std::string& scenario, const std::vector<std::string>& impls, int procs,
+                               bool own, bool shared, const Config& cfg) {
+  return interleaved(scenario, impls, procs, shared, !own, loop_on(&current, own, shared), nullptr,
+                     "no operation completed", cfg);
 }
 
 }  // namespace
 
-Result uncontended(const std::string& impl, const Config& cfg) {
-  return timed_loop("uncontended", impl, 1, true, false, cfg);
+std::vector<Result> uncontended(const std::vector<std::string>& impls, const Config& cfg) {
+  return timed_loop("uncontended", impls, 1, true, false, cfg);
 }
 
-Result uncontended_shared(const std::string& impl, const Config& cfg) {
-  return timed_loop("uncontended_shared", impl, 1, true, true, cfg);
+std::vector<Result> uncontended_shared(const std::vector<std::string>& impls, const Config& cfg) {
+  return timed_loop("uncontended_shared", impls, 1, true, true, cfg);
 }
 
-Result contended(const std::string& impl, const Config& cfg) {
-  return timed_loop("contended_2proc", impl, 2, false, false, cfg);
+std::vector<Result> contended(const std::vector<std::string>& impls, const Config& cfg) {
+  return timed_loop("contended_2proc", impls, 2, false, false, cfg);
 }
 
-Result spread(const std::string& impl, int procs, const Config& cfg) {
-  return timed_loop("spread_" + std::to_string(procs) + "proc", impl, procs, true, false, cfg);
+std::vector<Result> spread(const std::vector<std::string>& impls, int procs, const Config& cfg) {
+  return timed_loop("spread_" + std::to_string(procs) + "proc", impls, procs, true, false, cfg);
 }
 
-Result readers(const std::string& impl, int procs, const Config& cfg) {
-  return timed_loop("readers_" + std::to_string(procs) + "proc", impl, procs, false, true, cfg);
+std::vector<Result> readers(const std::vector<std::string>& impls, int procs, const Config& cfg) {
+  return timed_loop("readers_" + std::to_string(procs) + "proc", impls, procs, false, true, cfg);
 }
 
-Result handoff(const std::string& impl_name, const Config& cfg) {
+std::vector<Result> handoff(const std::vector<std::string>& impls, const Config& cfg) {
   // Strict ping-pong through one lock: a shared `turn` (read and written only
   // under the lock) says whose hand-off it is. A process that takes the lock on
   // its turn passes the turn on; every hand-off moves the lock from one process
@@ -138,24 +176,11 @@ Result handoff(const std::string& impl_name, const Config& cfg) {
     }
     c.ops[rank] = n;
   };
-  std::unique_ptr<LockImpl> impl = make_impl(impl_name);
-  Result r{"handoff_2proc", impl_name};
-  Scratch dir;
-  impl->setup(dir.path(), 1);
-  current = impl.get();
-  std::vector<double> ns;
-  for (int run = 0; run < cfg.runs; ++run) {
+  auto before = [] {
     turn->turn = 0;
     turn->handoffs = 0;
-    double elapsed = 0;
-    uint64_t ops = run_timed(*impl, 2, cfg.seconds, nullptr, body, &elapsed);
-    if (control()->failures.load() != 0) {
-      r.note = "a worker failed";
-      return r;
-    }
-    if (ops > 0) ns.push_back(elapsed * 1e9 / double(ops));
-  }
-  return summarize(std::move(r), ns, "no hand-off completed");
+  };
+  return interleaved("handoff_2proc", impls, 2, false, false, body, before, "no hand-off completed", cfg);
 }
 
 Result recovery(const std::string& impl_name, const Config& cfg) {

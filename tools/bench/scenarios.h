@@ -17,12 +17,14 @@ struct Config {
   int growth_names = 100'000;
 };
 
-Result uncontended(const std::string& impl, const Config& cfg);
-Result uncontended_shared(const std::string& impl, const Config& cfg);
-Result contended(const std::string& impl, const Config& cfg);
-Result handoff(const std::string& impl, const Config& cfg);
-Result spread(const std::string& impl, int procs, const Config& cfg);
-Result readers(const std::string& impl, int procs, const Config& cfg);
+// Timed scenarios: every implementation in `impls`, repetitions interleaved
+// (each repetition runs each implementation once), one Result each.
+std::vector<Result> uncontended(const std::vector<std::string>& impls, const Config& cfg);
+std::vector<Result> uncontended_shared(const std::vector<std::string>& impls, const Config& cfg);
+std::vector<Result> contended(const std::vector<std::string>& impls, const Config& cfg);
+std::vector<Result> handoff(const std::vector<std::string>& impls, const Config& cfg);
+std::vector<Result> spread(const std::vector<std::string>& impls, int procs, const Config& cfg);
+std::vector<Result> readers(const std::vector<std::string>& impls, int procs, const Config& cfg);
 Result recovery(const std::string& impl, const Config& cfg);
 // Name lookup: locktable (LMDB) against opening a lock file by name (flock).
 std::vector<Result> lookup(const std::string& impl, const Config& cfg);
