@@ -47,6 +47,8 @@ json to_json(const Result& r) {
   } else {
     opt("ns_per_op", r.ns_per_op);
   }
+  opt("rss_mb", r.rss_mb);
+  opt("pss_mb", r.pss_mb);
   opt("min", r.min);
   opt("max", r.max);
   if (!r.note.empty()) j["note"] = r.note;
@@ -110,6 +112,10 @@ int main(int argc, char** argv) {
   app.add_option("--pairs-child", pairs_child, "(internal) do --pairs pairs of this implementation and exit")
       ->group("");
   app.add_flag("--pairs-shared", pairs_shared, "(internal) shared pairs")->group("");
+  int scale_names = 0, scale_procs = 0;
+  app.add_option("--scale-names", scale_names, "Names in the scale scenario (default 1,000,000; --quick 100,000)")
+      ->check(CLI::Range(1, 1 << 30));
+  app.add_option("--scale-procs", scale_procs, "Processes in the scale scenario (default 64)")->check(CLI::Range(1, 64));
   CLI11_PARSE(app, argc, argv);
   if (!pairs_child.empty()) return run_pairs_child(pairs_child, pairs, pairs_shared);
 
@@ -120,7 +126,11 @@ int main(int argc, char** argv) {
     cfg.seconds = 0.25;
     cfg.recovery_trials = 20;
     cfg.recovery_wait_s = 0.1;
+    cfg.growth_names = 100'000;
+    cfg.scale_names = 100'000;
   }
+  if (scale_names > 0) cfg.scale_names = scale_names;
+  if (scale_procs > 0) cfg.scale_procs = scale_procs;
   auto want_scenario = [&](const std::string& s) {
     if (only_scenarios.empty()) return true;
     for (const std::string& p : only_scenarios) {
@@ -203,6 +213,8 @@ int main(int argc, char** argv) {
     together(shared_impls, "readers_" + std::to_string(n) + "proc",
              [&](const auto& set) { return readers(set, n, cfg); });
   }
+  together(std::vector<std::string>{"locktable", "pthread_robust"}, "scale",
+           [&](const auto& set) { return scale(set, cfg); });
   if (want_scenario("lookup")) {
     for (const char* i : {"locktable", "flock"}) {
       if (!want_impl(i)) continue;

@@ -44,6 +44,22 @@ void reset(Control* c) {
   for (auto& s : c->stamp_ns) s = 0;
   c->cpu_ns = 0;
   c->failures = 0;
+  for (auto& m : c->rss_kb) m = 0;
+  for (auto& m : c->pss_kb) m = 0;
+}
+
+bool memory_kb(uint64_t* rss, uint64_t* pss) {
+  std::FILE* f = std::fopen("/proc/self/smaps_rollup", "r");
+  if (f == nullptr) return false;
+  char line[256];
+  bool got_rss = false, got_pss = false;
+  while (std::fgets(line, sizeof line, f) != nullptr) {
+    unsigned long long v = 0;
+    if (std::sscanf(line, "Rss: %llu kB", &v) == 1) got_rss = (*rss = v, true);
+    if (std::sscanf(line, "Pss: %llu kB", &v) == 1) got_pss = (*pss = v, true);
+  }
+  std::fclose(f);
+  return got_rss && got_pss;
 }
 
 Scratch::Scratch() {
@@ -58,7 +74,7 @@ Scratch::~Scratch() {
 }
 
 uint64_t run_timed(LockImpl& impl, int procs, double seconds, const Body& prepare, const Body& body,
-                   double* elapsed_s) {
+                   double* elapsed_s, bool inherited) {
   Control* c = control();
   reset(c);
   std::vector<pid_t> kids;
@@ -66,7 +82,11 @@ uint64_t run_timed(LockImpl& impl, int procs, double seconds, const Body& prepar
     std::fflush(nullptr);
     pid_t pid = ::fork();
     if (pid == 0) {
-      impl.attach();
+      if (inherited) {
+        impl.attach_inherited();
+      } else {
+        impl.attach();
+      }
       if (prepare) prepare(rank, *c);
       c->ready.fetch_add(1);
       while (!c->go.load()) std::this_thread::yield();

@@ -82,13 +82,27 @@ class LocktableImpl : public LockImpl {
     n_ = locks;
     locktable::Options o;
     o.history = level_;
-    o.initial_slots = uint32_t(std::max(64, locks));
+    o.initial_slots = uint32_t(std::max(64, std::min(locks, 1 << 16)));  // bigger tables grow
     std::unique_ptr<locktable::Table> t;
     locktable::Status s = locktable::Table::open(dir_, o, &t);
     if (!s.ok()) die(s.to_string());
-    std::vector<locktable::Lock> ls;
-    if (!(s = t->lookup(names(), &ls)).ok()) die(s.to_string());
+    const std::vector<std::string> all = names();
+    for (size_t i = 0; i < all.size(); i += 10'000) {  // one write transaction per 10,000 names
+      std::vector<std::string> batch(all.begin() + long(i), all.begin() + long(std::min(all.size(), i + 10'000)));
+      std::vector<locktable::Lock> ls;
+      if (!(s = t->lookup(batch, &ls)).ok()) die(s.to_string());
+    }
   }
+
+  // The parent keeps the table and every handle; the children use the
+  // handles they inherit (table.h: Locks obtained before a fork keep working).
+  void setup_inherited(const std::string& dir, int locks) override {
+    setup(dir, locks);
+    locktable::Status s = locktable::Table::open(dir_, {}, &table_);
+    if (!s.ok()) die(s.to_string());
+    if (!(s = table_->lookup(names(), &locks_, locktable::Lookup::existing)).ok()) die(s.to_string());
+  }
+  void attach_inherited() override {}
 
   void attach() override {
     locktable::Options o;

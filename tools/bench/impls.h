@@ -21,6 +21,11 @@ class LockImpl {
   virtual void setup(const std::string& dir, int locks) = 0;
   // In each process that uses the locks (after fork): open what it needs.
   virtual void attach() {}
+  // The same, for a program that opens its locks once and then forks its
+  // workers, which inherit them: setup_inherited() opens them in the parent,
+  // attach_inherited() in each child only finishes what fork does not carry.
+  virtual void setup_inherited(const std::string& dir, int locks) { setup(dir, locks); }
+  virtual void attach_inherited() { attach(); }
   // Returns false if the lock was acquired abandoned-or-not is irrelevant here;
   // only failures abort the benchmark.
   virtual void lock(int i) = 0;

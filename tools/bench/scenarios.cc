@@ -67,7 +67,15 @@ struct Contender {
   std::unique_ptr<LockImpl> impl;
   std::unique_ptr<Scratch> dir;
   std::vector<double> ns, top_share;
-  std::string note;  // set: skipped (no shared mode) or failed
+  std::vector<double> rss_mb, pss_mb;  // per run: the median process's, when the body reports them
+  std::string note;                    // set: skipped (no shared mode) or failed
+};
+
+// How an interleaved scenario sets its implementations up.
+struct Setup {
+  int locks = 0;           // 0: one per process
+  bool inherited = false;  // open the locks once in the parent; the workers inherit them
+  Body prepare;            // in each worker before the clock starts
 };
 
 // Runs `body` in `procs` processes for every implementation, cfg.runs times,
@@ -78,15 +86,20 @@ struct Contender {
 // per-run shared state.
 std::vector<Result> interleaved(const std::string& scenario, const std::vector<std::string>& impls, int procs,
                                 bool shared, bool report_share, const Body& body, const std::function<void()>& before_run,
-                                const char* empty_note, const Config& cfg) {
+                                const char* empty_note, const Config& cfg, Setup setup = {}) {
   std::vector<Contender> cs;
+  const int locks = setup.locks > 0 ? setup.locks : std::max(procs, 1);
   for (const std::string& name : impls) {
-    Contender c{name, make_impl(name), nullptr, {}, {}, {}};
+    Contender c{name, make_impl(name), nullptr, {}, {}, {}, {}, {}};
     if (shared && !c.impl->has_shared()) {
       c.note = "no shared mode";
     } else {
       c.dir = std::make_unique<Scratch>();
-      c.impl->setup(c.dir->path(), std::max(procs, 1));
+      if (setup.inherited) {
+        c.impl->setup_inherited(c.dir->path(), locks);
+      } else {
+        c.impl->setup(c.dir->path(), locks);
+      }
     }
     cs.push_back(std::move(c));
   }
@@ -98,7 +111,7 @@ std::vector<Result> interleaved(const std::string& scenario, const std::vector<s
       current = c.impl.get();
       if (before_run) before_run();
       double elapsed = 0;
-      uint64_t ops = run_timed(*c.impl, procs, cfg.seconds, nullptr, body, &elapsed);
+      uint64_t ops = run_timed(*c.impl, procs, cfg.seconds, setup.prepare, body, &elapsed, setup.inherited);
       if (control()->failures.load() != 0) {
         c.note = "a worker failed";
         continue;
@@ -108,6 +121,16 @@ std::vector<Result> interleaved(const std::string& scenario, const std::vector<s
       uint64_t top = 0;
       for (int p = 0; p < procs; ++p) top = std::max<uint64_t>(top, control()->ops[p].load());
       c.top_share.push_back(100.0 * double(top) / double(ops));
+      std::vector<double> rss, pss;
+      for (int p = 0; p < procs; ++p) {
+        if (control()->rss_kb[p].load() == 0) continue;
+        rss.push_back(double(control()->rss_kb[p].load()) / 1024);
+        pss.push_back(double(control()->pss_kb[p].load()) / 1024);
+      }
+      if (!rss.empty()) {
+        c.rss_mb.push_back(median(rss));
+        c.pss_mb.push_back(median(pss));
+      }
     }
   }
   std::vector<Result> out;
@@ -116,6 +139,11 @@ std::vector<Result> interleaved(const std::string& scenario, const std::vector<s
     r.note = c.note;
     if (report_share && r.note.empty() && !c.top_share.empty()) {  // how evenly the processes got the lock
       r.note = fmt::format("busiest process got {:.0f}% of the acquisitions", median(c.top_share));
+    }
+    if (r.note.empty() && !c.rss_mb.empty()) {
+      r.rss_mb = median(c.rss_mb);
+      r.pss_mb = median(c.pss_mb);
+      r.note = fmt::format("per process: resident {:.1f} MB, proportional share {:.1f} MB", *r.rss_mb, *r.pss_mb);
     }
     out.push_back(summarize(std::move(r), c.ns, empty_note));
   }
@@ -148,6 +176,49 @@ std::vector<Result> spread(const std::vector<std::string>& impls, int procs, con
 
 std::vector<Result> readers(const std::vector<std::string>& impls, int procs, const Config& cfg) {
   return timed_loop("readers_" + std::to_string(procs) + "proc", impls, procs, false, true, cfg);
+}
+
+std::vector<Result> scale(const std::vector<std::string>& impls, const Config& cfg) {
+  // A program that names many locks and forks its workers: each worker locks
+  // and unlocks names chosen at random (xorshift, seeded by rank). The locks
+  // are opened once in the parent; the workers inherit them.
+  static int names = 0;
+  names = cfg.scale_names;
+  auto body = [](int rank, Control& c) {
+    uint64_t x = 0x9E3779B97F4A7C15ull * uint64_t(rank + 1);
+    uint64_t n = 0;
+    while (!c.stop.load(std::memory_order_relaxed)) {
+      for (int k = 0; k < kBatch; ++k) {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        const int i = int(x % uint64_t(names));
+        current->lock(i);
+        current->unlock(i);
+      }
+      n += kBatch;
+    }
+    c.ops[rank] = n;
+    uint64_t rss = 0, pss = 0;
+    if (memory_kb(&rss, &pss)) {
+      c.rss_kb[rank] = rss;
+      c.pss_kb[rank] = pss;
+    }
+  };
+  Setup setup;
+  setup.locks = cfg.scale_names;
+  setup.inherited = true;
+  // A long-running worker has touched its locks' pages long ago: take and
+  // release every lock once before the clock starts, so that page faults (a
+  // fork copies no page-table entries of a shared mapping) stay out of it.
+  setup.prepare = [](int, Control&) {
+    for (int i = 0; i < names; ++i) {
+      current->lock(i);
+      current->unlock(i);
+    }
+  };
+  return interleaved(fmt::format("scale_{}names_{}proc", cfg.scale_names, cfg.scale_procs), impls, cfg.scale_procs,
+                     false, false, body, nullptr, "no operation completed", cfg, setup);
 }
 
 std::vector<Result> handoff(const std::vector<std::string>& impls, const Config& cfg) {
@@ -350,13 +421,13 @@ std::vector<Result> growth(const Config& cfg) {
     while (c->ready.load() < 1) std::this_thread::sleep_for(std::chrono::microseconds(100));
     c->go = true;
     if (allocate) {
+      static int round = 0;  // new names each time (counted here, before the fork)
+      ++round;
       int64_t t0 = monotonic_ns();
       pid_t alloc = ::fork();
       if (alloc == 0) {
         std::unique_ptr<Table> t;
         if (!Table::open(path, {}, &t).ok()) std::_Exit(1);
-        static int round = 0;
-        ++round;
         for (int b = 0; b < cfg.growth_names / 1000; ++b) {
           std::vector<std::string> names;
           for (int i = 0; i < 1000; ++i) names.push_back(std::to_string(round) + "-" + std::to_string(b * 1000 + i));
@@ -365,8 +436,10 @@ std::vector<Result> growth(const Config& cfg) {
         }
         std::_Exit(0);
       }
-      ::waitpid(alloc, nullptr, 0);
+      int status = 0;
+      ::waitpid(alloc, &status, 0);
       *allocation_s = double(monotonic_ns() - t0) / 1e9;
+      if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) *allocation_s = -1;  // reported as a failure
     } else {
       std::this_thread::sleep_for(std::chrono::duration<double>(cfg.seconds));
     }
@@ -394,6 +467,7 @@ std::vector<Result> growth(const Config& cfg) {
   std::snprintf(note, sizeof note, "the same locker while another process allocates %d names (last run: %.1f s)",
                 cfg.growth_names, alloc_s);
   b.note = note;
+  if (alloc_s < 0) b.note = "the allocating process failed";
   return {a, b};
 }
 

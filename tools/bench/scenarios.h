@@ -14,7 +14,9 @@ struct Config {
   double seconds = 0.5;    // length of each timed run
   int recovery_trials = 40;
   double recovery_wait_s = 0.2;  // how long the waiter waits before the holder is killed
-  int growth_names = 100'000;
+  int growth_names = 1'000'000;
+  int scale_names = 1'000'000;
+  int scale_procs = 64;
 };
 
 // Timed scenarios: every implementation in `impls`, repetitions interleaved
@@ -25,6 +27,8 @@ std::vector<Result> contended(const std::vector<std::string>& impls, const Confi
 std::vector<Result> handoff(const std::vector<std::string>& impls, const Config& cfg);
 std::vector<Result> spread(const std::vector<std::string>& impls, int procs, const Config& cfg);
 std::vector<Result> readers(const std::vector<std::string>& impls, int procs, const Config& cfg);
+// cfg.scale_procs processes locking cfg.scale_names names at random.
+std::vector<Result> scale(const std::vector<std::string>& impls, const Config& cfg);
 Result recovery(const std::string& impl, const Config& cfg);
 // Name lookup: locktable (LMDB) against opening a lock file by name (flock).
 std::vector<Result> lookup(const std::string& impl, const Config& cfg);
