@@ -112,6 +112,11 @@ int main(int argc, char** argv) {
   app.add_option("--pairs-child", pairs_child, "(internal) do --pairs pairs of this implementation and exit")
       ->group("");
   app.add_flag("--pairs-shared", pairs_shared, "(internal) shared pairs")->group("");
+  int runs = 0;
+  double seconds = 0;
+  app.add_option("--runs", runs, "Repetitions of each timed case (default 11; --quick 3)")->check(CLI::Range(1, 1000));
+  app.add_option("--seconds", seconds, "Length of each timed run (default 0.3; --quick 0.25)")
+      ->check(CLI::Range(0.01, 60.0));
   int scale_names = 0, scale_procs = 0;
   app.add_option("--scale-names", scale_names, "Names in the scale scenario (default 1,000,000; --quick 100,000)")
       ->check(CLI::Range(1, 1 << 30));
@@ -129,6 +134,8 @@ int main(int argc, char** argv) {
     cfg.growth_names = 100'000;
     cfg.scale_names = 100'000;
   }
+  if (runs > 0) cfg.runs = runs;
+  if (seconds > 0) cfg.seconds = seconds;
   if (scale_names > 0) cfg.scale_names = scale_names;
   if (scale_procs > 0) cfg.scale_procs = scale_procs;
   auto want_scenario = [&](const std::string& s) {

@@ -10,8 +10,11 @@ namespace bench {
 
 struct Config {
   bool quick = false;
-  int runs = 5;            // repetitions of each timed case
-  double seconds = 0.5;    // length of each timed run
+  // Repetitions of each timed case, interleaved across implementations. On a
+  // small VM the cross-core cases switch between two speeds every few
+  // seconds; many short runs sample both within one run of the benchmark.
+  int runs = 11;
+  double seconds = 0.3;    // length of each timed run
   int recovery_trials = 40;
   double recovery_wait_s = 0.2;  // how long the waiter waits before the holder is killed
   int growth_names = 1'000'000;

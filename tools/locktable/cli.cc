@@ -48,14 +48,6 @@ Status open_table(const std::string& dir, bool create, std::unique_ptr<Table>* t
   return Table::open(dir, o, table);
 }
 
-std::string rfc3339(uint64_t ns) {
-  time_t secs = time_t(ns / 1'000'000'000u);
-  std::tm tm{};
-  gmtime_r(&secs, &tm);
-  return fmt::format("{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:09}Z", tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday,
-                     tm.tm_hour, tm.tm_min, tm.tm_sec, ns % 1'000'000'000u);
-}
-
 std::string human_duration_ms(uint64_t ms) {
   if (ms < 1000) return fmt::format("{}ms", ms);
   if (ms < 60'000) return fmt::format("{:.1f}s", double(ms) / 1000.0);
@@ -119,27 +111,6 @@ void print_table(const std::vector<std::string>& header, const std::vector<std::
   };
   line(header);
   for (const auto& r : rows) line(r);
-}
-
-const char* state_name(LockState s) {
-  switch (s) {
-    case LockState::free: return "free";
-    case LockState::held: return "held";
-    case LockState::shared: return "held";
-    case LockState::dead_owner: return "dead-owner";
-  }
-  return "?";
-}
-
-const char* mode_name(Mode m) { return m == Mode::shared ? "shared" : "exclusive"; }
-
-nlohmann::json owner_json(const HolderInfo& h) {
-  return nlohmann::json{{"pid", h.owner.pid},
-                        {"tid", h.owner.tid},
-                        {"start_time", h.owner.start_time},
-                        {"comm", h.comm},
-                        {"alive", h.alive},
-                        {"held_for_ms", h.held_for_ms ? nlohmann::json(*h.held_for_ms) : nlohmann::json(nullptr)}};
 }
 
 }  // namespace cli

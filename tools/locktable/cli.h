@@ -1,5 +1,6 @@
 // Shared pieces of the locktable command-line tool: exit codes, opening a
-// table, and output helpers (aligned tables, times, JSON).
+// table, and output helpers (aligned tables, times). The JSON forms are in
+// engine/bindings/json.
 #pragma once
 
 #include <memory>
@@ -9,6 +10,7 @@
 #include <nlohmann/json.hpp>
 
 #include "locktable/locktable.h"
+#include "locktable_json.h"
 
 namespace cli {
 
@@ -36,8 +38,6 @@ int fail(const locktable::Status& s);
 locktable::Status open_table(const std::string& dir, bool create, std::unique_ptr<locktable::Table>* table,
                              const locktable::Options& base = {});
 
-// "2026-11-22T03:12:00.123456789Z"
-std::string rfc3339(uint64_t ns_since_epoch);
 // "1.2s", "350ms", "3m20s"
 std::string human_duration_ms(uint64_t ms);
 // Parses "2026-11-22T03:12:00Z", "2026-11-22 03:12:00", "1h"/"30m"/"10s"/"2d" (ago), or epoch seconds.
@@ -46,8 +46,5 @@ bool parse_time(const std::string& text, uint64_t* ns_since_epoch);
 // Left-aligned columns, two spaces apart.
 void print_table(const std::vector<std::string>& header, const std::vector<std::vector<std::string>>& rows);
 
-const char* state_name(locktable::LockState s);
-const char* mode_name(locktable::Mode m);
-nlohmann::json owner_json(const locktable::HolderInfo& h);
 
 }  // namespace cli

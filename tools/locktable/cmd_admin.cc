@@ -89,12 +89,7 @@ void register_recover(CLI::App& app, int* rc) {
     if (a->json) {
       nlohmann::json out = nlohmann::json::array();
       for (const Recovery& r : actions) {
-        out.push_back({{"name", r.name},
-                       {"slot", r.slot},
-                       {"mode", mode_name(r.mode)},
-                       {"dead_owner", {{"pid", r.dead_owner.pid}, {"tid", r.dead_owner.tid},
-                                       {"start_time", r.dead_owner.start_time}}},
-                       {"action", r.action}});
+        out.push_back(locktable::json::recovery(r));
       }
       fmt::print("{}\n", out.dump(2));
       return;
@@ -105,7 +100,7 @@ void register_recover(CLI::App& app, int* rc) {
     }
     std::vector<std::vector<std::string>> rows;
     for (const Recovery& r : actions) {
-      rows.push_back({escape_name(r.name), r.name.empty() ? "-" : std::to_string(r.slot), mode_name(r.mode),
+      rows.push_back({escape_name(r.name), r.name.empty() ? "-" : std::to_string(r.slot), locktable::json::mode_name(r.mode),
                       fmt::format("{}/{}", r.dead_owner.pid, r.dead_owner.tid), r.action});
     }
     print_table({"NAME", "SLOT", "MODE", "DEAD PID/TID", "ACTION"}, rows);

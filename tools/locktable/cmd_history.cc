@@ -18,59 +18,18 @@ namespace {
 volatile sig_atomic_t g_stop = 0;
 void stop(int) { g_stop = 1; }
 
-nlohmann::json event_json(const Event& e) {
-  nlohmann::json j{{"seq", e.seq},
-                   {"time", rfc3339(e.time_ns)},
-                   {"event", event_kind_name(e.kind)},
-                   {"name", e.name.empty() ? nlohmann::json(nullptr) : nlohmann::json(e.name)},
-                   {"slot", e.name.empty() ? nlohmann::json(nullptr) : nlohmann::json(e.slot)},
-                   {"pid", e.pid},
-                   {"tid", e.tid},
-                   {"comm", e.comm}};
-  switch (e.kind) {
-    case EventKind::acquired:
-      j["mode"] = mode_name(e.mode);
-      j["abandoned"] = e.abandoned;
-      j["wait_ns"] = e.wait_ns;
-      break;
-    case EventKind::released:
-      j["mode"] = mode_name(e.mode);
-      j["hold_ns"] = e.hold_ns;
-      j["abandoned"] = e.abandoned;
-      break;
-    case EventKind::timeout:
-      j["mode"] = mode_name(e.mode);
-      j["wait_ns"] = e.wait_ns;
-      break;
-    case EventKind::recovered:
-      j["mode"] = mode_name(e.mode);
-      j["dead_owner"] = {{"pid", e.dead_owner.pid}, {"tid", e.dead_owner.tid},
-                         {"start_time", e.dead_owner.start_time}};
-      break;
-    case EventKind::lost:
-    case EventKind::reset:
-      j["count"] = e.count;
-      break;
-    case EventKind::grown:
-      j["capacity"] = e.count;
-      break;
-    default:
-      break;
-  }
-  return j;
-}
 
 std::string event_detail(const Event& e) {
   auto ms = [](uint64_t ns) { return human_duration_ms(ns / 1'000'000); };
   switch (e.kind) {
     case EventKind::acquired:
-      return fmt::format("{}{}{}", mode_name(e.mode), e.wait_ns ? ", waited " + ms(e.wait_ns) : "",
+      return fmt::format("{}{}{}", locktable::json::mode_name(e.mode), e.wait_ns ? ", waited " + ms(e.wait_ns) : "",
                          e.abandoned ? ", ABANDONED" : "");
     case EventKind::released:
-      return fmt::format("{}, held {}{}", mode_name(e.mode), ms(e.hold_ns),
+      return fmt::format("{}, held {}{}", locktable::json::mode_name(e.mode), ms(e.hold_ns),
                          e.abandoned ? ", still abandoned (not marked consistent)" : "");
     case EventKind::timeout:
-      return fmt::format("{}, gave up after {}", mode_name(e.mode), ms(e.wait_ns));
+      return fmt::format("{}, gave up after {}", locktable::json::mode_name(e.mode), ms(e.wait_ns));
     case EventKind::recovered:
       return fmt::format("from dead pid {} tid {}", e.dead_owner.pid, e.dead_owner.tid);
     case EventKind::lost:
@@ -120,14 +79,14 @@ void register_history(CLI::App& app, int* rc) {
       return;
     }
     auto row = [](const Event& e) {
-      return std::vector<std::string>{std::to_string(e.seq), rfc3339(e.time_ns), event_kind_name(e.kind),
+      return std::vector<std::string>{std::to_string(e.seq), locktable::json::rfc3339(e.time_ns), event_kind_name(e.kind),
                                       e.name.empty() ? "-" : escape_name(e.name),
                                       fmt::format("{}/{} {}", e.pid, e.tid, e.comm), event_detail(e)};
     };
     const std::vector<std::string> header{"SEQ", "TIME (UTC)", "EVENT", "NAME", "PID/TID COMM", "DETAIL"};
     auto print = [&](const std::vector<Event>& events, bool aligned) {
       if (a->json) {
-        for (const Event& e : events) fmt::print("{}\n", event_json(e).dump());
+        for (const Event& e : events) fmt::print("{}\n", locktable::json::event(e).dump());
       } else if (aligned) {
         std::vector<std::vector<std::string>> rows;
         for (const Event& e : events) rows.push_back(row(e));

@@ -33,19 +33,7 @@ void register_ls(CLI::App& app, int* rc) {
       bool first = true;
       std::fputs("[", stdout);
       s = t->list([&](const LockInfo& l) {
-        nlohmann::json holders = nlohmann::json::array();
-        for (const HolderInfo& h : l.holders) holders.push_back(owner_json(h));
-        nlohmann::json j{{"name", l.name},
-                         {"slot", l.slot},
-                         {"state", state_name(l.state)},
-                         {"mode", l.state == LockState::free ? nullptr : nlohmann::json(mode_name(l.mode))},
-                         {"owner", l.holders.empty() ? nlohmann::json(nullptr) : owner_json(l.holders[0])},
-                         {"holders", holders},
-                         {"held_for_ms", l.holders.empty() || !l.holders[0].held_for_ms
-                                             ? nlohmann::json(nullptr)
-                                             : nlohmann::json(*l.holders[0].held_for_ms)},
-                         {"waiters", l.waiters},
-                         {"abandoned", l.abandoned}};
+        const nlohmann::json j = locktable::json::lock_info(l);
         std::fputs(first ? "\n  " : ",\n  ", stdout);
         std::fputs(j.dump().c_str(), stdout);
         first = false;
@@ -76,10 +64,10 @@ void register_ls(CLI::App& app, int* rc) {
         owner = fmt::format("{}", fmt::join(parts, ", "));
         held = l.holders[0].held_for_ms ? human_duration_ms(*l.holders[0].held_for_ms) : "?";
       }
-      std::string state = state_name(l.state);
+      std::string state = locktable::json::state_name(l.state);
       if (l.abandoned) state += " (abandoned)";
       rows.push_back({escape_name(l.name), std::to_string(l.slot), state,
-                      l.state == LockState::free ? "-" : mode_name(l.mode), owner, held, std::to_string(l.waiters)});
+                      l.state == LockState::free ? "-" : locktable::json::mode_name(l.mode), owner, held, std::to_string(l.waiters)});
     }
     print_table({"NAME", "SLOT", "STATE", "MODE", "OWNER (PID/TID COMM)", "HELD FOR", "WAITERS"}, rows);
   });
@@ -103,30 +91,8 @@ void register_stat(CLI::App& app, int* rc) {
       *rc = fail(s);
       return;
     }
-    const char* level = st.history_level == HistoryLevel::off    ? "off"
-                        : st.history_level == HistoryLevel::ring ? "ring"
-                                                                 : "persisted";
-    nlohmann::json j{{"dir", st.dir},
-                     {"format_version", st.format_version},
-                     {"slots", {{"capacity", st.slot_capacity}, {"used", st.slots_used}, {"max", st.max_slots}}},
-                     {"readers", {{"capacity", st.reader_capacity}, {"used", st.readers_used}}},
-                     {"extents", st.extents},
-                     {"files", {{"table_bytes", st.table_file_bytes}, {"lmdb_bytes", st.lmdb_file_bytes}}},
-                     {"boot_id", st.boot_id},
-                     {"reboot_resets", st.reset_count},
-                     {"history",
-                      {{"level", level},
-                       {"records", st.history_records},
-                       {"lost", st.history_lost},
-                       {"retention_count", st.retention_count},
-                       {"retention_age_s", st.retention_age_s}}},
-                     {"ring",
-                      {{"entries", st.ring_entries},
-                       {"segments", st.ring_segments},
-                       {"segments_in_use", st.ring_segments_in_use},
-                       {"appended", st.ring_appended},
-                       {"accounted", st.ring_accounted},
-                       {"undrained", st.ring_appended - st.ring_accounted}}}};
+    const char* level = locktable::json::level_name(st.history_level);
+    const nlohmann::json j = locktable::json::stats(st);
     if (a->json) {
       fmt::print("{}\n", j.dump(2));
       return;

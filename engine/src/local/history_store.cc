@@ -177,14 +177,18 @@ class Merger {
       if (ordered(e) && !free_to_go(e)) continue;
       if (best < 0 || e.time_ns < queues_[size_t(best)].front().entry.time_ns) best = int(q);
     }
-    if (best < 0) return false;
-    *out = queues_[size_t(best)].front();
-    queues_[size_t(best)].pop_front();
-    if (ordered(out->entry)) {
-      std::multiset<OrderKey>& keys = waiting_[out->entry.slot];
-      keys.erase(keys.find(key_of(out->entry)));
+    return best >= 0 && pop(size_t(best), out);
+  }
+
+  // The oldest event at the front of a queue, free to go or not (to break a
+  // tie that would otherwise stall the drain; see HistoryStore::drain).
+  bool oldest(Queued* out) {
+    int best = -1;
+    for (size_t q = 0; q < queues_.size(); ++q) {
+      if (queues_[q].empty()) continue;
+      if (best < 0 || queues_[q].front().entry.time_ns < queues_[size_t(best)].front().entry.time_ns) best = int(q);
     }
-    return true;
+    return best >= 0 && pop(size_t(best), out);
   }
 
   // The index of the first event of `segment` still queued, or `end`.
@@ -199,6 +203,16 @@ class Merger {
   }
 
  private:
+  bool pop(size_t q, Queued* out) {
+    *out = queues_[q].front();
+    queues_[q].pop_front();
+    if (ordered(out->entry)) {
+      std::multiset<OrderKey>& keys = waiting_[out->entry.slot];
+      keys.erase(keys.find(key_of(out->entry)));
+    }
+    return true;
+  }
+
   // Free to go: no event of its lock waiting in the batch, or barred by one
   // left for a later batch, must come first.
   bool free_to_go(const format::RingEntry& e) const {
@@ -310,15 +324,33 @@ Status HistoryStore::drain(uint64_t* drained) {
   // A pass drains up to the heads it sees first, never chasing appends made
   // during it: under a tight locking loop a chasing drainer runs for as long as
   // the appends come, keeping a core (and the ring's cache lines) busy.
-  std::vector<uint64_t> heads(ring_.segment_count());
-  for (uint32_t k = 0; k < ring_.segment_count(); ++k) heads[k] = ring_.head(k);
+  auto current_heads = [&] {
+    std::vector<uint64_t> heads(ring_.segment_count());
+    for (uint32_t k = 0; k < ring_.segment_count(); ++k) heads[k] = ring_.head(k);
+    return heads;
+  };
+  std::vector<uint64_t> heads = current_heads();
+  bool force = false;
   for (;;) {
-    bool done = false;
-    if (Status s = drain_batch(heads, drained, &done); !s.ok() || done) return s;
+    bool done = false, stuck = false;
+    if (Status s = drain_batch(heads, force, drained, &done, &stuck); !s.ok() || done) return s;
+    // A batch that could take nothing: its events wait for events of their
+    // locks appended after this pass read the heads (a thread descheduled
+    // between its CAS and its append). Take those in. If there are none, the
+    // events contradict each other (they never do unless a bug wrote them):
+    // the next batch breaks the tie at the oldest event rather than stall.
+    force = false;
+    if (stuck) {
+      std::vector<uint64_t> now = current_heads();
+      force = now == heads;
+      heads = std::move(now);
+    }
   }
 }
 
-Status HistoryStore::drain_batch(const std::vector<uint64_t>& pass_heads, uint64_t* drained_out, bool* done) {
+Status HistoryStore::drain_batch(const std::vector<uint64_t>& pass_heads, bool force, uint64_t* drained_out, bool* done,
+                                 bool* stuck) {
+  *stuck = false;
   const Dbis& db = lmdb_.dbi();
   const uint32_t segments = ring_.segment_count();
   const uint64_t capacity = ring_.capacity();
@@ -390,7 +422,8 @@ Status HistoryStore::drain_batch(const std::vector<uint64_t>& pass_heads, uint64
   Names names(txn);
   std::unordered_map<uint32_t, format::SlotOrder> order;  // slot -> last stored, as read or updated here
   std::vector<std::pair<std::string, format::HistoryRecord>> out;
-  for (Queued q; merger.next(&q);) {
+  uint64_t popped = 0;
+  for (Queued q; merger.next(&q) || (force && popped == 0 && merger.oldest(&q)); ++popped) {
     const format::RingEntry& e = q.entry;
     if (ownership_change(e)) {
       auto [it, fresh] = order.try_emplace(e.slot);
@@ -476,6 +509,7 @@ Status HistoryStore::drain_batch(const std::vector<uint64_t>& pass_heads, uint64
   if (s = txn.commit(); !s.ok()) return s;
   for (uint32_t k = 0; k < segments; ++k) ring_.free_if_drained(k, states[k].drained);
   *done = !rest_left;
+  *stuck = rest_left && taken == 0;
   return Status::OK();
 }
 

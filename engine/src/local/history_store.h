@@ -71,8 +71,10 @@ class HistoryStore {
 
  private:
   // One batch up to `heads`: one write transaction. *done when nothing below
-  // the heads is left. REQUIRES: drain_mu_ held.
-  Status drain_batch(const std::vector<uint64_t>& heads, uint64_t* drained, bool* done);
+  // the heads is left; *stuck when events are left but none could be taken.
+  // With `force`, a batch that could take none takes the oldest anyway.
+  // REQUIRES: drain_mu_ held.
+  Status drain_batch(const std::vector<uint64_t>& heads, bool force, uint64_t* drained, bool* done, bool* stuck);
 
   TableFile& file_;
   LmdbEnv& lmdb_;

@@ -468,6 +468,7 @@ Acquired acquire_exclusive(TableFile& file, format::Slot* s, uint32_t slot_index
     clock().tick();
     if (clock().check_due(kReadersKey) && reap_dead_readers(file, s, slot_index, false, nullptr, log) > 0) continue;
     if (clock().expired()) {
+      produced = generation(cur);  // a timeout sorts after the generation it gave up at
       // Withdraw WRITER_WAITING, so readers are not kept out by a writer that
       // gave up; a writer still waiting wakes and sets it again.
       if (asked_readers_out) {

@@ -1,0 +1,143 @@
+#include "locktable_json.h"
+
+#include <ctime>
+
+#include <fmt/format.h>
+
+namespace locktable::json {
+
+using nlohmann::json;
+
+namespace {
+
+json owner(const Owner& o) { return json{{"pid", o.pid}, {"tid", o.tid}, {"start_time", o.start_time}}; }
+
+}  // namespace
+
+std::string rfc3339(uint64_t ns) {
+  time_t secs = time_t(ns / 1'000'000'000u);
+  std::tm tm{};
+  gmtime_r(&secs, &tm);
+  return fmt::format("{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:09}Z", tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday,
+                     tm.tm_hour, tm.tm_min, tm.tm_sec, ns % 1'000'000'000u);
+}
+
+const char* state_name(LockState s) {
+  switch (s) {
+    case LockState::free: return "free";
+    case LockState::held: return "held";
+    case LockState::shared: return "held";
+    case LockState::dead_owner: return "dead-owner";
+  }
+  return "?";
+}
+
+const char* mode_name(Mode m) { return m == Mode::shared ? "shared" : "exclusive"; }
+
+const char* level_name(HistoryLevel level) {
+  switch (level) {
+    case HistoryLevel::off: return "off";
+    case HistoryLevel::ring: return "ring";
+    case HistoryLevel::persisted: return "persisted";
+  }
+  return "?";
+}
+
+json holder(const HolderInfo& h) {
+  json j = owner(h.owner);
+  j["comm"] = h.comm;
+  j["alive"] = h.alive;
+  j["held_for_ms"] = h.held_for_ms ? json(*h.held_for_ms) : json(nullptr);
+  return j;
+}
+
+json lock_info(const LockInfo& l) {
+  json holders = json::array();
+  for (const HolderInfo& h : l.holders) holders.push_back(holder(h));
+  return json{{"name", l.name},
+              {"slot", l.slot},
+              {"state", state_name(l.state)},
+              {"mode", l.state == LockState::free ? json(nullptr) : json(mode_name(l.mode))},
+              {"owner", l.holders.empty() ? json(nullptr) : holder(l.holders[0])},
+              {"holders", holders},
+              {"held_for_ms", l.holders.empty() || !l.holders[0].held_for_ms ? json(nullptr)
+                                                                             : json(*l.holders[0].held_for_ms)},
+              {"waiters", l.waiters},
+              {"abandoned", l.abandoned}};
+}
+
+json event(const Event& e) {
+  json j{{"seq", e.seq},
+         {"time", rfc3339(e.time_ns)},
+         {"event", event_kind_name(e.kind)},
+         {"name", e.name.empty() ? json(nullptr) : json(e.name)},
+         {"slot", e.name.empty() ? json(nullptr) : json(e.slot)},
+         {"pid", e.pid},
+         {"tid", e.tid},
+         {"comm", e.comm}};
+  switch (e.kind) {
+    case EventKind::acquired:
+      j["mode"] = mode_name(e.mode);
+      j["abandoned"] = e.abandoned;
+      j["wait_ns"] = e.wait_ns;
+      break;
+    case EventKind::released:
+      j["mode"] = mode_name(e.mode);
+      j["hold_ns"] = e.hold_ns;
+      j["abandoned"] = e.abandoned;
+      break;
+    case EventKind::timeout:
+      j["mode"] = mode_name(e.mode);
+      j["wait_ns"] = e.wait_ns;
+      break;
+    case EventKind::recovered:
+      j["mode"] = mode_name(e.mode);
+      j["dead_owner"] = owner(e.dead_owner);
+      break;
+    case EventKind::lost:
+    case EventKind::reset:
+      j["count"] = e.count;
+      break;
+    case EventKind::grown:
+      j["capacity"] = e.count;
+      break;
+    default:
+      break;
+  }
+  return j;
+}
+
+json stats(const TableStats& st) {
+  return json{{"dir", st.dir},
+              {"backend", st.backend},
+              {"format_version", st.format_version},
+              {"slots", {{"capacity", st.slot_capacity}, {"used", st.slots_used}, {"max", st.max_slots}}},
+              {"readers", {{"capacity", st.reader_capacity}, {"used", st.readers_used}}},
+              {"extents", st.extents},
+              {"files", {{"table_bytes", st.table_file_bytes}, {"lmdb_bytes", st.lmdb_file_bytes}}},
+              {"boot_id", st.boot_id},
+              {"reboot_resets", st.reset_count},
+              {"history",
+               {{"level", level_name(st.history_level)},
+                {"records", st.history_records},
+                {"lost", st.history_lost},
+                {"retention_count", st.retention_count},
+                {"retention_age_s", st.retention_age_s}}},
+              {"ring",
+               {{"entries", st.ring_entries},
+                {"segments", st.ring_segments},
+                {"segments_in_use", st.ring_segments_in_use},
+                {"appended", st.ring_appended},
+                {"accounted", st.ring_accounted},
+                {"undrained", st.ring_appended - st.ring_accounted}}}};
+}
+
+json recovery(const Recovery& r) {
+  return json{{"name", r.name},
+              {"slot", r.slot},
+              {"mode", mode_name(r.mode)},
+              {"dead_owner", owner(r.dead_owner)},
+              {"action", r.action}};
+}
+
+}  // namespace locktable::json

@@ -1,0 +1,230 @@
+// The Python module `locktable`: the C++ API through pybind11.
+//
+//   import locktable
+//   t = locktable.open("/srv/locks")             # a Table (creates it when missing)
+//   lock = t.lock("orders")                      # a Lock (creates the name)
+//   lock.acquire(shared=False, timeout=None)     # True; False on timeout (timeout=0: try once)
+//   lock.abandoned                               # held abandoned by this thread, not yet repaired
+//   lock.mark_consistent(); lock.release()
+//   with t.lock("orders") as l: ...              # exclusive, released on exit
+//   t.list(), t.history(name=None, limit=None)   # lists of dicts: `ls --json`, `history --json`
+//
+// Errors raise locktable.Error; its `code` is the code's name ("busy",
+// "stale_handle", ...) and its message names the lock or file. Waiting
+// releases the GIL, so other Python threads run meanwhile.
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <chrono>
+#include <optional>
+#include <string>
+
+#include "locktable/locktable.h"
+#include "locktable/version.h"
+#include "locktable_json.h"
+
+namespace py = pybind11;
+using namespace locktable;
+
+namespace {
+
+PyObject* error_type = nullptr;
+
+[[noreturn]] void raise(const Status& s) {
+  py::object type = py::reinterpret_borrow<py::object>(error_type);
+  py::object exc = type(s.message());
+  exc.attr("code") = code_name(s.code());
+  PyErr_SetObject(error_type, exc.ptr());
+  throw py::error_already_set();
+}
+
+void check(const Status& s) {
+  if (!s.ok()) raise(s);
+}
+
+py::object to_python(const nlohmann::json& j) {
+  switch (j.type()) {
+    case nlohmann::json::value_t::null: return py::none();
+    case nlohmann::json::value_t::boolean: return py::bool_(j.get<bool>());
+    case nlohmann::json::value_t::number_integer: return py::int_(j.get<int64_t>());
+    case nlohmann::json::value_t::number_unsigned: return py::int_(j.get<uint64_t>());
+    case nlohmann::json::value_t::number_float: return py::float_(j.get<double>());
+    case nlohmann::json::value_t::string: return py::str(j.get<std::string>());
+    case nlohmann::json::value_t::array: {
+      py::list out;
+      for (const auto& v : j) out.append(to_python(v));
+      return out;
+    }
+    case nlohmann::json::value_t::object: {
+      py::dict out;
+      for (const auto& [k, v] : j.items()) out[py::str(k)] = to_python(v);
+      return out;
+    }
+    default: return py::none();
+  }
+}
+
+Deadline deadline_of(const std::optional<double>& timeout_s) {
+  if (!timeout_s) return Deadline::never();
+  if (*timeout_s <= 0) return Deadline::now();
+  return Deadline::after(std::chrono::duration<double>(*timeout_s));
+}
+
+// A Table shared by the Locks made from it (a Lock keeps its table open).
+struct PyTable {
+  std::shared_ptr<Table> table;
+};
+
+Table& table_of(PyTable& t) {
+  if (t.table == nullptr) raise(Status(Code::invalid_argument, "the table is closed"));
+  return *t.table;
+}
+
+bool acquire(Lock& lock, bool shared, const std::optional<double>& timeout_s) {
+  AcquireResult r;
+  {
+    py::gil_scoped_release unlocked;
+    r = lock.acquire(shared ? Mode::shared : Mode::exclusive, deadline_of(timeout_s));
+  }
+  if (r.held()) return true;
+  if (r.status.code() == Code::timed_out) return false;
+  raise(r.status);
+}
+
+std::optional<HistoryLevel> level_from(const std::optional<std::string>& name) {
+  if (!name) return std::nullopt;
+  if (*name == "off") return HistoryLevel::off;
+  if (*name == "ring") return HistoryLevel::ring;
+  if (*name == "persisted") return HistoryLevel::persisted;
+  raise(Status(Code::invalid_argument, "history must be 'off', 'ring' or 'persisted', not '" + *name + "'"));
+}
+
+}  // namespace
+
+PYBIND11_MODULE(locktable, m) {
+  m.doc() = "Named interprocess locks that survive their holders' crashes (locktable).";
+  error_type = PyErr_NewException("locktable.Error", PyExc_Exception, nullptr);
+  m.attr("Error") = py::reinterpret_borrow<py::object>(error_type);
+  m.attr("__version__") = LOCKTABLE_VERSION;
+
+  py::class_<Lock>(m, "Lock", "A handle to one named lock; ownership is per thread.")
+      .def_property_readonly("name", [](const Lock& l) { return py::bytes(l.name()).attr("decode")("utf-8", "replace"); })
+      .def_property_readonly("slot", &Lock::slot)
+      .def("acquire", &acquire, py::arg("shared") = false, py::arg("timeout") = py::none(),
+           "Waits at most `timeout` seconds (None: for ever, 0: try once). True when held (see "
+           "`abandoned`), False on timeout.")
+      .def(
+          "release", [](Lock& l, bool shared) { check(l.release(shared ? Mode::shared : Mode::exclusive)); },
+          py::arg("shared") = false)
+      .def_property_readonly("abandoned", &Lock::abandoned,
+                             "True while this thread holds the lock abandoned and has not marked it consistent.")
+      .def("mark_consistent", [](Lock& l) { check(l.mark_consistent()); })
+      .def_property_readonly("token", &Lock::token, "The fencing token of this thread's hold (0: none).")
+      .def("__enter__",
+           [](Lock& l) -> Lock& {
+             acquire(l, false, std::nullopt);
+             return l;
+           },
+           py::return_value_policy::reference_internal)
+      .def("__exit__", [](Lock& l, py::object, py::object, py::object) {
+        check(l.release());
+        return false;
+      });
+
+  py::class_<PyTable>(m, "Table", "A table of named locks.")
+      .def(
+          "lock",
+          [](PyTable& t, const std::string& name, bool create) {
+            Lock l;
+            check(table_of(t).lookup(name, &l, create ? Lookup::create_if_missing : Lookup::existing));
+            return l;
+          },
+          py::arg("name"), py::arg("create") = true, "A handle for `name` (created unless create=False).")
+      .def("remove", [](PyTable& t, const std::string& name) { check(table_of(t).remove(name)); })
+      .def("list",
+           [](PyTable& t) {
+             py::list out;
+             check(table_of(t).list([&](const LockInfo& l) {
+               out.append(to_python(json::lock_info(l)));
+               return Status::OK();
+             }));
+             return out;
+           })
+      .def(
+          "history",
+          [](PyTable& t, std::optional<std::string> name, std::optional<size_t> limit, std::optional<std::string> kind) {
+            HistoryQuery q;
+            q.name = std::move(name);
+            q.limit = limit.value_or(0);
+            if (kind) {
+              q.kind = event_kind_from_name(*kind);
+              if (!q.kind) raise(Status(Code::invalid_argument, "unknown event kind '" + *kind + "'"));
+            }
+            std::vector<Event> events;
+            Table& table = table_of(t);
+            Status s;
+            {
+              py::gil_scoped_release unlocked;
+              s = table.history(q, &events);
+            }
+            check(s);
+            py::list out;
+            for (const Event& e : events) out.append(to_python(json::event(e)));
+            return out;
+          },
+          py::arg("name") = py::none(), py::arg("limit") = py::none(), py::arg("kind") = py::none())
+      .def("stats",
+           [](PyTable& t) {
+             TableStats st;
+             check(table_of(t).stats(&st));
+             return to_python(json::stats(st));
+           })
+      .def(
+          "recover",
+          [](PyTable& t, bool dry_run) {
+            std::vector<Recovery> actions;
+            check(table_of(t).recover(dry_run, &actions));
+            py::list out;
+            for (const Recovery& r : actions) out.append(to_python(json::recovery(r)));
+            return out;
+          },
+          py::arg("dry_run") = false)
+      .def("check",
+           [](PyTable& t) {
+             std::vector<std::string> problems;
+             check(table_of(t).check(&problems));
+             return problems;
+           })
+      .def("drain_history", [](PyTable& t) {
+        uint64_t n = 0;
+        check(table_of(t).drain_history(&n));
+        return n;
+      })
+      .def_property_readonly("location", [](PyTable& t) { return table_of(t).dir(); })
+      .def("close", [](PyTable& t) { t.table.reset(); }, "Closes this handle (its Locks keep the table open).")
+      .def("__enter__", [](PyTable& t) -> PyTable& { return t; }, py::return_value_policy::reference_internal)
+      .def("__exit__", [](PyTable& t, py::object, py::object, py::object) {
+        t.table.reset();
+        return false;
+      });
+
+  m.def(
+      "open",
+      [](const std::string& location, bool create, std::optional<std::string> history,
+         std::optional<uint32_t> initial_slots, std::optional<uint32_t> ring_entries,
+         std::optional<double> drain_interval) {
+        Options o;
+        o.create_if_missing = create;
+        if (auto level = level_from(history)) o.history = *level;
+        if (initial_slots) o.initial_slots = *initial_slots;
+        if (ring_entries) o.ring_entries = *ring_entries;
+        if (drain_interval) o.drain_interval = std::chrono::milliseconds(int64_t(*drain_interval * 1000));
+        std::unique_ptr<Table> t;
+        check(Table::open(location, o, &t));
+        return PyTable{std::shared_ptr<Table>(std::move(t))};
+      },
+      py::arg("location"), py::arg("create") = true, py::arg("history") = py::none(),
+      py::arg("initial_slots") = py::none(), py::arg("ring_entries") = py::none(),
+      py::arg("drain_interval") = py::none(),
+      "Opens (and unless create=False creates) the table at `location`: a folder, or a file:/// URL.");
+}

@@ -1,0 +1,224 @@
+/* locktable C API: everything the C++ API does, for C and for other languages'
+ * foreign-function interfaces (the model is LevelDB's leveldb/c.h).
+ *
+ * Handles are opaque. No C++ exception crosses this interface. Every call
+ * that can fail returns a code (LT_OK, or one of the LT_* below); a failing
+ * call also leaves a message naming the file or lock and the problem, which
+ * lt_last_error() returns in the same thread until its next failing call.
+ *
+ * Threads: an lt_table and an lt_lock may be used by any number of threads at
+ * once. Lock ownership is per thread: the thread that acquires releases.
+ * After fork(), open the table again in the child (lt_lock handles obtained
+ * before the fork keep working for acquire and release).
+ *
+ * Strings passed in are read during the call only. Strings handed to a
+ * callback are valid during the callback only. lt_lock_name() is valid as
+ * long as its lock.
+ */
+#ifndef LOCKTABLE_C_H
+#define LOCKTABLE_C_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct lt_table lt_table;
+typedef struct lt_lock lt_lock;
+typedef struct lt_options lt_options;
+
+/* Codes: the numbers of locktable::Code (they never change). LT_OK and
+ * LT_ABANDONED are successes of lt_acquire: the lock is held. */
+enum {
+  LT_OK = 0,
+  LT_ABANDONED = 1,         /* acquired; the previous holder died holding it: repair, then lt_mark_consistent */
+  LT_TIMED_OUT = 2,         /* the timeout passed (or, for a try, the lock was held) */
+  LT_ALREADY_HELD = 3,      /* this thread holds the lock already */
+  LT_NOT_OWNER = 4,         /* release by a thread that does not hold it */
+  LT_NOT_FOUND = 5,         /* no such name, table or file */
+  LT_BUSY = 6,              /* the lock is held (lt_remove) */
+  LT_STALE_HANDLE = 7,      /* the name was removed since the handle was made */
+  LT_INVALID_ARGUMENT = 8,  /* bad name, option or argument (a NULL handle) */
+  LT_CORRUPT = 9,           /* a file's contents are inconsistent */
+  LT_VERSION_MISMATCH = 10, /* a file of another format version */
+  LT_UNSUPPORTED = 11,      /* an unknown location scheme, a network file system, ... */
+  LT_PERMISSION_DENIED = 12,
+  LT_CAPACITY = 13,         /* the table is full */
+  LT_IO_ERROR = 14          /* any other failure */
+};
+
+/* Lock modes, history levels, lock states and event kinds: the numbers of the
+ * C++ enums (and of what is stored on disk). */
+enum { LT_EXCLUSIVE = 0, LT_SHARED = 1 };
+enum { LT_HISTORY_OFF = 0, LT_HISTORY_RING = 1, LT_HISTORY_PERSISTED = 2 };
+enum { LT_STATE_FREE = 0, LT_STATE_HELD = 1, LT_STATE_SHARED = 2, LT_STATE_DEAD_OWNER = 3 };
+enum {
+  LT_EVENT_CREATED = 1, LT_EVENT_REMOVED, LT_EVENT_ACQUIRED, LT_EVENT_RELEASED, LT_EVENT_RECOVERED,
+  LT_EVENT_TIMEOUT, LT_EVENT_GROWN, LT_EVENT_RESET, LT_EVENT_LOST
+};
+
+/* "ok", "abandoned", "timed_out", ... ("unknown" for other numbers). */
+const char* lt_code_name(int code);
+/* "created", "acquired", ... ("unknown" for other numbers). */
+const char* lt_event_kind_name(int kind);
+/* This thread's message for its last failing call ("" if none). */
+const char* lt_last_error(void);
+/* The library's version, "MAJOR.MINOR.PATCH". */
+const char* lt_version(void);
+
+/* ---- Options (all optional; the defaults are the C++ Options'). ---- */
+lt_options* lt_options_create(void);
+void lt_options_destroy(lt_options* options);
+void lt_options_set_create_if_missing(lt_options* options, int create);
+void lt_options_set_allow_network_fs(lt_options* options, int allow);
+void lt_options_set_lmdb_map_size(lt_options* options, size_t bytes);
+void lt_options_set_drain_interval_ms(lt_options* options, int64_t ms); /* 0: no background drainer */
+/* Creation only: */
+void lt_options_set_initial_slots(lt_options* options, uint32_t slots);
+void lt_options_set_max_slots(lt_options* options, uint64_t slots);
+void lt_options_set_ring_entries(lt_options* options, uint32_t entries);
+void lt_options_set_history(lt_options* options, int level); /* LT_HISTORY_* */
+void lt_options_set_retention(lt_options* options, uint64_t count, uint64_t age_s);
+
+/* ---- Tables. ---- */
+/* Opens the table at `location` (a folder, file:///path, or another backend's
+ * URL), creating it when missing. *table is NULL on failure. */
+int lt_table_open(const char* location, lt_table** table);
+int lt_table_open_with(const char* location, const lt_options* options, lt_table** table);
+/* Closes the handle (locks obtained from it stay usable until freed). NULL is a no-op. */
+void lt_table_close(lt_table* table);
+
+/* A handle for `name` (1 to 255 bytes, no NUL), creating the name. */
+int lt_lookup(lt_table* table, const char* name, lt_lock** lock);
+/* The same for a name of `len` bytes; `create` 0: fail with LT_NOT_FOUND for an unknown name. */
+int lt_lookup_n(lt_table* table, const char* name, size_t len, int create, lt_lock** lock);
+/* Removes a name (LT_BUSY while held). */
+int lt_remove(lt_table* table, const char* name);
+
+/* ---- Locks. ---- */
+void lt_lock_free(lt_lock* lock); /* NULL is a no-op */
+const char* lt_lock_name(const lt_lock* lock);
+
+/* Acquires, exclusive (shared = 0) or shared. timeout_ns < 0: wait for ever;
+ * 0: try once; > 0: wait at most that long. Returns LT_OK or LT_ABANDONED
+ * (held), LT_TIMED_OUT, or another code. */
+int lt_acquire(lt_lock* lock, int shared, int64_t timeout_ns);
+
+/* What lt_acquire_info reports about a successful acquire. */
+typedef struct lt_owner {
+  uint32_t pid;
+  uint32_t tid;        /* 0 when unknown */
+  uint32_t start_time; /* low 32 bits, clock ticks since boot */
+} lt_owner;
+typedef struct lt_acquired {
+  uint64_t token;      /* the fencing token of this hold */
+  lt_owner dead_owner; /* LT_ABANDONED: the holder that died */
+} lt_acquired;
+/* lt_acquire, and on success fills *info (may be NULL). */
+int lt_acquire_info(lt_lock* lock, int shared, int64_t timeout_ns, lt_acquired* info);
+
+int lt_release(lt_lock* lock, int shared);
+/* The holder declares repaired what a dead holder left: the lock stops
+ * reporting abandoned. */
+int lt_mark_consistent(lt_lock* lock);
+/* 1 while this thread holds the lock abandoned and not marked consistent. */
+int lt_abandoned(const lt_lock* lock);
+/* The fencing token of this thread's hold, 0 when it holds none. */
+uint64_t lt_token(const lt_lock* lock);
+
+/* ---- Listing: one call of `visit` per named lock, in name order. ---- */
+typedef struct lt_holder {
+  lt_owner owner;
+  const char* comm;    /* thread name, "" when gone */
+  int alive;
+  int64_t held_for_ms; /* -1: unknown */
+} lt_holder;
+typedef struct lt_lock_info {
+  const char* name;
+  size_t name_len;
+  uint32_t slot;
+  int state;           /* LT_STATE_* */
+  int mode;            /* LT_EXCLUSIVE, LT_SHARED */
+  const lt_holder* holders;
+  size_t holder_count;
+  uint32_t waiters;
+  int abandoned;       /* the next acquirer will be told abandoned */
+} lt_lock_info;
+/* A nonzero return from `visit` stops the listing; lt_list then returns LT_OK. */
+typedef int (*lt_lock_visitor)(void* context, const lt_lock_info* lock);
+int lt_list(lt_table* table, lt_lock_visitor visit, void* context);
+
+/* ---- Statistics. ---- */
+typedef struct lt_stats {
+  uint32_t format_version;
+  uint64_t slot_capacity, max_slots, slots_used;
+  uint64_t reader_capacity, readers_used;
+  uint32_t extents;
+  uint64_t table_file_bytes, lmdb_file_bytes;
+  uint32_t reset_count;
+  int history_level;
+  uint32_t ring_entries, ring_segments, ring_segments_in_use;
+  uint64_t ring_appended, ring_accounted;
+  uint64_t history_records, history_lost;
+  uint64_t retention_count, retention_age_s;
+} lt_stats;
+int lt_stats_get(lt_table* table, lt_stats* stats);
+
+/* ---- History. ---- */
+typedef struct lt_history_query {
+  const char* name;    /* NULL: every lock */
+  int kind;            /* 0: every kind; else LT_EVENT_* */
+  uint32_t pid;        /* 0: every process */
+  uint64_t since_ns;   /* inclusive, ns since the epoch */
+  uint64_t until_ns;   /* exclusive; 0: no end */
+  uint64_t after_seq;  /* only events with seq > after_seq */
+  size_t limit;        /* 0: all; else the newest `limit` matching */
+  int newest_first;
+} lt_history_query;
+typedef struct lt_event {
+  uint64_t seq;
+  uint64_t time_ns;
+  int kind;            /* LT_EVENT_* */
+  int mode;
+  int abandoned;
+  uint32_t pid, tid;
+  const char* comm;
+  const char* name;
+  size_t name_len;
+  uint32_t slot;
+  uint64_t wait_ns;    /* acquired, timeout */
+  uint64_t hold_ns;    /* released */
+  lt_owner dead_owner; /* recovered */
+  uint64_t count;      /* lost, grown, reset */
+} lt_event;
+typedef int (*lt_event_visitor)(void* context, const lt_event* event);
+/* Drains the ring first. `query` may be NULL (everything). */
+int lt_history(lt_table* table, const lt_history_query* query, lt_event_visitor visit, void* context);
+int lt_drain_history(lt_table* table, uint64_t* drained); /* drained may be NULL */
+int lt_set_history_level(lt_table* table, int level);
+int lt_set_retention(lt_table* table, uint64_t count, uint64_t age_s);
+
+/* ---- Maintenance. ---- */
+typedef struct lt_recovery {
+  const char* name;
+  uint32_t slot;
+  int mode;
+  lt_owner dead_owner;
+  const char* action;  /* "freed", "freed reader", ... */
+} lt_recovery;
+typedef int (*lt_recovery_visitor)(void* context, const lt_recovery* recovery);
+/* Frees locks of dead holders (the next acquirer is still told abandoned);
+ * dry_run only reports. `visit` may be NULL. */
+int lt_recover(lt_table* table, int dry_run, lt_recovery_visitor visit, void* context);
+/* Each inconsistency found is one call of `visit` (may be NULL); *problems
+ * (may be NULL) gets their number. */
+typedef int (*lt_problem_visitor)(void* context, const char* problem);
+int lt_check(lt_table* table, lt_problem_visitor visit, void* context, size_t* problems);
+
+#ifdef __cplusplus
+} /* extern "C" */
+#endif
+
+#endif /* LOCKTABLE_C_H */

@@ -1,0 +1,248 @@
+/* The C API, from C: every promise the C++ tests check for the calls it
+ * wraps, with real processes (a child killed while it holds), error codes and
+ * messages, listing, history, stats, recover and check. Runs under ASan and
+ * UBSan in the sanitizer suites. Usage: test_c_api (makes its own folder). */
+#define _GNU_SOURCE
+#include <locktable/c.h>
+
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+static int failures = 0;
+
+#define CHECK(cond)                                                                   \
+  do {                                                                                \
+    if (!(cond)) {                                                                    \
+      fprintf(stderr, "%s:%d: CHECK(%s) failed; last error: %s\n", __FILE__, __LINE__, \
+              #cond, lt_last_error());                                                \
+      ++failures;                                                                     \
+    }                                                                                 \
+  } while (0)
+#define REQUIRE(cond)                                                                 \
+  do {                                                                                \
+    if (!(cond)) {                                                                    \
+      fprintf(stderr, "%s:%d: REQUIRE(%s) failed; last error: %s\n", __FILE__, __LINE__, \
+              #cond, lt_last_error());                                                \
+      exit(1);                                                                        \
+    }                                                                                 \
+  } while (0)
+
+static char dir[256];
+
+static void test_codes_and_names(void) {
+  CHECK(strcmp(lt_code_name(LT_OK), "ok") == 0);
+  CHECK(strcmp(lt_code_name(LT_ABANDONED), "abandoned") == 0);
+  CHECK(strcmp(lt_code_name(LT_TIMED_OUT), "timed_out") == 0);
+  CHECK(strcmp(lt_code_name(LT_STALE_HANDLE), "stale_handle") == 0);
+  CHECK(strcmp(lt_code_name(LT_IO_ERROR), "io_error") == 0);
+  CHECK(strcmp(lt_code_name(999), "unknown") == 0);
+  CHECK(strcmp(lt_event_kind_name(LT_EVENT_RECOVERED), "recovered") == 0);
+  CHECK(strlen(lt_version()) >= 5);
+}
+
+static void test_bad_input_is_a_code_and_a_message(void) {
+  lt_table* t = (lt_table*)1;
+  CHECK(lt_table_open(NULL, &t) == LT_INVALID_ARGUMENT && t == NULL);
+  CHECK(lt_table_open("foo://x", &t) == LT_UNSUPPORTED);
+  CHECK(strstr(lt_last_error(), "foo") != NULL);
+
+  lt_options* o = lt_options_create();
+  lt_options_set_create_if_missing(o, 0);
+  char missing[300];
+  snprintf(missing, sizeof missing, "%s/missing", dir);
+  CHECK(lt_table_open_with(missing, o, &t) == LT_NOT_FOUND);
+  CHECK(strstr(lt_last_error(), missing) != NULL);
+  lt_options_set_create_if_missing(o, 1);
+  lt_options_set_history(o, 7);
+  CHECK(lt_table_open_with(missing, o, &t) == LT_INVALID_ARGUMENT);
+  lt_options_destroy(o);
+
+  CHECK(lt_acquire(NULL, 0, 0) == LT_INVALID_ARGUMENT);
+  CHECK(lt_release(NULL, 0) == LT_INVALID_ARGUMENT);
+  lt_table_close(NULL);
+  lt_lock_free(NULL);
+}
+
+static void test_acquire_release_try_timeout(lt_table* t) {
+  lt_lock* a = NULL;
+  REQUIRE(lt_lookup(t, "orders", &a) == LT_OK);
+  CHECK(strcmp(lt_lock_name(a), "orders") == 0);
+  lt_acquired info;
+  memset(&info, 0, sizeof info);
+  CHECK(lt_acquire_info(a, 0, -1, &info) == LT_OK);
+  CHECK(info.token > 0);
+  CHECK(lt_token(a) == info.token);
+  CHECK(lt_acquire(a, 0, 0) == LT_ALREADY_HELD);
+
+  pid_t kid = fork();
+  if (kid == 0) {  /* another process: a try fails, a timed wait times out */
+    int rc = lt_acquire(a, 0, 0) == LT_TIMED_OUT && lt_acquire(a, 0, 20 * 1000 * 1000) == LT_TIMED_OUT &&
+                     lt_acquire(a, 1, 0) == LT_TIMED_OUT ? 0 : 1;
+    _exit(rc);
+  }
+  int status = 0;
+  waitpid(kid, &status, 0);
+  CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+
+  CHECK(lt_release(a, 0) == LT_OK);
+  CHECK(lt_release(a, 0) == LT_NOT_OWNER);
+  CHECK(strstr(lt_last_error(), "orders") != NULL);
+  CHECK(lt_token(a) == 0);
+
+  /* Shared: two holds at once, from two processes. */
+  CHECK(lt_acquire(a, 1, -1) == LT_OK);
+  kid = fork();
+  if (kid == 0) {
+    int rc = lt_acquire(a, 1, 0) == LT_OK && lt_release(a, 1) == LT_OK && lt_acquire(a, 0, 0) == LT_TIMED_OUT ? 0 : 1;
+    _exit(rc);
+  }
+  waitpid(kid, &status, 0);
+  CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+  CHECK(lt_release(a, 1) == LT_OK);
+  lt_lock_free(a);
+}
+
+static void test_a_holder_killed_leaves_the_lock_abandoned(lt_table* t) {
+  lt_lock* l = NULL;
+  REQUIRE(lt_lookup(t, "jobs", &l) == LT_OK);
+  int pipefd[2];
+  REQUIRE(pipe(pipefd) == 0);
+  pid_t kid = fork();
+  if (kid == 0) {
+    char c = lt_acquire(l, 0, -1) == LT_OK ? 'y' : 'n';
+    (void)!write(pipefd[1], &c, 1);
+    pause();
+    _exit(0);
+  }
+  char c = 0;
+  REQUIRE(read(pipefd[0], &c, 1) == 1 && c == 'y');
+  kill(kid, SIGKILL);
+  waitpid(kid, NULL, 0);
+  lt_acquired info;
+  memset(&info, 0, sizeof info);
+  CHECK(lt_acquire_info(l, 0, 5LL * 1000 * 1000 * 1000, &info) == LT_ABANDONED);
+  CHECK(info.dead_owner.pid == (uint32_t)kid);
+  CHECK(lt_abandoned(l) == 1);
+  CHECK(lt_mark_consistent(l) == LT_OK);
+  CHECK(lt_abandoned(l) == 0);
+  CHECK(lt_release(l, 0) == LT_OK);
+  CHECK(lt_acquire(l, 0, 0) == LT_OK);  /* consistent again: plain ok */
+  CHECK(lt_release(l, 0) == LT_OK);
+  lt_lock_free(l);
+  close(pipefd[0]);
+  close(pipefd[1]);
+}
+
+struct listing {
+  int count;
+  int saw_held_by_me;
+};
+
+static int visit_lock(void* ctx, const lt_lock_info* info) {
+  struct listing* s = (struct listing*)ctx;
+  ++s->count;
+  if (info->name_len == 4 && memcmp(info->name, "held", 4) == 0 && info->state == LT_STATE_HELD &&
+      info->holder_count == 1 && info->holders[0].owner.pid == (uint32_t)getpid() && info->holders[0].alive) {
+    s->saw_held_by_me = 1;
+  }
+  return 0;
+}
+
+static int stop_at_first(void* ctx, const lt_lock_info* info) {
+  (void)info;
+  ++*(int*)ctx;
+  return 1;
+}
+
+struct events {
+  int acquired_jobs;
+  int recovered;
+  int abandoned_acquired;
+};
+
+static int visit_event(void* ctx, const lt_event* e) {
+  struct events* s = (struct events*)ctx;
+  if (e->kind == LT_EVENT_ACQUIRED && e->name_len == 4 && memcmp(e->name, "jobs", 4) == 0) {
+    ++s->acquired_jobs;
+    if (e->abandoned) ++s->abandoned_acquired;
+  }
+  if (e->kind == LT_EVENT_RECOVERED) ++s->recovered;
+  return 0;
+}
+
+static void test_list_stats_history_remove(lt_table* t) {
+  lt_lock* h = NULL;
+  REQUIRE(lt_lookup(t, "held", &h) == LT_OK);
+  REQUIRE(lt_acquire(h, 0, -1) == LT_OK);
+  struct listing s = {0, 0};
+  CHECK(lt_list(t, visit_lock, &s) == LT_OK);
+  CHECK(s.count == 3);  /* held, jobs, orders */
+  CHECK(s.saw_held_by_me == 1);
+  int seen = 0;
+  CHECK(lt_list(t, stop_at_first, &seen) == LT_OK && seen == 1);
+
+  lt_stats st;
+  CHECK(lt_stats_get(t, &st) == LT_OK);
+  CHECK(st.slots_used == 3);
+  CHECK(st.history_level == LT_HISTORY_PERSISTED);
+
+  CHECK(lt_remove(t, "held") == LT_BUSY);
+  CHECK(lt_release(h, 0) == LT_OK);
+  CHECK(lt_remove(t, "held") == LT_OK);
+  CHECK(lt_acquire(h, 0, 0) == LT_STALE_HANDLE);
+  CHECK(lt_remove(t, "held") == LT_NOT_FOUND);
+  lt_lock_free(h);
+
+  struct events ev = {0, 0, 0};
+  CHECK(lt_history(t, NULL, visit_event, &ev) == LT_OK);
+  CHECK(ev.acquired_jobs == 3);  /* the child's, the takeover, the plain one */
+  CHECK(ev.abandoned_acquired == 1);
+  CHECK(ev.recovered == 1);
+  lt_history_query q;
+  memset(&q, 0, sizeof q);
+  q.name = "jobs";
+  q.kind = LT_EVENT_ACQUIRED;
+  q.limit = 1;
+  struct events only = {0, 0, 0};
+  CHECK(lt_history(t, &q, visit_event, &only) == LT_OK);
+  CHECK(only.acquired_jobs == 1);
+  q.kind = 99;
+  CHECK(lt_history(t, &q, visit_event, &only) == LT_INVALID_ARGUMENT);
+
+  size_t problems = 99;
+  CHECK(lt_check(t, NULL, NULL, &problems) == LT_OK);
+  CHECK(problems == 0);
+  CHECK(lt_recover(t, 1, NULL, NULL) == LT_OK);
+  CHECK(lt_set_history_level(t, 5) == LT_INVALID_ARGUMENT);
+  CHECK(lt_set_retention(t, 1000, 3600) == LT_OK);
+}
+
+int main(void) {
+  snprintf(dir, sizeof dir, "/tmp/locktable-c-XXXXXX");
+  REQUIRE(mkdtemp(dir) != NULL);
+  char table_dir[300];
+  snprintf(table_dir, sizeof table_dir, "%s/t", dir);
+
+  test_codes_and_names();
+  test_bad_input_is_a_code_and_a_message();
+  lt_table* t = NULL;
+  REQUIRE(lt_table_open(table_dir, &t) == LT_OK);
+  test_acquire_release_try_timeout(t);
+  test_a_holder_killed_leaves_the_lock_abandoned(t);
+  test_list_stats_history_remove(t);
+  lt_table_close(t);
+
+  char cmd[400];
+  snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+  if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", dir);
+  if (failures != 0) {
+    fprintf(stderr, "%d checks failed\n", failures);
+    return 1;
+  }
+  printf("C API: all checks passed\n");
+  return 0;
+}

@@ -1,0 +1,192 @@
+"""The Python module, from Python: the promises of the C++ API as a Python
+program sees them, with real processes (os.fork, SIGKILL). Run by
+`./dev test` through pytest (tests/meson.build puts the module on
+PYTHONPATH)."""
+import json
+import os
+import signal
+import subprocess
+import threading
+import time
+
+import pytest
+
+import locktable
+
+
+@pytest.fixture
+def table(tmp_path):
+    t = locktable.open(str(tmp_path / "t"))
+    yield t
+    t.close()
+
+
+def holder_child(t, name, mode_shared=False):
+    """Forks a child that holds `name` until killed; returns its pid once it holds it."""
+    lock = t.lock(name)  # before the fork: a child may use Locks, not the Table
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(r)
+        try:
+            ok = lock.acquire(shared=mode_shared)
+            os.write(w, b"y" if ok else b"n")
+            signal.pause()
+        finally:
+            os._exit(0)
+    os.close(w)
+    assert os.read(r, 1) == b"y"
+    os.close(r)
+    return pid
+
+
+def test_acquire_release_and_the_context_manager(table):
+    lock = table.lock("orders")
+    assert lock.name == "orders"
+    assert lock.acquire() is True
+    assert lock.token > 0
+    with pytest.raises(locktable.Error) as e:
+        lock.acquire(timeout=0)
+    assert e.value.code == "already_held"
+    assert "orders" in str(e.value)
+    lock.release()
+    with pytest.raises(locktable.Error) as e:
+        lock.release()
+    assert e.value.code == "not_owner"
+    with table.lock("orders") as l:
+        assert l.abandoned is False
+        assert l.token > 0
+    assert table.lock("orders").acquire(timeout=0) is True  # released by the with block
+    table.lock("orders").release()
+
+
+def test_a_held_lock_times_out_in_another_process(table):
+    pid = holder_child(table, "busy")
+    try:
+        lock = table.lock("busy")
+        assert lock.acquire(timeout=0) is False
+        start = time.monotonic()
+        assert lock.acquire(timeout=0.05) is False
+        assert time.monotonic() - start >= 0.045
+    finally:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+
+
+def test_a_holder_killed_is_reported_abandoned_until_marked_consistent(table):
+    pid = holder_child(table, "jobs")
+    os.kill(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)
+    lock = table.lock("jobs")
+    assert lock.acquire(timeout=5) is True
+    assert lock.abandoned is True
+    lock.mark_consistent()
+    assert lock.abandoned is False
+    lock.release()
+    with table.lock("jobs") as l:
+        assert l.abandoned is False
+    events = table.history(name="jobs", kind="recovered")
+    assert len(events) == 1
+    assert events[0]["dead_owner"]["pid"] == pid
+
+
+def test_the_context_manager_hands_an_abandoned_lock_to_its_body(table):
+    pid = holder_child(table, "repair")
+    os.kill(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)
+    with table.lock("repair") as l:
+        assert l.abandoned
+        l.mark_consistent()
+
+
+def test_shared_holders_together_writers_kept_out(table):
+    pid = holder_child(table, "config", mode_shared=True)
+    try:
+        lock = table.lock("config")
+        assert lock.acquire(shared=True, timeout=0) is True
+        lock.release(shared=True)
+        assert lock.acquire(timeout=0) is False
+    finally:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+
+
+def test_waiting_releases_the_gil(table):
+    pid = holder_child(table, "slow")
+    ticks = []
+    stop = threading.Event()
+
+    def ticker():
+        while not stop.is_set():
+            ticks.append(1)
+            time.sleep(0.001)
+
+    th = threading.Thread(target=ticker)
+    th.start()
+    try:
+        assert table.lock("slow").acquire(timeout=0.2) is False
+    finally:
+        stop.set()
+        th.join()
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+    assert len(ticks) >= 20  # the other thread ran while this one waited
+
+
+def test_list_and_history_have_the_cli_json_keys(table, tmp_path):
+    cli = os.environ.get("LOCKTABLE_CLI")
+    held = table.lock("held")
+    assert held.acquire()
+    table.lock("free")
+    rows = {r["name"]: r for r in table.list()}
+    assert rows["held"]["state"] == "held"
+    assert rows["held"]["owner"]["pid"] == os.getpid()
+    assert rows["free"]["state"] == "free"
+    events = table.history()
+    assert [e["event"] for e in events if e["name"] == "held"] == ["created", "acquired"]
+    if cli:  # the same keys as the command line's --json
+        out = subprocess.run([cli, "ls", table.location, "--json"], check=True, capture_output=True, text=True)
+        cli_rows = {r["name"]: r for r in json.loads(out.stdout)}
+        assert set(cli_rows["held"]) == set(rows["held"])
+        out = subprocess.run([cli, "history", table.location, "--json"], check=True, capture_output=True, text=True)
+        cli_events = [json.loads(line) for line in out.stdout.splitlines()]
+        assert set(cli_events[0]) == set(events[0])
+    held.release()
+
+
+def test_errors_name_the_problem(tmp_path):
+    with pytest.raises(locktable.Error) as e:
+        locktable.open(str(tmp_path / "missing"), create=False)
+    assert e.value.code == "not_found"
+    assert "missing" in str(e.value)
+    with pytest.raises(locktable.Error) as e:
+        locktable.open("foo://x")
+    assert e.value.code == "unsupported"
+    with pytest.raises(locktable.Error) as e:
+        locktable.open(str(tmp_path / "t"), history="sometimes")
+    assert e.value.code == "invalid_argument"
+    t = locktable.open(str(tmp_path / "t"))
+    with pytest.raises(locktable.Error) as e:
+        t.lock("")
+    assert e.value.code == "invalid_argument"
+    with pytest.raises(locktable.Error) as e:
+        t.lock("nobody", create=False)
+    assert e.value.code == "not_found"
+    lock = t.lock("gone")
+    t.remove("gone")
+    with pytest.raises(locktable.Error) as e:
+        lock.acquire()
+    assert e.value.code == "stale_handle"
+    t.close()
+    with pytest.raises(locktable.Error) as e:
+        t.lock("x")
+    assert e.value.code == "invalid_argument"
+
+
+def test_stats_recover_and_check(table):
+    table.lock("a")
+    st = table.stats()
+    assert st["slots"]["used"] == 1
+    assert st["history"]["level"] == "persisted"
+    assert table.recover(dry_run=True) == []
+    assert table.check() == []
