@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
+#include <algorithm>
 #include <fstream>
 #include <map>
 #include <nlohmann/json.hpp>
@@ -92,6 +93,88 @@ void print_table(const std::vector<Result>& results) {
   }
 }
 
+// The README's performance tables (Markdown): one row per scenario, one
+// column per implementation, each cell the median and its ratio to
+// locktable's (peer / locktable; below 1 the peer is faster).
+void print_markdown(const std::vector<Result>& results) {
+  auto cell = [](const Result& r, const Result* base) {
+    if (!r.ns_per_op) return r.note.empty() ? std::string("-") : r.note;
+    std::string v = fmt_ns(r.ns_per_op);
+    if (base != nullptr && base != &r && base->ns_per_op) {
+      v += fmt::format(" ({:.2f}x)", *r.ns_per_op / *base->ns_per_op);
+    }
+    return v;
+  };
+  auto table = [&](const std::vector<std::string>& scenarios, const std::vector<std::string>& impls) {
+    std::vector<std::string> present;
+    for (const std::string& i : impls) {
+      for (const Result& r : results) {
+        if (r.impl == i && std::find(scenarios.begin(), scenarios.end(), r.scenario) != scenarios.end()) {
+          present.push_back(i);
+          break;
+        }
+      }
+    }
+    if (present.empty()) return;
+    fmt::print("\n| scenario | {} |\n|---|", fmt::join(present, " | "));
+    for (size_t i = 0; i < present.size(); ++i) fmt::print("---|");
+    fmt::print("\n");
+    for (const std::string& sc : scenarios) {
+      const Result* base = nullptr;
+      for (const Result& r : results) {
+        if (r.scenario == sc && r.impl == "locktable") base = &r;
+      }
+      bool any = false;
+      std::string row = fmt::format("| {} |", sc);
+      for (const std::string& i : present) {
+        const Result* found = nullptr;
+        for (const Result& r : results) {
+          if (r.scenario == sc && r.impl == i) found = &r;
+        }
+        any |= found != nullptr;
+        row += fmt::format(" {} |", found ? cell(*found, base) : std::string());
+      }
+      if (any) fmt::print("{}\n", row);
+    }
+  };
+  std::vector<std::string> timed, shared, other;
+  for (const Result& r : results) {
+    auto add = [](std::vector<std::string>& v, const std::string& s) {
+      if (std::find(v.begin(), v.end(), s) == v.end()) v.push_back(s);
+    };
+    if (r.scenario == "recovery") continue;
+    if (r.scenario.rfind("uncontended_shared", 0) == 0 || r.scenario.rfind("readers_", 0) == 0) {
+      add(shared, r.scenario);
+    } else if (r.scenario.rfind("lookup", 0) == 0 || r.scenario.rfind("growth", 0) == 0 ||
+               r.scenario.rfind("scale", 0) == 0) {
+      add(other, r.scenario);
+    } else {
+      add(timed, r.scenario);
+    }
+  }
+  table(timed, {"locktable", "locktable_ring", "locktable_history", "pthread_robust", "pthread", "boost_interprocess",
+                "ofd_lock", "flock", "cas_sleep_poll", "cas16_bare"});
+  table(shared, {"locktable", "pthread_rwlock", "ofd_lock", "flock"});
+  table(other, {"locktable", "pthread_robust", "flock"});
+  bool header = false;
+  for (const Result& r : results) {
+    if (r.scenario != "recovery") continue;
+    if (!header) fmt::print("\n| dead holder | median | p99 | waiter CPU |\n|---|---|---|---|\n");
+    header = true;
+    if (!r.recovered) {
+      fmt::print("| {} | {} | | |\n", r.impl, r.note);
+    } else {
+      fmt::print("| {} | {:.2f} ms | {:.2f} ms | {:.2f}% |\n", r.impl, *r.ms_median, *r.ms_p99, *r.cpu_pct);
+    }
+  }
+  for (const Result& r : results) {
+    if (!r.note.empty() && r.ns_per_op && (r.scenario.rfind("scale", 0) == 0 || r.scenario.rfind("growth", 0) == 0)) {
+      fmt::print("\n{} / {}: {}", r.scenario, r.impl, r.note);
+    }
+  }
+  fmt::print("\n");
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -100,6 +183,8 @@ int main(int argc, char** argv) {
   std::vector<std::string> only_scenarios, only_impls;
   app.add_flag("--quick", quick, "Shorter runs (under 2 minutes on 2 cores)");
   app.add_flag("--json", as_json, "Print one JSON object (machine, results)");
+  bool as_markdown = false;
+  app.add_flag("--markdown", as_markdown, "Print the results as the README's Markdown tables");
   app.add_option("--scenario", only_scenarios, "Run only these scenarios (prefix match)");
   app.add_option("--impl", only_impls, "Run only these implementations");
   bool instructions = false;
@@ -188,7 +273,7 @@ int main(int argc, char** argv) {
 
   std::vector<Result> results;
   auto add = [&](Result r) {
-    if (!as_json) {
+    if (!as_json && !as_markdown) {
       fmt::print(stderr, "  {:<22} {:<20} done\n", r.scenario, r.impl);
     }
     results.push_back(std::move(r));
@@ -235,7 +320,12 @@ int main(int argc, char** argv) {
     for (Result& r : growth(cfg)) add(std::move(r));
   }
 
-  if (as_json) {
+  if (as_markdown) {
+    json m = machine();
+    fmt::print("locktable-bench{}: {}, {} cores, {}, {}\n", quick ? " --quick" : "", m["cpu"].get<std::string>(),
+               m["cores"].get<long>(), m["kernel"].get<std::string>(), m["compiler"].get<std::string>());
+    print_markdown(results);
+  } else if (as_json) {
     json out{{"machine", machine()}, {"quick", quick}, {"results", json::array()}};
     for (const Result& r : results) out["results"].push_back(to_json(r));
     fmt::print("{}\n", out.dump(2));

@@ -2,7 +2,7 @@
 //
 // A table lives at a location. A folder path (or a file:///absolute/path URL)
 // is a table on this machine, a folder holding:
-//   table      the memory-mapped lock table (one 64-byte slot per lock)
+//   table      the memory-mapped lock table (one 128-byte slot per lock)
 //   data.mdb   an LMDB environment: lock names, and the lock history
 //   lock.mdb   (LMDB's own lock file)
 // Every process that opens the location shares the same locks. Other schemes
