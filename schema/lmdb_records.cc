@@ -202,6 +202,7 @@ std::string encode_history_record(const HistoryRecord& rec) {
   w.u32(rec.aux32);
   w.u32(uint32_t(rec.name.size()));
   w.fixed(rec.comm, 16);
+  w.u64(rec.token);
   w.bytes(rec.name);
   return w.take();
 }
@@ -211,11 +212,12 @@ Status decode_history_record(std::string_view value, HistoryRecord* rec, uint64_
   uint16_t version = 0, size = 0;
   uint32_t name_len = 0;
   std::string comm;
-  bool ok = read_prologue(r, kHistoryFixedSize, &version, &size) && r.u8(&rec->kind) && r.u8(&rec->mode) &&
+  rec->token = 0;
+  bool ok = read_prologue(r, kHistoryFixedSizeV1, &version, &size) && r.u8(&rec->kind) && r.u8(&rec->mode) &&
             r.u16(&rec->flags) && r.u32(&rec->pid) && r.u32(&rec->tid) && r.u32(&rec->slot) &&
             r.u32(&rec->incarnation) && r.u64(&rec->time_ns) && r.u64(&rec->aux64) && r.u32(&rec->aux32) &&
-            r.u32(&name_len) && r.bytes(&comm, 16) && r.skip_to(size) && name_len <= 255 && r.left() == name_len &&
-            r.bytes(&rec->name, name_len);
+            r.u32(&name_len) && r.bytes(&comm, 16) && (size < kHistoryFixedSize || r.u64(&rec->token)) &&
+            r.skip_to(size) && name_len <= 255 && r.left() == name_len && r.bytes(&rec->name, name_len);
   if (!ok) return corrupt(fmt::format("history record {} is malformed ({} bytes)", seq, value.size()));
   if (rec->kind == 0 || rec->kind > kMaxEventKind || rec->mode > kMaxMode) {
     return corrupt(fmt::format("history record {} has unknown kind {} / mode {}", seq, rec->kind, rec->mode));

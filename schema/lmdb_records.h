@@ -107,8 +107,11 @@ struct HistoryRecord {
   uint32_t aux32 = 0;
   std::string comm;
   std::string name;
+  uint64_t token = 0;  // acquired, released, downgraded: the hold's fencing token (0 in older records)
 };
-inline constexpr size_t kHistoryFixedSize = 2 + 2 + 1 + 1 + 2 + 4 * 4 + 8 + 8 + 4 + 4 + 16;
+// The fixed part as first written (without token), and as written now.
+inline constexpr size_t kHistoryFixedSizeV1 = 2 + 2 + 1 + 1 + 2 + 4 * 4 + 8 + 8 + 4 + 4 + 16;
+inline constexpr size_t kHistoryFixedSize = kHistoryFixedSizeV1 + 8;
 
 std::string encode_u32_key(uint32_t v);
 std::string encode_u64_key(uint64_t v);

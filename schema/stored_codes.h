@@ -20,7 +20,9 @@ inline constexpr uint8_t kEventTimeout = 6;
 inline constexpr uint8_t kEventGrown = 7;
 inline constexpr uint8_t kEventReset = 8;
 inline constexpr uint8_t kEventLost = 9;
-inline constexpr uint8_t kMaxEventKind = kEventLost;  // decoders refuse anything above
+inline constexpr uint8_t kEventDeadlock = 10;    // a waiter broke a cycle of waits (gave up)
+inline constexpr uint8_t kEventDowngraded = 11;  // an exclusive hold became a shared one
+inline constexpr uint8_t kMaxEventKind = kEventDowngraded;  // decoders refuse anything above
 
 // RingEntry::mode and HistoryRecord::mode.
 inline constexpr uint8_t kModeExclusive = 0;

@@ -146,7 +146,8 @@ struct alignas(64) ReaderRecord {
   uint64_t acquired_at;   // CLOCK_REALTIME_COARSE ns when it joined
   uint32_t incarnation;   // slot incarnation when it joined
   uint32_t claimer_tid;   // tid of the claiming thread (the kernel clears ident's tid bits at its death)
-  uint64_t reserved1;
+  uint64_t waits_for;     // WaitWord: what the claiming thread waits for, 0 when it does not wait. While
+                          // it waits, acquired_at is when the wait began and incarnation the lock's
 };
 static_assert(sizeof(ReaderRecord) == kReaderSize);
 static_assert(offsetof(ReaderRecord, ident) == 0);
@@ -156,6 +157,7 @@ static_assert(offsetof(ReaderRecord, robust_next) == 32);
 static_assert(offsetof(ReaderRecord, acquired_at) == 40);
 static_assert(offsetof(ReaderRecord, incarnation) == 48);
 static_assert(offsetof(ReaderRecord, claimer_tid) == 52);
+static_assert(offsetof(ReaderRecord, waits_for) == 56);
 static_assert(offsetof(ReaderRecord, robust_next) - offsetof(ReaderRecord, ident) == 32);
 
 // ReaderRecord::ident.pid_word flag: the dead reader this record names has
@@ -173,6 +175,19 @@ constexpr uint64_t make_reader_op(uint32_t slot, ReaderState state, uint32_t cla
 constexpr uint32_t reader_op_slot(uint64_t op) { return uint32_t(op & kReaderSlotMask); }
 constexpr ReaderState reader_op_state(uint64_t op) { return ReaderState((op >> 30) & 3); }
 constexpr uint32_t reader_op_claim(uint64_t op) { return uint32_t(op >> 32); }
+
+// WaitWord (ReaderRecord::waits_for): a waiter's published wait, for
+// deadlock detection and listings. slot (bits 0..29) | shared (30) |
+// waiting (31) | detects (32: the waiter itself looks for cycles) | serial
+// (33..63: a per-thread count of waits, so two waits never look alike).
+inline constexpr uint64_t kWaitShared = uint64_t{1} << 30;
+inline constexpr uint64_t kWaitWaiting = uint64_t{1} << 31;
+inline constexpr uint64_t kWaitDetects = uint64_t{1} << 32;
+constexpr uint64_t make_wait_word(uint32_t slot, bool shared, bool detects, uint32_t serial) {
+  return (uint64_t{slot} & kReaderSlotMask) | (shared ? kWaitShared : 0) | kWaitWaiting |
+         (detects ? kWaitDetects : 0) | (uint64_t{serial & 0x7fffffffu} << 33);
+}
+constexpr uint32_t wait_word_slot(uint64_t w) { return uint32_t(w & kReaderSlotMask); }
 
 // ---------------------------------------------------------------------------
 // The history ring: ring_entries 64-byte units cut into ring_segments()
@@ -224,7 +239,7 @@ struct alignas(64) RingEntry {
   uint32_t generation;   // the slot generation the event's CAS produced (or, kEventAfterGeneration,
                          // the one it saw): one lock's events sort by it
   uint32_t reserved0;
-  uint64_t reserved1;
+  uint64_t token;        // acquired, released, downgraded: the hold's fencing token (0: none)
 };
 static_assert(sizeof(RingEntry) == kRingEntrySize);
 static_assert(offsetof(RingEntry, stamp) == 0);
@@ -240,7 +255,7 @@ static_assert(offsetof(RingEntry, aux32) == 36);
 static_assert(offsetof(RingEntry, aux64) == 40);
 static_assert(offsetof(RingEntry, generation) == 48);
 static_assert(offsetof(RingEntry, reserved0) == 52);
-static_assert(offsetof(RingEntry, reserved1) == 56);
+static_assert(offsetof(RingEntry, token) == 56);
 
 // The segments of a ring of `ring_entries` units: 4 to 256, about 2048 units
 // each (the most threads that append history to one table at once).

@@ -69,6 +69,8 @@ class Backend {
   // Whether the calling thread holds `lock` abandoned and has not yet marked it consistent.
   virtual bool holds_abandoned(const Lock& lock) = 0;
   virtual Status mark_consistent(Lock& lock) = 0;
+  // Exclusive to shared, atomically (Lock::downgrade).
+  virtual Status downgrade(Lock& lock) = 0;
   // The fencing token of the calling thread's hold of `lock`, 0 if not held.
   virtual uint64_t token(const Lock& lock) = 0;
 

@@ -32,9 +32,10 @@ static_assert(LT_NOT_FOUND == int(Code::not_found) && LT_BUSY == int(Code::busy)
 static_assert(LT_STALE_HANDLE == int(Code::stale_handle) && LT_INVALID_ARGUMENT == int(Code::invalid_argument));
 static_assert(LT_CORRUPT == int(Code::corrupt) && LT_VERSION_MISMATCH == int(Code::version_mismatch));
 static_assert(LT_UNSUPPORTED == int(Code::unsupported) && LT_PERMISSION_DENIED == int(Code::permission_denied));
-static_assert(LT_CAPACITY == int(Code::capacity) && LT_IO_ERROR == int(Code::io_error));
+static_assert(LT_CAPACITY == int(Code::capacity) && LT_IO_ERROR == int(Code::io_error) &&
+              LT_DEADLOCK == int(Code::deadlock));
 static_assert(LT_SHARED == int(Mode::shared) && LT_HISTORY_PERSISTED == int(HistoryLevel::persisted));
-static_assert(LT_STATE_DEAD_OWNER == int(LockState::dead_owner) && LT_EVENT_LOST == int(EventKind::lost));
+static_assert(LT_STATE_DEAD_OWNER == int(LockState::dead_owner) && LT_EVENT_DOWNGRADED == int(EventKind::downgraded));
 
 thread_local std::string last_error;
 
@@ -73,12 +74,12 @@ lt_owner to_c(const Owner& o) { return lt_owner{o.pid, o.tid, o.start_time}; }
 extern "C" {
 
 const char* lt_code_name(int code) {
-  if (code < int(Code::ok) || code > int(Code::io_error)) return "unknown";
+  if (code < int(Code::ok) || code > int(Code::deadlock)) return "unknown";
   return code_name(Code(code));
 }
 
 const char* lt_event_kind_name(int kind) {
-  if (kind < int(EventKind::created) || kind > int(EventKind::lost)) return "unknown";
+  if (kind < int(EventKind::created) || kind > int(EventKind::downgraded)) return "unknown";
   return event_kind_name(EventKind(kind));
 }
 
@@ -99,6 +100,9 @@ void lt_options_set_allow_network_fs(lt_options* o, int v) { o->options.allow_ne
 void lt_options_set_lmdb_map_size(lt_options* o, size_t v) { o->options.lmdb_map_size = v; }
 void lt_options_set_drain_interval_ms(lt_options* o, int64_t ms) {
   o->options.drain_interval = std::chrono::milliseconds(ms < 0 ? 0 : ms);
+}
+void lt_options_set_deadlock_timeout_ms(lt_options* o, int64_t ms) {
+  o->options.deadlock_timeout = std::chrono::milliseconds(ms < 0 ? 0 : ms);
 }
 void lt_options_set_initial_slots(lt_options* o, uint32_t v) { o->options.initial_slots = v; }
 void lt_options_set_max_slots(lt_options* o, uint64_t v) { o->options.max_slots = v; }
@@ -190,6 +194,11 @@ int lt_abandoned(const lt_lock* lock) { return lock != nullptr && lock->lock.aba
 
 uint64_t lt_token(const lt_lock* lock) { return lock == nullptr ? 0 : lock->lock.token(); }
 
+int lt_downgrade(lt_lock* lock) {
+  if (lock == nullptr) return fail(Code::invalid_argument, "lt_downgrade: lock is NULL");
+  return guarded([&]() -> int { return report(lock->lock.downgrade()); });
+}
+
 int lt_list(lt_table* table, lt_lock_visitor visit, void* context) {
   if (table == nullptr || visit == nullptr) return fail(Code::invalid_argument, "lt_list: table or visit is NULL");
   return guarded([&]() -> int {
@@ -234,7 +243,7 @@ int lt_history(lt_table* table, const lt_history_query* query, lt_event_visitor 
     if (query != nullptr) {
       if (query->name != nullptr) q.name = query->name;
       if (query->kind != 0) {
-        if (query->kind < int(EventKind::created) || query->kind > int(EventKind::lost)) {
+        if (query->kind < int(EventKind::created) || query->kind > int(EventKind::downgraded)) {
           return fail(Code::invalid_argument, "lt_history: unknown event kind");
         }
         q.kind = EventKind(query->kind);

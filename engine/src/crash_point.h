@@ -33,6 +33,8 @@ inline constexpr const char* kCrashSites[] = {
     "leave:after_cas",        // shared leave: uncounted, intent not yet finalised
     "leave:before_free",      // shared leave: finished, reader record not yet given back
     "takeover:after_cas",     // exclusive takeover: CAS done, time stamp and report not yet
+    "downgrade:after_intent", // downgrade: reader record joining, slot still exclusive
+    "downgrade:after_cas",    // downgrade: slot shared, reader record not yet in
     "recount:after_cas",      // dead readers taken out of the count, their records not yet freed
     "drain:before_commit",    // history drain: batch written, not yet committed
     "append:before_complete", // history append: fields written, the event not yet marked complete

@@ -15,12 +15,14 @@ static_assert(uint8_t(EventKind::created) == f::kEventCreated && uint8_t(EventKi
               uint8_t(EventKind::acquired) == f::kEventAcquired && uint8_t(EventKind::released) == f::kEventReleased &&
               uint8_t(EventKind::recovered) == f::kEventRecovered && uint8_t(EventKind::timeout) == f::kEventTimeout &&
               uint8_t(EventKind::grown) == f::kEventGrown && uint8_t(EventKind::reset) == f::kEventReset &&
-              uint8_t(EventKind::lost) == f::kEventLost && f::kMaxEventKind == f::kEventLost);
+              uint8_t(EventKind::lost) == f::kEventLost && uint8_t(EventKind::deadlock) == f::kEventDeadlock &&
+              uint8_t(EventKind::downgraded) == f::kEventDowngraded && f::kMaxEventKind == f::kEventDowngraded);
 
 namespace {
 // Indexed by the stored number.
 constexpr const char* kEventNames[] = {"",          "created", "removed", "acquired", "released",
-                                       "recovered", "timeout", "grown",   "reset",    "lost"};
+                                       "recovered", "timeout", "grown",   "reset",    "lost",
+                                       "deadlock",  "downgraded"};
 static_assert(std::size(kEventNames) == f::kMaxEventKind + 1);
 }  // namespace
 

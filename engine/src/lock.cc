@@ -81,6 +81,11 @@ Status Lock::mark_consistent() {
 
 uint64_t Lock::token() const { return backend_ == nullptr ? 0 : backend_->token(*this); }
 
+Status Lock::downgrade() {
+  if (backend_ == nullptr) return empty_handle();
+  return backend_->downgrade(*this);
+}
+
 void Lock::lock() {
   AcquireResult r = acquire(Mode::exclusive, Deadline::never());
   if (!r.held()) throw Error(r.status);

@@ -19,6 +19,7 @@ const char* code_name(Code code) {
     case Code::permission_denied: return "permission_denied";
     case Code::capacity: return "capacity";
     case Code::io_error: return "io_error";
+    case Code::deadlock: return "deadlock";
   }
   return "unknown";
 }

@@ -1,6 +1,11 @@
 // Table: every call goes to the backend the location chose.
 #include "locktable/table.h"
 
+#include <algorithm>
+#include <numeric>
+
+#include <fmt/format.h>
+
 #include "backend.h"
 #include "backend_registry.h"
 
@@ -26,6 +31,83 @@ Status Table::lookup(const std::vector<std::string>& names, std::vector<Lock>* l
   return backend_->lookup_many(backend_, names, mode, locks);
 }
 Status Table::remove(std::string_view name) { return backend_->remove(name); }
+
+namespace {
+
+// The requests' indices in the canonical order (by name); an error when a
+// request is not a handle of `backend` or names a lock twice.
+Status canonical_order(const detail::Backend* backend, const std::vector<LockRequest>& requests,
+                       std::vector<size_t>* order) {
+  order->resize(requests.size());
+  std::iota(order->begin(), order->end(), size_t{0});
+  for (const LockRequest& r : requests) {
+    if (r.lock == nullptr || !r.lock->valid()) return Status(Code::invalid_argument, "acquire_all: an empty lock handle");
+    if (detail::LockAccess::backend(*r.lock) != backend) {
+      return Status(Code::invalid_argument,
+                    fmt::format("acquire_all: lock {} belongs to another table", quote_name(r.lock->name())));
+    }
+  }
+  std::sort(order->begin(), order->end(),
+            [&](size_t a, size_t b) { return requests[a].lock->name() < requests[b].lock->name(); });
+  for (size_t i = 1; i < order->size(); ++i) {
+    const std::string& name = requests[(*order)[i]].lock->name();
+    if (name == requests[(*order)[i - 1]].lock->name()) {
+      return Status(Code::invalid_argument, fmt::format("acquire_all: lock {} listed twice", quote_name(name)));
+    }
+  }
+  return Status::OK();
+}
+
+}  // namespace
+
+AcquireAllResult Table::acquire_all(const std::vector<LockRequest>& requests, Deadline deadline) {
+  AcquireAllResult out;
+  std::vector<size_t> order;
+  if (out.status = canonical_order(backend_.get(), requests, &order); !out.status.ok()) return out;
+  out.tokens.assign(requests.size(), 0);
+  std::vector<size_t> taken;
+  for (size_t i : order) {
+    AcquireResult r = requests[i].lock->acquire(requests[i].mode, deadline);
+    if (!r.held()) {
+      for (auto it = taken.rbegin(); it != taken.rend(); ++it) (void)requests[*it].lock->release(requests[*it].mode);
+      out.abandoned.clear();
+      out.dead_owners.clear();
+      out.tokens.clear();
+      out.status = std::move(r.status);
+      return out;
+    }
+    if (r.abandoned()) out.abandoned.push_back(i), out.dead_owners.push_back(r.dead_owner);
+    out.tokens[i] = r.token;
+    taken.push_back(i);
+  }
+  std::vector<size_t> by_request(out.abandoned.size());  // sort abandoned, dead_owners along
+  std::iota(by_request.begin(), by_request.end(), size_t{0});
+  std::sort(by_request.begin(), by_request.end(), [&](size_t a, size_t b) { return out.abandoned[a] < out.abandoned[b]; });
+  std::vector<size_t> abandoned;
+  std::vector<Owner> dead;
+  for (size_t k : by_request) abandoned.push_back(out.abandoned[k]), dead.push_back(out.dead_owners[k]);
+  out.abandoned = std::move(abandoned);
+  out.dead_owners = std::move(dead);
+  if (!out.abandoned.empty()) {
+    std::string names;
+    for (size_t i : out.abandoned) names += (names.empty() ? "" : ", ") + quote_name(requests[i].lock->name());
+    out.status = Status(Code::abandoned, fmt::format("acquire_all: taken over from dead holders: {}; repair, then "
+                                                     "mark_consistent() each",
+                                                     names));
+  }
+  return out;
+}
+
+Status Table::release_all(const std::vector<LockRequest>& requests) {
+  std::vector<size_t> order;
+  if (Status s = canonical_order(backend_.get(), requests, &order); !s.ok()) return s;
+  Status first;
+  for (auto it = order.rbegin(); it != order.rend(); ++it) {
+    Status s = requests[*it].lock->release(requests[*it].mode);
+    if (!s.ok() && first.ok()) first = std::move(s);
+  }
+  return first;
+}
 
 Status Table::list(std::vector<LockInfo>* locks) {
   locks->clear();

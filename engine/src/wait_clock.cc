@@ -36,8 +36,19 @@ bool WaitClock::check_due(uint64_t who) {
   return true;
 }
 
+void WaitClock::schedule_walks(uint64_t after_ns) {
+  if (after_ns != 0 && start_ != 0 && next_walk_ == 0) next_walk_ = start_ + after_ns;
+}
+
+bool WaitClock::walk_due() {
+  if (next_walk_ == 0 || now_ < next_walk_) return false;
+  next_walk_ = now_ + kWalkIntervalNs;
+  return true;
+}
+
 int64_t WaitClock::sleep_ns() const {
   uint64_t until = next_check_ > now_ ? next_check_ : now_ + uint64_t(kFirstCheckNs);
+  if (next_walk_ != 0 && next_walk_ < until) until = next_walk_ > now_ ? next_walk_ : now_;
   if (!deadline_.is_never() && end_ < until) until = end_;
   return until > now_ ? int64_t(until - now_) : 0;
 }

@@ -16,6 +16,7 @@ namespace locktable::detail {
 
 inline constexpr int64_t kFirstCheckNs = 1'000'000;   // 1 ms
 inline constexpr int64_t kMaxCheckNs = 50'000'000;    // 50 ms
+inline constexpr uint64_t kWalkIntervalNs = 50'000'000;  // 50 ms between deadlock walks
 
 class WaitClock {
  public:
@@ -32,7 +33,12 @@ class WaitClock {
   // holder is first checked kFirstCheckNs after watching it begins.
   bool check_due(uint64_t who);
 
-  // How long to sleep: until the next check or the deadline, whichever
+  // Deadlock detection: walks of the waits-for graph are due `after_ns`
+  // after the clock was made, then every kWalkIntervalNs (0: never).
+  void schedule_walks(uint64_t after_ns);
+  bool walk_due();
+
+  // How long to sleep: until the next check, walk or the deadline, whichever
   // comes first (never negative).
   int64_t sleep_ns() const;
 
@@ -44,6 +50,7 @@ class WaitClock {
   uint64_t watched_ = ~uint64_t{0};
   int64_t interval_ = kFirstCheckNs;
   uint64_t next_check_ = 0;
+  uint64_t next_walk_ = 0;  // 0: no walks
 };
 
 }  // namespace locktable::detail

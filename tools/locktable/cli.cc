@@ -14,6 +14,7 @@ int exit_code(const Status& s) {
     case Code::abandoned:
       return kOk;
     case Code::timed_out:
+    case Code::deadlock:
       return kNotAcquired;
     case Code::invalid_argument:
       return kUsage;

@@ -23,13 +23,17 @@ std::string event_detail(const Event& e) {
   auto ms = [](uint64_t ns) { return human_duration_ms(ns / 1'000'000); };
   switch (e.kind) {
     case EventKind::acquired:
-      return fmt::format("{}{}{}", locktable::json::mode_name(e.mode), e.wait_ns ? ", waited " + ms(e.wait_ns) : "",
-                         e.abandoned ? ", ABANDONED" : "");
+      return fmt::format("{}{}{}{}", locktable::json::mode_name(e.mode), e.wait_ns ? ", waited " + ms(e.wait_ns) : "",
+                         e.token ? fmt::format(", token {}", e.token) : "", e.abandoned ? ", ABANDONED" : "");
     case EventKind::released:
       return fmt::format("{}, held {}{}", locktable::json::mode_name(e.mode), ms(e.hold_ns),
                          e.abandoned ? ", still abandoned (not marked consistent)" : "");
     case EventKind::timeout:
       return fmt::format("{}, gave up after {}", locktable::json::mode_name(e.mode), ms(e.wait_ns));
+    case EventKind::deadlock:
+      return fmt::format("{}, deadlock: gave up after {}", locktable::json::mode_name(e.mode), ms(e.wait_ns));
+    case EventKind::downgraded:
+      return fmt::format("exclusive to shared, token {}", e.token);
     case EventKind::recovered:
       return fmt::format("from dead pid {} tid {}", e.dead_owner.pid, e.dead_owner.tid);
     case EventKind::lost:

@@ -31,41 +31,55 @@ void forward_signal(int sig) {
   else g_pending_signal = sig;
 }
 
-std::vector<char*> child_environment(bool abandoned, const std::string& dir, const std::string& name,
+// The command's environment: ours without any LOCKTABLE_* variable of an
+// outer run, plus what this run holds.
+std::vector<char*> child_environment(const std::vector<std::pair<std::string, std::string>>& vars,
                                      std::vector<std::string>* storage) {
   for (char** e = environ; *e != nullptr; ++e) {
     std::string_view v(*e);
-    if (v.rfind("LOCKTABLE_ABANDONED=", 0) == 0 || v.rfind("LOCKTABLE_DIR=", 0) == 0 ||
-        v.rfind("LOCKTABLE_NAME=", 0) == 0) {
-      continue;
+    bool ours = false;
+    for (const char* prefix : {"LOCKTABLE_ABANDONED=", "LOCKTABLE_ABANDONED_NAMES=", "LOCKTABLE_DIR=",
+                               "LOCKTABLE_NAME=", "LOCKTABLE_NAMES=", "LOCKTABLE_TOKEN="}) {
+      ours |= v.rfind(prefix, 0) == 0;
     }
-    storage->emplace_back(v);
+    if (!ours) storage->emplace_back(v);
   }
-  storage->push_back(std::string("LOCKTABLE_ABANDONED=") + (abandoned ? "1" : "0"));
-  storage->push_back("LOCKTABLE_DIR=" + dir);
-  storage->push_back("LOCKTABLE_NAME=" + name);
+  for (const auto& [key, value] : vars) storage->push_back(key + "=" + value);
   std::vector<char*> env;
   for (std::string& s : *storage) env.push_back(s.data());
   env.push_back(nullptr);
   return env;
 }
 
+std::string joined(const std::vector<std::string>& items, const char* sep) {
+  std::string out;
+  for (const std::string& item : items) out += (out.empty() ? "" : sep) + item;
+  return out;
+}
+
 }  // namespace
+
+std::vector<std::string>& run_command() {
+  static std::vector<std::string> command;
+  return command;
+}
 
 void register_run(CLI::App& app, int* rc) {
   struct Args {
-    std::string dir, name;
+    std::string dir;
+    std::vector<std::string> names;
     double timeout = -1;
     bool shared = false;
     int conflict_exit_code = kNotAcquired;
     bool no_create = false;
-    std::vector<std::string> command;
   };
   auto a = std::make_shared<Args>();
   CLI::App* cmd = app.add_subcommand(
-      "run", "Run a command while holding a lock; exits with the command's status (1 on timeout)");
+      "run", "Run a command while holding one or more locks: run DIR NAME [NAME...] -- CMD [ARG...]; exits with "
+             "the command's status (1 on timeout)");
   cmd->add_option("DIR", a->dir, "Table location: a folder (or a file:/// URL), created when missing unless --no-create")->required();
-  cmd->add_option("NAME", a->name, "Lock name (created when missing, unless --no-create)")->required();
+  cmd->add_option("NAME", a->names, "Lock names (created when missing, unless --no-create); all are held, taken "
+                                    "in one canonical order")->required();
   cmd->add_option("--timeout,-w", a->timeout, "Give up after SECONDS (0: try once); default: wait")
       ->check(CLI::Validator(
           [](std::string& v) {
@@ -76,36 +90,51 @@ void register_run(CLI::App& app, int* rc) {
             return std::string();
           },
           "SECONDS"));
-  cmd->add_flag("--shared,-s", a->shared, "Take the lock shared (many readers) instead of exclusive");
-  cmd->add_option("--conflict-exit-code,-E", a->conflict_exit_code, "Exit status when the lock is not acquired")
+  cmd->add_flag("--shared,-s", a->shared, "Take the locks shared (many readers) instead of exclusive");
+  cmd->add_option("--conflict-exit-code,-E", a->conflict_exit_code,
+                  "Exit status when the locks are not acquired (timeout, deadlock)")
       ->check(CLI::Range(0, 255));
-  cmd->add_flag("--no-create", a->no_create, "Fail if the table or the name does not exist");
-  cmd->add_option("CMD", a->command, "Command and arguments (after --)")->required();
+  cmd->add_flag("--no-create", a->no_create, "Fail if the table or a name does not exist");
   cmd->footer(
-      "The command gets LOCKTABLE_ABANDONED=1 when the lock was taken over from a holder that died "
-      "(0 otherwise), and LOCKTABLE_DIR / LOCKTABLE_NAME. If it was abandoned and the command exits 0, the lock "
-      "is marked consistent; otherwise the next holder is told it was abandoned too. INT, TERM and HUP are "
-      "forwarded to the command; the lock is released after it ends.");
+      "The command comes after --. It gets LOCKTABLE_DIR, LOCKTABLE_NAME (the first name), LOCKTABLE_NAMES (every "
+      "name, one per line), LOCKTABLE_TOKEN (the fencing token of each name, in NAMES order, space-separated), "
+      "LOCKTABLE_ABANDONED=1 when any lock was taken over from a holder that died (0 otherwise) and "
+      "LOCKTABLE_ABANDONED_NAMES (those names, one per line). If any was abandoned and the command exits 0, they "
+      "are marked consistent; otherwise the next holder is told they were abandoned too. INT, TERM and HUP are "
+      "forwarded to the command; the locks are released after it ends.");
   cmd->callback([a, rc] {
+    const std::vector<std::string>& command = run_command();
+    if (command.empty()) {
+      fmt::print(stderr, "locktable: run: no command: write it after --, as in: locktable run DIR NAME -- CMD\n");
+      *rc = kUsage;
+      return;
+    }
     std::unique_ptr<Table> t;
     Status s = open_table(a->dir, !a->no_create, &t);
     if (!s.ok()) {
       *rc = fail(s);
       return;
     }
-    Lock lock;
-    s = t->lookup(a->name, &lock, a->no_create ? Lookup::existing : Lookup::create_if_missing);
+    std::vector<Lock> locks;
+    s = t->lookup(a->names, &locks, a->no_create ? Lookup::existing : Lookup::create_if_missing);
     if (!s.ok()) {
       *rc = fail(s);
       return;
     }
-    Mode mode = a->shared ? Mode::shared : Mode::exclusive;
+    const Mode mode = a->shared ? Mode::shared : Mode::exclusive;
+    std::vector<LockRequest> requests;
+    for (Lock& lock : locks) requests.push_back(LockRequest{&lock, mode});
     Deadline deadline = Deadline::never();
     if (a->timeout == 0) deadline = Deadline::now();
     else if (a->timeout > 0) deadline = Deadline::after(std::chrono::duration<double>(a->timeout));
-    AcquireResult r = lock.acquire(mode, deadline);
-    if (r.status.code() == Code::timed_out) {
-      fmt::print(stderr, "locktable: timed out waiting for lock {} in {}\n", quote_name(a->name), a->dir);
+    AcquireAllResult r = t->acquire_all(requests, deadline);
+    if (r.status.code() == Code::timed_out || r.status.code() == Code::deadlock) {
+      if (r.status.code() == Code::timed_out) {
+        fmt::print(stderr, "locktable: timed out waiting for {} {} in {}\n", a->names.size() == 1 ? "lock" : "locks",
+                   quote_name(a->names[0]) + (a->names.size() > 1 ? ", ..." : ""), a->dir);
+      } else {
+        fmt::print(stderr, "locktable: {}\n", r.status.message());
+      }
       *rc = a->conflict_exit_code;
       return;
     }
@@ -113,11 +142,14 @@ void register_run(CLI::App& app, int* rc) {
       *rc = fail(r.status);
       return;
     }
-    if (r.abandoned()) {
+    std::vector<std::string> abandoned_names;
+    for (size_t k = 0; k < r.abandoned.size(); ++k) {
+      const size_t i = r.abandoned[k];
+      abandoned_names.push_back(a->names[i]);
       fmt::print(stderr,
                  "locktable: warning: lock {} was abandoned: its holder (pid {}, tid {}) died holding it; "
                  "running the command with LOCKTABLE_ABANDONED=1\n",
-                 quote_name(a->name), r.dead_owner.pid, r.dead_owner.tid);
+                 quote_name(a->names[i]), r.dead_owners[k].pid, r.dead_owners[k].tid);
     }
 
     struct sigaction sa {};
@@ -125,16 +157,25 @@ void register_run(CLI::App& app, int* rc) {
     sigemptyset(&sa.sa_mask);
     for (int sig : {SIGINT, SIGTERM, SIGHUP}) sigaction(sig, &sa, nullptr);
 
+    std::vector<std::string> tokens;
+    for (uint64_t token : r.tokens) tokens.push_back(std::to_string(token));
     std::vector<std::string> storage;
-    std::vector<char*> env = child_environment(r.abandoned(), a->dir, a->name, &storage);
+    std::vector<char*> env = child_environment({{"LOCKTABLE_ABANDONED", abandoned_names.empty() ? "0" : "1"},
+                                                {"LOCKTABLE_ABANDONED_NAMES", joined(abandoned_names, "\n")},
+                                                {"LOCKTABLE_DIR", a->dir},
+                                                {"LOCKTABLE_NAME", a->names[0]},
+                                                {"LOCKTABLE_NAMES", joined(a->names, "\n")},
+                                                {"LOCKTABLE_TOKEN", joined(tokens, " ")}},
+                                               &storage);
+    std::vector<std::string> args = command;
     std::vector<char*> argv;
-    for (std::string& arg : a->command) argv.push_back(arg.data());
+    for (std::string& arg : args) argv.push_back(arg.data());
     argv.push_back(nullptr);
     pid_t child = 0;
     int err = posix_spawnp(&child, argv[0], nullptr, nullptr, argv.data(), env.data());
     int status = 0;
     if (err != 0) {
-      fmt::print(stderr, "locktable: cannot run '{}': {}\n", a->command[0], std::strerror(err));
+      fmt::print(stderr, "locktable: cannot run '{}': {}\n", command[0], std::strerror(err));
       *rc = err == ENOENT ? 127 : 126;  // as shells do
     } else {
       g_child = child;
@@ -144,8 +185,10 @@ void register_run(CLI::App& app, int* rc) {
       g_child = 0;
       *rc = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
     }
-    if (r.abandoned() && err == 0 && *rc == 0) (void)lock.mark_consistent();
-    Status released = lock.release(mode);
+    if (err == 0 && *rc == 0) {
+      for (size_t i : r.abandoned) (void)locks[i].mark_consistent();
+    }
+    Status released = t->release_all(requests);
     if (!released.ok()) fail(released);
   });
 }

@@ -9,6 +9,9 @@ namespace cli {
 void register_init(CLI::App& app, int* rc);
 void register_ls(CLI::App& app, int* rc);
 void register_run(CLI::App& app, int* rc);
+// The command of `run`: the arguments after its `--` (main() splits them off
+// before parsing, so that NAME can take several names).
+std::vector<std::string>& run_command();
 void register_history(CLI::App& app, int* rc);
 void register_recover(CLI::App& app, int* rc);
 void register_check(CLI::App& app, int* rc);

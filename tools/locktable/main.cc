@@ -1,6 +1,7 @@
 // locktable: inspect and use a locktable table from the shell.
 #include <CLI/CLI.hpp>
 #include <cstdio>
+#include <string_view>
 
 #include "cli.h"
 #include "commands.h"
@@ -18,8 +19,19 @@ int main(int argc, char** argv) {
   cli::register_check(app, &rc);
   cli::register_stat(app, &rc);
   cli::register_rm(app, &rc);
+  // `run DIR NAME... -- CMD...`: what follows the first `--` is the command,
+  // never parsed as options or names.
+  int parsed = argc;
+  if (argc > 1 && std::string_view(argv[1]) == "run") {
+    for (int i = 2; i < argc; ++i) {
+      if (std::string_view(argv[i]) != "--") continue;
+      cli::run_command().assign(argv + i + 1, argv + argc);
+      parsed = i;
+      break;
+    }
+  }
   try {
-    app.parse(argc, argv);
+    app.parse(parsed, argv);
   } catch (const CLI::CallForHelp& e) {
     return app.exit(e);
   } catch (const CLI::CallForAllHelp& e) {

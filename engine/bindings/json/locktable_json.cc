@@ -48,12 +48,23 @@ json holder(const HolderInfo& h) {
   j["comm"] = h.comm;
   j["alive"] = h.alive;
   j["held_for_ms"] = h.held_for_ms ? json(*h.held_for_ms) : json(nullptr);
+  j["token"] = h.token;
+  return j;
+}
+
+json waiter(const WaiterInfo& w) {
+  json j = owner(w.owner);
+  j["comm"] = w.comm;
+  j["mode"] = mode_name(w.mode);
+  j["waiting_ms"] = w.waiting_ms;
   return j;
 }
 
 json lock_info(const LockInfo& l) {
   json holders = json::array();
   for (const HolderInfo& h : l.holders) holders.push_back(holder(h));
+  json waiters = json::array();
+  for (const WaiterInfo& w : l.waiting) waiters.push_back(waiter(w));
   return json{{"name", l.name},
               {"slot", l.slot},
               {"state", state_name(l.state)},
@@ -62,7 +73,8 @@ json lock_info(const LockInfo& l) {
               {"holders", holders},
               {"held_for_ms", l.holders.empty() || !l.holders[0].held_for_ms ? json(nullptr)
                                                                              : json(*l.holders[0].held_for_ms)},
-              {"waiters", l.waiters},
+              {"waiters", waiters},
+              {"sleepers", l.waiters},
               {"abandoned", l.abandoned}};
 }
 
@@ -80,12 +92,19 @@ json event(const Event& e) {
       j["mode"] = mode_name(e.mode);
       j["abandoned"] = e.abandoned;
       j["wait_ns"] = e.wait_ns;
+      j["token"] = e.token;
       break;
     case EventKind::released:
       j["mode"] = mode_name(e.mode);
       j["hold_ns"] = e.hold_ns;
       j["abandoned"] = e.abandoned;
+      j["token"] = e.token;
       break;
+    case EventKind::downgraded:
+      j["mode"] = mode_name(Mode::shared);
+      j["token"] = e.token;
+      break;
+    case EventKind::deadlock:
     case EventKind::timeout:
       j["mode"] = mode_name(e.mode);
       j["wait_ns"] = e.wait_ns;

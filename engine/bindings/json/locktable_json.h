@@ -19,7 +19,8 @@ const char* state_name(LockState s);  // "free", "held", "dead-owner"
 const char* mode_name(Mode m);        // "exclusive", "shared"
 const char* level_name(HistoryLevel level);  // "off", "ring", "persisted"
 
-nlohmann::json holder(const HolderInfo& h);      // pid, tid, start_time, comm, alive, held_for_ms
+nlohmann::json holder(const HolderInfo& h);      // pid, tid, start_time, comm, alive, held_for_ms, token
+nlohmann::json waiter(const WaiterInfo& w);      // pid, tid, start_time, comm, mode, waiting_ms
 nlohmann::json lock_info(const LockInfo& l);     // one element of `ls --json`
 nlohmann::json event(const Event& e);            // one line of `history --json`
 nlohmann::json stats(const TableStats& st);      // `stat --json`

@@ -120,6 +120,9 @@ PYBIND11_MODULE(locktable, m) {
                              "True while this thread holds the lock abandoned and has not marked it consistent.")
       .def("mark_consistent", [](Lock& l) { check(l.mark_consistent()); })
       .def_property_readonly("token", &Lock::token, "The fencing token of this thread's hold (0: none).")
+      .def("downgrade", [](Lock& l) { check(l.downgrade()); },
+           "Turns this thread's exclusive hold into a shared one, atomically; release it with "
+           "release(shared=True).")
       .def("__enter__",
            [](Lock& l) -> Lock& {
              acquire(l, false, std::nullopt);

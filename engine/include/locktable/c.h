@@ -46,7 +46,8 @@ enum {
   LT_UNSUPPORTED = 11,      /* an unknown location scheme, a network file system, ... */
   LT_PERMISSION_DENIED = 12,
   LT_CAPACITY = 13,         /* the table is full */
-  LT_IO_ERROR = 14          /* any other failure */
+  LT_IO_ERROR = 14,         /* any other failure */
+  LT_DEADLOCK = 15          /* not acquired: this waiter closed a cycle of waits and was picked to break it */
 };
 
 /* Lock modes, history levels, lock states and event kinds: the numbers of the
@@ -56,7 +57,7 @@ enum { LT_HISTORY_OFF = 0, LT_HISTORY_RING = 1, LT_HISTORY_PERSISTED = 2 };
 enum { LT_STATE_FREE = 0, LT_STATE_HELD = 1, LT_STATE_SHARED = 2, LT_STATE_DEAD_OWNER = 3 };
 enum {
   LT_EVENT_CREATED = 1, LT_EVENT_REMOVED, LT_EVENT_ACQUIRED, LT_EVENT_RELEASED, LT_EVENT_RECOVERED,
-  LT_EVENT_TIMEOUT, LT_EVENT_GROWN, LT_EVENT_RESET, LT_EVENT_LOST
+  LT_EVENT_TIMEOUT, LT_EVENT_GROWN, LT_EVENT_RESET, LT_EVENT_LOST, LT_EVENT_DEADLOCK, LT_EVENT_DOWNGRADED
 };
 
 /* "ok", "abandoned", "timed_out", ... ("unknown" for other numbers). */
@@ -75,6 +76,7 @@ void lt_options_set_create_if_missing(lt_options* options, int create);
 void lt_options_set_allow_network_fs(lt_options* options, int allow);
 void lt_options_set_lmdb_map_size(lt_options* options, size_t bytes);
 void lt_options_set_drain_interval_ms(lt_options* options, int64_t ms); /* 0: no background drainer */
+void lt_options_set_deadlock_timeout_ms(lt_options* options, int64_t ms); /* default 1000; 0: no detection */
 /* Creation only: */
 void lt_options_set_initial_slots(lt_options* options, uint32_t slots);
 void lt_options_set_max_slots(lt_options* options, uint64_t slots);
@@ -127,6 +129,10 @@ int lt_mark_consistent(lt_lock* lock);
 int lt_abandoned(const lt_lock* lock);
 /* The fencing token of this thread's hold, 0 when it holds none. */
 uint64_t lt_token(const lt_lock* lock);
+/* Turns this thread's exclusive hold into a shared one, atomically (no writer
+ * gets in between). Release it with lt_release(lock, 1). Errors:
+ * LT_NOT_OWNER, LT_STALE_HANDLE, LT_CAPACITY. */
+int lt_downgrade(lt_lock* lock);
 
 /* ---- Listing: one call of `visit` per named lock, in name order. ---- */
 typedef struct lt_holder {

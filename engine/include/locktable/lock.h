@@ -68,6 +68,14 @@ class Lock {
   // or 0 when it does not hold the lock.
   uint64_t token() const;
 
+  // Turns the calling thread's exclusive hold into a shared one, atomically:
+  // no writer can take the lock in between; readers waiting get in. The token
+  // stays; a hold taken abandoned and not yet marked consistent stays
+  // abandoned (for the readers now). Release it with release(Mode::shared).
+  // Errors: not_owner (not held exclusive by this thread), stale_handle,
+  // capacity (no reader record), unsupported (a backend without it).
+  Status downgrade();
+
   // Lockable / TimedLockable.
   void lock();
   bool try_lock();

@@ -27,6 +27,7 @@ enum class Code : int {
   permission_denied,  // the file or folder is not accessible
   capacity,           // the table (slots or reader records) is full
   io_error,           // any other system call failure
+  deadlock,           // the waiter closed a cycle of waits and was picked to break it (not acquired)
 };
 
 // Stable lower-case name of a code ("timed_out"), for logs and JSON.

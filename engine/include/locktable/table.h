@@ -35,6 +35,24 @@ class Backend;
 // Whether Table::lookup allocates a slot for a name it does not know.
 enum class Lookup { create_if_missing, existing };
 
+// One lock of Table::acquire_all: a handle of the table, and the mode.
+struct LockRequest {
+  Lock* lock = nullptr;
+  Mode mode = Mode::exclusive;
+};
+
+// Result of Table::acquire_all. Every lock is held when held() is true:
+// status is ok, or abandoned when some were taken over from dead holders
+// (`abandoned` lists them; repair each, then mark_consistent() it).
+// Otherwise none is held and status is the error that stopped it.
+struct [[nodiscard]] AcquireAllResult {
+  Status status;
+  std::vector<size_t> abandoned;  // indices into the requests, ascending
+  std::vector<Owner> dead_owners; // dead_owners[k]: the holder that died holding requests[abandoned[k]]
+  std::vector<uint64_t> tokens;   // held: tokens[i] is the fencing token of requests[i]
+  bool held() const { return status.ok() || status.code() == Code::abandoned; }
+};
+
 class Table {
  public:
   // Opens (and, if options.create_if_missing, creates) the table at
@@ -67,6 +85,17 @@ class Table {
   // Removes a name and frees its slot. Handles to it fail with stale_handle
   // afterwards. Errors: not_found, busy (held, shared or exclusive).
   Status remove(std::string_view name);
+
+  // Takes every lock of `requests`, each in its mode, all or nothing, waiting
+  // at most until `deadline`. The locks are taken in one canonical order (by
+  // name), so acquire_all callers never deadlock with one another whatever
+  // order they list the locks in. On a timeout or any error the locks taken
+  // so far are released again (an abandoned one stays abandoned). Errors:
+  // invalid_argument (an empty handle, one of another table, a name twice),
+  // and those of Lock::acquire (timed_out, deadlock, already_held, ...).
+  AcquireAllResult acquire_all(const std::vector<LockRequest>& requests, Deadline deadline = Deadline::never());
+  // Releases every lock of `requests` (in the reverse order); the first error.
+  Status release_all(const std::vector<LockRequest>& requests);
 
   // Every named lock with its state, holders and waiters, in name order.
   Status list(std::vector<LockInfo>* locks);

@@ -78,6 +78,9 @@ struct Options {
   size_t lmdb_map_size = size_t{1} << 30; // upper bound of the LMDB file (sparse)
   // Drain the history ring into LMDB from a background thread every interval (0: never).
   std::chrono::milliseconds drain_interval{0};
+  // A waiter that has waited this long looks for a cycle of waits it closes;
+  // one member of a cycle is told Code::deadlock (0: never look).
+  std::chrono::milliseconds deadlock_timeout{1000};
 
   // Creation only (ignored when the table exists).
   uint32_t initial_slots = 64;            // rounded up to a power of two, at least 8
@@ -100,6 +103,15 @@ struct HolderInfo {
   // How long it has been held (coarse clock, a few ms); unknown only in the
   // instant between the holder's CAS and its time stamp.
   std::optional<uint64_t> held_for_ms;
+  uint64_t token = 0;        // the hold's fencing token
+};
+
+// A thread waiting for a lock (it published its wait: it has gone to sleep).
+struct WaiterInfo {
+  Owner owner;
+  std::string comm;
+  Mode mode = Mode::exclusive;
+  uint64_t waiting_ms = 0;
 };
 
 // One row of Table::list().
@@ -110,7 +122,8 @@ struct LockInfo {
   LockState state = LockState::free;
   Mode mode = Mode::exclusive;
   std::vector<HolderInfo> holders;   // one for exclusive, one per reader for shared
-  uint32_t waiters = 0;
+  uint32_t waiters = 0;               // threads asleep on it (may over-count briefly after a crash)
+  std::vector<WaiterInfo> waiting;   // the waits published for it, oldest first
   bool abandoned = false;            // the next acquirer will be told "abandoned"
 };
 
@@ -150,7 +163,7 @@ struct Recovery {
 };
 
 enum class EventKind : uint8_t {
-  created = 1, removed, acquired, released, recovered, timeout, grown, reset, lost,
+  created = 1, removed, acquired, released, recovered, timeout, grown, reset, lost, deadlock, downgraded,
 };
 const char* event_kind_name(EventKind kind);
 std::optional<EventKind> event_kind_from_name(std::string_view name);
@@ -166,10 +179,11 @@ struct Event {
   std::string comm;
   std::string name;
   uint32_t slot = 0;
-  uint64_t wait_ns = 0;       // acquired, timeout
+  uint64_t wait_ns = 0;       // acquired, timeout, deadlock
   uint64_t hold_ns = 0;       // released
   Owner dead_owner;           // recovered
   uint64_t count = 0;         // lost: events dropped; grown: new capacity; reset: locks freed
+  uint64_t token = 0;         // acquired, released, downgraded: the hold's fencing token
 };
 
 struct HistoryQuery {

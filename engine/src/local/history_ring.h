@@ -59,6 +59,7 @@ struct RingEvent {
   uint32_t aux32;
   uint64_t aux64;
   uint32_t generation;   // see RingEntry::generation; ignored with kEventUnordered
+  uint64_t token = 0;    // see RingEntry::token
 };
 
 // An event in no lock's order (timeouts, growth, resets).
@@ -147,6 +148,7 @@ class HistoryRing {
                                  (uint64_t{ev.aux32} << 32));
     store_relaxed(&words[5], ev.aux64);
     store_relaxed(&words[6], ev.generation);
+    store_relaxed(&words[7], ev.token);
     crash_point("append:before_complete");  // test builds only
     std::atomic_ref<uint64_t>(e->stamp).store(2 * i + 2, std::memory_order_release);
     seg.next = i + 1;

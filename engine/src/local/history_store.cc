@@ -61,9 +61,11 @@ Event to_event(uint64_t seq, const format::HistoryRecord& r) {
   e.comm = r.comm;
   e.name = r.name;
   e.slot = r.slot;
+  e.token = r.token;
   switch (r.kind) {
     case format::kEventAcquired:
     case format::kEventTimeout:
+    case format::kEventDeadlock:
       e.wait_ns = r.aux64;
       break;
     case format::kEventReleased:
@@ -95,6 +97,7 @@ format::HistoryRecord from_entry(const format::RingEntry& e, std::string comm, s
   r.time_ns = e.time_ns;
   r.aux64 = e.aux64;
   r.aux32 = e.aux32;
+  r.token = e.token;
   r.comm = std::move(comm);
   r.name = std::move(name);
   return r;

@@ -94,6 +94,7 @@ inline bool try_acquire_exclusive_fast(format::Slot* s, uint32_t incarnation, Th
 struct ReleaseTail {
   Word128 old;           // the record the release CAS replaced
   uint64_t acquired_at;  // with history on: when the released hold began
+  uint64_t token;        // with history on: the released hold's fencing token
   bool history;          // record a `released` event
 };
 
@@ -111,6 +112,7 @@ inline bool try_release_exclusive_fast(format::Slot* s, uint32_t incarnation, co
   if (!owned_by_fast(cur, me)) return false;
   tail->history = __atomic_load_n(history_level, __ATOMIC_RELAXED) != format::kHistoryOff;
   tail->acquired_at = tail->history ? __atomic_load_n(&s->acquired_at, __ATOMIC_RELAXED) : 0;
+  tail->token = tail->history ? __atomic_load_n(&s->token, __ATOMIC_RELAXED) : 0;
   RobustHead* head = me.robust;
   if (head != nullptr) {
     robust_pending(head, &s->robust_next);
@@ -153,7 +155,7 @@ inline bool local_fast_acquire(Lock& lock, uint64_t* token) {
   if (history_on(hot_of(lock))) {
     local_record(LockAccess::backend(lock),
                  RingEvent{format::kEventAcquired, format::kModeExclusive, 0, LockAccess::index(lock),
-                           LockAccess::incarnation(lock), 0, 0, generation(tls_self.last_value)},
+                           LockAccess::incarnation(lock), 0, 0, generation(tls_self.last_value), *token},
                  now);
   }
   return true;
@@ -204,7 +206,7 @@ inline bool local_fast_acquire_shared(Lock& lock, uint64_t* token) {
   if (history_on(hot)) {
     local_record(LockAccess::backend(lock),
                  RingEvent{format::kEventAcquired, format::kModeShared, 0, index, LockAccess::incarnation(lock), 0, 0,
-                           generation(desired)},
+                           generation(desired), *token},
                  now);
   }
   return true;
@@ -224,6 +226,7 @@ inline bool local_fast_release_shared(Lock& lock) {
   crash_point("leave:after_intent");
   // This thread is counted, so the record is SHARED with a count of at
   // least 1; a CAS from a stale guess fails and returns the current value.
+  const uint64_t token = __atomic_load_n(&s->token, __ATOMIC_RELAXED);  // no writer can change it now
   Word128 cur = likely_value(me, s);
   Word128 desired;
   uint32_t pw;
@@ -256,7 +259,8 @@ inline bool local_fast_release_shared(Lock& lock) {
     local_record(LockAccess::backend(lock),
                  RingEvent{format::kEventReleased, format::kModeShared,
                            uint16_t((pw & format::kAbandoned) ? format::kEventAbandoned : 0), index,
-                           LockAccess::incarnation(lock), 0, now > since ? now - since : 0, generation(desired)},
+                           LockAccess::incarnation(lock), 0, now > since ? now - since : 0, generation(desired),
+                           token},
                  now);
   }
   if (wake) wake_waiters(s, cur);  // after the event (PendingWake)

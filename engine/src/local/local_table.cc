@@ -8,6 +8,7 @@
 #include <cerrno>
 #include <cstring>
 #include <mutex>
+#include <optional>
 
 #include <fmt/format.h>
 
@@ -45,6 +46,9 @@ Status check_options(const std::string& dir, const Options& o) {
   }
   if (uint32_t(o.history) > format::kMaxHistoryLevel) {
     return Status(Code::invalid_argument, fmt::format("{}: bad history level {}", dir, uint32_t(o.history)));
+  }
+  if (o.deadlock_timeout.count() < 0) {
+    return Status(Code::invalid_argument, fmt::format("{}: negative deadlock_timeout", dir));
   }
   if (o.lmdb_map_size < (size_t{1} << 20)) {
     return Status(Code::invalid_argument, fmt::format("{}: lmdb_map_size below 1 MiB", dir));
@@ -117,6 +121,7 @@ Status LocalTable::open(const Options& options) {
     if (s = txn.put_u64(format::kMetaRetentionAge, uint64_t(options.retention_age.count())); !s.ok()) return s;
     if (s = txn.commit(); !s.ok()) return s;
   }
+  policy_.deadlock_timeout_ns = uint64_t(std::chrono::nanoseconds(options.deadlock_timeout).count());
   ring_ = std::make_unique<HistoryRing>(*file_);
   hot_ = LocalHot{ring_->level_word(), file_->id()};
   names_ = std::make_unique<NameMap>(dir_, *file_, *lmdb_, *ring_);
@@ -270,7 +275,7 @@ void finish_fast_release(Lock& lock, const ReleaseTail& tail) {
     local_record(LockAccess::backend(lock),
                  RingEvent{format::kEventReleased, format::kModeExclusive, 0, LockAccess::index(lock),
                            LockAccess::incarnation(lock), 0, now > tail.acquired_at ? now - tail.acquired_at : 0,
-                           generation(tail.old) + 1},
+                           generation(tail.old) + 1, tail.token},
                  now);
   }
   // After the event (PendingWake).
@@ -289,8 +294,8 @@ AcquireResult LocalTable::acquire(Lock& lock, Mode mode, const Deadline& deadlin
   const uint32_t index = LockAccess::index(lock), inc = LockAccess::incarnation(lock);
   const std::string& name = lock.name();
   Acquired a = mode == Mode::exclusive
-                   ? acquire_exclusive(*file_, slot, index, inc, deadline, *this)
-                   : acquire_shared(*file_, slot, index, inc, deadline, *this);
+                   ? acquire_exclusive(*file_, slot, index, inc, deadline, *this, policy_)
+                   : acquire_shared(*file_, slot, index, inc, deadline, *this, policy_);
   const uint8_t m = uint8_t(mode);
   switch (a.code) {
     case Code::ok:
@@ -298,7 +303,7 @@ AcquireResult LocalTable::acquire(Lock& lock, Mode mode, const Deadline& deadlin
       const bool abandoned = a.code == Code::abandoned;
       // (A takeover's `recovered` event was recorded before its CAS: dead_found.)
       ring_->record(RingEvent{format::kEventAcquired, m, uint16_t(abandoned ? format::kEventAbandoned : 0), index,
-                              inc, 0, a.wait_ns, a.generation});
+                              inc, 0, a.wait_ns, a.generation, a.token});
       a.wake.run();
       if (!abandoned) return AcquireResult{Status::OK(), {}, a.token};
       return AcquireResult{Status(Code::abandoned,
@@ -312,6 +317,10 @@ AcquireResult LocalTable::acquire(Lock& lock, Mode mode, const Deadline& deadlin
       ring_->record(RingEvent{format::kEventTimeout, m, format::kEventAfterGeneration, index, inc, 0, a.wait_ns,
                               a.generation});
       return AcquireResult{Status(Code::timed_out, fmt::format("lock {}: timed out", quote_name(name))), {}};
+    case Code::deadlock:
+      ring_->record(RingEvent{format::kEventDeadlock, m, format::kEventAfterGeneration, index, inc, 0, a.wait_ns,
+                              a.generation});
+      return AcquireResult{Status(Code::deadlock, describe_cycle(a.cycle)), {}};
     case Code::already_held:
       return AcquireResult{Status(Code::already_held, fmt::format("lock {}: already held by this thread{}",
                                                                   quote_name(name),
@@ -341,6 +350,7 @@ Status LocalTable::release(Lock& lock, Mode mode) {
   uint64_t acquired_at = 0;
   uint32_t gen = 0;
   PendingWake wake;
+  const uint64_t token = held_token(slot);  // before the release: the next holder takes a new one
   Code c;
   if (mode == Mode::exclusive) {
     acquired_at = __atomic_load_n(&slot->acquired_at, __ATOMIC_RELAXED);
@@ -360,9 +370,33 @@ Status LocalTable::release(Lock& lock, Mode mode) {
     uint64_t now = realtime_coarse_ns();
     ring_->record_at(RingEvent{format::kEventReleased, uint8_t(mode),
                                uint16_t(left_abandoned ? format::kEventAbandoned : 0), index, inc, 0,
-                               now > acquired_at ? now - acquired_at : 0, gen},
+                               now > acquired_at ? now - acquired_at : 0, gen, token},
                      now);
   }
+  wake.run();
+  return Status::OK();
+}
+
+Status LocalTable::downgrade(Lock& lock) {
+  auto* slot = static_cast<format::Slot*>(LockAccess::state(lock));
+  const uint32_t index = LockAccess::index(lock), inc = LockAccess::incarnation(lock);
+  uint32_t gen = 0;
+  PendingWake wake;
+  switch (downgrade_exclusive(*file_, slot, index, inc, &gen, &wake)) {
+    case Code::ok:
+      break;
+    case Code::stale_handle:
+      return Status(Code::stale_handle,
+                    fmt::format("lock {}: removed (or re-created) since this handle was made", quote_name(lock.name())));
+    case Code::capacity:
+      return Status(Code::capacity,
+                    fmt::format("{}: no free reader record to downgrade lock {}", dir_, quote_name(lock.name())));
+    default:
+      return Status(Code::not_owner,
+                    fmt::format("lock {}: not held exclusive by this thread", quote_name(lock.name())));
+  }
+  ring_->record(RingEvent{format::kEventDowngraded, format::kModeShared, 0, index, inc, 0, 0, gen,
+                          __atomic_load_n(&slot->token, __ATOMIC_RELAXED)});
   wake.run();
   return Status::OK();
 }
@@ -385,7 +419,34 @@ Status LocalTable::mark_consistent(Lock& lock) {
 // ---------------------------------------------------------------------------
 // Inspection and maintenance.
 // ---------------------------------------------------------------------------
-LockInfo LocalTable::describe(std::string_view name, const format::NameRecord& rec, uint64_t now) {
+std::string LocalTable::describe_cycle(const WaitCycle& cycle) {
+  // Names from LMDB where this process may use it (not in a child after fork()).
+  std::optional<Txn> txn;
+  if (check_same_process().ok()) {
+    txn.emplace(*lmdb_, false);
+    if (!txn->begin().ok()) txn.reset();
+  }
+  auto lock_name = [&](const WaitEdge& e) {
+    std::string name;
+    if (txn && name_of_slot(*txn, e.slot, e.incarnation, &name).ok() && !name.empty()) return quote_name(name);
+    return fmt::format("slot {}", e.slot);
+  };
+  std::string out = cycle.empty() ? "deadlock"
+                                  : fmt::format("deadlock: this thread (pid {} tid {})", cycle[0].waiter.pid,
+                                                cycle[0].waiter.tid);
+  for (size_t i = 0; i < cycle.size(); ++i) {
+    const WaitEdge& e = cycle[i];
+    const WaitEdge& next = cycle[(i + 1) % cycle.size()];
+    const std::string holder =
+        i + 1 == cycle.size() ? "this thread" : fmt::format("pid {} tid {}", next.waiter.pid, next.waiter.tid);
+    out += fmt::format("{} waits for lock {} ({}), held by {}", i == 0 ? "" : ", which", lock_name(e),
+                       e.mode == Mode::shared ? "shared" : "exclusive", holder);
+  }
+  return out + "; this thread was picked to give up: release what it holds and try again";
+}
+
+LockInfo LocalTable::describe(std::string_view name, const format::NameRecord& rec, uint64_t now,
+                              const std::vector<WaitView>& waits) {
   LockInfo info;
   info.name = std::string(name);
   info.slot = rec.slot;
@@ -397,6 +458,20 @@ LockInfo LocalTable::describe(std::string_view name, const format::NameRecord& r
   info.mode = view.mode;
   info.waiters = view.waiters;
   info.abandoned = view.abandoned;
+  const uint64_t token = __atomic_load_n(&slot->token, __ATOMIC_RELAXED);
+  const uint64_t wall_now = realtime_ns();
+  for (const WaitView& w : waits) {
+    if (w.slot != rec.slot || w.incarnation != rec.incarnation) continue;
+    WaiterInfo wi;
+    wi.owner = w.waiter;
+    wi.mode = w.mode;
+    wi.waiting_ms = wall_now > w.since_ns ? (wall_now - w.since_ns) / 1'000'000 : 0;
+    char comm[16];
+    if (read_thread_comm(w.waiter.pid, w.waiter.tid, comm)) wi.comm = comm;
+    info.waiting.push_back(std::move(wi));
+  }
+  std::sort(info.waiting.begin(), info.waiting.end(),
+            [](const WaiterInfo& a, const WaiterInfo& b) { return a.waiting_ms > b.waiting_ms; });
   auto held_ms = [&](uint64_t since) -> std::optional<uint64_t> {
     if (since == 0) return std::nullopt;
     return now > since ? (now - since) / 1'000'000 : 0;
@@ -406,6 +481,7 @@ LockInfo LocalTable::describe(std::string_view name, const format::NameRecord& r
     h.owner = owner;
     h.alive = alive;
     h.held_for_ms = held_ms(since);
+    h.token = token;
     char comm[16];
     if (h.alive && read_thread_comm(h.owner.pid, h.owner.tid, comm)) h.comm = comm;
     info.holders.push_back(std::move(h));
@@ -430,9 +506,10 @@ Status LocalTable::list_each(const LockVisitor& visit) {
   Txn txn(*lmdb_, false);
   if (s = txn.begin(); !s.ok()) return s;
   const uint64_t now = realtime_coarse_ns();
+  const std::vector<WaitView> waits = published_waits(*file_);
   Status stopped;
   s = names_->for_each(txn, [&](std::string_view name, const format::NameRecord& rec) {
-    stopped = visit(describe(name, rec, now));
+    stopped = visit(describe(name, rec, now, waits));
     return stopped.ok();
   });
   return s.ok() ? stopped : s;

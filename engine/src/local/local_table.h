@@ -21,6 +21,8 @@
 #include "history_store.h"
 #include "hot_path.h"
 #include "lmdb_env.h"
+#include "lock_protocol.h"
+#include "wait_graph.h"
 #include "name_map.h"
 #include "table_file.h"
 
@@ -46,6 +48,7 @@ class LocalTable final : public Backend, public DeathLog {
   Status release(Lock& lock, Mode mode) override;
   bool holds_abandoned(const Lock& lock) override;
   Status mark_consistent(Lock& lock) override;
+  Status downgrade(Lock& lock) override;
   uint64_t token(const Lock& lock) override;
 
   Status list_each(const LockVisitor& visit) override;
@@ -75,7 +78,10 @@ class LocalTable final : public Backend, public DeathLog {
   // LMDB environments cannot be used across fork(): an error in a child.
   Status check_same_process() const;
   bool process_holds_locks();
-  LockInfo describe(std::string_view name, const format::NameRecord& rec, uint64_t now);
+  LockInfo describe(std::string_view name, const format::NameRecord& rec, uint64_t now,
+                    const std::vector<WaitView>& waits);
+  // The message of a `deadlock`: the cycle's locks (by name) and threads.
+  std::string describe_cycle(const WaitCycle& cycle);
 
   std::string dir_;
   std::string location_;
@@ -87,6 +93,7 @@ class LocalTable final : public Backend, public DeathLog {
   std::unique_ptr<NameMap> names_;
   std::unique_ptr<HistoryStore> history_;
   LocalHot hot_{nullptr, 0};  // what handles' inline paths read
+  WaitPolicy policy_;         // Options::deadlock_timeout
 };
 
 }  // namespace locktable::detail

@@ -179,6 +179,31 @@
 // the DeathLog first, then CASes. The event is in the ring even if the taker
 // dies right after its CAS; repeats are dropped by the drainer.
 //
+// DEADLOCKS. A waiter that is about to sleep (it has spun and yielded)
+// publishes what it waits for in a reader record of its own (the shared
+// waiter's joining record; an exclusive waiter claims one): slot, mode,
+// incarnation, start time and a per-thread serial, in waits_for. It clears
+// the word when its acquire ends, however it ends. Once it has waited
+// Options::deadlock_timeout, and every kWalkIntervalNs after, it walks the
+// waits-for graph (wait_graph.h): if it closes a cycle, confirmed by a second
+// read over unchanged generations, and it is the cycle's victim (the last to
+// begin waiting among the members that detect), it gives up with `deadlock`
+// (a writer withdraws WRITER_WAITING, as on a timeout). The other members see
+// the same cycle and the same victim, and go on waiting: exactly one member
+// of a cycle is told, and the others acquire once it releases what it holds.
+// Nothing of this is on the uncontended paths; a waiter that is not in a
+// cycle pays one walk per interval after the timeout.
+//
+// DOWNGRADE. An exclusive owner turns its hold into a shared one: it claims a
+// reader record, marks it joining for the slot, takes the slot off its
+// robust list (pending set, as a release does), and CASes EXCLUSIVE(me) ->
+// SHARED count 1 (the waiter bits kept; ABANDONED set if it owed a repair),
+// then marks the record in and wakes every sleeper. No state in between is
+// FREE, so no writer can get in; a death before the CAS leaves an exclusive
+// hold the kernel marks, a death after it a reader the recount takes out,
+// exactly as for a join. The token stays: the shared holders read in the
+// epoch the exclusive hold began.
+//
 // NAMES. A handle caches (slot, incarnation). Acquire reads the record, then
 // the incarnation, then CASes. Removal CASes FREE -> FREE|RETIRED; reuse for a
 // new name first bumps the incarnation, then CASes RETIRED away. A handle that
@@ -344,6 +369,41 @@ bool waiting_writer_dead(const format::Slot* s) {
   return thread_liveness(pid, tid, start) == Liveness::dead;
 }
 
+// An exclusive waiter's published wait (DEADLOCKS): a reader record claimed
+// at its first sleep, given back (to the thread's cache) when the acquire ends.
+class PublishedWait {
+ public:
+  PublishedWait(TableFile& file, ThreadSelf& me) : file_(file), me_(me) {}
+  ~PublishedWait() { clear(); }
+  PublishedWait(const PublishedWait&) = delete;
+  PublishedWait& operator=(const PublishedWait&) = delete;
+
+  // Publishes once; a waiter that finds no record waits unpublished.
+  void publish(uint32_t slot, uint32_t incarnation, Mode mode, bool detects) {
+    if (claimed_ || unavailable_) return;
+    if (claim_reader(file_, me_, &rec_) != Code::ok) {
+      unavailable_ = true;
+      return;
+    }
+    claimed_ = true;
+    publish_wait(rec_.record, slot, incarnation, mode, detects);
+  }
+  bool victim(WaitCycle* cycle) { return claimed_ && deadlock_victim(file_, me_, rec_.record, cycle); }
+  void clear() {
+    if (!claimed_) return;
+    clear_wait(rec_.record);
+    free_own_reader(me_, rec_);
+    claimed_ = false;
+  }
+
+ private:
+  TableFile& file_;
+  ThreadSelf& me_;
+  CachedReader rec_{};
+  bool claimed_ = false;
+  bool unavailable_ = false;
+};
+
 // A new exclusive owner's record from `cur`: the waiter bits it finds are
 // kept (others may sleep), WAITERS is set if it slept itself.
 Word128 exclusive_record(const ThreadSelf& me, const Word128& cur, bool slept) {
@@ -370,24 +430,42 @@ void PendingWake::run() const {
 // Exclusive mode.
 // ---------------------------------------------------------------------------
 Acquired acquire_exclusive(TableFile& file, format::Slot* s, uint32_t slot_index, uint32_t incarnation,
-                           const Deadline& deadline, DeathLog& log) {
+                           const Deadline& deadline, DeathLog& log, const WaitPolicy& policy) {
   ThreadSelf& me = thread_self();
   // The clock is read only once the thread actually has to wait: on this VM a
   // CLOCK_MONOTONIC read costs more than the whole uncontended acquire.
   std::optional<WaitClock> waiting;
   auto clock = [&]() -> WaitClock& {
-    if (!waiting) waiting.emplace(deadline);
+    if (!waiting) {
+      waiting.emplace(deadline);
+      waiting->schedule_walks(policy.deadlock_timeout_ns);
+    }
     return *waiting;
   };
   bool slept = false;
   bool asked_readers_out = false;  // this writer set WRITER_WAITING
+  PublishedWait published(file, me);  // DEADLOCKS
+  // A writer that gives up withdraws WRITER_WAITING, so readers are not kept
+  // out by it; a writer still waiting wakes and sets it again.
+  auto withdraw_writer_waiting = [&] {
+    if (!asked_readers_out) return;
+    for (Word128 w = guess128(&s->owner); (pid_word(w) & kWriterWaiting) && !is_exclusive(pid_word(w));) {
+      if (clear_writer_waiting(s, w)) break;
+    }
+  };
   int spins = 0;
   Owner noted;  // the dead holder last told to the DeathLog
   uint32_t produced = 0;  // the generation of the acquiring CAS
   auto done = [&](Code code, Owner dead = {}) {
-    Acquired a{code, dead, slept && waiting ? waiting->waited_ns() : 0, 0, produced, {}};
+    published.clear();
+    Acquired a{code, dead, slept && waiting ? waiting->waited_ns() : 0, 0, produced, {}, {}};
     if (code == Code::ok || code == Code::abandoned) a.token = take_token(s);
     return a;
+  };
+  // Before a sleep: publish the wait; once due, look for a cycle to break.
+  auto deadlocked = [&](WaitCycle* cycle) {
+    published.publish(slot_index, incarnation, Mode::exclusive, policy.deadlock_timeout_ns != 0);
+    return clock().walk_due() && published.victim(cycle);
   };
   // `cur` is a two-load guess, never trusted alone: every action below is
   // validated by a CAS on the exact value, or by FUTEX_WAIT on the exact word.
@@ -457,6 +535,12 @@ Acquired acquire_exclusive(TableFile& file, format::Slot* s, uint32_t slot_index
         continue;
       }
       spins = 0;
+      if (WaitCycle cycle; deadlocked(&cycle)) {
+        produced = generation(cur);
+        Acquired a = done(Code::deadlock);
+        a.cycle = std::move(cycle);
+        return a;
+      }
       if (!set_flags(s, cur, kWaiters, 0)) continue;
       sleep_on(s, tid_word(cur), clock().sleep_ns());
       slept = true;
@@ -469,14 +553,15 @@ Acquired acquire_exclusive(TableFile& file, format::Slot* s, uint32_t slot_index
     if (clock().check_due(kReadersKey) && reap_dead_readers(file, s, slot_index, false, nullptr, log) > 0) continue;
     if (clock().expired()) {
       produced = generation(cur);  // a timeout sorts after the generation it gave up at
-      // Withdraw WRITER_WAITING, so readers are not kept out by a writer that
-      // gave up; a writer still waiting wakes and sets it again.
-      if (asked_readers_out) {
-        for (Word128 w = guess128(&s->owner); (pid_word(w) & kWriterWaiting) && !is_exclusive(pid_word(w));) {
-          if (clear_writer_waiting(s, w)) break;
-        }
-      }
+      withdraw_writer_waiting();
       return done(Code::timed_out);
+    }
+    if (WaitCycle cycle; deadlocked(&cycle)) {
+      produced = generation(cur);
+      withdraw_writer_waiting();
+      Acquired a = done(Code::deadlock);
+      a.cycle = std::move(cycle);
+      return a;
     }
     note_waiting_writer(s, me);
     if (!set_flags(s, cur, kWaiters, kWriterWaiting)) continue;
@@ -513,20 +598,24 @@ Code release_exclusive(format::Slot* s, uint32_t incarnation, bool* left_abandon
 // Shared mode.
 // ---------------------------------------------------------------------------
 Acquired acquire_shared(TableFile& file, format::Slot* s, uint32_t slot_index, uint32_t incarnation,
-                        const Deadline& deadline, DeathLog& log) {
+                        const Deadline& deadline, DeathLog& log, const WaitPolicy& policy) {
   ThreadSelf& me = thread_self();
-  if (find_shared_hold(me, s) != nullptr) return Acquired{Code::already_held, {}, 0, 0, 0, {}};
+  if (find_shared_hold(me, s) != nullptr) return Acquired{Code::already_held, {}, 0, 0, 0, {}, {}};
 
   CachedReader rec;
-  if (Code c = claim_reader(file, me, &rec); c != Code::ok) return Acquired{c, {}, 0, 0, 0, {}};
+  if (Code c = claim_reader(file, me, &rec); c != Code::ok) return Acquired{c, {}, 0, 0, 0, {}, {}};
   format::ReaderRecord* r = rec.record;
   __atomic_store_n(&r->incarnation, incarnation, __ATOMIC_RELAXED);
 
   std::optional<WaitClock> waiting;  // read the clock only once the thread has to wait
   auto clock_now = [&]() -> WaitClock& {
-    if (!waiting) waiting.emplace(deadline);
+    if (!waiting) {
+      waiting.emplace(deadline);
+      waiting->schedule_walks(policy.deadlock_timeout_ns);
+    }
     return *waiting;
   };
+  bool published = false;  // this thread's wait is in r (DEADLOCKS)
   bool slept = false;
   Owner noted;        // the dead holder last told to the DeathLog
   Word128 stale{0, 0};  // FREE|WRITER_WAITING as first seen unchanged, and since when
@@ -535,14 +624,29 @@ Acquired acquire_shared(TableFile& file, format::Slot* s, uint32_t slot_index, u
   auto op = [&](ReaderState st) { return format::make_reader_op(slot_index, st, rec.claim); };
   Word128 last_seen{0, 0};  // for a timeout: the record it gave up at
   auto fail = [&](Code code) {
+    if (published) clear_wait(r);
     free_own_reader(me, rec);
-    return Acquired{code, {}, waited(), 0, generation(last_seen), {}};
+    return Acquired{code, {}, waited(), 0, generation(last_seen), {}, {}};
+  };
+  // Before a sleep: publish the wait; once due, look for a cycle to break.
+  auto deadlocked = [&](WaitCycle* cycle) {
+    if (!published) {
+      publish_wait(r, slot_index, incarnation, Mode::shared, policy.deadlock_timeout_ns != 0);
+      published = true;
+    }
+    return clock_now().walk_due() && deadlock_victim(file, me, r, cycle);
+  };
+  auto broken = [&](WaitCycle&& cycle) {
+    Acquired a = fail(Code::deadlock);
+    a.cycle = std::move(cycle);
+    return a;
   };
   uint32_t produced = 0;  // the generation of the joining CAS
   auto joined = [&](Code code, Owner dead) {
+    if (published) clear_wait(r);
     __atomic_store_n(&r->acquired_at, realtime_coarse_ns(), __ATOMIC_RELAXED);
     add_shared_hold(me, SharedHold{s, r, rec.index, rec.claim});
-    return Acquired{code, dead, waited(), __atomic_load_n(&s->token, __ATOMIC_RELAXED), produced, {}};
+    return Acquired{code, dead, waited(), __atomic_load_n(&s->token, __ATOMIC_RELAXED), produced, {}, {}};
   };
   // One join from `cur` (SHARED MODE, steps 1-3). False when the CAS failed
   // (cur is then the current value).
@@ -610,6 +714,7 @@ Acquired acquire_shared(TableFile& file, format::Slot* s, uint32_t slot_index, u
         return a;
       }
       if (clock_now().expired()) return fail(Code::timed_out);
+      if (WaitCycle cycle; deadlocked(&cycle)) return broken(std::move(cycle));
       if (!set_flags(s, cur, kWaiters, kSharedWaiters)) continue;
       sleep_on(s, tid_word(cur), clock_now().sleep_ns());
       slept = true;
@@ -632,6 +737,7 @@ Acquired acquire_shared(TableFile& file, format::Slot* s, uint32_t slot_index, u
       }
     }
     if (clock_now().expired()) return fail(Code::timed_out);
+    if (WaitCycle cycle; deadlocked(&cycle)) return broken(std::move(cycle));
     if (!set_flags(s, cur, kWaiters, kSharedWaiters)) continue;
     sleep_on(s, tid_word(cur), std::min<int64_t>(clock_now().sleep_ns(), int64_t(kStaleWriterNs)));
     slept = true;
@@ -675,6 +781,45 @@ Code release_shared(TableFile& file, format::Slot* s, uint32_t slot_index, uint3
   crash_point("leave:before_free");
   free_own_reader(me, CachedReader{file.id(), r, h.record_index, h.claim});
   if (count == 1 && (tid_word(cur) & kWaiters)) *wake = PendingWake{s, cur, false};
+  return Code::ok;
+}
+
+// ---------------------------------------------------------------------------
+// Downgrade.
+// ---------------------------------------------------------------------------
+Code downgrade_exclusive(TableFile& file, format::Slot* s, uint32_t slot_index, uint32_t incarnation,
+                         uint32_t* produced, PendingWake* wake) {
+  ThreadSelf& me = thread_self();
+  if (load_incarnation(s) != incarnation) return Code::stale_handle;
+  Word128 cur = load128(&s->owner);
+  if (!owned_by(cur, me)) return Code::not_owner;
+  CachedReader rec;
+  if (Code c = claim_reader(file, me, &rec); c != Code::ok) return c;
+  format::ReaderRecord* r = rec.record;
+  __atomic_store_n(&r->incarnation, incarnation, __ATOMIC_RELAXED);
+  __atomic_store_n(&r->acquired_at, __atomic_load_n(&s->acquired_at, __ATOMIC_RELAXED), __ATOMIC_RELAXED);
+  const bool abandoned = forget_abandoned(me, s);
+  store_op(r, format::make_reader_op(slot_index, ReaderState::joining, rec.claim));
+  crash_point("downgrade:after_intent");
+  if (me.robust != nullptr) {
+    robust_pending(me.robust, &s->robust_next);
+    robust_dequeue(me.robust, &s->robust_next);
+  }
+  // Only the waiter bits can change under an owner: the CAS keeps them.
+  Word128 desired;
+  do {
+    desired = make_word(tid_word(cur) & kWaiters,
+                        kSharedMode | (abandoned ? kAbandoned : 0) | (pid_word(cur) & kSharedWaiters) | 1, 0,
+                        generation(cur) + 1);
+  } while (!cas128(&s->owner, cur, desired));
+  if (me.robust != nullptr) robust_clear_pending(me.robust);
+  crash_point("downgrade:after_cas");
+  store_op(r, format::make_reader_op(slot_index, ReaderState::in, rec.claim));
+  remember_value(me, s, desired);
+  add_shared_hold(me, SharedHold{s, r, rec.index, rec.claim});
+  *produced = generation(desired);
+  // Readers asleep may join now; a writer asleep wakes and waits again.
+  if (tid_word(cur) & kWaiters) *wake = PendingWake{s, cur, true};
   return Code::ok;
 }
 

@@ -13,24 +13,35 @@
 #include "locktable/types.h"
 #include "table_file.h"
 #include "table_format.h"
+#include "wait_graph.h"
 
 namespace locktable::detail {
 
 struct Acquired {
-  Code code = Code::ok;       // ok, abandoned, timed_out, already_held, stale_handle, capacity
+  Code code = Code::ok;       // ok, abandoned, timed_out, already_held, stale_handle, capacity, deadlock
   Owner dead_owner;           // abandoned: the holder that died
   uint64_t wait_ns = 0;       // time spent waiting (0 when it never slept)
   uint64_t token = 0;         // held: the fencing token (TOKENS in lock_protocol.cc)
   uint32_t generation = 0;    // held: the slot generation the acquiring CAS produced (history order)
   PendingWake wake;           // owed once the event is recorded (a reader that took over wakes the others)
+  WaitCycle cycle;            // deadlock: the cycle, this thread first
+};
+
+// How a waiter waits, beyond its deadline (DEADLOCKS in lock_protocol.cc).
+struct WaitPolicy {
+  uint64_t deadlock_timeout_ns = 0;  // walk the waits-for graph after waiting this long (0: never)
 };
 
 // Both acquires check the handle's incarnation (stale_handle), wait until
-// `deadline`, and tell `log` about each dead holder before taking it out.
+// `deadline`, tell `log` about each dead holder before taking it out, and
+// publish their wait before they sleep (wait_graph.h); deadlock when the
+// waiter is the victim of a cycle it found.
+// REQUIRES: the calling thread holds no LMDB transaction and no map_mu_ (a
+// waiter may claim a reader record, which may grow the table).
 Acquired acquire_exclusive(TableFile& file, format::Slot* s, uint32_t slot_index, uint32_t incarnation,
-                           const Deadline& deadline, DeathLog& log);
+                           const Deadline& deadline, DeathLog& log, const WaitPolicy& policy);
 Acquired acquire_shared(TableFile& file, format::Slot* s, uint32_t slot_index, uint32_t incarnation,
-                        const Deadline& deadline, DeathLog& log);
+                        const Deadline& deadline, DeathLog& log, const WaitPolicy& policy);
 
 // Both releases check the handle's incarnation: a stale handle never releases
 // the hold of the name that now owns the slot (stale_handle). not_owner when
@@ -42,6 +53,13 @@ Code release_exclusive(format::Slot* s, uint32_t incarnation, bool* left_abandon
                        PendingWake* wake);
 Code release_shared(TableFile& file, format::Slot* s, uint32_t slot_index, uint32_t incarnation, bool* left_abandoned,
                     uint64_t* acquired_at, uint32_t* generation, PendingWake* wake);
+
+// Exclusive to shared in one CAS (DOWNGRADE in lock_protocol.cc). Errors:
+// not_owner, stale_handle, capacity (no reader record). *generation: the
+// generation the CAS produced; *wake: owed once its event is recorded.
+// REQUIRES: the calling thread holds no LMDB transaction and no map_mu_.
+Code downgrade_exclusive(TableFile& file, format::Slot* s, uint32_t slot_index, uint32_t incarnation,
+                         uint32_t* generation, PendingWake* wake);
 
 // Whether the calling thread holds the slot (in `mode`), and whether it holds
 // it abandoned (not yet marked consistent).

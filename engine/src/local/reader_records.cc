@@ -44,6 +44,7 @@ void cover(TableFile& file, uint64_t index) {
 // Frees a reader record this thread owns.
 void release_own_reader(ThreadSelf& me, format::ReaderRecord* r) {
   store_op(r, 0);
+  __atomic_store_n(&r->waits_for, uint64_t{0}, __ATOMIC_RELEASE);
   __atomic_store_n(&r->claimer_tid, 0u, __ATOMIC_RELAXED);
   if (me.robust != nullptr) {
     robust_pending(me.robust, &r->robust_next);
@@ -133,6 +134,7 @@ Code claim_reader(TableFile& file, ThreadSelf& me, CachedReader* out) {
         continue;
       }
       __atomic_store_n(&r->claimer_tid, me.tid, __ATOMIC_RELAXED);
+      __atomic_store_n(&r->waits_for, uint64_t{0}, __ATOMIC_RELEASE);  // a dead claimer's wait
       if (me.robust != nullptr) {
         robust_enqueue(me.robust, &r->robust_next);
         robust_clear_pending(me.robust);
