@@ -39,6 +39,9 @@ static void test_codes_and_names(void) {
   CHECK(strcmp(lt_code_name(LT_TIMED_OUT), "timed_out") == 0);
   CHECK(strcmp(lt_code_name(LT_STALE_HANDLE), "stale_handle") == 0);
   CHECK(strcmp(lt_code_name(LT_IO_ERROR), "io_error") == 0);
+  CHECK(strcmp(lt_code_name(LT_DEADLOCK), "deadlock") == 0);
+  CHECK(strcmp(lt_event_kind_name(LT_EVENT_DEADLOCK), "deadlock") == 0);
+  CHECK(strcmp(lt_event_kind_name(LT_EVENT_DOWNGRADED), "downgraded") == 0);
   CHECK(strcmp(lt_code_name(999), "unknown") == 0);
   CHECK(strcmp(lt_event_kind_name(LT_EVENT_RECOVERED), "recovered") == 0);
   CHECK(strlen(lt_version()) >= 5);
@@ -88,7 +91,16 @@ static void test_acquire_release_try_timeout(lt_table* t) {
   waitpid(kid, &status, 0);
   CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
 
-  CHECK(lt_release(a, 0) == LT_OK);
+  /* A downgrade keeps the token and lets another process read. */
+  CHECK(lt_downgrade(a) == LT_OK);
+  CHECK(lt_token(a) == info.token);
+  CHECK(lt_downgrade(a) == LT_NOT_OWNER);
+  kid = fork();
+  if (kid == 0) _exit(lt_acquire(a, 1, 0) == LT_OK && lt_release(a, 1) == LT_OK && lt_acquire(a, 0, 0) == LT_TIMED_OUT
+                          ? 0 : 1);
+  waitpid(kid, &status, 0);
+  CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+  CHECK(lt_release(a, 1) == LT_OK);
   CHECK(lt_release(a, 0) == LT_NOT_OWNER);
   CHECK(strstr(lt_last_error(), "orders") != NULL);
   CHECK(lt_token(a) == 0);

@@ -438,3 +438,100 @@ TEST_CASE("cli: a location with a scheme no backend handles is refused, naming t
   CHECK(contains(r.err, "'foo'"));
   CHECK(!std::filesystem::exists("foo:"));
 }
+
+TEST_CASE("cli: run holds several names, exposes their tokens, and names the abandoned ones") {
+  TempDir tmp;
+  std::string dir = tmp.table();
+  Result r = run({"run", dir, "b", "a", "--", "sh", "-c",
+                  "printf '%s|%s|%s|%s' \"$LOCKTABLE_NAME\" \"$LOCKTABLE_NAMES\" \"$LOCKTABLE_TOKEN\" "
+                  "\"$LOCKTABLE_ABANDONED\""});
+  REQUIRE(r.code == 0);
+  std::smatch m;
+  REQUIRE(std::regex_match(r.out, m, std::regex("b\\|b\na\\|([0-9]+) ([0-9]+)\\|0")));
+  const uint64_t first_b = std::stoull(m[1]);
+  CHECK(std::stoull(m[2]) > 0);
+  // The next holder of b gets a larger token.
+  r = run({"run", dir, "b", "--", "sh", "-c", "printf %s \"$LOCKTABLE_TOKEN\""});
+  REQUIRE(r.code == 0);
+  CHECK(std::stoull(r.out) > first_b);
+  // Without a command after --: a usage error, nothing held.
+  CHECK(run({"run", dir, "a", "b"}).code == 2);
+
+  // One of two names abandoned: the command is told which.
+  int out, err;
+  pid_t victim = start({"run", dir, "a", "--", "sleep", "30"}, &out, &err);
+  wait_held(dir, "a");
+  REQUIRE(::kill(victim, SIGKILL) == 0);
+  wait_exit(victim);
+  kill_group(victim);
+  drain(out);
+  drain(err);
+  r = run({"run", dir, "a", "b", "--", "sh", "-c", "printf '%s|%s' \"$LOCKTABLE_ABANDONED\" \"$LOCKTABLE_ABANDONED_NAMES\""});
+  CHECK(r.code == 0);
+  CHECK(r.out == "1|a");
+  CHECK(contains(r.err, "'a' was abandoned"));
+  // ls --json shows a holder's token.
+  pid_t holder = start({"run", dir, "a", "--", "sleep", "30"}, &out, &err);
+  json held = wait_held(dir, "a");
+  CHECK(held["owner"]["token"].get<uint64_t>() > first_b);
+  kill_group(holder);
+  wait_exit(holder);
+  drain(out);
+  drain(err);
+}
+
+TEST_CASE("cli: ls shows what each waiter waits for, and ls --waits prints the cycle") {
+  TempDir tmp;
+  std::string dir = tmp.table();
+  testing::open_table(dir);
+  // Two processes in a cycle, detection off, so that it stays.
+  testing::Pipe ready, go;
+  Options no_detection;
+  no_detection.deadlock_timeout = std::chrono::milliseconds(0);
+  std::vector<pid_t> kids;
+  for (int i = 0; i < 2; ++i) {
+    kids.push_back(testing::spawn([&, i] {
+      std::unique_ptr<Table> t;
+      if (!Table::open(dir, no_detection, &t).ok()) return 1;
+      Lock mine, theirs;
+      if (!t->lookup(i == 0 ? "left" : "right", &mine).ok() || !t->lookup(i == 0 ? "right" : "left", &theirs).ok()) {
+        return 2;
+      }
+      if (!mine.acquire().held()) return 3;
+      ready.send();
+      go.receive();
+      (void)theirs.acquire(Mode::exclusive, Deadline::after(std::chrono::seconds(30)));
+      return 0;
+    }));
+  }
+  REQUIRE(ready.receive() != 0);
+  REQUIRE(ready.receive() != 0);
+  go.send();
+  go.send();
+  json locks;
+  const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  do {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    locks = json::parse(run({"ls", dir, "--json"}).out);
+  } while ((locks[0]["waiters"].empty() || locks[1]["waiters"].empty()) && std::chrono::steady_clock::now() < until);
+  REQUIRE(locks.size() == 2);
+  for (const json& l : locks) {
+    REQUIRE(l["waiters"].size() == 1);
+    const json& w = l["waiters"][0];
+    CHECK(w["mode"] == "exclusive");
+    CHECK(w.contains("waiting_ms"));
+    CHECK(w.contains("comm"));
+    CHECK(w["pid"] != l["owner"]["pid"]);
+  }
+  Result waits = run({"ls", dir, "--waits"});
+  CHECK(waits.code == 0);
+  CHECK(contains(waits.out, "waits"));
+  CHECK(contains(waits.out, "cycle: "));
+  CHECK(contains(waits.out, "-[left]->"));
+  CHECK(contains(waits.out, "-[right]->"));
+  INFO(waits.out);
+  for (pid_t k : kids) ::kill(k, SIGKILL);
+  for (pid_t k : kids) testing::wait_child(k);
+  // Nobody waits any more.
+  CHECK(contains(run({"ls", dir, "--waits"}).out, "no thread waits"));
+}

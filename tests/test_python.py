@@ -111,6 +111,24 @@ def test_shared_holders_together_writers_kept_out(table):
         os.waitpid(pid, 0)
 
 
+def test_a_downgrade_lets_readers_in_and_keeps_writers_out(table):
+    lock = table.lock("doc")
+    assert lock.acquire() is True
+    token = lock.token
+    lock.downgrade()
+    assert lock.token == token
+    with pytest.raises(locktable.Error, match="not held exclusive"):
+        lock.downgrade()
+    pid = os.fork()
+    if pid == 0:
+        ok = lock.acquire(shared=True, timeout=0) and (lock.release(shared=True) or True)
+        ok = ok and lock.acquire(timeout=0) is False
+        os._exit(0 if ok else 1)
+    _, status = os.waitpid(pid, 0)
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+    lock.release(shared=True)
+
+
 def test_waiting_releases_the_gil(table):
     pid = holder_child(table, "slow")
     ticks = []

@@ -1,6 +1,8 @@
 // Kill torture: worker processes lock, check and release a few named locks
-// while a killer SIGKILLs them at random moments (and workers arm crash points
-// inside joins, leaves, creations, removals, growth and drains). Invariants:
+// (one at a time, several at once with acquire_all, and exclusive holds
+// downgraded to shared ones) while a killer SIGKILLs them at random moments
+// (and workers arm crash points inside joins, leaves, downgrades, creations,
+// removals, growth and drains). Invariants:
 //
 //   1. Never two holders: an exclusive holder finds no marker and no live
 //      reader inside; a reader finds no marker unless told abandoned.
@@ -9,7 +11,8 @@
 //   3. Every takeover a worker was told about is in the history exactly once
 //      (a `recovered` event naming the dead owner), and no dead owner of a
 //      lock is recovered twice.
-//   4. Nothing hangs: no acquire waits 20 s; every worker stops on request.
+//   4. Nothing hangs: no acquire waits 20 s, no acquire_all (canonical
+//      order) is told deadlock; every worker stops on request.
 //   5. After recover(), check() finds no problem.
 //
 // Usage: locktable-torture [SECONDS] (default 60; Meson passes -Dtorture_seconds).
@@ -21,6 +24,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstdio>
@@ -68,6 +72,8 @@ struct Shared {
   std::atomic<uint64_t> abandoned;
   std::atomic<uint64_t> crash_points;
   std::atomic<uint64_t> creations;
+  std::atomic<uint64_t> all_acquisitions;  // acquire_all calls that held
+  std::atomic<uint64_t> downgrades;
   std::atomic<uint32_t> takeover_count;
   Takeover takeovers[kMaxTakeovers];
 };
@@ -109,6 +115,7 @@ const char* const kCrashPoints[] = {
     "leave:before_free",  "create:before_prepare", "create:before_commit", "create:before_link",
     "remove:after_retire", "remove:before_commit", "grow:before_allocate", "grow:after_allocate",
     "grow:after_descriptor", "grow:after_publish", "drain:before_commit", "takeover:after_cas",
+    "downgrade:after_intent", "downgrade:after_cas",
 };
 
 void spin_for(std::mt19937& rng) {
@@ -159,6 +166,59 @@ int worker(const std::string& dir, int index, uint64_t seed) {
       continue;
     }
 
+    if (roll < 9) {
+      // Several locks at once, exclusive, listed in a random order: the
+      // canonical order keeps acquire_all callers (and the single-lock ones)
+      // free of cycles, so a deadlock or a timeout is a violation.
+      std::vector<int> picked;
+      while (picked.size() < 2 + rng() % 2) {
+        int li = int(rng() % kLocks);
+        if (std::find(picked.begin(), picked.end(), li) == picked.end()) picked.push_back(li);
+      }
+      std::vector<LockRequest> requests;
+      for (int li : picked) requests.push_back(LockRequest{&locks[size_t(li)], Mode::exclusive});
+      AcquireAllResult all = table->acquire_all(requests, Deadline::after(std::chrono::seconds(20)));
+      if (!all.held()) {
+        violation("worker %u: acquire_all failed (code %u)", me, uint32_t(all.status.code()));
+        return 1;
+      }
+      g->acquisitions.fetch_add(picked.size());
+      g->all_acquisitions.fetch_add(1);
+      g->abandoned.fetch_add(all.abandoned.size());
+      for (size_t k = 0; k < all.abandoned.size(); ++k) {
+        uint32_t n = g->takeover_count.fetch_add(1);
+        if (n >= kMaxTakeovers) break;
+        Takeover& t = g->takeovers[n];
+        t.lock = uint32_t(picked[all.abandoned[k]]);
+        t.dead_pid = all.dead_owners[k].pid;
+        t.dead_tid = all.dead_owners[k].tid;
+        __atomic_store_n(&t.by_pid, me, __ATOMIC_RELEASE);
+      }
+      for (size_t k = 0; k < picked.size(); ++k) {
+        Shared::PerLock& pl = g->locks[picked[k]];
+        const bool was_abandoned = std::find(all.abandoned.begin(), all.abandoned.end(), k) != all.abandoned.end();
+        uint32_t marker = pl.writer.load();
+        if (marker != 0 && !was_abandoned) {
+          violation("pid %u found marker %u on lock %u without being told abandoned (acquire_all)", me, marker,
+                    uint32_t(picked[k]));
+        } else if (marker != 0 && !becomes_dead(marker)) {
+          violation("pid %u found live pid %u inside lock %u (acquire_all)", me, marker, uint32_t(picked[k]));
+        }
+        pl.writer.store(me);
+      }
+      spin_for(rng);
+      for (size_t k = 0; k < picked.size(); ++k) {
+        Shared::PerLock& pl = g->locks[picked[k]];
+        if (uint32_t now = pl.writer.load(); now != me) {
+          violation("pid %u: pid %u entered lock %u too (acquire_all)", me, now, uint32_t(picked[k]));
+        }
+        pl.writer.store(0);
+      }
+      for (size_t k : all.abandoned) (void)locks[size_t(picked[k])].mark_consistent();
+      if (Status s = table->release_all(requests); !s.ok()) violation("pid %u: release_all failed", me);
+      continue;
+    }
+
     int li = int(rng() % kLocks);
     Lock& lock = locks[size_t(li)];
     Shared::PerLock& pl = g->locks[li];
@@ -202,7 +262,21 @@ int worker(const std::string& dir, int index, uint64_t seed) {
       if (uint32_t now = pl.writer.load(); now != me) violation("pid %u: pid %u entered lock %u too", me, now, uint32_t(li));
       pl.writer.store(0);  // the repair is done
       if (abandoned) (void)lock.mark_consistent();
-      if (Status s = lock.release(); !s.ok()) violation("pid %u: release of lock %u failed", me, uint32_t(li));
+      if (rng() % 4 == 0) {
+        // Downgrade, then read: no writer may enter until this reader leaves.
+        if (Status s = lock.downgrade(); !s.ok()) {
+          violation("pid %u: downgrade of lock %u failed (code %u)", me, uint32_t(li), uint32_t(s.code()));
+          return 1;
+        }
+        g->downgrades.fetch_add(1);
+        pl.readers[index].store(me);
+        spin_for(rng);
+        if (uint32_t now = pl.writer.load(); now != 0) violation("downgraded %u: writer %u entered lock %u", me, now, uint32_t(li));
+        pl.readers[index].store(0);
+        if (Status s = lock.release(Mode::shared); !s.ok()) violation("pid %u: release after downgrade failed", me);
+      } else if (Status s = lock.release(); !s.ok()) {
+        violation("pid %u: release of lock %u failed", me, uint32_t(li));
+      }
     } else {
       pl.readers[index].store(me);
       spin_for(rng);
@@ -426,10 +500,11 @@ int main(int argc, char** argv) {
   if (!problems.empty() && getenv("TORTURE_DEBUG")) dump_state(dir, *table);
   check_takeovers(*table);
 
-  std::printf("%llu kills, %llu crash points armed, %llu acquisitions, %llu abandoned, %llu names created, "
-              "%llu recovered by recover()\n",
+  std::printf("%llu kills, %llu crash points armed, %llu acquisitions (%llu by acquire_all calls, %llu downgrades), "
+              "%llu abandoned, %llu names created, %llu recovered by recover()\n",
               (unsigned long long)kills, (unsigned long long)g->crash_points.load(),
-              (unsigned long long)g->acquisitions.load(), (unsigned long long)g->abandoned.load(),
+              (unsigned long long)g->acquisitions.load(), (unsigned long long)g->all_acquisitions.load(),
+              (unsigned long long)g->downgrades.load(), (unsigned long long)g->abandoned.load(),
               (unsigned long long)g->creations.load(), (unsigned long long)recoveries);
   uint32_t v = g->violations.load();
   for (uint32_t i = 0; i < std::min<uint32_t>(v, kMaxMessages); ++i) std::printf("VIOLATION: %s\n", g->messages[i]);
