@@ -167,6 +167,7 @@ TEST_CASE("LMDB records round-trip") {
   h.aux32 = 16;
   h.comm = "worker";
   h.name = "orders";
+  h.token = 17;
   HistoryRecord h2;
   REQUIRE(decode_history_record(encode_history_record(h), &h2, 1).ok());
   CHECK(h2.kind == 5);
@@ -176,6 +177,16 @@ TEST_CASE("LMDB records round-trip") {
   CHECK(h2.aux32 == 16);
   CHECK(h2.comm == "worker");
   CHECK(h2.name == "orders");
+  CHECK(h2.token == 17);
+  // A record written before tokens (a fixed part 8 bytes shorter) still
+  // decodes, with token 0.
+  std::string v1 = encode_history_record(h);
+  v1.erase(kHistoryFixedSizeV1, 8);
+  v1[2] = char(kHistoryFixedSizeV1);
+  HistoryRecord h3;
+  REQUIRE(decode_history_record(v1, &h3, 1).ok());
+  CHECK(h3.token == 0);
+  CHECK(h3.name == "orders");
 
   RecentRecoveries r{{(uint64_t{4688} << 32) | 4688, (uint64_t{812} << 32) | 813}}, r2;
   REQUIRE(decode_recent_recoveries(encode_recent_recoveries(r), &r2, 3).ok());
