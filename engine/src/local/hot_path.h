@@ -93,8 +93,8 @@ inline bool try_acquire_exclusive_fast(format::Slot* s, uint32_t incarnation, Th
 // record the release. Only then does the release make a call.
 struct ReleaseTail {
   Word128 old;           // the record the release CAS replaced
-  uint64_t acquired_at;  // with history on: when the released hold began
-  uint64_t token;        // with history on: the released hold's fencing token
+  uint64_t acquired_at;  // set only with history on: when the released hold began
+  uint64_t token;        // set only with history on: the released hold's fencing token
   bool history;          // record a `released` event
 };
 
@@ -111,8 +111,10 @@ inline bool try_release_exclusive_fast(format::Slot* s, uint32_t incarnation, co
   // under a live owner. The CAS corrects a stale generation or waiter bits.
   if (!owned_by_fast(cur, me)) return false;
   tail->history = __atomic_load_n(history_level, __ATOMIC_RELAXED) != format::kHistoryOff;
-  tail->acquired_at = tail->history ? __atomic_load_n(&s->acquired_at, __ATOMIC_RELAXED) : 0;
-  tail->token = tail->history ? __atomic_load_n(&s->token, __ATOMIC_RELAXED) : 0;
+  if (tail->history) {
+    tail->acquired_at = __atomic_load_n(&s->acquired_at, __ATOMIC_RELAXED);
+    tail->token = __atomic_load_n(&s->token, __ATOMIC_RELAXED);
+  }
   RobustHead* head = me.robust;
   if (head != nullptr) {
     robust_pending(head, &s->robust_next);
@@ -226,7 +228,8 @@ inline bool local_fast_release_shared(Lock& lock) {
   crash_point("leave:after_intent");
   // This thread is counted, so the record is SHARED with a count of at
   // least 1; a CAS from a stale guess fails and returns the current value.
-  const uint64_t token = __atomic_load_n(&s->token, __ATOMIC_RELAXED);  // no writer can change it now
+  // For the event, read before the leave: a writer may take a new token right after it.
+  const uint64_t token = __atomic_load_n(&s->token, __ATOMIC_RELAXED);
   Word128 cur = likely_value(me, s);
   Word128 desired;
   uint32_t pw;
