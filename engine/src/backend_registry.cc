@@ -5,6 +5,9 @@
 #include <fmt/format.h>
 
 #include "local/local_table.h"
+#ifdef LOCKTABLE_HAVE_ETCD
+#include "etcd/etcd_table.h"
+#endif
 
 namespace locktable::detail {
 
@@ -31,6 +34,9 @@ Status open_file_url(const std::string& location, const Options& options, std::s
 // Every backend this build has, by scheme.
 constexpr Scheme kSchemes[] = {
     {"file", open_file_url, "file:///absolute/folder"},
+#ifdef LOCKTABLE_HAVE_ETCD
+    {"etcd", open_etcd_table, "etcd://host:port[,host:port...]/prefix[?ttl=SECONDS]"},
+#endif
 };
 
 }  // namespace

@@ -33,7 +33,7 @@ static_assert(LT_STALE_HANDLE == int(Code::stale_handle) && LT_INVALID_ARGUMENT 
 static_assert(LT_CORRUPT == int(Code::corrupt) && LT_VERSION_MISMATCH == int(Code::version_mismatch));
 static_assert(LT_UNSUPPORTED == int(Code::unsupported) && LT_PERMISSION_DENIED == int(Code::permission_denied));
 static_assert(LT_CAPACITY == int(Code::capacity) && LT_IO_ERROR == int(Code::io_error) &&
-              LT_DEADLOCK == int(Code::deadlock));
+              LT_DEADLOCK == int(Code::deadlock) && LT_LOCK_LOST == int(Code::lock_lost));
 static_assert(LT_SHARED == int(Mode::shared) && LT_HISTORY_PERSISTED == int(HistoryLevel::persisted));
 static_assert(LT_STATE_DEAD_OWNER == int(LockState::dead_owner) && LT_EVENT_DOWNGRADED == int(EventKind::downgraded));
 
@@ -74,7 +74,7 @@ lt_owner to_c(const Owner& o) { return lt_owner{o.pid, o.tid, o.start_time}; }
 extern "C" {
 
 const char* lt_code_name(int code) {
-  if (code < int(Code::ok) || code > int(Code::deadlock)) return "unknown";
+  if (code < int(Code::ok) || code > int(Code::lock_lost)) return "unknown";
   return code_name(Code(code));
 }
 

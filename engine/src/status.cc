@@ -20,6 +20,7 @@ const char* code_name(Code code) {
     case Code::capacity: return "capacity";
     case Code::io_error: return "io_error";
     case Code::deadlock: return "deadlock";
+    case Code::lock_lost: return "lock_lost";
   }
   return "unknown";
 }

@@ -47,7 +47,8 @@ enum {
   LT_PERMISSION_DENIED = 12,
   LT_CAPACITY = 13,         /* the table is full */
   LT_IO_ERROR = 14,         /* any other failure */
-  LT_DEADLOCK = 15          /* not acquired: this waiter closed a cycle of waits and was picked to break it */
+  LT_DEADLOCK = 15,         /* not acquired: this waiter closed a cycle of waits and was picked to break it */
+  LT_LOCK_LOST = 16         /* lt_release: the hold ended without this thread (its etcd lease ran out) */
 };
 
 /* Lock modes, history levels, lock states and event kinds: the numbers of the

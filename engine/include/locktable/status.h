@@ -28,6 +28,7 @@ enum class Code : int {
   capacity,           // the table (slots or reader records) is full
   io_error,           // any other system call failure
   deadlock,           // the waiter closed a cycle of waits and was picked to break it (not acquired)
+  lock_lost,          // (release) the hold ended without this thread: its lease ran out (etcd)
 };
 
 // Stable lower-case name of a code ("timed_out"), for logs and JSON.

@@ -1,0 +1,111 @@
+#include "etcd_location.h"
+
+#include <cctype>
+#include <charconv>
+
+#include <fmt/format.h>
+
+namespace locktable::detail {
+
+namespace {
+
+Status bad(const std::string& url, std::string_view why) {
+  return Status(Code::invalid_argument,
+                fmt::format("{}: {} (expected etcd://host:port[,host:port...]/prefix[?ttl=SECONDS])", url, why));
+}
+
+bool valid_endpoint(std::string_view e) {
+  const size_t colon = e.rfind(':');
+  if (colon == std::string_view::npos || colon == 0 || colon + 1 == e.size()) return false;
+  for (char c : e.substr(0, colon)) {
+    if (!std::isalnum(static_cast<unsigned char>(c)) && c != '.' && c != '-' && c != '[' && c != ']' && c != ':') {
+      return false;
+    }
+  }
+  unsigned port = 0;
+  auto port_text = e.substr(colon + 1);
+  auto [end, ec] = std::from_chars(port_text.data(), port_text.data() + port_text.size(), port);
+  return ec == std::errc() && end == port_text.data() + port_text.size() && port > 0 && port < 65536;
+}
+
+}  // namespace
+
+Status parse_etcd_location(const std::string& url, EtcdLocation* out) {
+  constexpr std::string_view kScheme = "etcd://";
+  if (url.rfind(kScheme, 0) != 0) return bad(url, "not an etcd:// URL");
+  std::string_view rest = std::string_view(url).substr(kScheme.size());
+  std::string_view query;
+  if (size_t q = rest.find('?'); q != std::string_view::npos) {
+    query = rest.substr(q + 1);
+    rest = rest.substr(0, q);
+  }
+  const size_t slash = rest.find('/');
+  if (slash == std::string_view::npos) return bad(url, "no prefix");
+  std::string_view hosts = rest.substr(0, slash);
+  std::string_view prefix = rest.substr(slash + 1);
+  while (!prefix.empty() && prefix.back() == '/') prefix.remove_suffix(1);
+  if (prefix.empty()) return bad(url, "an empty prefix");
+  EtcdLocation loc;
+  while (!hosts.empty()) {
+    const size_t comma = hosts.find(',');
+    std::string_view e = hosts.substr(0, comma);
+    if (!valid_endpoint(e)) return bad(url, fmt::format("'{}' is not host:port", e));
+    loc.endpoints.emplace_back(e);
+    if (comma == std::string_view::npos) break;
+    hosts.remove_prefix(comma + 1);
+  }
+  if (loc.endpoints.empty()) return bad(url, "no endpoint");
+  loc.prefix = std::string(prefix);
+  while (!query.empty()) {
+    const size_t amp = query.find('&');
+    std::string_view kv = query.substr(0, amp);
+    if (kv.rfind("ttl=", 0) == 0) {
+      unsigned ttl = 0;
+      auto v = kv.substr(4);
+      auto [end, ec] = std::from_chars(v.data(), v.data() + v.size(), ttl);
+      if (ec != std::errc() || end != v.data() + v.size() || ttl < 2 || ttl > 3600) {
+        return bad(url, "ttl must be a whole number of seconds from 2 to 3600");
+      }
+      loc.ttl = std::chrono::seconds(ttl);
+    } else {
+      return bad(url, fmt::format("unknown parameter '{}'", kv));
+    }
+    if (amp == std::string_view::npos) break;
+    query.remove_prefix(amp + 1);
+  }
+  *out = std::move(loc);
+  return Status::OK();
+}
+
+std::string encode_name_segment(std::string_view name) {
+  std::string out;
+  for (size_t i = 0; i < name.size(); ++i) {
+    const auto c = static_cast<unsigned char>(name[i]);
+    const bool plain = std::isalnum(c) || c == '-' || c == '_' || (c == '.' && i != 0);
+    if (plain) {
+      out.push_back(char(c));
+    } else {
+      out += fmt::format("%{:02X}", c);
+    }
+  }
+  return out;
+}
+
+bool decode_name_segment(std::string_view s, std::string* name) {
+  name->clear();
+  for (size_t i = 0; i < s.size(); ++i) {
+    if (s[i] != '%') {
+      name->push_back(s[i]);
+      continue;
+    }
+    if (i + 2 >= s.size()) return false;  // %XX needs two more bytes
+    unsigned v = 0;
+    auto [end, ec] = std::from_chars(s.data() + i + 1, s.data() + i + 3, v, 16);
+    if (ec != std::errc() || end != s.data() + i + 3) return false;
+    name->push_back(char(v));
+    i += 2;
+  }
+  return true;
+}
+
+}  // namespace locktable::detail

@@ -1,0 +1,720 @@
+#include "etcd_table.h"
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <thread>
+
+#include <fmt/format.h>
+
+#include "clock.h"
+#include "locktable/names.h"
+#include "proc_thread.h"
+
+namespace locktable::detail {
+
+using nlohmann::json;
+
+namespace {
+
+constexpr int kFormat = 1;
+
+// The end of the range of every key that starts with `prefix` (etcd's rule).
+std::string prefix_end(std::string prefix) {
+  while (!prefix.empty()) {
+    if (static_cast<unsigned char>(prefix.back()) < 0xff) {
+      prefix.back() = char(static_cast<unsigned char>(prefix.back()) + 1);
+      return prefix;
+    }
+    prefix.pop_back();
+  }
+  return std::string(1, '\0');
+}
+
+json range_op(const std::string& key, bool prefix = false, bool by_create = false) {
+  json r{{"key", base64_encode(key)}};
+  if (prefix) r["range_end"] = base64_encode(prefix_end(key));
+  if (by_create) {
+    r["sort_order"] = "ASCEND";
+    r["sort_target"] = "CREATE";
+  }
+  return json{{"request_range", r}};
+}
+
+json put_op(const std::string& key, const json& value, int64_t lease = 0) {
+  json p{{"key", base64_encode(key)}, {"value", base64_encode(value.dump())}};
+  if (lease != 0) p["lease"] = std::to_string(lease);
+  return json{{"request_put", p}};
+}
+
+json delete_op(const std::string& key, bool prefix = false) {
+  json d{{"key", base64_encode(key)}};
+  if (prefix) d["range_end"] = base64_encode(prefix_end(key));
+  return json{{"request_delete_range", d}};
+}
+
+// A compare on the create revision of `key` (or of every key under it).
+json create_is(const std::string& key, const char* result, int64_t revision, bool prefix = false) {
+  json c{{"target", "CREATE"}, {"key", base64_encode(key)}, {"result", result},
+         {"create_revision", std::to_string(revision)}};
+  if (prefix) c["range_end"] = base64_encode(prefix_end(key));
+  return c;
+}
+
+// One key of a range answer.
+struct Kv {
+  std::string key;
+  json value;  // null when not JSON
+  int64_t create = 0;
+};
+
+std::vector<Kv> kvs_of(const json& range) {
+  std::vector<Kv> out;
+  if (!range.contains("kvs")) return out;
+  for (const json& kv : range["kvs"]) {
+    Kv k;
+    std::string raw;
+    if (!base64_decode(kv.value("key", ""), &k.key)) continue;
+    if (base64_decode(kv.value("value", ""), &raw) && !raw.empty()) k.value = json::parse(raw, nullptr, false);
+    if (k.value.is_discarded()) k.value = nullptr;
+    k.create = json_int(kv, "create_revision");
+    out.push_back(std::move(k));
+  }
+  return out;
+}
+
+// The i-th response of a transaction answer, as a range / put answer.
+const json& response(const json& txn, size_t i, const char* kind) {
+  static const json empty = json::object();
+  if (!txn.contains("responses") || i >= txn["responses"].size()) return empty;
+  const json& r = txn["responses"][i];
+  return r.contains(kind) ? r[kind] : empty;
+}
+
+bool is_reader_key(std::string_view key) { return key.size() >= 2 && key.substr(key.size() - 2) == "_r"; }
+
+Owner owner_of(const json& v) {
+  if (!v.is_object()) return {};
+  return Owner{v.value("pid", 0u), v.value("tid", 0u), v.value("start", 0u)};
+}
+
+uint32_t current_tid() { return uint32_t(::gettid()); }
+
+}  // namespace
+
+Status open_etcd_table(const std::string& location, const Options& options, std::shared_ptr<Backend>* out) {
+  EtcdLocation where;
+  if (Status s = parse_etcd_location(location, &where); !s.ok()) return s;
+  std::shared_ptr<EtcdTable> t(new EtcdTable());
+  t->location_ = location;
+  if (Status s = t->open(where, options); !s.ok()) return s;
+  *out = std::move(t);
+  return Status::OK();
+}
+
+EtcdTable::EtcdTable() : Backend(BackendKind::other) {}
+
+EtcdTable::~EtcdTable() {
+  {
+    std::lock_guard<std::mutex> guard(lease_mu_);
+    stopping_ = true;
+  }
+  lease_cv_.notify_all();
+  if (keeper_.joinable()) keeper_.join();
+  if (::getpid() == open_pid_ && lease_.load() != 0) {
+    json out;
+    (void)client_->call("lease/revoke", json{{"ID", std::to_string(lease_.load())}}, &out, std::chrono::seconds(2));
+  }
+}
+
+Status EtcdTable::open(const EtcdLocation& where, const Options& options) {
+  prefix_ = where.prefix;
+  ttl_ = where.ttl;
+  open_pid_ = ::getpid();
+  char host[256] = {};
+  if (::gethostname(host, sizeof host - 1) == 0) host_ = host;
+  client_ = std::make_unique<EtcdClient>(location_, where.endpoints, std::chrono::milliseconds(1000));
+
+  // The table marker: there, create it, or refuse a prefix that holds something else.
+  json out;
+  if (Status s = client_->call("kv/range", range_op(meta("table"))["request_range"], &out); !s.ok()) return s;
+  std::vector<Kv> marker = kvs_of(out);
+  if (marker.empty()) {
+    if (Status s = client_->call("kv/range",
+                                 json{{"key", base64_encode(prefix_ + "/")},
+                                      {"range_end", base64_encode(prefix_end(prefix_ + "/"))},
+                                      {"count_only", true}},
+                                 &out);
+        !s.ok()) {
+      return s;
+    }
+    if (json_int(out, "count") > 0) {
+      return Status(Code::corrupt, fmt::format("{}: the prefix '{}/' holds keys that are not a locktable table "
+                                               "(create a table on an empty prefix)",
+                                               location_, prefix_));
+    }
+    if (!options.create_if_missing) return Status(Code::not_found, fmt::format("{}: no table", location_));
+    const json settings{{"format", kFormat},
+                        {"history", int(options.history)},
+                        {"retention_count", options.retention_count},
+                        {"created_ns", realtime_ns()}};
+    if (Status s = txn(json::array({create_is(meta("table"), "EQUAL", 0)}), json::array({put_op(meta("table"), settings)}),
+                       json::array(), &out);
+        !s.ok()) {
+      return s;
+    }
+    if (Status s = client_->call("kv/range", range_op(meta("table"))["request_range"], &out); !s.ok()) return s;
+    marker = kvs_of(out);
+  }
+  if (marker.empty() || !marker[0].value.is_object() || marker[0].value.value("format", 0) != kFormat) {
+    return Status(marker.empty() || !marker[0].value.is_object() ? Code::corrupt : Code::version_mismatch,
+                  fmt::format("{}: {} is not a locktable table marker of format {}", location_, meta("table"),
+                              kFormat));
+  }
+  history_level_ = HistoryLevel(std::clamp(marker[0].value.value("history", 2), 0, 2));
+  retention_count_ = marker[0].value.value("retention_count", uint64_t{1'000'000});
+  if (Status s = grant_lease(); !s.ok()) return s;
+  keeper_ = std::thread([this] { keep_alive(); });
+  return Status::OK();
+}
+
+Status EtcdTable::grant_lease() {
+  json out;
+  if (Status s = client_->call("lease/grant", json{{"TTL", std::to_string(ttl_.count())}}, &out); !s.ok()) return s;
+  const int64_t id = json_int(out, "ID");
+  if (id == 0) return Status(Code::io_error, fmt::format("{}: etcd granted no lease ({})", location_, out.dump()));
+  lease_ = id;
+  return Status::OK();
+}
+
+// Renews the lease every third of its TTL. A lease found expired (the
+// process was stopped, or etcd unreachable, past the TTL) is replaced: the
+// holds under the old one are lost, and their releases say so.
+void EtcdTable::keep_alive() {
+  std::unique_lock<std::mutex> guard(lease_mu_);
+  while (!lease_cv_.wait_for(guard, ttl_ / 3, [this] { return stopping_; })) {
+    guard.unlock();
+    json out;
+    Status s = client_->call("lease/keepalive", json{{"ID", std::to_string(lease_.load())}}, &out,
+                             std::chrono::milliseconds(ttl_) / 3);
+    if (s.ok()) {
+      const json& result = out.contains("result") ? out["result"] : out;
+      if (json_int(result, "TTL") <= 0) (void)grant_lease();
+    }
+    guard.lock();
+  }
+}
+
+Status EtcdTable::check_process() const {
+  if (::getpid() == open_pid_) return Status::OK();
+  return Status(Code::unsupported, fmt::format("{}: opened by process {}: after fork(), open the table again in "
+                                               "the child",
+                                               location_, open_pid_));
+}
+
+std::string EtcdTable::queue_key(const NameState& l, int64_t lease, uint32_t tid, Mode mode) const {
+  return fmt::format("{}{:x}_{}{}", queue_prefix(l), uint64_t(lease), tid, mode == Mode::shared ? "_r" : "");
+}
+
+std::string EtcdTable::reader_key(const NameState& l, const std::string& queue) const {
+  return readers_prefix(l) + queue.substr(queue_prefix(l).size());
+}
+
+Status EtcdTable::txn(const json& compare, const json& success, const json& failure, json* out) {
+  return client_->call("kv/txn", json{{"compare", compare}, {"success", success}, {"failure", failure}}, out);
+}
+
+json EtcdTable::owner_value() const {
+  char comm[16] = {};
+  (void)read_thread_comm(uint32_t(::getpid()), current_tid(), comm);
+  uint64_t start = 0;
+  char state = 0;
+  (void)read_thread_stat(uint32_t(::getpid()), current_tid(), &start, &state);
+  return json{{"pid", uint32_t(::getpid())}, {"tid", current_tid()}, {"start", uint32_t(start)},
+              {"host", host_}, {"comm", comm}};
+}
+
+json EtcdTable::event_put(EventKind kind, Mode mode, const NameState* l, const json& extra) {
+  json e = owner_value();
+  e["kind"] = int(kind);
+  e["mode"] = int(mode);
+  e["name"] = l ? l->name : "";
+  e["time_ns"] = realtime_ns();
+  e.update(extra);
+  return put_op(meta(fmt::format("history/{:016x}_{:x}", uint64_t(lease_.load()), event_counter_.fetch_add(1))), e);
+}
+
+EtcdTable::Hold* EtcdTable::find_hold(const NameState* l) {
+  auto it = holds_.find({current_tid(), l});
+  return it == holds_.end() ? nullptr : &it->second;
+}
+
+// ---------------------------------------------------------------------------
+// Names.
+// ---------------------------------------------------------------------------
+Status EtcdTable::lookup(const std::shared_ptr<Backend>& self, std::string_view name, Lookup mode, Lock* out) {
+  if (Status s = check_process(); !s.ok()) return s;
+  if (Status s = validate_name(name); !s.ok()) return s;
+  const std::string segment = encode_name_segment(name);
+  const std::string key = meta("names/" + segment);
+  json out_json;
+  int64_t incarnation = 0;
+  if (mode == Lookup::existing) {
+    if (Status s = client_->call("kv/range", range_op(key)["request_range"], &out_json); !s.ok()) return s;
+    std::vector<Kv> kv = kvs_of(out_json);
+    if (kv.empty()) return Status(Code::not_found, fmt::format("{}: no lock named {}", location_, quote_name(name)));
+    incarnation = kv[0].create;
+  } else {
+    json ops = json::array({put_op(key, json{{"created_ns", realtime_ns()}})});
+    if (history_on()) ops.push_back(event_put(EventKind::created, Mode::exclusive, nullptr, json{{"name", name}}));
+    if (Status s = txn(json::array({create_is(key, "EQUAL", 0)}), ops, json::array({range_op(key)}), &out_json);
+        !s.ok()) {
+      return s;
+    }
+    if (out_json.value("succeeded", false)) {
+      incarnation = json_int(out_json["header"], "revision");
+    } else {
+      std::vector<Kv> kv = kvs_of(response(out_json, 0, "response_range"));
+      if (kv.empty()) return Status(Code::io_error, fmt::format("{}: name {} vanished", location_, quote_name(name)));
+      incarnation = kv[0].create;
+    }
+  }
+  NameState* state;
+  {
+    std::lock_guard<std::mutex> guard(mu_);
+    auto& slot = states_[{std::string(name), incarnation}];
+    if (!slot) slot.reset(new NameState{std::string(name), segment, incarnation});
+    state = slot.get();
+  }
+  LockAccess::fill(out, {self, state, nullptr, 0, uint32_t(incarnation), std::string(name)});
+  return Status::OK();
+}
+
+Status EtcdTable::lookup_many(const std::shared_ptr<Backend>& self, const std::vector<std::string>& names,
+                              Lookup mode, std::vector<Lock>* out) {
+  out->assign(names.size(), Lock());
+  for (size_t i = 0; i < names.size(); ++i) {
+    if (Status s = lookup(self, names[i], mode, &(*out)[i]); !s.ok()) return s;
+  }
+  return Status::OK();
+}
+
+Status EtcdTable::remove(std::string_view name) {
+  if (Status s = check_process(); !s.ok()) return s;
+  if (Status s = validate_name(name); !s.ok()) return s;
+  NameState l{std::string(name), encode_name_segment(name), 0};
+  const std::string key = meta("names/" + l.segment);
+  json ops = json::array({delete_op(key), delete_op(holder_key(l)), delete_op(readers_prefix(l), true)});
+  if (history_on()) ops.push_back(event_put(EventKind::removed, Mode::exclusive, &l, json::object()));
+  json out;
+  if (Status s = txn(json::array({create_is(key, "GREATER", 0), create_is(queue_prefix(l), "EQUAL", 0, true)}), ops,
+                     json::array({range_op(key)}), &out);
+      !s.ok()) {
+    return s;
+  }
+  if (out.value("succeeded", false)) return Status::OK();
+  if (kvs_of(response(out, 0, "response_range")).empty()) {
+    return Status(Code::not_found, fmt::format("{}: no lock named {}", location_, quote_name(name)));
+  }
+  return Status(Code::busy, fmt::format("{}: lock {} is held or waited for", location_, quote_name(name)));
+}
+
+// ---------------------------------------------------------------------------
+// Locks.
+// ---------------------------------------------------------------------------
+AcquireResult EtcdTable::acquire(Lock& lock, Mode mode, const Deadline& deadline) {
+  if (Status s = check_process(); !s.ok()) return AcquireResult{s, {}};
+  auto* l = static_cast<NameState*>(LockAccess::state(lock));
+  {
+    std::lock_guard<std::mutex> guard(mu_);
+    if (find_hold(l) != nullptr) {
+      return AcquireResult{Status(Code::already_held, fmt::format("lock {}: already held by this thread",
+                                                                  quote_name(l->name))),
+                           {}};
+    }
+  }
+  Hold hold;
+  hold.mode = mode;
+  AcquireResult r = acquire_slow(*l, mode, deadline, &hold);
+  if (r.held()) {
+    std::lock_guard<std::mutex> guard(mu_);
+    holds_[{current_tid(), l}] = hold;
+  }
+  return r;
+}
+
+AcquireResult EtcdTable::acquire_slow(NameState& l, Mode mode, const Deadline& deadline, Hold* hold) {
+  const std::string name_key = meta("names/" + l.segment);
+  const int64_t lease = lease_.load();
+  hold->key = queue_key(l, lease, current_tid(), mode);
+  const uint64_t started = monotonic_ns();
+  auto stale = [&] {
+    return AcquireResult{Status(Code::stale_handle, fmt::format("lock {}: removed (or re-created) since this handle "
+                                                                "was made; look it up again",
+                                                                quote_name(l.name))),
+                         {}};
+  };
+  // Queue up: put the key, read the queue.
+  json out;
+  Status s = txn(json::array({create_is(name_key, "EQUAL", l.incarnation)}),
+                 json::array({put_op(hold->key, owner_value(), lease), range_op(queue_prefix(l), true, true)}),
+                 json::array(), &out);
+  if (!s.ok()) return AcquireResult{s, {}};
+  if (!out.value("succeeded", false)) return stale();
+  hold->revision = json_int(out["header"], "revision");
+  json queue = response(out, 1, "response_range");
+  int64_t poll_ms = 2;
+  for (;;) {
+    bool mine = false, blocked = false;
+    for (const Kv& kv : kvs_of(queue)) {
+      if (kv.key == hold->key) mine = true;
+      else if (kv.create < hold->revision && (mode == Mode::exclusive || !is_reader_key(kv.key))) blocked = true;
+    }
+    if (!mine) {
+      return AcquireResult{Status(Code::lock_lost, fmt::format("lock {}: this process's etcd lease ran out while it "
+                                                               "waited (after {} s without renewal)",
+                                                               quote_name(l.name), ttl_.count())),
+                           {}};
+    }
+    if (!blocked) break;
+    const auto now = Deadline::clock::now();
+    if (deadline.is_now() || (!deadline.is_never() && now >= deadline.when())) {
+      json ops = json::array({delete_op(hold->key)});
+      if (history_on()) ops.push_back(event_put(EventKind::timeout, mode, &l, json{{"wait_ns", monotonic_ns() - started}}));
+      (void)txn(json::array(), ops, json::array(), &out);
+      return AcquireResult{Status(Code::timed_out, fmt::format("lock {}: timed out", quote_name(l.name))), {}};
+    }
+    auto nap = std::chrono::milliseconds(poll_ms);
+    if (!deadline.is_never()) {
+      nap = std::min(nap, std::chrono::duration_cast<std::chrono::milliseconds>(deadline.when() - now) +
+                              std::chrono::milliseconds(1));
+    }
+    std::this_thread::sleep_for(nap);
+    poll_ms = std::min<int64_t>(poll_ms * 2, 20);
+    json range = range_op(queue_prefix(l), true, true)["request_range"];
+    range["max_create_revision"] = std::to_string(hold->revision);
+    if (s = client_->call("kv/range", range, &queue); !s.ok()) {
+      (void)txn(json::array(), json::array({delete_op(hold->key)}), json::array(), &out);
+      return AcquireResult{s, {}};
+    }
+  }
+  const uint64_t waited = monotonic_ns() - started;
+  switch (take_ownership(l, hold)) {
+    case Code::ok:
+      break;
+    case Code::lock_lost:
+      return AcquireResult{Status(Code::lock_lost, fmt::format("lock {}: this process's etcd lease ran out as it "
+                                                               "acquired",
+                                                               quote_name(l.name))),
+                           {}};
+    default:
+      (void)txn(json::array(), json::array({delete_op(hold->key)}), json::array(), &out);
+      return AcquireResult{Status(Code::io_error, fmt::format("{}: lock {}: could not record the holder", location_,
+                                                              quote_name(l.name))),
+                           {}};
+  }
+  hold->since_ns = realtime_ns();
+  if (history_on()) {
+    json extra{{"wait_ns", waited}, {"abandoned", hold->abandoned}, {"token", hold->revision}};
+    (void)txn(json::array(), json::array({event_put(EventKind::acquired, mode, &l, extra)}), json::array(), &out);
+  }
+  if (!hold->abandoned) return AcquireResult{Status::OK(), {}, uint64_t(hold->revision)};
+  return AcquireResult{Status(Code::abandoned, fmt::format("lock {}: previous holder (pid {}, tid {}) died holding it "
+                                                           "(or lost its lease); repair, then mark_consistent()",
+                                                           quote_name(l.name), hold->dead.pid, hold->dead.tid)),
+                       hold->dead, uint64_t(hold->revision)};
+}
+
+Code EtcdTable::take_ownership(NameState& l, Hold* hold) {
+  json out;
+  const json mine = json::array({create_is(hold->key, "EQUAL", hold->revision)});
+  const json me = owner_value();
+  json ops = json::array({range_op(holder_key(l)), range_op(readers_prefix(l), true)});
+  if (hold->mode == Mode::exclusive) {
+    json held = me;
+    held["state"] = "held";
+    ops.push_back(put_op(holder_key(l), held));
+    ops.push_back(delete_op(readers_prefix(l), true));  // readers that left markers behind died
+  } else {
+    ops.push_back(put_op(reader_key(l, hold->key), me));
+  }
+  if (!txn(mine, ops, json::array(), &out).ok()) return Code::io_error;
+  if (!out.value("succeeded", false)) return Code::lock_lost;
+  std::vector<Kv> marker = kvs_of(response(out, 0, "response_range"));
+  const json before = marker.empty() ? json(nullptr) : marker[0].value;
+  if (before.is_object() && before.value("state", "") == "held") {
+    hold->abandoned = true;  // its holder never released: its lease ran out
+    hold->dead = owner_of(before);
+  } else if (before.is_object() && before.value("abandoned", false)) {
+    hold->abandoned = true;  // carried on: not marked consistent yet
+    hold->dead = owner_of(before.value("dead", json::object()));
+  }
+  if (hold->mode == Mode::exclusive) {
+    for (const Kv& r : kvs_of(response(out, 1, "response_range"))) {
+      if (!hold->abandoned) hold->dead = owner_of(r.value);
+      hold->abandoned = true;  // a reader that never left
+    }
+  } else if (hold->abandoned && before.value("state", "") == "held") {
+    // A reader took over from a dead writer: later holders are told too.
+    json left{{"state", "free"}, {"abandoned", true}, {"dead", before}};
+    (void)txn(json::array(), json::array({put_op(holder_key(l), left)}), json::array(), &out);
+  }
+  return Code::ok;
+}
+
+Status EtcdTable::release(Lock& lock, Mode mode) {
+  if (Status s = check_process(); !s.ok()) return s;
+  auto* l = static_cast<NameState*>(LockAccess::state(lock));
+  Hold hold;
+  {
+    std::lock_guard<std::mutex> guard(mu_);
+    Hold* h = find_hold(l);
+    if (h == nullptr || h->mode != mode) {
+      return Status(Code::not_owner, fmt::format("lock {}: not held {}by this thread", quote_name(l->name),
+                                                 mode == Mode::shared ? "shared " : ""));
+    }
+    hold = *h;
+    holds_.erase({current_tid(), l});
+  }
+  json ops = json::array({delete_op(hold.key)});
+  if (mode == Mode::exclusive) {
+    json left{{"state", "free"}, {"abandoned", hold.abandoned}};
+    if (hold.abandoned) left["dead"] = json{{"pid", hold.dead.pid}, {"tid", hold.dead.tid}};
+    ops.push_back(put_op(holder_key(*l), left));
+  } else {
+    ops.push_back(delete_op(reader_key(*l, hold.key)));
+  }
+  if (history_on()) {
+    const uint64_t now = realtime_ns();
+    ops.push_back(event_put(EventKind::released, mode, l,
+                            json{{"hold_ns", now > hold.since_ns ? now - hold.since_ns : 0},
+                                 {"abandoned", hold.abandoned},
+                                 {"token", hold.revision}}));
+  }
+  json out;
+  if (Status s = txn(json::array({create_is(hold.key, "EQUAL", hold.revision)}), ops,
+                     json::array({delete_op(mode == Mode::shared ? reader_key(*l, hold.key) : hold.key)}), &out);
+      !s.ok()) {
+    return s;
+  }
+  if (!out.value("succeeded", false)) {
+    return Status(Code::lock_lost, fmt::format("lock {}: lost before this release: this process's etcd lease ran out "
+                                               "(more than {} s without renewal) and another holder may have had it",
+                                               quote_name(l->name), ttl_.count()));
+  }
+  return Status::OK();
+}
+
+bool EtcdTable::holds_abandoned(const Lock& lock) {
+  std::lock_guard<std::mutex> guard(mu_);
+  Hold* h = find_hold(static_cast<const NameState*>(LockAccess::state(lock)));
+  return h != nullptr && h->abandoned;
+}
+
+Status EtcdTable::mark_consistent(Lock& lock) {
+  auto* l = static_cast<NameState*>(LockAccess::state(lock));
+  bool shared = false;
+  {
+    std::lock_guard<std::mutex> guard(mu_);
+    Hold* h = find_hold(l);
+    if (h == nullptr) return Status(Code::not_owner, fmt::format("lock {}: not held by this thread", quote_name(l->name)));
+    if (!h->abandoned) return Status::OK();
+    h->abandoned = false;
+    shared = h->mode == Mode::shared;
+  }
+  if (!shared) return Status::OK();  // the release writes the marker
+  json out;
+  return txn(json::array(), json::array({put_op(holder_key(*l), json{{"state", "free"}, {"abandoned", false}})}),
+             json::array(), &out);
+}
+
+Status EtcdTable::downgrade(Lock& lock) {
+  return Status(Code::unsupported, fmt::format("{}: lock {}: downgrade is not available on etcd tables", location_,
+                                               quote_name(lock.name())));
+}
+
+uint64_t EtcdTable::token(const Lock& lock) {
+  std::lock_guard<std::mutex> guard(mu_);
+  Hold* h = find_hold(static_cast<const NameState*>(LockAccess::state(lock)));
+  return h == nullptr ? 0 : uint64_t(h->revision);
+}
+
+// ---------------------------------------------------------------------------
+// Inspection.
+// ---------------------------------------------------------------------------
+// The queue in create order: the first key holds; readers right behind a
+// reading first key hold with it; everyone after the first waiter waits.
+LockInfo EtcdTable::describe(const NameState& l, const json& queue, const json& holder) {
+  LockInfo info;
+  info.name = l.name;
+  info.incarnation = uint32_t(l.incarnation);
+  bool holding = true;
+  for (const Kv& kv : kvs_of(queue)) {
+    const bool reader = is_reader_key(kv.key);
+    const std::string comm = kv.value.is_object() ? kv.value.value("comm", "") : "";
+    if (holding && (info.holders.empty() || (reader && info.mode == Mode::shared))) {
+      HolderInfo h;
+      h.owner = owner_of(kv.value);
+      h.comm = comm;
+      h.alive = true;  // its lease is alive, or the key would be gone
+      h.token = uint64_t(kv.create);
+      info.holders.push_back(h);
+      info.mode = reader ? Mode::shared : Mode::exclusive;
+      info.state = reader ? locktable::LockState::shared : locktable::LockState::held;
+      continue;
+    }
+    holding = false;
+    WaiterInfo w;
+    w.owner = owner_of(kv.value);
+    w.comm = comm;
+    w.mode = reader ? Mode::shared : Mode::exclusive;
+    info.waiting.push_back(w);
+    ++info.waiters;
+  }
+  std::vector<Kv> marker = kvs_of(holder);
+  if (!marker.empty() && marker[0].value.is_object()) {
+    info.abandoned = marker[0].value.value("abandoned", false) ||
+                     (info.holders.empty() && marker[0].value.value("state", "") == "held");
+  }
+  return info;
+}
+
+Status EtcdTable::list_each(const LockVisitor& visit) {
+  if (Status s = check_process(); !s.ok()) return s;
+  json names;
+  if (Status s = client_->call("kv/range", range_op(meta("names/"), true)["request_range"], &names); !s.ok()) return s;
+  for (const Kv& kv : kvs_of(names)) {
+    std::string name;
+    if (!decode_name_segment(std::string_view(kv.key).substr(meta("names/").size()), &name)) continue;
+    NameState l{name, encode_name_segment(name), kv.create};
+    json out;
+    if (Status s = txn(json::array(), json::array({range_op(queue_prefix(l), true, true), range_op(holder_key(l))}),
+                       json::array(), &out);
+        !s.ok()) {
+      return s;
+    }
+    if (Status s = visit(describe(l, response(out, 0, "response_range"), response(out, 1, "response_range"))); !s.ok()) {
+      return s;
+    }
+  }
+  return Status::OK();
+}
+
+Status EtcdTable::stats(TableStats* st) {
+  if (Status s = check_process(); !s.ok()) return s;
+  *st = TableStats{};
+  st->dir = location_;
+  st->backend = "etcd";
+  st->format_version = kFormat;
+  st->history_level = history_level_.load();
+  st->retention_count = retention_count_.load();
+  json out;
+  auto count = [&](const std::string& prefix, uint64_t* n) {
+    json r = range_op(prefix, true)["request_range"];
+    r["count_only"] = true;
+    Status s = client_->call("kv/range", r, &out);
+    if (s.ok()) *n = uint64_t(json_int(out, "count"));
+    return s;
+  };
+  if (Status s = count(meta("names/"), &st->slots_used); !s.ok()) return s;
+  return count(meta("history/"), &st->history_records);
+}
+
+Status EtcdTable::recover(bool, std::vector<Recovery>* actions) {
+  actions->clear();  // etcd removes a dead process's keys when its lease runs out
+  return check_process();
+}
+
+Status EtcdTable::check(std::vector<std::string>* problems) {
+  problems->clear();
+  if (Status s = check_process(); !s.ok()) return s;
+  json names;
+  if (Status s = client_->call("kv/range", range_op(meta("names/"), true)["request_range"], &names); !s.ok()) return s;
+  for (const Kv& kv : kvs_of(names)) {
+    std::string name;
+    if (!decode_name_segment(std::string_view(kv.key).substr(meta("names/").size()), &name) ||
+        !validate_name(name).ok()) {
+      problems->push_back(fmt::format("{}: key {} does not name a lock", location_, quote_name(kv.key)));
+    }
+  }
+  return Status::OK();
+}
+
+// ---------------------------------------------------------------------------
+// History: every event is a key, written in the same transaction as the
+// change it describes where there is one; its create revision orders it.
+// ---------------------------------------------------------------------------
+Status EtcdTable::drain_history(uint64_t* drained) {
+  if (drained != nullptr) *drained = 0;  // nothing to drain: events go to etcd directly
+  return check_process();
+}
+
+Status EtcdTable::history(const HistoryQuery& q, std::vector<Event>* events) {
+  events->clear();
+  if (Status s = check_process(); !s.ok()) return s;
+  json out;
+  if (Status s = client_->call("kv/range", range_op(meta("history/"), true, true)["request_range"], &out); !s.ok()) {
+    return s;
+  }
+  std::vector<Kv> all = kvs_of(out);
+  // Retention by count: the oldest beyond it go.
+  const uint64_t keep = retention_count_.load();
+  if (keep != 0 && all.size() > keep) {
+    json ops = json::array();
+    for (size_t i = 0; i < all.size() - keep && ops.size() < 128; ++i) ops.push_back(delete_op(all[i].key));
+    json ignored;
+    (void)txn(json::array(), ops, json::array(), &ignored);
+    all.erase(all.begin(), all.begin() + std::ptrdiff_t(ops.size()));
+  }
+  for (const Kv& kv : all) {
+    if (!kv.value.is_object()) continue;
+    const json& v = kv.value;
+    Event e;
+    e.seq = uint64_t(kv.create);
+    e.time_ns = v.value("time_ns", uint64_t{0});
+    e.kind = EventKind(v.value("kind", 0));
+    e.mode = Mode(v.value("mode", 0));
+    e.abandoned = v.value("abandoned", false);
+    e.pid = v.value("pid", 0u);
+    e.tid = v.value("tid", 0u);
+    e.comm = v.value("comm", "");
+    e.name = v.value("name", "");
+    e.wait_ns = v.value("wait_ns", uint64_t{0});
+    e.hold_ns = v.value("hold_ns", uint64_t{0});
+    e.token = v.value("token", uint64_t{0});
+    if (q.name && e.name != *q.name) continue;
+    if (q.kind && e.kind != *q.kind) continue;
+    if (q.pid && e.pid != *q.pid) continue;
+    if (e.time_ns < q.since_ns || e.time_ns >= q.until_ns || e.seq <= q.after_seq) continue;
+    events->push_back(std::move(e));
+  }
+  if (q.limit != 0 && events->size() > q.limit) events->erase(events->begin(), events->end() - std::ptrdiff_t(q.limit));
+  if (q.newest_first) std::reverse(events->begin(), events->end());
+  return Status::OK();
+}
+
+Status EtcdTable::set_history_level(HistoryLevel level) {
+  if (Status s = check_process(); !s.ok()) return s;
+  json out;
+  if (Status s = client_->call("kv/range", range_op(meta("table"))["request_range"], &out); !s.ok()) return s;
+  std::vector<Kv> marker = kvs_of(out);
+  if (marker.empty() || !marker[0].value.is_object()) return Status(Code::corrupt, fmt::format("{}: no table marker", location_));
+  json settings = marker[0].value;
+  settings["history"] = int(level);
+  history_level_ = level;
+  return txn(json::array(), json::array({put_op(meta("table"), settings)}), json::array(), &out);
+}
+
+Status EtcdTable::set_retention(uint64_t count, std::chrono::seconds) {
+  if (Status s = check_process(); !s.ok()) return s;
+  json out;
+  if (Status s = client_->call("kv/range", range_op(meta("table"))["request_range"], &out); !s.ok()) return s;
+  std::vector<Kv> marker = kvs_of(out);
+  if (marker.empty() || !marker[0].value.is_object()) return Status(Code::corrupt, fmt::format("{}: no table marker", location_));
+  json settings = marker[0].value;
+  settings["retention_count"] = count;
+  retention_count_ = count;
+  return txn(json::array(), json::array({put_op(meta("table"), settings)}), json::array(), &out);
+}
+
+}  // namespace locktable::detail

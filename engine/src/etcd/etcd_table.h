@@ -1,0 +1,150 @@
+// EtcdTable: the etcd backend. A table is a key prefix P in an etcd v3
+// cluster; its locks are etcd's own lock recipe, so that `etcdctl lock P/N`
+// and locktable's lock N exclude each other.
+//
+// KEYS (N is the name as one key segment, etcd_location.h):
+//   P/N/<lease>_<tid>[_r]         the lock's queue: one key per waiting or holding
+//                                 thread, attached to the table's lease (`_r`: a
+//                                 reader). etcdctl's own keys, P/N/<lease>, are
+//                                 writers in the same queue.
+//   P/.locktable/table            the table marker: format, history settings
+//   P/.locktable/names/N          a name (its create revision is the handle's incarnation)
+//   P/.locktable/holder/N         who holds N exclusive, or `free` (+ still abandoned?)
+//   P/.locktable/readers/N/<key>  one per reader holding N
+//   P/.locktable/history/<lease>_<n>  one event (its create revision is its sequence number)
+//
+// ACQUIRE. A thread puts its queue key (create revision R, its fencing token)
+// and waits until no key in the queue with a lower create revision blocks it:
+// for a writer every one, for a reader every writer (so a waiting writer keeps
+// later readers out). That is etcd's Mutex: every holder's key is the lowest
+// of the queue that it waits behind, so there is never more than one writer,
+// or a writer with readers, at any revision. Uncontended, one transaction does
+// it all: if the queue is empty and the name's incarnation unchanged, put the
+// key, read and write the holder marker and append the event.
+//
+// DEATH. A process that dies stops renewing its lease; after the TTL etcd
+// deletes its keys, and the queue moves on. The holder marker is not on a
+// lease: a new owner that finds it `held` (by a key no longer there), or
+// readers' markers left behind, knows its predecessor never released: it is
+// told `abandoned`, with the dead owner, exactly once per takeover because
+// exactly one key is the lowest. A holder whose lease ran out while it lived
+// (stopped, partitioned) finds its key gone at release: `lock_lost`.
+//
+// Waiting polls the queue (2 ms, doubling to 20 ms); fork() children open the
+// table again (the lease, its keep-alive thread and the HTTP pool stay with
+// the parent).
+#pragma once
+
+#include <atomic>
+#include <condition_variable>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+
+#include "backend.h"
+#include "etcd_client.h"
+#include "etcd_location.h"
+
+namespace locktable::detail {
+
+Status open_etcd_table(const std::string& location, const Options& options, std::shared_ptr<Backend>* out);
+
+class EtcdTable final : public Backend {
+ public:
+  ~EtcdTable() override;
+
+  const std::string& location() const override { return location_; }
+
+  Status lookup(const std::shared_ptr<Backend>& self, std::string_view name, Lookup mode, Lock* out) override;
+  Status lookup_many(const std::shared_ptr<Backend>& self, const std::vector<std::string>& names, Lookup mode,
+                     std::vector<Lock>* out) override;
+  Status remove(std::string_view name) override;
+
+  AcquireResult acquire(Lock& lock, Mode mode, const Deadline& deadline) override;
+  Status release(Lock& lock, Mode mode) override;
+  bool holds_abandoned(const Lock& lock) override;
+  Status mark_consistent(Lock& lock) override;
+  Status downgrade(Lock& lock) override;
+  uint64_t token(const Lock& lock) override;
+
+  Status list_each(const LockVisitor& visit) override;
+  Status stats(TableStats* stats) override;
+  Status recover(bool dry_run, std::vector<Recovery>* actions) override;
+  Status check(std::vector<std::string>* problems) override;
+
+  Status drain_history(uint64_t* drained) override;
+  Status history(const HistoryQuery& query, std::vector<Event>* events) override;
+  Status set_history_level(HistoryLevel level) override;
+  Status set_retention(uint64_t count, std::chrono::seconds age) override;
+
+ private:
+  friend Status open_etcd_table(const std::string&, const Options&, std::shared_ptr<Backend>*);
+  EtcdTable();
+
+  // A name's handle state (Lock::state_), owned by the table.
+  struct NameState {
+    std::string name;
+    std::string segment;     // encode_name_segment(name)
+    int64_t incarnation = 0; // create revision of its names/ key
+  };
+  // A hold of the calling thread.
+  struct Hold {
+    Mode mode = Mode::exclusive;
+    std::string key;         // its queue key
+    int64_t revision = 0;    // the key's create revision: the token
+    bool abandoned = false;  // taken over, not yet marked consistent
+    Owner dead;
+    uint64_t since_ns = 0;
+  };
+
+  Status open(const EtcdLocation& where, const Options& options);
+  Status check_process() const;  // not in a child after fork()
+  void keep_alive();             // the lease thread
+  Status grant_lease();
+
+  // Keys.
+  std::string meta(std::string_view what) const { return prefix_ + "/.locktable/" + std::string(what); }
+  std::string queue_prefix(const NameState& l) const { return prefix_ + "/" + l.segment + "/"; }
+  std::string queue_key(const NameState& l, int64_t lease, uint32_t tid, Mode mode) const;
+  std::string holder_key(const NameState& l) const { return meta("holder/" + l.segment); }
+  std::string readers_prefix(const NameState& l) const { return meta("readers/" + l.segment + "/"); }
+  std::string reader_key(const NameState& l, const std::string& queue) const;
+
+  // Transactions (the JSON of /v3/kv/txn).
+  Status txn(const nlohmann::json& compare, const nlohmann::json& success, const nlohmann::json& failure,
+             nlohmann::json* out);
+  nlohmann::json event_put(EventKind kind, Mode mode, const NameState* l, const nlohmann::json& extra);
+  nlohmann::json owner_value() const;
+
+  AcquireResult acquire_slow(NameState& l, Mode mode, const Deadline& deadline, Hold* hold);
+  // As the new owner: reads what the previous holders left and writes this
+  // thread in (REQUIRES: its key is the lowest it waits behind).
+  Code take_ownership(NameState& l, Hold* hold);
+  bool history_on() const { return history_level_.load() != HistoryLevel::off; }
+  Hold* find_hold(const NameState* l);
+  LockInfo describe(const NameState& l, const nlohmann::json& queue, const nlohmann::json& holder);
+
+  std::string location_;
+  std::string prefix_;
+  std::unique_ptr<EtcdClient> client_;
+  std::chrono::seconds ttl_{10};
+  pid_t open_pid_ = 0;
+  std::string host_;
+  std::atomic<int64_t> lease_{0};
+  std::atomic<uint64_t> event_counter_{0};
+  std::atomic<HistoryLevel> history_level_{HistoryLevel::persisted};
+  std::atomic<uint64_t> retention_count_{1'000'000};
+
+  std::mutex mu_;                 // guards states_, holds_ (a leaf lock)
+  std::map<std::pair<std::string, int64_t>, std::unique_ptr<NameState>> states_;
+  std::map<std::pair<uint32_t, const NameState*>, Hold> holds_;  // by (tid, lock)
+
+  std::mutex lease_mu_;           // with lease_cv_: the keep-alive thread's sleep
+  std::condition_variable lease_cv_;
+  bool stopping_ = false;
+  std::thread keeper_;
+};
+
+}  // namespace locktable::detail

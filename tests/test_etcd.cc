@@ -1,0 +1,448 @@
+// The etcd backend against a real etcd (Debian's etcd-server), started by
+// this test on loopback high ports with a temporary data folder and stopped
+// after: the API's promises across processes, death by lease expiry (SIGKILL
+// and SIGSTOP past the TTL), interop with `etcdctl lock`, and clear errors.
+#include <fcntl.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/mman.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <catch2/catch.hpp>
+#include <cstdlib>
+#include <filesystem>
+#include <thread>
+
+#include "helpers.h"
+
+extern char** environ;
+
+using namespace locktable;
+using testing::Pipe;
+using testing::spawn;
+using testing::TempDir;
+using testing::wait_child;
+
+namespace {
+
+pid_t start_process(const std::vector<std::string>& args) {
+  std::vector<char*> argv;
+  for (const std::string& a : args) argv.push_back(const_cast<char*>(a.c_str()));
+  argv.push_back(nullptr);
+  pid_t pid = 0;
+  posix_spawn_file_actions_t actions;
+  posix_spawn_file_actions_init(&actions);
+  posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0);
+  posix_spawn_file_actions_addopen(&actions, 2, "/dev/null", O_WRONLY, 0);
+  const int rc = posix_spawnp(&pid, argv[0], &actions, nullptr, argv.data(), environ);
+  posix_spawn_file_actions_destroy(&actions);
+  REQUIRE(rc == 0);
+  return pid;
+}
+
+// One single-member etcd for the whole test program, on ports derived from
+// the pid (two runs at once do not collide), stopped at exit.
+class EtcdServer {
+ public:
+  EtcdServer() {
+    const int base = 20000 + int(::getpid() % 10000) * 2;
+    client_ = "127.0.0.1:" + std::to_string(base);
+    const std::string peer = "http://127.0.0.1:" + std::to_string(base + 1);
+    pid_ = start_process({"etcd", "--data-dir", data_.path() + "/etcd", "--name", "lt",
+                          "--listen-client-urls", "http://" + client_, "--advertise-client-urls", "http://" + client_,
+                          "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
+                          "--initial-cluster", "lt=" + peer});
+    owner_ = ::getpid();
+    // Ready when a table opens.
+    const double until = testing::now_ms() + 15000;
+    for (;;) {
+      std::unique_ptr<Table> t;
+      if (Table::open(url("ready"), {}, &t).ok()) break;
+      if (testing::now_ms() > until) FAIL("etcd did not start on " + client_ + " (is etcd-server installed?)");
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+  }
+  ~EtcdServer() {
+    if (::getpid() != owner_) return;  // a forked child leaves it alone
+    ::kill(pid_, SIGTERM);
+    int status = 0;
+    ::waitpid(pid_, &status, 0);
+  }
+  const std::string& client() const { return client_; }
+  std::string url(const std::string& prefix, const std::string& query = "") const {
+    return "etcd://" + client_ + "/" + prefix + query;
+  }
+
+ private:
+  TempDir data_;
+  std::string client_;
+  pid_t pid_ = 0;
+  pid_t owner_ = 0;
+};
+
+EtcdServer& etcd() {
+  static EtcdServer server;
+  return server;
+}
+
+// A prefix no other test case uses.
+std::string fresh_prefix() {
+  static int n = 0;
+  return "t" + std::to_string(::getpid()) + "-" + std::to_string(++n);
+}
+
+std::unique_ptr<Table> open_url(const std::string& url) {
+  std::unique_ptr<Table> t;
+  Status s = Table::open(url, {}, &t);
+  INFO(s.to_string());
+  REQUIRE(s.ok());
+  return t;
+}
+
+template <class T>
+T* shared_memory() {
+  void* p = ::mmap(nullptr, sizeof(T), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+  REQUIRE(p != MAP_FAILED);
+  return new (p) T();
+}
+
+// A child that opens `url`, takes `name` and holds it until killed.
+pid_t etcd_holder(const std::string& url, const std::string& name, Mode mode = Mode::exclusive) {
+  Pipe holding;
+  pid_t pid = spawn([&] {
+    std::unique_ptr<Table> t;
+    if (!Table::open(url, {}, &t).ok()) return 1;
+    Lock l;
+    if (!t->lookup(name, &l).ok() || !l.acquire(mode).held()) return 2;
+    holding.send();
+    for (;;) ::pause();
+  });
+  REQUIRE(holding.receive(20000) == '.');
+  return pid;
+}
+
+int run_shell(const std::string& command) { return std::system(command.c_str()); }
+
+}  // namespace
+
+TEST_CASE("etcd: names are created on lookup; remove refuses a held name; a removed name's handle is stale") {
+  const std::string url = etcd().url(fresh_prefix());
+  auto t = open_url(url);
+  Lock a;
+  CHECK(t->lookup("a", &a, Lookup::existing).code() == Code::not_found);
+  REQUIRE(t->lookup("a", &a).ok());
+  REQUIRE(a.acquire().held());
+  CHECK(t->remove("a").code() == Code::busy);
+  REQUIRE(a.release().ok());
+  REQUIRE(t->remove("a").ok());
+  CHECK(t->remove("a").code() == Code::not_found);
+  CHECK(a.acquire().status.code() == Code::stale_handle);
+  Lock again;
+  REQUIRE(t->lookup("a", &again).ok());
+  CHECK(a.acquire().status.code() == Code::stale_handle);  // re-created: the old handle stays stale
+  REQUIRE(again.acquire().held());
+  REQUIRE(again.release().ok());
+  // Names etcd tools cannot type are encoded, never confused with another.
+  Lock slash, dot;
+  REQUIRE(t->lookup("a/b", &slash).ok());
+  REQUIRE(t->lookup(".locktable", &dot).ok());
+  REQUIRE(slash.acquire().held());
+  CHECK(again.try_acquire().held());  // "a/b" does not queue under "a"
+  REQUIRE(again.release().ok());
+  REQUIRE(slash.release().ok());
+  std::vector<LockInfo> locks;
+  REQUIRE(t->list(&locks).ok());
+  CHECK(locks.size() == 3);
+}
+
+TEST_CASE("etcd: one holder across processes; try and timed acquire; per-thread ownership; tokens grow") {
+  const std::string url = etcd().url(fresh_prefix());
+  auto t = open_url(url);
+  Lock l;
+  REQUIRE(t->lookup("job", &l).ok());
+  AcquireResult first = l.acquire();
+  REQUIRE(first.held());
+  CHECK(first.token > 0);
+  CHECK(l.token() == first.token);
+  CHECK(l.acquire().status.code() == Code::already_held);
+  std::thread other([&] { CHECK(l.release().code() == Code::not_owner); });
+  other.join();
+  pid_t kid = spawn([&] {
+    std::unique_ptr<Table> tt;
+    if (!Table::open(url, {}, &tt).ok()) return 1;
+    Lock cl;
+    if (!tt->lookup("job", &cl).ok()) return 2;
+    if (cl.try_acquire().status.code() != Code::timed_out) return 3;
+    const double start = testing::now_ms();
+    if (cl.acquire(Mode::exclusive, Deadline::after(std::chrono::milliseconds(300))).status.code() != Code::timed_out) {
+      return 4;
+    }
+    if (testing::now_ms() - start < 250) return 5;
+    return 0;
+  });
+  CHECK(wait_child(kid) == 0);
+  REQUIRE(l.release().ok());
+  CHECK(l.release().code() == Code::not_owner);
+
+  // Many processes incrementing a counter under the lock lose nothing.
+  struct Counter {
+    std::atomic<int> inside{0};
+    std::atomic<int> overlaps{0};
+    int value = 0;
+  };
+  Counter* c = shared_memory<Counter>();
+  std::vector<pid_t> kids;
+  for (int p = 0; p < 3; ++p) {
+    kids.push_back(spawn([&] {
+      std::unique_ptr<Table> tt;
+      if (!Table::open(url, {}, &tt).ok()) return 1;
+      Lock cl;
+      if (!tt->lookup("job", &cl).ok()) return 2;
+      uint64_t last = 0;
+      for (int i = 0; i < 20; ++i) {
+        AcquireResult r = cl.acquire(Mode::exclusive, Deadline::after(std::chrono::seconds(20)));
+        if (!r.held()) return 3;
+        if (r.token <= last) return 4;
+        last = r.token;
+        if (c->inside.fetch_add(1) != 0) c->overlaps.fetch_add(1);
+        ++c->value;
+        c->inside.fetch_sub(1);
+        if (!cl.release().ok()) return 5;
+      }
+      return 0;
+    }));
+  }
+  for (pid_t k : kids) CHECK(wait_child(k, 60000) == 0);
+  CHECK(c->overlaps == 0);
+  CHECK(c->value == 60);
+  AcquireResult later = l.acquire();
+  REQUIRE(later.held());
+  CHECK(later.token > first.token);
+  REQUIRE(l.release().ok());
+}
+
+TEST_CASE("etcd: shared holders together, writers kept out, and a waiting writer keeps later readers out") {
+  const std::string url = etcd().url(fresh_prefix(), "?ttl=2");
+  auto t = open_url(url);
+  Lock l;
+  REQUIRE(t->lookup("doc", &l).ok());
+  pid_t reader = etcd_holder(url, "doc", Mode::shared);
+  CHECK(l.acquire(Mode::shared, Deadline::after(std::chrono::seconds(5))).held());
+  REQUIRE(l.release(Mode::shared).ok());
+  CHECK(l.try_acquire().status.code() == Code::timed_out);
+  // A writer waits; a reader that comes after it stays out.
+  pid_t writer = spawn([&] {
+    std::unique_ptr<Table> tt;
+    if (!Table::open(url, {}, &tt).ok()) return 1;
+    Lock cl;
+    if (!tt->lookup("doc", &cl).ok()) return 2;
+    return cl.acquire(Mode::exclusive, Deadline::after(std::chrono::seconds(20))).held() && cl.release().ok() ? 0 : 3;
+  });
+  const double until = testing::now_ms() + 10000;
+  std::vector<LockInfo> locks;
+  do {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    REQUIRE(t->list(&locks).ok());
+  } while (locks[0].waiting.empty() && testing::now_ms() < until);
+  REQUIRE(locks[0].waiting.size() == 1);
+  CHECK(locks[0].waiting[0].mode == Mode::exclusive);
+  CHECK(locks[0].state == LockState::shared);
+  CHECK(l.acquire(Mode::shared, Deadline::after(std::chrono::milliseconds(300))).status.code() == Code::timed_out);
+  ::kill(reader, SIGKILL);  // the writer gets it once the reader's lease runs out
+  wait_child(reader);
+  CHECK(wait_child(writer, 30000) == 0);
+}
+
+TEST_CASE("etcd: a SIGKILLed holder's lock goes to one waiter, told abandoned, within the TTL and a second") {
+  const std::string url = etcd().url(fresh_prefix(), "?ttl=2");
+  auto t = open_url(url);
+  Lock l;
+  REQUIRE(t->lookup("crashy", &l).ok());
+  pid_t holder = etcd_holder(url, "crashy");
+  struct Report {
+    std::atomic<int> abandoned{0};
+    std::atomic<int> other{0};
+    std::atomic<int64_t> abandoned_at_ms{0};
+  };
+  Report* report = shared_memory<Report>();
+  std::vector<pid_t> waiters;
+  for (int i = 0; i < 2; ++i) {
+    waiters.push_back(spawn([&] {
+      std::unique_ptr<Table> tt;
+      if (!Table::open(url, {}, &tt).ok()) return 1;
+      Lock cl;
+      if (!tt->lookup("crashy", &cl).ok()) return 2;
+      AcquireResult r = cl.acquire(Mode::exclusive, Deadline::after(std::chrono::seconds(20)));
+      if (!r.held()) return 3;
+      if (r.abandoned()) {
+        report->abandoned_at_ms = int64_t(testing::now_ms());
+        report->abandoned.fetch_add(1);
+        if (r.dead_owner.pid == 0) return 4;
+        (void)cl.mark_consistent();
+      } else {
+        report->other.fetch_add(1);
+      }
+      return cl.release().ok() ? 0 : 5;
+    }));
+  }
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  const double killed = testing::now_ms();
+  ::kill(holder, SIGKILL);
+  wait_child(holder);
+  for (pid_t w : waiters) CHECK(wait_child(w, 30000) == 0);
+  CHECK(report->abandoned == 1);
+  CHECK(report->other == 1);
+  CHECK(double(report->abandoned_at_ms.load()) - killed < 2000 + 1000);  // within the TTL and a second
+  AcquireResult mine = l.acquire(Mode::exclusive, Deadline::after(std::chrono::seconds(20)));
+  REQUIRE(mine.held());
+  CHECK_FALSE(mine.abandoned());  // marked consistent by the one that was told
+  REQUIRE(l.release().ok());
+  std::vector<Event> events;
+  HistoryQuery q;
+  q.kind = EventKind::acquired;
+  REQUIRE(t->history(q, &events).ok());
+  int abandoned_events = 0;
+  for (const Event& e : events) abandoned_events += e.abandoned ? 1 : 0;
+  CHECK(abandoned_events == 1);
+}
+
+TEST_CASE("etcd: a holder stopped past the TTL loses the lock: the next is told abandoned; the old release fails") {
+  const std::string url = etcd().url(fresh_prefix(), "?ttl=2");
+  auto t = open_url(url);
+  Lock l;
+  REQUIRE(t->lookup("paused", &l).ok());
+  Pipe held, resumed;
+  struct Report {
+    uint64_t token = 0;
+    int release_code = -1;
+  };
+  Report* report = shared_memory<Report>();
+  pid_t holder = spawn([&] {
+    std::unique_ptr<Table> tt;
+    if (!Table::open(url, {}, &tt).ok()) return 1;
+    Lock cl;
+    if (!tt->lookup("paused", &cl).ok()) return 2;
+    AcquireResult r = cl.acquire();
+    if (!r.held()) return 3;
+    report->token = r.token;
+    held.send();
+    if (resumed.receive(60000) == 0) return 4;
+    report->release_code = int(cl.release().code());
+    return 0;
+  });
+  REQUIRE(held.receive(20000) == '.');
+  ::kill(holder, SIGSTOP);
+  AcquireResult mine = l.acquire(Mode::exclusive, Deadline::after(std::chrono::seconds(20)));
+  REQUIRE(mine.held());
+  CHECK(mine.abandoned());
+  CHECK(mine.dead_owner.pid == uint32_t(holder));
+  CHECK(mine.token > report->token);
+  ::kill(holder, SIGCONT);
+  resumed.send();
+  CHECK(wait_child(holder, 30000) == 0);
+  CHECK(report->release_code == int(Code::lock_lost));
+  REQUIRE(l.mark_consistent().ok());
+  REQUIRE(l.release().ok());
+}
+
+TEST_CASE("etcd: etcdctl lock P/N and locktable's N on etcd://.../P exclude each other") {
+  const std::string prefix = fresh_prefix();
+  const std::string url = etcd().url(prefix);
+  auto t = open_url(url);
+  Lock l;
+  REQUIRE(t->lookup("shared-job", &l).ok());
+  const std::string etcdctl = "ETCDCTL_API=3 etcdctl --endpoints " + etcd().client();
+  // etcdctl holds: locktable waits.
+  pid_t outside = spawn([&] {
+    return run_shell(etcdctl + " lock " + prefix + "/shared-job -- sleep 2 >/dev/null 2>&1") == 0 ? 0 : 1;
+  });
+  const double until = testing::now_ms() + 10000;
+  std::vector<LockInfo> locks;
+  do {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    REQUIRE(t->list(&locks).ok());
+  } while (locks[0].holders.empty() && testing::now_ms() < until);
+  REQUIRE(locks[0].holders.size() == 1);
+  CHECK(l.try_acquire().status.code() == Code::timed_out);
+  const double start = testing::now_ms();
+  REQUIRE(l.acquire(Mode::exclusive, Deadline::after(std::chrono::seconds(20))).held());
+  CHECK(testing::now_ms() - start > 500);  // it waited for etcdctl's hold to end
+  CHECK(wait_child(outside, 30000) == 0);
+  // locktable holds: etcdctl waits (it cannot get in within 1 s).
+  const double before = testing::now_ms();
+  pid_t waiting = spawn([&] {
+    return run_shell(etcdctl + " lock " + prefix + "/shared-job -- true >/dev/null 2>&1") == 0 ? 0 : 1;
+  });
+  std::this_thread::sleep_for(std::chrono::milliseconds(1000));
+  REQUIRE(l.release().ok());
+  CHECK(wait_child(waiting, 30000) == 0);
+  CHECK(testing::now_ms() - before >= 1000);
+}
+
+TEST_CASE("etcd: the tool runs on the URL, and history is readable from any process") {
+  const std::string url = etcd().url(fresh_prefix());
+  const char* cli = std::getenv("LOCKTABLE_CLI");
+  REQUIRE(cli != nullptr);
+  const std::string lt = std::string(cli);
+  REQUIRE(run_shell(lt + " init '" + url + "' >/dev/null") == 0);
+  REQUIRE(run_shell(lt + " init '" + url + "' >/dev/null") == 0);  // no-op on a table
+  REQUIRE(run_shell(lt + " run '" + url + "' nightly -- sh -c 'test \"$LOCKTABLE_TOKEN\" -gt 0'") == 0);
+  REQUIRE(run_shell(lt + " ls '" + url + "' --json | grep -q nightly") == 0);
+  REQUIRE(run_shell(lt + " history '" + url + "' --json | grep -q '\"event\":\"released\"'") == 0);
+  REQUIRE(run_shell(lt + " rm '" + url + "' nightly") == 0);
+  auto t = open_url(url);
+  std::vector<Event> events;
+  REQUIRE(t->history(HistoryQuery{}, &events).ok());
+  REQUIRE(events.size() >= 4);  // created, acquired, released, removed
+  CHECK(events.front().kind == EventKind::created);
+  CHECK(events.back().kind == EventKind::removed);
+  for (size_t i = 1; i < events.size(); ++i) CHECK(events[i].seq > events[i - 1].seq);
+}
+
+TEST_CASE("etcd: bad URLs, unreachable endpoints and a foreign prefix are clear errors; failover to a live endpoint") {
+  std::unique_ptr<Table> t;
+  Status s = Table::open("etcd://127.0.0.1:1/x", {}, &t);
+  CHECK(s.code() == Code::io_error);
+  CHECK(s.message().find("127.0.0.1:1") != std::string::npos);
+  CHECK(s.message().find("unreachable") != std::string::npos);
+  for (const char* bad : {"etcd://", "etcd://host/x", "etcd://h:99999/x", "etcd://h:1", "etcd://h:1/x?ttl=abc",
+                          "etcd://h:1/x?colour=red"}) {
+    Status b = Table::open(bad, {}, &t);
+    INFO(bad << ": " << b.to_string());
+    CHECK(b.code() == Code::invalid_argument);
+    CHECK(b.message().find(bad) != std::string::npos);
+  }
+  // A dead endpoint first, a live one second: the table opens and works.
+  const std::string prefix = fresh_prefix();
+  auto both = open_url("etcd://127.0.0.1:1," + etcd().client() + "/" + prefix);
+  Lock l;
+  REQUIRE(both->lookup("x", &l).ok());
+  REQUIRE(l.acquire().held());
+  REQUIRE(l.release().ok());
+  // A prefix that holds keys of something else.
+  REQUIRE(run_shell("ETCDCTL_API=3 etcdctl --endpoints " + etcd().client() + " put foreign-" + prefix +
+                    "/k v >/dev/null") == 0);
+  s = Table::open(etcd().url("foreign-" + prefix), {}, &t);
+  CHECK(s.code() == Code::corrupt);
+  CHECK(s.message().find("not a locktable table") != std::string::npos);
+}
+
+TEST_CASE("etcd: after fork the child opens the table again; the parent's table refuses the child") {
+  const std::string url = etcd().url(fresh_prefix());
+  auto t = open_url(url);
+  Lock l;
+  REQUIRE(t->lookup("f", &l).ok());
+  pid_t kid = spawn([&] {
+    if (l.acquire().status.code() != Code::unsupported) return 1;  // the parent's table
+    std::unique_ptr<Table> mine;
+    if (!Table::open(url, {}, &mine).ok()) return 2;
+    Lock cl;
+    if (!mine->lookup("f", &cl).ok() || !cl.acquire().held() || !cl.release().ok()) return 3;
+    return 0;
+  });
+  CHECK(wait_child(kid, 30000) == 0);
+  REQUIRE(l.acquire().held());  // the parent is unharmed
+  REQUIRE(l.release().ok());
+}
