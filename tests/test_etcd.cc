@@ -15,6 +15,7 @@
 #include <filesystem>
 #include <thread>
 
+#include "etcd_location.h"
 #include "helpers.h"
 
 extern char** environ;
@@ -445,4 +446,22 @@ TEST_CASE("etcd: after fork the child opens the table again; the parent's table 
   CHECK(wait_child(kid, 30000) == 0);
   REQUIRE(l.acquire().held());  // the parent is unharmed
   REQUIRE(l.release().ok());
+}
+
+TEST_CASE("etcd: every name has one key segment, and it decodes back to the name") {
+  std::string all;
+  for (int c = 1; c < 256; ++c) all.push_back(char(c));
+  for (const std::string& name : {std::string("plain-name_1.x"), std::string("a/b"), std::string(".locktable"),
+                                  std::string("%41"), std::string("sp ace"), all}) {
+    const std::string segment = detail::encode_name_segment(name);
+    CHECK(segment.find('/') == std::string::npos);
+    CHECK(segment[0] != '.');
+    std::string back;
+    REQUIRE(detail::decode_name_segment(segment, &back));
+    CHECK(back == name);
+  }
+  CHECK(detail::encode_name_segment("plain-name_1.x") == "plain-name_1.x");  // what etcdctl users type
+  std::string junk;
+  CHECK_FALSE(detail::decode_name_segment("%4", &junk));
+  CHECK_FALSE(detail::decode_name_segment("%zz", &junk));
 }
