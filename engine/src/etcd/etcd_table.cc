@@ -157,6 +157,7 @@ Status EtcdTable::open(const EtcdLocation& where, const Options& options) {
     const json settings{{"format", kFormat},
                         {"history", int(options.history)},
                         {"retention_count", options.retention_count},
+                        {"retention_age_s", uint64_t(options.retention_age.count())},
                         {"created_ns", realtime_ns()}};
     if (Status s = txn(json::array({create_is(meta("table"), "EQUAL", 0)}), json::array({put_op(meta("table"), settings)}),
                        json::array(), &out);
@@ -173,6 +174,7 @@ Status EtcdTable::open(const EtcdLocation& where, const Options& options) {
   }
   history_level_ = HistoryLevel(std::clamp(marker[0].value.value("history", 2), 0, 2));
   retention_count_ = marker[0].value.value("retention_count", uint64_t{1'000'000});
+  retention_age_s_ = marker[0].value.value("retention_age_s", uint64_t{0});
   if (Status s = grant_lease(); !s.ok()) return s;
   keeper_ = std::thread([this] { keep_alive(); });
   return Status::OK();
@@ -248,6 +250,8 @@ EtcdTable::Hold* EtcdTable::find_hold(const NameState* l) {
   auto it = holds_.find({current_tid(), l});
   return it == holds_.end() ? nullptr : &it->second;
 }
+
+bool EtcdTable::still_held(const Hold* hold) const { return hold != nullptr && hold->lease == lease_.load(); }
 
 // ---------------------------------------------------------------------------
 // Names.
@@ -347,6 +351,7 @@ AcquireResult EtcdTable::acquire_slow(NameState& l, Mode mode, const Deadline& d
   const std::string name_key = meta("names/" + l.segment);
   const int64_t lease = lease_.load();
   hold->key = queue_key(l, lease, current_tid(), mode);
+  hold->lease = lease;
   const uint64_t started = monotonic_ns();
   auto stale = [&] {
     return AcquireResult{Status(Code::stale_handle, fmt::format("lock {}: removed (or re-created) since this handle "
@@ -354,28 +359,46 @@ AcquireResult EtcdTable::acquire_slow(NameState& l, Mode mode, const Deadline& d
                                                                 quote_name(l.name))),
                          {}};
   };
-  // Queue up: put the key, read the queue.
+  auto lost = [&](const char* when) {
+    return AcquireResult{Status(Code::lock_lost, fmt::format("lock {}: this process's etcd lease ran out {} (more "
+                                                             "than {} s without renewal)",
+                                                             quote_name(l.name), when, ttl_.count())),
+                         {}};
+  };
+  const json owner = owner_value();
   json out;
+  // Uncontended: one transaction queues, takes ownership and records the event.
+  {
+    Ownership o = ownership_ops(l, *hold, owner, 0);
+    json ops = json::array({put_op(hold->key, owner, lease)});
+    for (json& op : o.ops) ops.push_back(std::move(op));
+    Status s = txn(json::array({create_is(name_key, "EQUAL", l.incarnation), create_is(queue_prefix(l), "EQUAL", 0, true)}),
+                   ops, json::array({range_op(name_key)}), &out);
+    if (!s.ok()) return AcquireResult{s, {}};
+    if (out.value("succeeded", false)) {
+      hold->revision = json_int(out["header"], "revision");
+      settle_ownership(l, hold, out, 1, o);
+      return acquired(l, *hold);
+    }
+    std::vector<Kv> name = kvs_of(response(out, 0, "response_range"));
+    if (name.empty() || name[0].create != l.incarnation) return stale();
+  }
+  // Contended: queue up, wait until nothing ahead blocks this thread.
   Status s = txn(json::array({create_is(name_key, "EQUAL", l.incarnation)}),
-                 json::array({put_op(hold->key, owner_value(), lease), range_op(queue_prefix(l), true, true)}),
+                 json::array({put_op(hold->key, owner, lease), range_op(queue_prefix(l), true, true)}),
                  json::array(), &out);
   if (!s.ok()) return AcquireResult{s, {}};
   if (!out.value("succeeded", false)) return stale();
   hold->revision = json_int(out["header"], "revision");
   json queue = response(out, 1, "response_range");
-  int64_t poll_ms = 2;
+  int64_t poll_ms = 1;
   for (;;) {
     bool mine = false, blocked = false;
     for (const Kv& kv : kvs_of(queue)) {
       if (kv.key == hold->key) mine = true;
       else if (kv.create < hold->revision && (mode == Mode::exclusive || !is_reader_key(kv.key))) blocked = true;
     }
-    if (!mine) {
-      return AcquireResult{Status(Code::lock_lost, fmt::format("lock {}: this process's etcd lease ran out while it "
-                                                               "waited (after {} s without renewal)",
-                                                               quote_name(l.name), ttl_.count())),
-                           {}};
-    }
+    if (!mine) return lost("while it waited");
     if (!blocked) break;
     const auto now = Deadline::clock::now();
     if (deadline.is_now() || (!deadline.is_never() && now >= deadline.when())) {
@@ -398,68 +421,100 @@ AcquireResult EtcdTable::acquire_slow(NameState& l, Mode mode, const Deadline& d
       return AcquireResult{s, {}};
     }
   }
-  const uint64_t waited = monotonic_ns() - started;
-  switch (take_ownership(l, hold)) {
-    case Code::ok:
-      break;
-    case Code::lock_lost:
-      return AcquireResult{Status(Code::lock_lost, fmt::format("lock {}: this process's etcd lease ran out as it "
-                                                               "acquired",
-                                                               quote_name(l.name))),
-                           {}};
-    default:
-      (void)txn(json::array(), json::array({delete_op(hold->key)}), json::array(), &out);
-      return AcquireResult{Status(Code::io_error, fmt::format("{}: lock {}: could not record the holder", location_,
-                                                              quote_name(l.name))),
-                           {}};
+  Ownership o = ownership_ops(l, *hold, owner, monotonic_ns() - started);
+  s = txn(json::array({create_is(hold->key, "EQUAL", hold->revision)}), o.ops, json::array(), &out);
+  if (!s.ok()) {
+    (void)txn(json::array(), json::array({delete_op(hold->key)}), json::array(), &out);
+    return AcquireResult{s, {}};
   }
-  hold->since_ns = realtime_ns();
-  if (history_on()) {
-    json extra{{"wait_ns", waited}, {"abandoned", hold->abandoned}, {"token", hold->revision}};
-    (void)txn(json::array(), json::array({event_put(EventKind::acquired, mode, &l, extra)}), json::array(), &out);
-  }
-  if (!hold->abandoned) return AcquireResult{Status::OK(), {}, uint64_t(hold->revision)};
-  return AcquireResult{Status(Code::abandoned, fmt::format("lock {}: previous holder (pid {}, tid {}) died holding it "
-                                                           "(or lost its lease); repair, then mark_consistent()",
-                                                           quote_name(l.name), hold->dead.pid, hold->dead.tid)),
-                       hold->dead, uint64_t(hold->revision)};
+  if (!out.value("succeeded", false)) return lost("as it acquired");
+  settle_ownership(l, hold, out, 0, o);
+  return acquired(l, *hold);
 }
 
-Code EtcdTable::take_ownership(NameState& l, Hold* hold) {
-  json out;
-  const json mine = json::array({create_is(hold->key, "EQUAL", hold->revision)});
-  const json me = owner_value();
-  json ops = json::array({range_op(holder_key(l)), range_op(readers_prefix(l), true)});
-  if (hold->mode == Mode::exclusive) {
-    json held = me;
+AcquireResult EtcdTable::acquired(const NameState& l, Hold& hold) {
+  hold.since_ns = realtime_ns();
+  if (!hold.abandoned) return AcquireResult{Status::OK(), {}, uint64_t(hold.revision)};
+  return AcquireResult{Status(Code::abandoned, fmt::format("lock {}: previous holder (host {}, pid {}, tid {}) died "
+                                                           "holding it (or lost its lease); repair, then "
+                                                           "mark_consistent()",
+                                                           quote_name(l.name), hold.dead_host.empty() ? "?" : hold.dead_host,
+                                                           hold.dead.pid, hold.dead.tid)),
+                       hold.dead, uint64_t(hold.revision)};
+}
+
+EtcdTable::Ownership EtcdTable::ownership_ops(const NameState& l, const Hold& hold, const json& owner,
+                                              uint64_t waited_ns) {
+  Ownership o;
+  o.ops = json::array({range_op(holder_key(l)), range_op(readers_prefix(l), true)});
+  if (hold.mode == Mode::exclusive) {
+    json held = owner;
     held["state"] = "held";
-    ops.push_back(put_op(holder_key(l), held));
-    ops.push_back(delete_op(readers_prefix(l), true));  // readers that left markers behind died
+    o.ops.push_back(put_op(holder_key(l), held));
+    o.ops.push_back(delete_op(readers_prefix(l), true));  // readers that left markers behind died
   } else {
-    ops.push_back(put_op(reader_key(l, hold->key), me));
+    o.ops.push_back(put_op(reader_key(l, hold.key), owner));
   }
-  if (!txn(mine, ops, json::array(), &out).ok()) return Code::io_error;
-  if (!out.value("succeeded", false)) return Code::lock_lost;
-  std::vector<Kv> marker = kvs_of(response(out, 0, "response_range"));
+  if (history_on()) {
+    // The token is the queue key's create revision: the transaction's own
+    // revision when it puts the key too, so the event's sequence number.
+    json extra{{"wait_ns", waited_ns}, {"abandoned", false}};
+    if (hold.revision != 0) extra["token"] = hold.revision;
+    else extra["token_is_seq"] = true;
+    o.event = event_put(EventKind::acquired, hold.mode, &l, extra);
+    o.ops.push_back(o.event);
+  }
+  return o;
+}
+
+// What the ownership transaction read (its responses from `first` on: the
+// holder marker, the readers' markers): a predecessor that never released
+// makes this hold abandoned. Rare, so the fix-ups are extra transactions.
+void EtcdTable::settle_ownership(const NameState& l, Hold* hold, const json& out, size_t first, const Ownership& o) {
+  std::vector<Kv> marker = kvs_of(response(out, first, "response_range"));
   const json before = marker.empty() ? json(nullptr) : marker[0].value;
   if (before.is_object() && before.value("state", "") == "held") {
     hold->abandoned = true;  // its holder never released: its lease ran out
     hold->dead = owner_of(before);
+    hold->dead_host = before.value("host", "");
   } else if (before.is_object() && before.value("abandoned", false)) {
     hold->abandoned = true;  // carried on: not marked consistent yet
-    hold->dead = owner_of(before.value("dead", json::object()));
+    const json dead = before.value("dead", json::object());
+    hold->dead = owner_of(dead);
+    hold->dead_host = dead.is_object() ? dead.value("host", "") : "";
   }
   if (hold->mode == Mode::exclusive) {
-    for (const Kv& r : kvs_of(response(out, 1, "response_range"))) {
-      if (!hold->abandoned) hold->dead = owner_of(r.value);
+    for (const Kv& r : kvs_of(response(out, first + 1, "response_range"))) {
+      if (!hold->abandoned) {
+        hold->dead = owner_of(r.value);
+        hold->dead_host = r.value.is_object() ? r.value.value("host", "") : "";
+      }
       hold->abandoned = true;  // a reader that never left
     }
-  } else if (hold->abandoned && before.value("state", "") == "held") {
-    // A reader took over from a dead writer: later holders are told too.
-    json left{{"state", "free"}, {"abandoned", true}, {"dead", before}};
-    (void)txn(json::array(), json::array({put_op(holder_key(l), left)}), json::array(), &out);
   }
-  return Code::ok;
+  if (!hold->abandoned) return;
+  json fix = json::array();
+  if (hold->mode == Mode::shared && before.is_object() && before.value("state", "") == "held") {
+    // A reader took over from a dead writer: later holders are told too.
+    fix.push_back(put_op(holder_key(l), json{{"state", "free"}, {"abandoned", true}, {"dead", before}}));
+  }
+  if (!o.event.is_null()) {
+    // The event said "not abandoned": the same key again (its sequence
+    // number stays), and the takeover before it.
+    json event = o.event;
+    std::string raw;
+    (void)base64_decode(event["request_put"]["value"].get<std::string>(), &raw);
+    json value = json::parse(raw, nullptr, false);
+    if (value.is_object()) {
+      value["abandoned"] = true;
+      event["request_put"]["value"] = base64_encode(value.dump());
+      fix.push_back(event);
+    }
+    fix.push_back(event_put(EventKind::recovered, hold->mode, &l,
+                            json{{"dead", json{{"pid", hold->dead.pid}, {"tid", hold->dead.tid}, {"host", hold->dead_host}}}}));
+  }
+  json ignored;
+  if (!fix.empty()) (void)txn(json::array(), fix, json::array(), &ignored);
 }
 
 Status EtcdTable::release(Lock& lock, Mode mode) {
@@ -479,7 +534,7 @@ Status EtcdTable::release(Lock& lock, Mode mode) {
   json ops = json::array({delete_op(hold.key)});
   if (mode == Mode::exclusive) {
     json left{{"state", "free"}, {"abandoned", hold.abandoned}};
-    if (hold.abandoned) left["dead"] = json{{"pid", hold.dead.pid}, {"tid", hold.dead.tid}};
+    if (hold.abandoned) left["dead"] = json{{"pid", hold.dead.pid}, {"tid", hold.dead.tid}, {"host", hold.dead_host}};
     ops.push_back(put_op(holder_key(*l), left));
   } else {
     ops.push_back(delete_op(reader_key(*l, hold.key)));
@@ -508,7 +563,7 @@ Status EtcdTable::release(Lock& lock, Mode mode) {
 bool EtcdTable::holds_abandoned(const Lock& lock) {
   std::lock_guard<std::mutex> guard(mu_);
   Hold* h = find_hold(static_cast<const NameState*>(LockAccess::state(lock)));
-  return h != nullptr && h->abandoned;
+  return still_held(h) && h->abandoned;
 }
 
 Status EtcdTable::mark_consistent(Lock& lock) {
@@ -536,7 +591,7 @@ Status EtcdTable::downgrade(Lock& lock) {
 uint64_t EtcdTable::token(const Lock& lock) {
   std::lock_guard<std::mutex> guard(mu_);
   Hold* h = find_hold(static_cast<const NameState*>(LockAccess::state(lock)));
-  return h == nullptr ? 0 : uint64_t(h->revision);
+  return still_held(h) ? uint64_t(h->revision) : 0;
 }
 
 // ---------------------------------------------------------------------------
@@ -608,6 +663,7 @@ Status EtcdTable::stats(TableStats* st) {
   st->format_version = kFormat;
   st->history_level = history_level_.load();
   st->retention_count = retention_count_.load();
+  st->retention_age_s = retention_age_s_.load();
   json out;
   auto count = [&](const std::string& prefix, uint64_t* n) {
     json r = range_op(prefix, true)["request_range"];
@@ -657,14 +713,24 @@ Status EtcdTable::history(const HistoryQuery& q, std::vector<Event>* events) {
     return s;
   }
   std::vector<Kv> all = kvs_of(out);
-  // Retention by count: the oldest beyond it go.
+  // Retention: the oldest beyond the count, and those older than the age, go
+  // (at most 128 per call: one transaction).
   const uint64_t keep = retention_count_.load();
-  if (keep != 0 && all.size() > keep) {
+  const uint64_t age_ns = retention_age_s_.load() * 1'000'000'000ull;
+  const uint64_t now = realtime_ns();
+  size_t expired = 0;
+  while (expired < all.size() && expired < 128 &&
+         ((keep != 0 && all.size() - expired > keep) ||
+          (age_ns != 0 && all[expired].value.is_object() &&
+           all[expired].value.value("time_ns", uint64_t{0}) + age_ns < now))) {
+    ++expired;
+  }
+  if (expired > 0) {
     json ops = json::array();
-    for (size_t i = 0; i < all.size() - keep && ops.size() < 128; ++i) ops.push_back(delete_op(all[i].key));
+    for (size_t i = 0; i < expired; ++i) ops.push_back(delete_op(all[i].key));
     json ignored;
     (void)txn(json::array(), ops, json::array(), &ignored);
-    all.erase(all.begin(), all.begin() + std::ptrdiff_t(ops.size()));
+    all.erase(all.begin(), all.begin() + std::ptrdiff_t(expired));
   }
   for (const Kv& kv : all) {
     if (!kv.value.is_object()) continue;
@@ -681,7 +747,8 @@ Status EtcdTable::history(const HistoryQuery& q, std::vector<Event>* events) {
     e.name = v.value("name", "");
     e.wait_ns = v.value("wait_ns", uint64_t{0});
     e.hold_ns = v.value("hold_ns", uint64_t{0});
-    e.token = v.value("token", uint64_t{0});
+    e.token = v.value("token_is_seq", false) ? e.seq : v.value("token", uint64_t{0});
+    if (v.contains("dead") && v["dead"].is_object()) e.dead_owner = owner_of(v["dead"]);
     if (q.name && e.name != *q.name) continue;
     if (q.kind && e.kind != *q.kind) continue;
     if (q.pid && e.pid != *q.pid) continue;
@@ -705,7 +772,7 @@ Status EtcdTable::set_history_level(HistoryLevel level) {
   return txn(json::array(), json::array({put_op(meta("table"), settings)}), json::array(), &out);
 }
 
-Status EtcdTable::set_retention(uint64_t count, std::chrono::seconds) {
+Status EtcdTable::set_retention(uint64_t count, std::chrono::seconds age) {
   if (Status s = check_process(); !s.ok()) return s;
   json out;
   if (Status s = client_->call("kv/range", range_op(meta("table"))["request_range"], &out); !s.ok()) return s;
@@ -713,7 +780,9 @@ Status EtcdTable::set_retention(uint64_t count, std::chrono::seconds) {
   if (marker.empty() || !marker[0].value.is_object()) return Status(Code::corrupt, fmt::format("{}: no table marker", location_));
   json settings = marker[0].value;
   settings["retention_count"] = count;
+  settings["retention_age_s"] = uint64_t(age.count());
   retention_count_ = count;
+  retention_age_s_ = uint64_t(age.count());
   return txn(json::array(), json::array({put_op(meta("table"), settings)}), json::array(), &out);
 }
 

@@ -96,7 +96,14 @@ class EtcdTable final : public Backend {
     int64_t revision = 0;    // the key's create revision: the token
     bool abandoned = false;  // taken over, not yet marked consistent
     Owner dead;
+    std::string dead_host;
     uint64_t since_ns = 0;
+    int64_t lease = 0;       // the lease its key is on (a hold under an expired lease is lost)
+  };
+  // The operations that make a queued thread the owner, and its event.
+  struct Ownership {
+    nlohmann::json ops;
+    nlohmann::json event;    // the `acquired` put, or null (history off)
   };
 
   Status open(const EtcdLocation& where, const Options& options);
@@ -119,11 +126,16 @@ class EtcdTable final : public Backend {
   nlohmann::json owner_value() const;
 
   AcquireResult acquire_slow(NameState& l, Mode mode, const Deadline& deadline, Hold* hold);
-  // As the new owner: reads what the previous holders left and writes this
-  // thread in (REQUIRES: its key is the lowest it waits behind).
-  Code take_ownership(NameState& l, Hold* hold);
+  // As the new owner: read what the previous holders left, write this thread
+  // in, record the event (REQUIRES: nothing ahead in the queue blocks it).
+  Ownership ownership_ops(const NameState& l, const Hold& hold, const nlohmann::json& owner, uint64_t waited_ns);
+  void settle_ownership(const NameState& l, Hold* hold, const nlohmann::json& out, size_t first, const Ownership& o);
+  AcquireResult acquired(const NameState& l, Hold& hold);
   bool history_on() const { return history_level_.load() != HistoryLevel::off; }
   Hold* find_hold(const NameState* l);
+  // False once the lease the hold's key is on has expired (it is lost; its
+  // release says so): the thread is never told it still holds.
+  bool still_held(const Hold* hold) const;
   LockInfo describe(const NameState& l, const nlohmann::json& queue, const nlohmann::json& holder);
 
   std::string location_;
@@ -136,6 +148,7 @@ class EtcdTable final : public Backend {
   std::atomic<uint64_t> event_counter_{0};
   std::atomic<HistoryLevel> history_level_{HistoryLevel::persisted};
   std::atomic<uint64_t> retention_count_{1'000'000};
+  std::atomic<uint64_t> retention_age_s_{0};
 
   std::mutex mu_;                 // guards states_, holds_ (a leaf lock)
   std::map<std::pair<std::string, int64_t>, std::unique_ptr<NameState>> states_;
