@@ -12,6 +12,7 @@
 
 #include <fmt/format.h>
 
+#include "etcd_mode.h"
 #include "instructions.h"
 #include "scenarios.h"
 
@@ -206,8 +207,18 @@ int main(int argc, char** argv) {
   app.add_option("--scale-names", scale_names, "Names in the scale scenario (default 1,000,000; --quick 100,000)")
       ->check(CLI::Range(1, 1 << 30));
   app.add_option("--scale-procs", scale_procs, "Processes in the scale scenario (default 64)")->check(CLI::Range(1, 64));
+  bool etcd = false;
+  app.add_flag("--etcd", etcd, "The etcd backend against etcd's own Lock/Unlock, on an etcd it starts (needs etcd-server)");
   CLI11_PARSE(app, argc, argv);
   if (!pairs_child.empty()) return run_pairs_child(pairs_child, pairs, pairs_shared);
+  if (etcd) {
+#ifdef LOCKTABLE_HAVE_ETCD
+    return bench::run_etcd_mode(quick);
+#else
+    fmt::print(stderr, "locktable-bench: --etcd: this build has no etcd backend (install libcurl4-openssl-dev)\n");
+    return 1;
+#endif
+  }
 
   Config cfg;
   if (quick) {

@@ -451,7 +451,6 @@ EtcdTable::Ownership EtcdTable::ownership_ops(const NameState& l, const Hold& ho
     json held = owner;
     held["state"] = "held";
     o.ops.push_back(put_op(holder_key(l), held));
-    o.ops.push_back(delete_op(readers_prefix(l), true));  // readers that left markers behind died
   } else {
     o.ops.push_back(put_op(reader_key(l, hold.key), owner));
   }
@@ -483,8 +482,10 @@ void EtcdTable::settle_ownership(const NameState& l, Hold* hold, const json& out
     hold->dead = owner_of(dead);
     hold->dead_host = dead.is_object() ? dead.value("host", "") : "";
   }
+  json fix = json::array();
   if (hold->mode == Mode::exclusive) {
     for (const Kv& r : kvs_of(response(out, first + 1, "response_range"))) {
+      fix.push_back(delete_op(r.key));  // a reader that left its marker behind died
       if (!hold->abandoned) {
         hold->dead = owner_of(r.value);
         hold->dead_host = r.value.is_object() ? r.value.value("host", "") : "";
@@ -492,8 +493,11 @@ void EtcdTable::settle_ownership(const NameState& l, Hold* hold, const json& out
       hold->abandoned = true;  // a reader that never left
     }
   }
-  if (!hold->abandoned) return;
-  json fix = json::array();
+  json ignored;
+  if (!hold->abandoned) {
+    if (!fix.empty()) (void)txn(json::array(), fix, json::array(), &ignored);
+    return;
+  }
   if (hold->mode == Mode::shared && before.is_object() && before.value("state", "") == "held") {
     // A reader took over from a dead writer: later holders are told too.
     fix.push_back(put_op(holder_key(l), json{{"state", "free"}, {"abandoned", true}, {"dead", before}}));
@@ -513,7 +517,6 @@ void EtcdTable::settle_ownership(const NameState& l, Hold* hold, const json& out
     fix.push_back(event_put(EventKind::recovered, hold->mode, &l,
                             json{{"dead", json{{"pid", hold->dead.pid}, {"tid", hold->dead.tid}, {"host", hold->dead_host}}}}));
   }
-  json ignored;
   if (!fix.empty()) (void)txn(json::array(), fix, json::array(), &ignored);
 }
 
