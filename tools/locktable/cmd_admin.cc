@@ -28,7 +28,8 @@ void register_init(CLI::App& app, int* rc) {
     if (open_table(a->dir, false, &t).ok()) {
       TableStats st;
       (void)t->stats(&st);
-      fmt::print("{}: already a table ({} slots); nothing to do\n", a->dir, st.slot_capacity);
+      if (st.backend == "local") fmt::print("{}: already a table ({} slots); nothing to do\n", a->dir, st.slot_capacity);
+      else fmt::print("{}: already a table ({} names); nothing to do\n", a->dir, st.slots_used);
       return;
     }
     Options o;
@@ -44,7 +45,11 @@ void register_init(CLI::App& app, int* rc) {
     }
     TableStats st;
     (void)t->stats(&st);
-    fmt::print("{}: created a table with {} slots (grows up to {})\n", a->dir, st.slot_capacity, st.max_slots);
+    if (st.backend == "local") {
+      fmt::print("{}: created a table with {} slots (grows up to {})\n", a->dir, st.slot_capacity, st.max_slots);
+    } else {
+      fmt::print("{}: created a table ({} backend)\n", a->dir, st.backend);
+    }
   });
 }
 

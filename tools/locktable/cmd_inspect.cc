@@ -186,6 +186,13 @@ void register_stat(CLI::App& app, int* rc) {
     }
     fmt::print("table            {}\n", st.dir);
     fmt::print("format version   {}\n", st.format_version);
+    if (st.backend != "local") {
+      fmt::print("backend          {}\n", st.backend);
+      fmt::print("names            {}\n", st.slots_used);
+      fmt::print("history          {}: {} records, keep {} records / {} s\n", level, st.history_records,
+                 st.retention_count, st.retention_age_s);
+      return;
+    }
     fmt::print("slots            {} used of {} (grows to {})\n", st.slots_used, st.slot_capacity, st.max_slots);
     fmt::print("reader records   {} used of {}\n", st.readers_used, st.reader_capacity);
     fmt::print("extents          {}\n", st.extents);
