@@ -228,6 +228,8 @@
 #include "hot_path.h"
 #include "reader_records.h"
 #include "slot_state.h"
+#include "thread_holds.h"
+#include "waiting.h"
 #include "wait_clock.h"
 
 namespace locktable::detail {
@@ -243,71 +245,11 @@ using format::kWaiters;
 using format::kWriterWaiting;
 using format::ReaderState;
 
+
 namespace {
 
 // ---------------------------------------------------------------------------
-// Per-thread state beyond ThreadSelf (touched only off the fast path).
-// ---------------------------------------------------------------------------
-// Shared holds beyond ThreadSelf's inline ones, and the exclusive holds taken
-// abandoned and not yet marked consistent.
-thread_local std::vector<SharedHold> tls_more_shared;
-thread_local std::vector<format::Slot*> tls_abandoned;
-
-void forget_holds_after_fork() {
-  tls_more_shared.clear();
-  tls_abandoned.clear();
-}
-
-void register_fork_handler() {
-  static std::once_flag once;
-  std::call_once(once, [] { pthread_atfork(nullptr, nullptr, forget_holds_after_fork); });
-}
-
-SharedHold* find_shared_hold(ThreadSelf& me, const format::Slot* s) {
-  if (SharedHold* h = find_inline_shared_hold(me, s)) return h;
-  for (SharedHold& h : tls_more_shared) {
-    if (h.slot == s) return &h;
-  }
-  return nullptr;
-}
-
-void add_shared_hold(ThreadSelf& me, const SharedHold& hold) {
-  if (me.shared_count < kInlineSharedHolds) {
-    me.shared[me.shared_count++] = hold;
-    return;
-  }
-  register_fork_handler();
-  tls_more_shared.push_back(hold);
-}
-
-void remove_shared_hold(ThreadSelf& me, SharedHold* hold) {
-  if (hold >= me.shared && hold < me.shared + me.shared_count) {
-    *hold = me.shared[--me.shared_count];
-    return;
-  }
-  tls_more_shared.erase(tls_more_shared.begin() + (hold - tls_more_shared.data()));
-}
-
-void note_abandoned(ThreadSelf& me, format::Slot* s) {
-  register_fork_handler();
-  tls_abandoned.push_back(s);
-  me.abandoned_count = uint32_t(tls_abandoned.size());
-}
-
-bool forget_abandoned(ThreadSelf& me, format::Slot* s) {
-  auto it = std::find(tls_abandoned.begin(), tls_abandoned.end(), s);
-  if (it == tls_abandoned.end()) return false;
-  tls_abandoned.erase(it);
-  me.abandoned_count = uint32_t(tls_abandoned.size());
-  return true;
-}
-
-bool owes_repair(format::Slot* s) {
-  return std::find(tls_abandoned.begin(), tls_abandoned.end(), s) != tls_abandoned.end();
-}
-
-// ---------------------------------------------------------------------------
-// Waiting.
+// Waiting (exclusive).
 // ---------------------------------------------------------------------------
 // Before an exclusive waiter sleeps on the futex, it waits in two steps:
 //  1. up to kSpinPauses `pause`s, re-reading the record after each and
@@ -323,51 +265,6 @@ bool owes_repair(format::Slot* s) {
 // yields only: 0.6-1.2x / 0.5-2x; this: 0.8x / 0.85x.
 constexpr int kSpinPauses = 16;
 constexpr int kSpinYields = 16;
-// FREE|WRITER_WAITING unchanged this long: readers check the waiting writer.
-constexpr uint64_t kStaleWriterNs = 20'000'000;
-
-uint64_t holder_key(const Word128& w) { return w.lo ^ (uint64_t{aux_word(w)} << 1); }
-constexpr uint64_t kReadersKey = 0x5EADE25;
-
-// Sets `bits` in the record (no generation change). False if it changed.
-bool set_flags(format::Slot* s, Word128& cur, uint32_t tid_bits, uint32_t pid_bits) {
-  if ((tid_word(cur) & tid_bits) == tid_bits && (pid_word(cur) & pid_bits) == pid_bits) return true;
-  Word128 desired{cur.lo | tid_bits | (uint64_t{pid_bits} << 32), cur.hi};
-  if (!cas128(&s->owner, cur, desired)) return false;
-  cur = desired;
-  return true;
-}
-
-// Clears WRITER_WAITING (no generation change) and wakes everyone, so readers
-// kept out by a writer that is gone or gave up get in. False if it changed.
-bool clear_writer_waiting(format::Slot* s, Word128& cur) {
-  Word128 desired{cur.lo & ~(uint64_t{kWriterWaiting} << 32), cur.hi};
-  if (!cas128(&s->owner, cur, desired)) return false;
-  futex_wake(&s->owner.tid_word, INT_MAX);
-  return true;
-}
-
-void sleep_on(format::Slot* s, uint32_t seen_tid_word, int64_t max_ns) {
-  std::atomic_ref<uint32_t> waiters(s->waiters);
-  waiters.fetch_add(1, std::memory_order_relaxed);
-  futex_wait(&s->owner.tid_word, seen_tid_word, max_ns);
-  waiters.fetch_sub(1, std::memory_order_relaxed);
-}
-
-// The writer behind WRITER_WAITING, as it last wrote itself into the slot.
-void note_waiting_writer(format::Slot* s, const ThreadSelf& me) {
-  __atomic_store_n(&s->writer_tid, me.tid, __ATOMIC_RELAXED);
-  __atomic_store_n(&s->writer_pid, me.pid, __ATOMIC_RELAXED);
-  __atomic_store_n(&s->writer_start, me.start, __ATOMIC_RELAXED);
-}
-
-bool waiting_writer_dead(const format::Slot* s) {
-  uint32_t tid = __atomic_load_n(&s->writer_tid, __ATOMIC_RELAXED);
-  uint32_t pid = __atomic_load_n(&s->writer_pid, __ATOMIC_RELAXED);
-  uint32_t start = __atomic_load_n(&s->writer_start, __ATOMIC_RELAXED);
-  if (pid == 0 || tid == 0) return true;  // nobody wrote itself in: the flag is a leftover
-  return thread_liveness(pid, tid, start) == Liveness::dead;
-}
 
 // An exclusive waiter's published wait (DEADLOCKS): a reader record claimed
 // at its first sleep, given back (to the thread's cache) when the acquire ends.
@@ -412,19 +309,6 @@ Word128 exclusive_record(const ThreadSelf& me, const Word128& cur, bool slept) {
 }
 
 }  // namespace
-
-void wake_waiters(format::Slot* s, const Word128& old) {
-  futex_wake(&s->owner.tid_word, (pid_word(old) & kSharedWaiters) ? INT_MAX : 1);
-}
-
-void PendingWake::run() const {
-  if (slot == nullptr) return;
-  if (all) {
-    futex_wake(&slot->owner.tid_word, INT_MAX);
-  } else {
-    wake_waiters(slot, old);
-  }
-}
 
 // ---------------------------------------------------------------------------
 // Exclusive mode.
@@ -591,235 +475,6 @@ Code release_exclusive(format::Slot* s, uint32_t incarnation, bool* left_abandon
   if (tid_word(cur) & kWaiters) *wake = PendingWake{s, cur, false};
   *left_abandoned = abandoned;
   *produced = generation(desired);
-  return Code::ok;
-}
-
-// ---------------------------------------------------------------------------
-// Shared mode.
-// ---------------------------------------------------------------------------
-Acquired acquire_shared(TableFile& file, format::Slot* s, uint32_t slot_index, uint32_t incarnation,
-                        const Deadline& deadline, DeathLog& log, const WaitPolicy& policy) {
-  ThreadSelf& me = thread_self();
-  if (find_shared_hold(me, s) != nullptr) return Acquired{Code::already_held, {}, 0, 0, 0, {}, {}};
-
-  CachedReader rec;
-  if (Code c = claim_reader(file, me, &rec); c != Code::ok) return Acquired{c, {}, 0, 0, 0, {}, {}};
-  format::ReaderRecord* r = rec.record;
-  __atomic_store_n(&r->incarnation, incarnation, __ATOMIC_RELAXED);
-
-  std::optional<WaitClock> waiting;  // read the clock only once the thread has to wait
-  auto clock_now = [&]() -> WaitClock& {
-    if (!waiting) {
-      waiting.emplace(deadline);
-      waiting->schedule_walks(policy.deadlock_timeout_ns);
-    }
-    return *waiting;
-  };
-  bool published = false;  // this thread's wait is in r (DEADLOCKS)
-  bool slept = false;
-  Owner noted;        // the dead holder last told to the DeathLog
-  Word128 stale{0, 0};  // FREE|WRITER_WAITING as first seen unchanged, and since when
-  uint64_t stale_since = 0;
-  auto waited = [&]() -> uint64_t { return slept && waiting ? waiting->waited_ns() : 0; };
-  auto op = [&](ReaderState st) { return format::make_reader_op(slot_index, st, rec.claim); };
-  Word128 last_seen{0, 0};  // for a timeout: the record it gave up at
-  auto fail = [&](Code code) {
-    if (published) clear_wait(r);
-    free_own_reader(me, rec);
-    return Acquired{code, {}, waited(), 0, generation(last_seen), {}, {}};
-  };
-  // Before a sleep: publish the wait; once due, look for a cycle to break.
-  auto deadlocked = [&](WaitCycle* cycle) {
-    if (!published) {
-      publish_wait(r, slot_index, incarnation, Mode::shared, policy.deadlock_timeout_ns != 0);
-      published = true;
-    }
-    return clock_now().walk_due() && deadlock_victim(file, me, r, cycle);
-  };
-  auto broken = [&](WaitCycle&& cycle) {
-    Acquired a = fail(Code::deadlock);
-    a.cycle = std::move(cycle);
-    return a;
-  };
-  uint32_t produced = 0;  // the generation of the joining CAS
-  auto joined = [&](Code code, Owner dead) {
-    if (published) clear_wait(r);
-    __atomic_store_n(&r->acquired_at, realtime_coarse_ns(), __ATOMIC_RELAXED);
-    add_shared_hold(me, SharedHold{s, r, rec.index, rec.claim});
-    return Acquired{code, dead, waited(), __atomic_load_n(&s->token, __ATOMIC_RELAXED), produced, {}, {}};
-  };
-  // One join from `cur` (SHARED MODE, steps 1-3). False when the CAS failed
-  // (cur is then the current value).
-  auto try_join = [&](Word128& cur, Code* code) {
-    const uint32_t pw = pid_word(cur);
-    const uint32_t count = is_shared(pw) ? (pw & kPidMask) : 0;
-    if (count + 1 > kPidMask) {
-      *code = Code::capacity;
-      return true;
-    }
-    store_op(r, op(ReaderState::joining));
-    crash_point("join:after_intent");
-    const uint32_t flags = pw & (kAbandoned | kSharedWaiters);
-    const Word128 desired = make_word(tid_word(cur) & kWaiters, kSharedMode | flags | (count + 1), 0,
-                                      generation(cur) + 1);
-    if (!cas128(&s->owner, cur, desired)) {
-      store_op(r, op(ReaderState::idle));
-      return false;
-    }
-    produced = generation(desired);
-    crash_point("join:after_cas");
-    store_op(r, op(ReaderState::in));
-    *code = (pw & kAbandoned) ? Code::abandoned : Code::ok;
-    return true;
-  };
-
-  for (;;) {
-    Word128 cur = guess128(&s->owner);  // validated by every CAS / futex wait below
-    last_seen = cur;
-    if (load_incarnation(s) != incarnation) return fail(Code::stale_handle);
-    const uint32_t tw = tid_word(cur);
-    const uint32_t pw = pid_word(cur);
-    if (pw & kRetired) return fail(Code::stale_handle);
-
-    if (!is_exclusive(pw) && !(pw & kWriterWaiting)) {  // FREE or SHARED, no writer waiting
-      Code code = Code::ok;
-      if (!try_join(cur, &code)) continue;
-      if (code == Code::capacity) return fail(code);
-      return joined(code, code == Code::abandoned ? last_dead_owner(s) : Owner{});
-    }
-
-    if (is_exclusive(pw)) {
-      if (owned_by(cur, me)) return fail(Code::already_held);
-      bool dead = (tw & kOwnerDied) != 0;
-      clock_now().tick();
-      if (!dead && clock_now().check_due(holder_key(cur))) dead = holder_dead(s, cur);
-      if (dead) {
-        Owner gone = exclusive_owner(s, cur);
-        if (!(gone == noted)) {
-          log.dead_found(slot_index, gone, Mode::exclusive, generation(cur));
-          noted = gone;
-        }
-        store_op(r, op(ReaderState::joining));
-        Word128 desired = make_word(tw & kWaiters, kSharedMode | kAbandoned | (pw & kSharedWaiters) | 1, 0,
-                                    generation(cur) + 1);
-        if (!cas128(&s->owner, cur, desired)) {
-          store_op(r, op(ReaderState::idle));
-          continue;
-        }
-        store_op(r, op(ReaderState::in));
-        produced = generation(desired);
-        record_dead_owner(s, gone);
-        Acquired a = joined(Code::abandoned, gone);
-        if (pw & kSharedWaiters) a.wake = PendingWake{s, cur, true};  // other readers may join now
-        return a;
-      }
-      if (clock_now().expired()) return fail(Code::timed_out);
-      if (WaitCycle cycle; deadlocked(&cycle)) return broken(std::move(cycle));
-      if (!set_flags(s, cur, kWaiters, kSharedWaiters)) continue;
-      sleep_on(s, tid_word(cur), clock_now().sleep_ns());
-      slept = true;
-      continue;
-    }
-
-    // A writer waits: stay out until it has had the lock. A FREE lock left
-    // with the flag for long by a writer that is gone is cleared.
-    clock_now().tick();
-    if (is_free(pw)) {
-      if (!(stale == cur)) {
-        stale = cur;
-        stale_since = monotonic_ns();
-      } else if (monotonic_ns() - stale_since >= kStaleWriterNs) {
-        if (waiting_writer_dead(s)) {
-          (void)clear_writer_waiting(s, cur);
-          continue;
-        }
-        stale_since = monotonic_ns();
-      }
-    }
-    if (clock_now().expired()) return fail(Code::timed_out);
-    if (WaitCycle cycle; deadlocked(&cycle)) return broken(std::move(cycle));
-    if (!set_flags(s, cur, kWaiters, kSharedWaiters)) continue;
-    sleep_on(s, tid_word(cur), std::min<int64_t>(clock_now().sleep_ns(), int64_t(kStaleWriterNs)));
-    slept = true;
-  }
-}
-
-Code release_shared(TableFile& file, format::Slot* s, uint32_t slot_index, uint32_t incarnation,
-                    bool* left_abandoned, uint64_t* acquired_at, uint32_t* produced, PendingWake* wake) {
-  ThreadSelf& me = thread_self();
-  *left_abandoned = false;
-  if (load_incarnation(s) != incarnation) return Code::stale_handle;
-  SharedHold* hold = find_shared_hold(me, s);
-  if (hold == nullptr) return Code::not_owner;
-  const SharedHold h = *hold;
-  format::ReaderRecord* r = h.record;
-  *acquired_at = __atomic_load_n(&r->acquired_at, __ATOMIC_RELAXED);
-  store_op(r, format::make_reader_op(slot_index, ReaderState::leaving, h.claim));
-  crash_point("leave:after_intent");
-  Word128 cur = guess128(&s->owner);  // a guess: the CAS below validates it
-  uint32_t count = 0;
-  for (;;) {
-    const uint32_t pw = pid_word(cur);
-    count = is_shared(pw) ? pw & kPidMask : 0;
-    if (count == 0) {
-      cur = load128(&s->owner);  // a torn guess?
-      if (!is_shared(pid_word(cur)) || (pid_word(cur) & kPidMask) == 0) break;  // never: a live reader stays counted
-      continue;
-    }
-    // The last reader keeps WRITER_WAITING (WRITER PREFERENCE) and ABANDONED.
-    const Word128 desired = count == 1 ? make_word(0, pw & (kAbandoned | kWriterWaiting), 0, generation(cur) + 1)
-                                       : make_word(tid_word(cur), pw - 1, 0, generation(cur) + 1);
-    if (cas128(&s->owner, cur, desired)) {
-      crash_point("leave:after_cas");
-      *left_abandoned = (pw & kAbandoned) != 0;
-      *produced = generation(desired);
-      break;
-    }
-  }
-  store_op(r, format::make_reader_op(slot_index, ReaderState::idle, h.claim));
-  remove_shared_hold(me, hold);
-  crash_point("leave:before_free");
-  free_own_reader(me, CachedReader{file.id(), r, h.record_index, h.claim});
-  if (count == 1 && (tid_word(cur) & kWaiters)) *wake = PendingWake{s, cur, false};
-  return Code::ok;
-}
-
-// ---------------------------------------------------------------------------
-// Downgrade.
-// ---------------------------------------------------------------------------
-Code downgrade_exclusive(TableFile& file, format::Slot* s, uint32_t slot_index, uint32_t incarnation,
-                         uint32_t* produced, PendingWake* wake) {
-  ThreadSelf& me = thread_self();
-  if (load_incarnation(s) != incarnation) return Code::stale_handle;
-  Word128 cur = load128(&s->owner);
-  if (!owned_by(cur, me)) return Code::not_owner;
-  CachedReader rec;
-  if (Code c = claim_reader(file, me, &rec); c != Code::ok) return c;
-  format::ReaderRecord* r = rec.record;
-  __atomic_store_n(&r->incarnation, incarnation, __ATOMIC_RELAXED);
-  __atomic_store_n(&r->acquired_at, __atomic_load_n(&s->acquired_at, __ATOMIC_RELAXED), __ATOMIC_RELAXED);
-  const bool abandoned = forget_abandoned(me, s);
-  store_op(r, format::make_reader_op(slot_index, ReaderState::joining, rec.claim));
-  crash_point("downgrade:after_intent");
-  if (me.robust != nullptr) {
-    robust_pending(me.robust, &s->robust_next);
-    robust_dequeue(me.robust, &s->robust_next);
-  }
-  // Only the waiter bits can change under an owner: the CAS keeps them.
-  Word128 desired;
-  do {
-    desired = make_word(tid_word(cur) & kWaiters,
-                        kSharedMode | (abandoned ? kAbandoned : 0) | (pid_word(cur) & kSharedWaiters) | 1, 0,
-                        generation(cur) + 1);
-  } while (!cas128(&s->owner, cur, desired));
-  if (me.robust != nullptr) robust_clear_pending(me.robust);
-  crash_point("downgrade:after_cas");
-  store_op(r, format::make_reader_op(slot_index, ReaderState::in, rec.claim));
-  remember_value(me, s, desired);
-  add_shared_hold(me, SharedHold{s, r, rec.index, rec.claim});
-  *produced = generation(desired);
-  // Readers asleep may join now; a writer asleep wakes and waits again.
-  if (tid_word(cur) & kWaiters) *wake = PendingWake{s, cur, true};
   return Code::ok;
 }
 

@@ -1,0 +1,208 @@
+// The etcd backend's listing, statistics, check and history (etcd_table.h).
+#include <algorithm>
+
+#include <fmt/format.h>
+
+#include "clock.h"
+#include "etcd_requests.h"
+#include "etcd_table.h"
+#include "locktable/names.h"
+
+namespace locktable::detail {
+
+using namespace etcd;
+
+// ---------------------------------------------------------------------------
+// Inspection.
+// ---------------------------------------------------------------------------
+// The queue in create order: the first key holds; readers right behind a
+// reading first key hold with it; everyone after the first waiter waits.
+LockInfo EtcdTable::describe(const NameState& l, const json& queue, const json& holder) {
+  LockInfo info;
+  info.name = l.name;
+  info.incarnation = uint32_t(l.incarnation);
+  bool holding = true;
+  for (const Kv& kv : kvs_of(queue)) {
+    const bool reader = is_reader_key(kv.key);
+    const std::string comm = kv.value.is_object() ? kv.value.value("comm", "") : "";
+    if (holding && (info.holders.empty() || (reader && info.mode == Mode::shared))) {
+      HolderInfo h;
+      h.owner = owner_of(kv.value);
+      h.comm = comm;
+      h.alive = true;  // its lease is alive, or the key would be gone
+      h.token = uint64_t(kv.create);
+      info.holders.push_back(h);
+      info.mode = reader ? Mode::shared : Mode::exclusive;
+      info.state = reader ? locktable::LockState::shared : locktable::LockState::held;
+      continue;
+    }
+    holding = false;
+    WaiterInfo w;
+    w.owner = owner_of(kv.value);
+    w.comm = comm;
+    w.mode = reader ? Mode::shared : Mode::exclusive;
+    info.waiting.push_back(w);
+    ++info.waiters;
+  }
+  std::vector<Kv> marker = kvs_of(holder);
+  if (!marker.empty() && marker[0].value.is_object()) {
+    info.abandoned = marker[0].value.value("abandoned", false) ||
+                     (info.holders.empty() && marker[0].value.value("state", "") == "held");
+  }
+  return info;
+}
+
+Status EtcdTable::list_each(const LockVisitor& visit) {
+  if (Status s = check_process(); !s.ok()) return s;
+  json names;
+  if (Status s = client_->call("kv/range", range_op(meta("names/"), true)["request_range"], &names); !s.ok()) return s;
+  for (const Kv& kv : kvs_of(names)) {
+    std::string name;
+    if (!decode_name_segment(std::string_view(kv.key).substr(meta("names/").size()), &name)) continue;
+    NameState l{name, encode_name_segment(name), kv.create};
+    json out;
+    if (Status s = txn(json::array(), json::array({range_op(queue_prefix(l), true, true), range_op(holder_key(l))}),
+                       json::array(), &out);
+        !s.ok()) {
+      return s;
+    }
+    if (Status s = visit(describe(l, response(out, 0, "response_range"), response(out, 1, "response_range"))); !s.ok()) {
+      return s;
+    }
+  }
+  return Status::OK();
+}
+
+Status EtcdTable::stats(TableStats* st) {
+  if (Status s = check_process(); !s.ok()) return s;
+  *st = TableStats{};
+  st->dir = location_;
+  st->backend = "etcd";
+  st->format_version = kFormat;
+  st->history_level = history_level_.load();
+  st->retention_count = retention_count_.load();
+  st->retention_age_s = retention_age_s_.load();
+  json out;
+  auto count = [&](const std::string& prefix, uint64_t* n) {
+    json r = range_op(prefix, true)["request_range"];
+    r["count_only"] = true;
+    Status s = client_->call("kv/range", r, &out);
+    if (s.ok()) *n = uint64_t(json_int(out, "count"));
+    return s;
+  };
+  if (Status s = count(meta("names/"), &st->slots_used); !s.ok()) return s;
+  return count(meta("history/"), &st->history_records);
+}
+
+Status EtcdTable::recover(bool, std::vector<Recovery>* actions) {
+  actions->clear();  // etcd removes a dead process's keys when its lease runs out
+  return check_process();
+}
+
+Status EtcdTable::check(std::vector<std::string>* problems) {
+  problems->clear();
+  if (Status s = check_process(); !s.ok()) return s;
+  json names;
+  if (Status s = client_->call("kv/range", range_op(meta("names/"), true)["request_range"], &names); !s.ok()) return s;
+  for (const Kv& kv : kvs_of(names)) {
+    std::string name;
+    if (!decode_name_segment(std::string_view(kv.key).substr(meta("names/").size()), &name) ||
+        !validate_name(name).ok()) {
+      problems->push_back(fmt::format("{}: key {} does not name a lock", location_, quote_name(kv.key)));
+    }
+  }
+  return Status::OK();
+}
+
+// ---------------------------------------------------------------------------
+// History: every event is a key, written in the same transaction as the
+// change it describes where there is one; its create revision orders it.
+// ---------------------------------------------------------------------------
+Status EtcdTable::drain_history(uint64_t* drained) {
+  if (drained != nullptr) *drained = 0;  // nothing to drain: events go to etcd directly
+  return check_process();
+}
+
+Status EtcdTable::history(const HistoryQuery& q, std::vector<Event>* events) {
+  events->clear();
+  if (Status s = check_process(); !s.ok()) return s;
+  json out;
+  if (Status s = client_->call("kv/range", range_op(meta("history/"), true, true)["request_range"], &out); !s.ok()) {
+    return s;
+  }
+  std::vector<Kv> all = kvs_of(out);
+  // Retention: the oldest beyond the count, and those older than the age, go
+  // (at most 128 per call: one transaction).
+  const uint64_t keep = retention_count_.load();
+  const uint64_t age_ns = retention_age_s_.load() * 1'000'000'000ull;
+  const uint64_t now = realtime_ns();
+  size_t expired = 0;
+  while (expired < all.size() && expired < 128 &&
+         ((keep != 0 && all.size() - expired > keep) ||
+          (age_ns != 0 && all[expired].value.is_object() &&
+           all[expired].value.value("time_ns", uint64_t{0}) + age_ns < now))) {
+    ++expired;
+  }
+  if (expired > 0) {
+    json ops = json::array();
+    for (size_t i = 0; i < expired; ++i) ops.push_back(delete_op(all[i].key));
+    json ignored;
+    (void)txn(json::array(), ops, json::array(), &ignored);
+    all.erase(all.begin(), all.begin() + std::ptrdiff_t(expired));
+  }
+  for (const Kv& kv : all) {
+    if (!kv.value.is_object()) continue;
+    const json& v = kv.value;
+    Event e;
+    e.seq = uint64_t(kv.create);
+    e.time_ns = v.value("time_ns", uint64_t{0});
+    e.kind = EventKind(v.value("kind", 0));
+    e.mode = Mode(v.value("mode", 0));
+    e.abandoned = v.value("abandoned", false);
+    e.pid = v.value("pid", 0u);
+    e.tid = v.value("tid", 0u);
+    e.comm = v.value("comm", "");
+    e.name = v.value("name", "");
+    e.wait_ns = v.value("wait_ns", uint64_t{0});
+    e.hold_ns = v.value("hold_ns", uint64_t{0});
+    e.token = v.value("token_is_seq", false) ? e.seq : v.value("token", uint64_t{0});
+    if (v.contains("dead") && v["dead"].is_object()) e.dead_owner = owner_of(v["dead"]);
+    if (q.name && e.name != *q.name) continue;
+    if (q.kind && e.kind != *q.kind) continue;
+    if (q.pid && e.pid != *q.pid) continue;
+    if (e.time_ns < q.since_ns || e.time_ns >= q.until_ns || e.seq <= q.after_seq) continue;
+    events->push_back(std::move(e));
+  }
+  if (q.limit != 0 && events->size() > q.limit) events->erase(events->begin(), events->end() - std::ptrdiff_t(q.limit));
+  if (q.newest_first) std::reverse(events->begin(), events->end());
+  return Status::OK();
+}
+
+Status EtcdTable::set_history_level(HistoryLevel level) {
+  if (Status s = check_process(); !s.ok()) return s;
+  json out;
+  if (Status s = client_->call("kv/range", range_op(meta("table"))["request_range"], &out); !s.ok()) return s;
+  std::vector<Kv> marker = kvs_of(out);
+  if (marker.empty() || !marker[0].value.is_object()) return Status(Code::corrupt, fmt::format("{}: no table marker", location_));
+  json settings = marker[0].value;
+  settings["history"] = int(level);
+  history_level_ = level;
+  return txn(json::array(), json::array({put_op(meta("table"), settings)}), json::array(), &out);
+}
+
+Status EtcdTable::set_retention(uint64_t count, std::chrono::seconds age) {
+  if (Status s = check_process(); !s.ok()) return s;
+  json out;
+  if (Status s = client_->call("kv/range", range_op(meta("table"))["request_range"], &out); !s.ok()) return s;
+  std::vector<Kv> marker = kvs_of(out);
+  if (marker.empty() || !marker[0].value.is_object()) return Status(Code::corrupt, fmt::format("{}: no table marker", location_));
+  json settings = marker[0].value;
+  settings["retention_count"] = count;
+  settings["retention_age_s"] = uint64_t(age.count());
+  retention_count_ = count;
+  retention_age_s_ = uint64_t(age.count());
+  return txn(json::array(), json::array({put_op(meta("table"), settings)}), json::array(), &out);
+}
+
+}  // namespace locktable::detail
+

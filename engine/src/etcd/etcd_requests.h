@@ -1,0 +1,104 @@
+// The JSON of etcd's KV requests (the gateway's protobuf mapping) and the
+// reading of their answers, for the etcd backend's files.
+#pragma once
+
+#include <unistd.h>
+
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "etcd_client.h"
+#include "locktable/types.h"
+
+namespace locktable::detail::etcd {
+
+using nlohmann::json;
+
+inline constexpr int kFormat = 1;  // of the table marker
+
+// The end of the range of every key that starts with `prefix` (etcd's rule).
+inline std::string prefix_end(std::string prefix) {
+  while (!prefix.empty()) {
+    if (static_cast<unsigned char>(prefix.back()) < 0xff) {
+      prefix.back() = char(static_cast<unsigned char>(prefix.back()) + 1);
+      return prefix;
+    }
+    prefix.pop_back();
+  }
+  return std::string(1, '\0');
+}
+
+inline json range_op(const std::string& key, bool prefix = false, bool by_create = false) {
+  json r{{"key", base64_encode(key)}};
+  if (prefix) r["range_end"] = base64_encode(prefix_end(key));
+  if (by_create) {
+    r["sort_order"] = "ASCEND";
+    r["sort_target"] = "CREATE";
+  }
+  return json{{"request_range", r}};
+}
+
+inline json put_op(const std::string& key, const json& value, int64_t lease = 0) {
+  json p{{"key", base64_encode(key)}, {"value", base64_encode(value.dump())}};
+  if (lease != 0) p["lease"] = std::to_string(lease);
+  return json{{"request_put", p}};
+}
+
+inline json delete_op(const std::string& key, bool prefix = false) {
+  json d{{"key", base64_encode(key)}};
+  if (prefix) d["range_end"] = base64_encode(prefix_end(key));
+  return json{{"request_delete_range", d}};
+}
+
+// A compare on the create revision of `key` (or of every key under it).
+inline json create_is(const std::string& key, const char* result, int64_t revision, bool prefix = false) {
+  json c{{"target", "CREATE"}, {"key", base64_encode(key)}, {"result", result},
+         {"create_revision", std::to_string(revision)}};
+  if (prefix) c["range_end"] = base64_encode(prefix_end(key));
+  return c;
+}
+
+// One key of a range answer.
+struct Kv {
+  std::string key;
+  json value;  // null when not JSON
+  int64_t create = 0;
+};
+
+inline std::vector<Kv> kvs_of(const json& range) {
+  std::vector<Kv> out;
+  if (!range.contains("kvs")) return out;
+  for (const json& kv : range["kvs"]) {
+    Kv k;
+    std::string raw;
+    if (!base64_decode(kv.value("key", ""), &k.key)) continue;
+    if (base64_decode(kv.value("value", ""), &raw) && !raw.empty()) k.value = json::parse(raw, nullptr, false);
+    if (k.value.is_discarded()) k.value = nullptr;
+    k.create = json_int(kv, "create_revision");
+    out.push_back(std::move(k));
+  }
+  return out;
+}
+
+// The i-th response of a transaction answer, as a range / put answer.
+inline const json& response(const json& txn, size_t i, const char* kind) {
+  static const json empty = json::object();
+  if (!txn.contains("responses") || i >= txn["responses"].size()) return empty;
+  const json& r = txn["responses"][i];
+  return r.contains(kind) ? r[kind] : empty;
+}
+
+inline bool is_reader_key(std::string_view key) { return key.size() >= 2 && key.substr(key.size() - 2) == "_r"; }
+
+inline Owner owner_of(const json& v) {
+  if (!v.is_object()) return {};
+  return Owner{v.value("pid", 0u), v.value("tid", 0u), v.value("start", 0u)};
+}
+
+inline uint32_t current_tid() { return uint32_t(::gettid()); }
+
+
+}  // namespace locktable::detail::etcd
