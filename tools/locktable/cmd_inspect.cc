@@ -186,6 +186,8 @@ void register_stat(CLI::App& app, int* rc) {
     }
     fmt::print("table            {}\n", st.dir);
     fmt::print("format version   {}\n", st.format_version);
+    fmt::print("event times      resolution {} ns ({} decimals)\n", st.time_resolution_ns,
+               locktable::json::time_digits(st.time_resolution_ns));
     if (st.backend != "local") {
       fmt::print("backend          {}\n", st.backend);
       fmt::print("names            {}\n", st.slots_used);

@@ -1,5 +1,6 @@
 #include "locktable_json.h"
 
+#include <algorithm>
 #include <ctime>
 
 #include <fmt/format.h>
@@ -14,12 +15,21 @@ json owner(const Owner& o) { return json{{"pid", o.pid}, {"tid", o.tid}, {"start
 
 }  // namespace
 
-std::string rfc3339(uint64_t ns) {
+std::string rfc3339(uint64_t ns, int digits) {
   time_t secs = time_t(ns / 1'000'000'000u);
   std::tm tm{};
   gmtime_r(&secs, &tm);
-  return fmt::format("{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:09}Z", tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday,
-                     tm.tm_hour, tm.tm_min, tm.tm_sec, ns % 1'000'000'000u);
+  std::string out = fmt::format("{:04}-{:02}-{:02}T{:02}:{:02}:{:02}", tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday,
+                                tm.tm_hour, tm.tm_min, tm.tm_sec);
+  digits = std::clamp(digits, 0, 9);
+  if (digits > 0) out += "." + fmt::format("{:09}", ns % 1'000'000'000u).substr(0, size_t(digits));
+  return out + "Z";
+}
+
+int time_digits(uint64_t resolution_ns) {
+  int digits = 9;  // 9 - floor(log10(resolution)): 1 ns -> 9, 1 us -> 6, 4 ms -> 3
+  for (uint64_t r = std::max<uint64_t>(resolution_ns, 1); r >= 10 && digits > 0; r /= 10) --digits;
+  return digits;
 }
 
 const char* state_name(LockState s) {
@@ -78,9 +88,9 @@ json lock_info(const LockInfo& l) {
               {"abandoned", l.abandoned}};
 }
 
-json event(const Event& e) {
+json event(const Event& e, int time_digits) {
   json j{{"seq", e.seq},
-         {"time", rfc3339(e.time_ns)},
+         {"time", rfc3339(e.time_ns, time_digits)},
          {"event", event_kind_name(e.kind)},
          {"name", e.name.empty() ? json(nullptr) : json(e.name)},
          {"slot", e.name.empty() ? json(nullptr) : json(e.slot)},
@@ -129,6 +139,7 @@ json event(const Event& e) {
 json stats(const TableStats& st) {
   return json{{"dir", st.dir},
               {"backend", st.backend},
+              {"time_resolution_ns", st.time_resolution_ns},
               {"format_version", st.format_version},
               {"slots", {{"capacity", st.slot_capacity}, {"used", st.slots_used}, {"max", st.max_slots}}},
               {"readers", {{"capacity", st.reader_capacity}, {"used", st.readers_used}}},

@@ -14,7 +14,10 @@
 namespace locktable::json {
 
 // "2026-11-22T03:12:00.123456789Z"
-std::string rfc3339(uint64_t ns_since_epoch);
+// "2026-11-22T03:12:00.123Z": with `digits` decimals of the second (0..9).
+std::string rfc3339(uint64_t ns_since_epoch, int digits = 9);
+// The decimals a clock of this resolution supports: 3 for a few ms, 9 for 1 ns.
+int time_digits(uint64_t resolution_ns);
 const char* state_name(LockState s);  // "free", "held", "dead-owner"
 const char* mode_name(Mode m);        // "exclusive", "shared"
 const char* level_name(HistoryLevel level);  // "off", "ring", "persisted"
@@ -22,7 +25,7 @@ const char* level_name(HistoryLevel level);  // "off", "ring", "persisted"
 nlohmann::json holder(const HolderInfo& h);      // pid, tid, start_time, comm, alive, held_for_ms, token
 nlohmann::json waiter(const WaiterInfo& w);      // pid, tid, start_time, comm, mode, waiting_ms
 nlohmann::json lock_info(const LockInfo& l);     // one element of `ls --json`
-nlohmann::json event(const Event& e);            // one line of `history --json`
+nlohmann::json event(const Event& e, int time_digits = 9);  // one line of `history --json`
 nlohmann::json stats(const TableStats& st);      // `stat --json`
 nlohmann::json recovery(const Recovery& r);      // one action of `recover --json`
 

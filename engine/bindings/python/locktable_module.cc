@@ -171,8 +171,10 @@ PYBIND11_MODULE(locktable, m) {
               s = table.history(q, &events);
             }
             check(s);
+            TableStats st;
+            const int digits = table.stats(&st).ok() ? json::time_digits(st.time_resolution_ns) : 9;
             py::list out;
-            for (const Event& e : events) out.append(to_python(json::event(e)));
+            for (const Event& e : events) out.append(to_python(json::event(e, digits)));
             return out;
           },
           py::arg("name") = py::none(), py::arg("limit") = py::none(), py::arg("kind") = py::none())

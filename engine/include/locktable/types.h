@@ -151,6 +151,7 @@ struct TableStats {
   uint64_t history_lost = 0;        // events counted lost so far
   uint64_t retention_count = 0;
   uint64_t retention_age_s = 0;
+  uint64_t time_resolution_ns = 1;  // of the clock that stamps history events
 };
 
 // What Table::recover did (or would do) about one dead holder or leftover.
@@ -170,7 +171,7 @@ std::optional<EventKind> event_kind_from_name(std::string_view name);
 
 struct Event {
   uint64_t seq = 0;
-  uint64_t time_ns = 0;       // wall clock, ns since the epoch (coarse: a few ms resolution)
+  uint64_t time_ns = 0;       // wall clock, ns since the epoch (TableStats::time_resolution_ns)
   EventKind kind = EventKind::acquired;
   Mode mode = Mode::exclusive;
   bool abandoned = false;     // acquired: taken over from a dead holder

@@ -78,6 +78,7 @@ Status EtcdTable::stats(TableStats* st) {
   *st = TableStats{};
   st->dir = location_;
   st->backend = "etcd";
+  st->time_resolution_ns = 1;  // events are stamped with the real-time clock
   st->format_version = kFormat;
   st->history_level = history_level_.load();
   st->retention_count = retention_count_.load();

@@ -116,9 +116,26 @@ void EtcdTable::keep_alive() {
     if (s.ok()) {
       const json& result = out.contains("result") ? out["result"] : out;
       if (json_int(result, "TTL") <= 0) (void)grant_lease();
+      delete_orphans();
     }
     guard.lock();
   }
+}
+
+void EtcdTable::withdraw(const std::string& key) {
+  json out;
+  if (txn(json::array(), json::array({delete_op(key)}), json::array(), &out).ok()) return;
+  std::lock_guard<std::mutex> guard(lease_mu_);
+  orphans_.push_back(key);
+}
+
+void EtcdTable::delete_orphans() {
+  std::vector<std::string> keys;
+  {
+    std::lock_guard<std::mutex> guard(lease_mu_);
+    keys.swap(orphans_);
+  }
+  for (const std::string& key : keys) withdraw(key);
 }
 
 Status EtcdTable::check_process() const {
@@ -306,6 +323,7 @@ AcquireResult EtcdTable::acquire_slow(NameState& l, Mode mode, const Deadline& d
   hold->revision = json_int(out["header"], "revision");
   json queue = response(out, 1, "response_range");
   int64_t poll_ms = 1;
+  uint64_t failing_since = 0;  // monotonic ns of the first failed poll in a row
   for (;;) {
     bool mine = false, blocked = false;
     for (const Kv& kv : kvs_of(queue)) {
@@ -318,7 +336,7 @@ AcquireResult EtcdTable::acquire_slow(NameState& l, Mode mode, const Deadline& d
     if (deadline.is_now() || (!deadline.is_never() && now >= deadline.when())) {
       json ops = json::array({delete_op(hold->key)});
       if (history_on()) ops.push_back(event_put(EventKind::timeout, mode, &l, json{{"wait_ns", monotonic_ns() - started}}));
-      (void)txn(json::array(), ops, json::array(), &out);
+      if (!txn(json::array(), ops, json::array(), &out).ok()) withdraw(hold->key);
       return AcquireResult{Status(Code::timed_out, fmt::format("lock {}: timed out", quote_name(l.name))), {}};
     }
     auto nap = std::chrono::milliseconds(poll_ms);
@@ -330,15 +348,23 @@ AcquireResult EtcdTable::acquire_slow(NameState& l, Mode mode, const Deadline& d
     poll_ms = std::min<int64_t>(poll_ms * 2, 20);
     json range = range_op(queue_prefix(l), true, true)["request_range"];
     range["max_create_revision"] = std::to_string(hold->revision);
-    if (s = client_->call("kv/range", range, &queue); !s.ok()) {
-      (void)txn(json::array(), json::array({delete_op(hold->key)}), json::array(), &out);
+    // A cluster in trouble (an election, a member going away) is waited
+    // out for as long as the lease would be: the old answer stands meanwhile.
+    json fresh;
+    if (s = client_->call("kv/range", range, &fresh); s.ok()) {
+      queue = std::move(fresh);
+      failing_since = 0;
+    } else if (failing_since == 0) {
+      failing_since = monotonic_ns();
+    } else if (monotonic_ns() - failing_since > uint64_t(std::chrono::nanoseconds(ttl_).count())) {
+      withdraw(hold->key);
       return AcquireResult{s, {}};
     }
   }
   Ownership o = ownership_ops(l, *hold, owner, monotonic_ns() - started);
   s = txn(json::array({create_is(hold->key, "EQUAL", hold->revision)}), o.ops, json::array(), &out);
   if (!s.ok()) {
-    (void)txn(json::array(), json::array({delete_op(hold->key)}), json::array(), &out);
+    withdraw(hold->key);
     return AcquireResult{s, {}};
   }
   if (!out.value("succeeded", false)) return lost("as it acquired");
@@ -463,12 +489,24 @@ Status EtcdTable::release(Lock& lock, Mode mode) {
                                  {"abandoned", hold.abandoned},
                                  {"token", hold.revision}}));
   }
+  // A transport failure is retried for as long as the lease would live; an
+  // attempt whose answer was lost may have released already.
   json out;
-  if (Status s = txn(json::array({create_is(hold.key, "EQUAL", hold.revision)}), ops,
-                     json::array({delete_op(mode == Mode::shared ? reader_key(*l, hold.key) : hold.key)}), &out);
-      !s.ok()) {
-    return s;
+  bool retried = false;
+  const uint64_t until = monotonic_ns() + uint64_t(std::chrono::nanoseconds(ttl_).count());
+  for (;;) {
+    Status s = txn(json::array({create_is(hold.key, "EQUAL", hold.revision)}), ops,
+                   json::array({delete_op(mode == Mode::shared ? reader_key(*l, hold.key) : hold.key)}), &out);
+    if (s.ok()) break;
+    if (s.code() != Code::io_error || monotonic_ns() > until) {
+      withdraw(hold.key);
+      if (mode == Mode::shared) withdraw(reader_key(*l, hold.key));
+      return s;
+    }
+    retried = true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
   }
+  if (!out.value("succeeded", false) && retried) return Status::OK();
   if (!out.value("succeeded", false)) {
     return Status(Code::lock_lost, fmt::format("lock {}: lost before this release: this process's etcd lease ran out "
                                                "(more than {} s without renewal) and another holder may have had it",

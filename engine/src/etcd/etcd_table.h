@@ -110,6 +110,11 @@ class EtcdTable final : public Backend {
   Status check_process() const;  // not in a child after fork()
   void keep_alive();             // the lease thread
   Status grant_lease();
+  // Deletes a key of this process (a waiter that gave up, a release that
+  // failed), or keeps it for the lease thread to delete once etcd answers
+  // again: a key left on a live lease would block its queue for ever.
+  void withdraw(const std::string& key);
+  void delete_orphans();
 
   // Keys.
   std::string meta(std::string_view what) const { return prefix_ + "/.locktable/" + std::string(what); }
@@ -154,8 +159,9 @@ class EtcdTable final : public Backend {
   std::map<std::pair<std::string, int64_t>, std::unique_ptr<NameState>> states_;
   std::map<std::pair<uint32_t, const NameState*>, Hold> holds_;  // by (tid, lock)
 
-  std::mutex lease_mu_;           // with lease_cv_: the keep-alive thread's sleep
+  std::mutex lease_mu_;           // with lease_cv_: the keep-alive thread's sleep; guards orphans_
   std::condition_variable lease_cv_;
+  std::vector<std::string> orphans_;  // keys withdraw() could not delete yet
   bool stopping_ = false;
   std::thread keeper_;
 };

@@ -522,6 +522,10 @@ Status LocalTable::stats(TableStats* st) {
   *st = TableStats{};
   st->dir = location_;
   st->backend = "local";
+  timespec res{};
+  if (clock_getres(CLOCK_REALTIME_COARSE, &res) == 0) {
+    st->time_resolution_ns = uint64_t(res.tv_sec) * 1'000'000'000u + uint64_t(res.tv_nsec);
+  }
   st->format_version = uint32_t(h->format >> 32);
   st->slot_capacity = file_->slot_capacity();
   st->max_slots = h->max_slots;
