@@ -540,3 +540,44 @@ TEST_CASE("cli: ls shows what each waiter waits for, and ls --waits prints the c
   // Nobody waits any more.
   CHECK(contains(run({"ls", dir, "--waits"}).out, "no thread waits"));
 }
+
+TEST_CASE("cli: the man pages and the bash completion come from the definitions --help prints") {
+  TempDir tmp;
+  REQUIRE(run({"generate-docs", tmp.path()}).code == 0);
+  for (const char* sub : {"init", "ls", "run", "history", "recover", "check", "stat", "rm"}) {
+    std::ifstream in(tmp.path() + "/locktable-" + sub + ".1");
+    REQUIRE(in.good());
+    const std::string page((std::istreambuf_iterator<char>(in)), {});
+    CHECK(contains(page, std::string(".TH LOCKTABLE-") + sub + " 1"));
+    // Every long option --help lists is on the page (roff writes '-' as '\-').
+    const std::string help = run({sub, "--help"}).out;
+    std::smatch m;
+    for (auto it = help.cbegin(); std::regex_search(it, help.cend(), m, std::regex("--([a-z][a-z-]+)")); it = m.suffix().first) {
+      if (m[1] == "help" || m[1] == "help-all") continue;
+      std::string roffed = "\\-\\-";
+      for (char c : m[1].str()) roffed += c == '-' ? std::string("\\-") : std::string(1, c);
+      INFO(sub << ": " << m[0]);
+      CHECK(contains(page, roffed));
+    }
+  }
+  std::ifstream main_page(tmp.path() + "/locktable.1");
+  const std::string text((std::istreambuf_iterator<char>(main_page)), {});
+  CHECK(contains(text, "locktable\\-run(1)"));
+  // The completion completes subcommands and a subcommand's options.
+  const std::string script = tmp.path() + "/locktable.bash";
+  auto complete = [&](const std::string& words, int cword) {
+    const std::string out = tmp.path() + "/reply";
+    const std::string cmd = "bash -c 'source " + script + "; COMP_WORDS=(" + words + "); COMP_CWORD=" +
+                            std::to_string(cword) + "; _locktable; echo ${COMPREPLY[@]}' > " + out;
+    REQUIRE(std::system(cmd.c_str()) == 0);
+    std::ifstream in(out);
+    return std::string((std::istreambuf_iterator<char>(in)), {});
+  };
+  const std::string subs = complete("locktable r", 1);
+  CHECK(contains(subs, "run"));
+  CHECK(contains(subs, "recover"));
+  CHECK(contains(subs, "rm"));
+  CHECK_FALSE(contains(subs, "ls"));
+  CHECK(contains(complete("locktable run /tmp/x --ti", 3), "--timeout"));
+  CHECK_FALSE(contains(complete("locktable r", 1), "generate-docs"));
+}

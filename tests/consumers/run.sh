@@ -23,6 +23,13 @@ root=$dest$prefix
 export PKG_CONFIG_SYSROOT_DIR=$dest
 export PKG_CONFIG_LIBDIR=$dest$libdir/pkgconfig:/usr/lib/x86_64-linux-gnu/pkgconfig:/usr/share/pkgconfig
 
+echo "== man pages and bash completion installed"
+for page in locktable locktable-init locktable-ls locktable-run locktable-history locktable-recover \
+            locktable-check locktable-stat locktable-rm; do
+  test -s "$root/share/man/man1/$page.1" || { echo "missing $root/share/man/man1/$page.1" >&2; exit 1; }
+done
+test -s "$root/share/bash-completion/completions/locktable.bash" || { echo "missing bash completion" >&2; exit 1; }
+
 echo "== C, pkg-config, shared"
 cc -Wall -Wextra -Werror -o "$work/c_shared" "$here/c/abandoned.c" $(pkg-config --cflags --libs locktable)
 LD_LIBRARY_PATH=$dest$libdir "$work/c_shared" "$work/t_c"
