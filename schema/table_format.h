@@ -110,7 +110,16 @@ struct alignas(64) Slot {
   uint32_t writer_tid;    // a writer waiting behind WRITER_WAITING (written by it before it sleeps;
   uint32_t writer_pid;    //   readers that find WRITER_WAITING left on a FREE lock check it is alive)
   uint32_t writer_start;
-  uint64_t reserved1[5];  // zero; per-lock counters go here
+  // Counters of the name the slot has now (zeroed when a name takes the
+  // slot). Exclusive acquisitions are token - token_base (the hot path pays
+  // nothing for them); the rest are counted by the slow paths.
+  uint64_t token_base;    // the token when the name took the slot (moved with it at a reboot reset)
+  uint32_t contended;     // acquisitions that found the lock held and waited (atomic add)
+  uint32_t timeouts;      // acquires that gave up at their deadline (atomic add)
+  uint32_t abandoned;     // acquisitions told abandoned (a takeover, or not yet marked consistent; atomic add)
+  uint32_t wait_max_us;   // the longest wait of an acquisition, µs (atomic max)
+  uint64_t wait_total_us; // the waits of all acquisitions and timeouts, µs (atomic add)
+  uint64_t reserved1;     // zero
 };
 static_assert(sizeof(Slot) == kSlotSize);
 static_assert(offsetof(Slot, owner) == 0);
@@ -127,7 +136,13 @@ static_assert(offsetof(Slot, waiters) == 72);
 static_assert(offsetof(Slot, writer_tid) == 76);
 static_assert(offsetof(Slot, writer_pid) == 80);
 static_assert(offsetof(Slot, writer_start) == 84);
-static_assert(offsetof(Slot, reserved1) == 88);
+static_assert(offsetof(Slot, token_base) == 88);
+static_assert(offsetof(Slot, contended) == 96);
+static_assert(offsetof(Slot, timeouts) == 100);
+static_assert(offsetof(Slot, abandoned) == 104);
+static_assert(offsetof(Slot, wait_max_us) == 108);
+static_assert(offsetof(Slot, wait_total_us) == 112);
+static_assert(offsetof(Slot, reserved1) == 120);
 static_assert(offsetof(Slot, robust_next) - offsetof(Slot, owner) - offsetof(OwnerRecord, tid_word) == 32,
               "robust futex offset must be -32, as glibc's robust list uses");
 

@@ -544,7 +544,7 @@ TEST_CASE("cli: ls shows what each waiter waits for, and ls --waits prints the c
 TEST_CASE("cli: the man pages and the bash completion come from the definitions --help prints") {
   TempDir tmp;
   REQUIRE(run({"generate-docs", tmp.path()}).code == 0);
-  for (const char* sub : {"init", "ls", "run", "history", "recover", "check", "stat", "rm"}) {
+  for (const char* sub : {"init", "ls", "run", "history", "recover", "check", "stat", "rm", "metrics"}) {
     std::ifstream in(tmp.path() + "/locktable-" + sub + ".1");
     REQUIRE(in.good());
     const std::string page((std::istreambuf_iterator<char>(in)), {});
@@ -580,4 +580,40 @@ TEST_CASE("cli: the man pages and the bash completion come from the definitions 
   CHECK_FALSE(contains(subs, "ls"));
   CHECK(contains(complete("locktable run /tmp/x --ti", 3), "--timeout"));
   CHECK_FALSE(contains(complete("locktable r", 1), "generate-docs"));
+}
+
+TEST_CASE("cli: metrics count acquisitions, contention, timeouts and abandonment, and promtool accepts them") {
+  TempDir tmp;
+  std::string dir = tmp.table();
+  for (int i = 0; i < 3; ++i) REQUIRE(run({"run", dir, "jobs", "--", "true"}).code == 0);
+  int out, err;
+  pid_t holder = start({"run", dir, "jobs", "--", "sleep", "30"}, &out, &err);
+  wait_held(dir, "jobs");
+  CHECK(run({"run", dir, "jobs", "-w", "0.2", "--", "true"}).code == 1);  // a timeout
+  REQUIRE(::kill(holder, SIGKILL) == 0);                                  // an abandoned lock
+  wait_exit(holder);
+  kill_group(holder);
+  drain(out);
+  drain(err);
+  REQUIRE(run({"run", dir, "jobs", "--", "true"}).code == 0);
+  Result m = run({"metrics", dir});
+  REQUIRE(m.code == 0);
+  INFO(m.out);
+  CHECK(contains(m.out, "# TYPE locktable_exclusive_acquisitions_total counter"));
+  CHECK(contains(m.out, "locktable_exclusive_acquisitions_total{lock=\"jobs\"} 5\n"));
+  CHECK(contains(m.out, "locktable_timeouts_total{lock=\"jobs\"} 1\n"));
+  CHECK(contains(m.out, "locktable_abandoned_acquisitions_total{lock=\"jobs\"} 1\n"));
+  CHECK(contains(m.out, "locktable_contended_acquisitions_total{lock=\"jobs\"} 1\n"));  // the takeover waited
+  CHECK(contains(m.out, "locktable_held{lock=\"jobs\"} 0\n"));
+  CHECK(contains(m.out, "locktable_names 1\n"));
+  // promtool (Debian's prometheus package) checks the exposition format.
+  const std::string file = tmp.path() + "/metrics.txt";
+  std::ofstream(file) << m.out;
+  CHECK(std::system(("promtool check metrics < " + file).c_str()) == 0);
+  // The same counters in ls --json and, added up, in stat --json.
+  json l = json::parse(run({"ls", dir, "--json"}).out)[0];
+  CHECK(l["counters"]["exclusive_acquisitions"] == 5);
+  CHECK(l["counters"]["timeouts"] == 1);
+  json st = json::parse(run({"stat", dir, "--json"}).out);
+  CHECK(st["counters"]["abandoned"] == 1);
 }

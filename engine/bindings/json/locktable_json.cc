@@ -70,6 +70,15 @@ json waiter(const WaiterInfo& w) {
   return j;
 }
 
+json counters(const LockCounters& c) {
+  return json{{"exclusive_acquisitions", c.exclusive_acquisitions},
+              {"contended", c.contended},
+              {"timeouts", c.timeouts},
+              {"abandoned", c.abandoned},
+              {"wait_total_ns", c.wait_total_ns},
+              {"wait_max_ns", c.wait_max_ns}};
+}
+
 json lock_info(const LockInfo& l) {
   json holders = json::array();
   for (const HolderInfo& h : l.holders) holders.push_back(holder(h));
@@ -85,7 +94,8 @@ json lock_info(const LockInfo& l) {
                                                                              : json(*l.holders[0].held_for_ms)},
               {"waiters", waiters},
               {"sleepers", l.waiters},
-              {"abandoned", l.abandoned}};
+              {"abandoned", l.abandoned},
+              {"counters", counters(l.counters)}};
 }
 
 json event(const Event& e, int time_digits) {
@@ -159,7 +169,8 @@ json stats(const TableStats& st) {
                 {"segments_in_use", st.ring_segments_in_use},
                 {"appended", st.ring_appended},
                 {"accounted", st.ring_accounted},
-                {"undrained", st.ring_appended - st.ring_accounted}}}};
+                {"undrained", st.ring_appended - st.ring_accounted}}},
+              {"counters", counters(st.counters)}};
 }
 
 json recovery(const Recovery& r) {

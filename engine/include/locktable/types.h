@@ -114,6 +114,18 @@ struct WaiterInfo {
   uint64_t waiting_ms = 0;
 };
 
+// What a lock counted since its name was created. Shared acquisitions are
+// not counted (only their waits, timeouts and takeovers are): counting them
+// would cost the uncontended shared path an atomic add.
+struct LockCounters {
+  uint64_t exclusive_acquisitions = 0;
+  uint64_t contended = 0;      // acquisitions (either mode) that found the lock held and waited
+  uint64_t timeouts = 0;       // acquires that gave up at their deadline
+  uint64_t abandoned = 0;      // acquisitions told abandoned (a takeover, or a lock not yet marked consistent)
+  uint64_t wait_total_ns = 0;  // time spent waiting, acquisitions and timeouts together (µs resolution)
+  uint64_t wait_max_ns = 0;    // the longest single wait
+};
+
 // One row of Table::list().
 struct LockInfo {
   std::string name;
@@ -125,6 +137,7 @@ struct LockInfo {
   uint32_t waiters = 0;               // threads asleep on it (may over-count briefly after a crash)
   std::vector<WaiterInfo> waiting;   // the waits published for it, oldest first
   bool abandoned = false;            // the next acquirer will be told "abandoned"
+  LockCounters counters;
 };
 
 struct TableStats {
@@ -152,6 +165,7 @@ struct TableStats {
   uint64_t retention_count = 0;
   uint64_t retention_age_s = 0;
   uint64_t time_resolution_ns = 1;  // of the clock that stamps history events
+  LockCounters counters;            // every named lock's, added up
 };
 
 // What Table::recover did (or would do) about one dead holder or leftover.

@@ -14,6 +14,7 @@
 
 #include "clock.h"
 #include "hot_path.h"
+#include "lock_counters.h"
 #include "lock_protocol.h"
 #include "locktable/names.h"
 #include "maintenance.h"
@@ -301,6 +302,7 @@ AcquireResult LocalTable::acquire(Lock& lock, Mode mode, const Deadline& deadlin
     case Code::ok:
     case Code::abandoned: {
       const bool abandoned = a.code == Code::abandoned;
+      count_acquisition(slot, a.contended, abandoned, a.wait_ns);
       // (A takeover's `recovered` event was recorded before its CAS: dead_found.)
       ring_->record(RingEvent{format::kEventAcquired, m, uint16_t(abandoned ? format::kEventAbandoned : 0), index,
                               inc, 0, a.wait_ns, a.generation, a.token});
@@ -313,6 +315,7 @@ AcquireResult LocalTable::acquire(Lock& lock, Mode mode, const Deadline& deadlin
                            a.dead_owner, a.token};
     }
     case Code::timed_out:
+      count_timeout(slot, a.wait_ns);
       // In the lock's order after the generation the waiter gave up at.
       ring_->record(RingEvent{format::kEventTimeout, m, format::kEventAfterGeneration, index, inc, 0, a.wait_ns,
                               a.generation});
@@ -458,6 +461,7 @@ LockInfo LocalTable::describe(std::string_view name, const format::NameRecord& r
   info.mode = view.mode;
   info.waiters = view.waiters;
   info.abandoned = view.abandoned;
+  info.counters = read_counters(slot);
   const uint64_t token = __atomic_load_n(&slot->token, __ATOMIC_RELAXED);
   const uint64_t wall_now = realtime_ns();
   for (const WaitView& w : waits) {
@@ -528,6 +532,18 @@ Status LocalTable::stats(TableStats* st) {
   }
   st->format_version = uint32_t(h->format >> 32);
   st->slot_capacity = file_->slot_capacity();
+  // Every named lock's counters (a slot that has a name: given one, not retired).
+  for (uint64_t i = 0; i < st->slot_capacity; ++i) {
+    const format::Slot* slot = file_->slot(uint32_t(i));
+    if (slot == nullptr || load_incarnation(slot) == 0 || (pid_word(guess128(&slot->owner)) & format::kRetired)) continue;
+    const LockCounters c = read_counters(slot);
+    st->counters.exclusive_acquisitions += c.exclusive_acquisitions;
+    st->counters.contended += c.contended;
+    st->counters.timeouts += c.timeouts;
+    st->counters.abandoned += c.abandoned;
+    st->counters.wait_total_ns += c.wait_total_ns;
+    st->counters.wait_max_ns = std::max(st->counters.wait_max_ns, c.wait_max_ns);
+  }
   st->max_slots = h->max_slots;
   st->reader_capacity = file_->reader_capacity();
   for_each_reader(*file_, [&](uint64_t, format::ReaderRecord* r) {

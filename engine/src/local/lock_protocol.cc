@@ -343,6 +343,7 @@ Acquired acquire_exclusive(TableFile& file, format::Slot* s, uint32_t slot_index
   auto done = [&](Code code, Owner dead = {}) {
     published.clear();
     Acquired a{code, dead, slept && waiting ? waiting->waited_ns() : 0, 0, produced, {}, {}};
+    a.contended = waiting.has_value();  // the clock is made only when the thread must wait
     if (code == Code::ok || code == Code::abandoned) a.token = take_token(s);
     return a;
   };

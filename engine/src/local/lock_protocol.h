@@ -25,6 +25,7 @@ struct Acquired {
   uint32_t generation = 0;    // held: the slot generation the acquiring CAS produced (history order)
   PendingWake wake;           // owed once the event is recorded (a reader that took over wakes the others)
   WaitCycle cycle;            // deadlock: the cycle, this thread first
+  bool contended = false;     // it found the lock held (or kept out) and waited, if only by spinning
 };
 
 // How a waiter waits, beyond its deadline (DEADLOCKS in lock_protocol.cc).

@@ -60,7 +60,9 @@ Acquired acquire_shared(TableFile& file, format::Slot* s, uint32_t slot_index, u
   auto fail = [&](Code code) {
     if (published) clear_wait(r);
     free_own_reader(me, rec);
-    return Acquired{code, {}, waited(), 0, generation(last_seen), {}, {}};
+    Acquired a{code, {}, waited(), 0, generation(last_seen), {}, {}};
+    a.contended = waiting.has_value();
+    return a;
   };
   // Before a sleep: publish the wait; once due, look for a cycle to break.
   auto deadlocked = [&](WaitCycle* cycle) {
@@ -80,7 +82,9 @@ Acquired acquire_shared(TableFile& file, format::Slot* s, uint32_t slot_index, u
     if (published) clear_wait(r);
     __atomic_store_n(&r->acquired_at, realtime_coarse_ns(), __ATOMIC_RELAXED);
     add_shared_hold(me, SharedHold{s, r, rec.index, rec.claim});
-    return Acquired{code, dead, waited(), __atomic_load_n(&s->token, __ATOMIC_RELAXED), produced, {}, {}};
+    Acquired a{code, dead, waited(), __atomic_load_n(&s->token, __ATOMIC_RELAXED), produced, {}, {}};
+    a.contended = waiting.has_value();
+    return a;
   };
   // One join from `cur` (SHARED MODE, steps 1-3). False when the CAS failed
   // (cur is then the current value).

@@ -27,9 +27,24 @@ namespace {
 // above every token this slot, or any slot of any table on this machine,
 // gave before (given a clock that does not step back across it).
 // REQUIRES: nobody holds `s` exclusively (nobody else writes its token).
+// The counters' base moves with the token, so that token - token_base stays
+// the name's exclusive acquisitions.
 void raise_token_floor(format::Slot* s) {
-  uint64_t floor = realtime_ns();
-  if (__atomic_load_n(&s->token, __ATOMIC_RELAXED) < floor) __atomic_store_n(&s->token, floor, __ATOMIC_RELAXED);
+  const uint64_t floor = realtime_ns();
+  const uint64_t token = __atomic_load_n(&s->token, __ATOMIC_RELAXED);
+  if (token >= floor) return;
+  __atomic_store_n(&s->token, floor, __ATOMIC_RELAXED);
+  __atomic_fetch_add(&s->token_base, floor - token, __ATOMIC_RELAXED);
+}
+
+// A new name in the slot: its counters start from zero.
+void reset_counters(format::Slot* s) {
+  __atomic_store_n(&s->token_base, __atomic_load_n(&s->token, __ATOMIC_RELAXED), __ATOMIC_RELAXED);
+  __atomic_store_n(&s->contended, 0u, __ATOMIC_RELAXED);
+  __atomic_store_n(&s->timeouts, 0u, __ATOMIC_RELAXED);
+  __atomic_store_n(&s->abandoned, 0u, __ATOMIC_RELAXED);
+  __atomic_store_n(&s->wait_max_us, 0u, __ATOMIC_RELAXED);
+  __atomic_store_n(&s->wait_total_us, uint64_t{0}, __ATOMIC_RELAXED);
 }
 
 // Frees the slot (abandoned if it was held). True if it was held.
@@ -92,6 +107,7 @@ uint32_t prepare_slot_for_new_name(format::Slot* s, uint32_t* produced) {
   }
   record_dead_owner(s, Owner{});
   raise_token_floor(s);
+  reset_counters(s);
   return inc;
 }
 
