@@ -544,7 +544,7 @@ TEST_CASE("cli: ls shows what each waiter waits for, and ls --waits prints the c
 TEST_CASE("cli: the man pages and the bash completion come from the definitions --help prints") {
   TempDir tmp;
   REQUIRE(run({"generate-docs", tmp.path()}).code == 0);
-  for (const char* sub : {"init", "ls", "run", "history", "recover", "check", "stat", "rm", "metrics"}) {
+  for (const char* sub : {"init", "ls", "run", "history", "recover", "check", "stat", "rm", "metrics", "top"}) {
     std::ifstream in(tmp.path() + "/locktable-" + sub + ".1");
     REQUIRE(in.good());
     const std::string page((std::istreambuf_iterator<char>(in)), {});
@@ -616,4 +616,67 @@ TEST_CASE("cli: metrics count acquisitions, contention, timeouts and abandonment
   CHECK(l["counters"]["timeouts"] == 1);
   json st = json::parse(run({"stat", dir, "--json"}).out);
   CHECK(st["counters"]["abandoned"] == 1);
+}
+
+TEST_CASE("cli: top shows the busiest locks first; without a terminal it prints one snapshot; under tmux q quits") {
+  TempDir tmp;
+  std::string dir = tmp.table();
+  REQUIRE(run({"run", dir, "idle", "--", "true"}).code == 0);
+  int out, err, out2, err2;
+  pid_t holder = start({"run", dir, "busy", "--", "sleep", "30"}, &out, &err);
+  wait_held(dir, "busy");
+  pid_t waiter = start({"run", dir, "busy", "--", "true"}, &out2, &err2);
+  const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (json::parse(run({"ls", dir, "--json"}).out)[0]["waiters"].empty() && std::chrono::steady_clock::now() < until) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  // No terminal: one plain snapshot, busiest first.
+  Result snap = run({"top", dir});
+  REQUIRE(snap.code == 0);
+  INFO(snap.out);
+  REQUIRE(contains(snap.out, "NAME"));
+  CHECK(snap.out.find("busy") < snap.out.find("idle"));
+  CHECK(contains(snap.out, std::to_string(holder) + "/"));
+
+  // A terminal (tmux, 80x24): the live view, redrawn at a new size; q quits.
+  const std::string session = "lt-top-" + std::to_string(::getpid());
+  const std::string capture = tmp.path() + "/screen";
+  auto screen = [&] {
+    REQUIRE(std::system(("tmux capture-pane -p -t " + session + " > " + capture).c_str()) == 0);
+    std::ifstream in(capture);
+    return std::string((std::istreambuf_iterator<char>(in)), {});
+  };
+  REQUIRE(std::system(("tmux new-session -d -s " + session + " -x 80 -y 24 '" + cli_path() + " top " + dir + "'").c_str()) == 0);
+  std::string text;
+  for (int i = 0; i < 50 && !contains(text, "busy"); ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    text = screen();
+  }
+  INFO(text);
+  CHECK(contains(text, "locktable top"));
+  CHECK(contains(text, "1 waiting"));
+  CHECK(text.find("busy") < text.find("idle"));
+  for (const std::string& line : [&] {
+         std::vector<std::string> v;
+         std::istringstream in(text);
+         for (std::string l; std::getline(in, l);) v.push_back(l);
+         return v;
+       }()) {
+    CHECK(line.size() <= 80);  // it fits 80 columns
+  }
+  REQUIRE(std::system(("tmux resize-window -t " + session + " -x 120 -y 30").c_str()) == 0);
+  std::this_thread::sleep_for(std::chrono::milliseconds(1500));
+  CHECK(contains(screen(), "busy"));
+  REQUIRE(std::system(("tmux send-keys -t " + session + " q").c_str()) == 0);
+  bool gone = false;
+  for (int i = 0; i < 50 && !gone; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    gone = std::system(("tmux has-session -t " + session + " 2>/dev/null").c_str()) != 0;
+  }
+  CHECK(gone);
+  if (!gone) (void)std::system(("tmux kill-session -t " + session).c_str());
+  kill_group(holder);
+  wait_exit(holder);
+  wait_exit(waiter);
+  for (int fd : {out, err, out2, err2}) drain(fd);
 }

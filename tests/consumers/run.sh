@@ -25,7 +25,7 @@ export PKG_CONFIG_LIBDIR=$dest$libdir/pkgconfig:/usr/lib/x86_64-linux-gnu/pkgcon
 
 echo "== man pages and bash completion installed"
 for page in locktable locktable-init locktable-ls locktable-run locktable-history locktable-recover \
-            locktable-check locktable-stat locktable-rm locktable-metrics; do
+            locktable-check locktable-stat locktable-rm locktable-metrics locktable-top; do
   test -s "$root/share/man/man1/$page.1" || { echo "missing $root/share/man/man1/$page.1" >&2; exit 1; }
 done
 test -s "$root/share/bash-completion/completions/locktable.bash" || { echo "missing bash completion" >&2; exit 1; }

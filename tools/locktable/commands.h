@@ -10,6 +10,7 @@ void register_init(CLI::App& app, int* rc);
 void register_ls(CLI::App& app, int* rc);
 void register_run(CLI::App& app, int* rc);
 void register_metrics(CLI::App& app, int* rc);
+void register_top(CLI::App& app, int* rc);
 void register_docs(CLI::App& app, int* rc);  // hidden: the man pages and completion
 // The command of `run`: the arguments after its `--` (main() splits them off
 // before parsing, so that NAME can take several names).

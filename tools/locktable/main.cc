@@ -20,6 +20,7 @@ int main(int argc, char** argv) {
   cli::register_stat(app, &rc);
   cli::register_rm(app, &rc);
   cli::register_metrics(app, &rc);
+  cli::register_top(app, &rc);
   cli::register_docs(app, &rc);
   // `run DIR NAME... -- CMD...`: what follows the first `--` is the command,
   // never parsed as options or names.

@@ -1,0 +1,203 @@
+// top: a live full-screen view of a table (ncurses), refreshed every second:
+// the locks sorted by waiters, then by how long they have been held, with
+// their holders, acquisitions per second, timeouts and abandoned takeovers.
+// `q` quits; it redraws to the terminal's size. Without a terminal (or with
+// --once) it prints one plain snapshot and exits.
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <ctime>
+#include <map>
+
+#include <fmt/format.h>
+
+#include "cli.h"
+#include "commands.h"
+
+// After the locktable headers: curses defines OK (Status::OK) and, without
+// NCURSES_NOMACROS, move() and erase() as macros.
+#define NCURSES_NOMACROS 1
+#include <curses.h>
+#undef OK
+
+namespace cli {
+
+using namespace locktable;
+
+namespace {
+
+struct Snapshot {
+  std::vector<LockInfo> locks;
+  std::chrono::steady_clock::time_point at;
+};
+
+struct Line {
+  std::string name, state, holders, held, waiters, rate, timeouts, abandoned;
+};
+
+uint64_t held_ms(const LockInfo& l) {
+  return l.holders.empty() || !l.holders[0].held_for_ms ? 0 : *l.holders[0].held_for_ms;
+}
+
+uint32_t waiting(const LockInfo& l) { return std::max<uint32_t>(l.waiters, uint32_t(l.waiting.size())); }
+
+// The rows of `now`, busiest first; rates against `before` (same names).
+std::vector<Line> lines(const Snapshot& now, const Snapshot* before) {
+  std::vector<const LockInfo*> order;
+  for (const LockInfo& l : now.locks) order.push_back(&l);
+  std::stable_sort(order.begin(), order.end(), [](const LockInfo* a, const LockInfo* b) {
+    if (waiting(*a) != waiting(*b)) return waiting(*a) > waiting(*b);
+    return held_ms(*a) > held_ms(*b);
+  });
+  std::map<std::string, uint64_t> previous;
+  double seconds = 0;
+  if (before != nullptr) {
+    for (const LockInfo& l : before->locks) previous[l.name] = l.counters.exclusive_acquisitions;
+    seconds = std::chrono::duration<double>(now.at - before->at).count();
+  }
+  std::vector<Line> out;
+  for (const LockInfo* l : order) {
+    Line line;
+    line.name = escape_name(l->name);
+    line.state = locktable::json::state_name(l->state);
+    if (l->state != LockState::free) line.state += std::string(" ") + locktable::json::mode_name(l->mode);
+    if (l->abandoned) line.state += " (abandoned)";
+    std::vector<std::string> who;
+    for (const HolderInfo& h : l->holders) {
+      who.push_back(fmt::format("{}/{}{}{}", h.owner.pid, h.owner.tid, h.comm.empty() ? "" : " " + h.comm,
+                                h.alive ? "" : " (dead)"));
+    }
+    line.holders = who.empty() ? "-" : fmt::format("{}", fmt::join(who, ", "));
+    line.held = l->holders.empty() ? "-" : human_duration_ms(held_ms(*l));
+    line.waiters = std::to_string(waiting(*l));
+    auto it = previous.find(l->name);
+    line.rate = it == previous.end() || seconds <= 0
+                    ? "-"
+                    : fmt::format("{:.0f}", double(l->counters.exclusive_acquisitions - std::min(it->second, l->counters.exclusive_acquisitions)) / seconds);
+    line.timeouts = std::to_string(l->counters.timeouts);
+    line.abandoned = std::to_string(l->counters.abandoned);
+    out.push_back(std::move(line));
+  }
+  return out;
+}
+
+const std::vector<std::string> kHeader{"NAME", "STATE", "HOLDERS (PID/TID COMM)", "HELD", "WAIT", "ACQ/S", "TIMEOUTS",
+                                       "ABANDONED"};
+
+std::vector<std::string> cells(const Line& l) {
+  return {l.name, l.state, l.holders, l.held, l.waiters, l.rate, l.timeouts, l.abandoned};
+}
+
+Status take(Table& t, Snapshot* s) {
+  s->locks.clear();
+  s->at = std::chrono::steady_clock::now();
+  return t.list(&s->locks);
+}
+
+std::string clock_text() {
+  std::time_t now = std::time(nullptr);
+  char buf[32];
+  std::strftime(buf, sizeof buf, "%Y-%m-%d %H:%M:%S", std::gmtime(&now));
+  return std::string(buf) + "Z";
+}
+
+// One screen: a title line, the column header, as many locks as fit, each
+// column as wide as its widest cell but the holders', which gets what is left.
+void draw(const std::string& dir, const std::vector<Line>& rows) {
+  erase();
+  const int width = COLS, height = LINES;
+  uint64_t waiting_total = 0;
+  for (const Line& r : rows) waiting_total += std::stoull(r.waiters);
+  mvprintw(0, 0, "%.*s", width,
+           fmt::format("locktable top  {} locks, {} waiting  {}  q quits  {}", rows.size(), waiting_total,
+                       clock_text(), dir)
+               .c_str());
+  std::vector<size_t> w(kHeader.size());
+  for (size_t c = 0; c < kHeader.size(); ++c) w[c] = kHeader[c].size();
+  const int visible = std::max(0, height - 3);
+  for (int i = 0; i < visible && i < int(rows.size()); ++i) {
+    std::vector<std::string> cs = cells(rows[size_t(i)]);
+    for (size_t c = 0; c < cs.size(); ++c) w[c] = std::max(w[c], cs[c].size());
+  }
+  size_t fixed = 0;
+  for (size_t c = 0; c < w.size(); ++c) fixed += (c == 2 ? 0 : w[c]) + 2;
+  w[2] = std::max<size_t>(8, size_t(std::max(0, width)) > fixed ? std::min(w[2], size_t(width) - fixed) : 8);
+  auto row_text = [&](const std::vector<std::string>& cs) {
+    std::string text;
+    for (size_t c = 0; c < cs.size(); ++c) {
+      std::string cell = cs[c].size() > w[c] ? cs[c].substr(0, w[c] - 1) + "~" : cs[c];
+      text += fmt::format("{:<{}}  ", cell, w[c]);
+    }
+    return text;
+  };
+  attron(A_REVERSE);
+  mvprintw(2, 0, "%-*.*s", width, width, row_text(kHeader).c_str());
+  attroff(A_REVERSE);
+  for (int i = 0; i < visible && i < int(rows.size()); ++i) {
+    mvprintw(3 + i, 0, "%.*s", width, row_text(cells(rows[size_t(i)])).c_str());
+  }
+  if (int(rows.size()) > visible && height > 1) {
+    mvprintw(height - 1, 0, "%.*s", width, fmt::format("... {} more", rows.size() - size_t(visible)).c_str());
+  }
+  refresh();
+}
+
+}  // namespace
+
+void register_top(CLI::App& app, int* rc) {
+  struct Args {
+    std::string dir;
+    double interval = 1.0;
+    bool once = false;
+  };
+  auto a = std::make_shared<Args>();
+  CLI::App* cmd = app.add_subcommand("top", "A live view of the locks: waiters, holders, acquisitions per second");
+  cmd->add_option("DIR", a->dir, "Table location: a folder, a file:/// URL or an etcd:// URL")->required();
+  cmd->add_option("--interval,-n", a->interval, "Seconds between refreshes")->check(CLI::Range(0.1, 3600.0));
+  cmd->add_flag("--once", a->once, "Print one plain snapshot and exit (also without a terminal)");
+  cmd->footer("Keys: q quits. Rows are sorted by waiters, then by how long the lock has been held; ACQ/S counts "
+              "exclusive acquisitions per second since the last refresh.");
+  cmd->callback([a, rc] {
+    std::unique_ptr<Table> t;
+    Status s = open_table(a->dir, false, &t);
+    if (!s.ok()) {
+      *rc = fail(s);
+      return;
+    }
+    Snapshot before, now;
+    if (s = take(*t, &now); !s.ok()) {
+      *rc = fail(s);
+      return;
+    }
+    if (a->once || !::isatty(STDOUT_FILENO) || !::isatty(STDIN_FILENO)) {
+      std::vector<std::vector<std::string>> rows;
+      for (const Line& l : lines(now, nullptr)) rows.push_back(cells(l));
+      print_table(kHeader, rows);
+      return;
+    }
+    initscr();
+    cbreak();
+    noecho();
+    keypad(stdscr, TRUE);
+    curs_set(0);
+    timeout(int(a->interval * 1000));
+    bool have_before = false;
+    for (;;) {
+      draw(a->dir, lines(now, have_before ? &before : nullptr));
+      const int key = getch();  // waits at most the interval
+      if (key == 'q' || key == 'Q') break;
+      if (key == KEY_RESIZE) {
+        continue;  // redrawn at the new size
+      }
+      before = std::move(now);
+      have_before = true;
+      if (s = take(*t, &now); !s.ok()) break;
+    }
+    endwin();
+    if (!s.ok()) *rc = fail(s);
+  });
+}
+
+}  // namespace cli
