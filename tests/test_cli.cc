@@ -680,3 +680,61 @@ TEST_CASE("cli: top shows the busiest locks first; without a terminal it prints 
   wait_exit(waiter);
   for (int fd : {out, err, out2, err2}) drain(fd);
 }
+
+TEST_CASE("cli: history --svg draws a timeline that headless Chromium renders as a picture, not a blank page") {
+  TempDir tmp;
+  std::string dir = tmp.table();
+  for (int i = 0; i < 3; ++i) {
+    REQUIRE(run({"run", dir, "orders", "--", "sleep", "0.05"}).code == 0);
+    REQUIRE(run({"run", dir, "ledger", "--shared", "--", "sleep", "0.03"}).code == 0);
+  }
+  REQUIRE(run({"run", dir, "ledger", "-w", "0", "--", "true"}).code == 0);
+  const std::string svg = tmp.path() + "/timeline.svg";
+  Result r = run({"history", dir, "--svg", svg});
+  REQUIRE(r.code == 0);
+  {
+    std::ifstream in(svg);
+    const std::string text((std::istreambuf_iterator<char>(in)), {});
+    CHECK(contains(text, "<svg"));
+  }
+  CHECK(run({"history", dir, "--svg", "/no/such/folder/x.svg"}).code != 0);  // an error naming the file
+  // Render it, then look at the pixels: many colours, and far from all white.
+  const std::string png = tmp.path() + "/timeline.png";
+  const std::string render = "cd " + tmp.path() + " && timeout 120 chromium --headless --no-sandbox --disable-gpu "
+                             "--hide-scrollbars --window-size=1200,300 --screenshot=" + png + " file://" + svg +
+                             " >/dev/null 2>&1";
+  REQUIRE(std::system(render.c_str()) == 0);
+  const std::string count = tmp.path() + "/colours";
+  const std::string script =
+      "import struct,sys,zlib\n"
+      "d=open(sys.argv[1],'rb').read(); assert d[:8]==b'\\x89PNG\\r\\n\\x1a\\n'\n"
+      "i=8; idat=b''\n"
+      "while i<len(d):\n"
+      "  n,=struct.unpack('>I',d[i:i+4]); t=d[i+4:i+8]; c=d[i+8:i+8+n]; i+=12+n\n"
+      "  if t==b'IHDR': w,h,bd,ct=struct.unpack('>IIBB',c[:10])\n"
+      "  if t==b'IDAT': idat+=c\n"
+      "raw=zlib.decompress(idat); bpp={2:3,6:4}[ct]; stride=w*bpp; prev=bytearray(stride); px=set(); ink=0; p=0\n"
+      "for y in range(h):\n"
+      "  f=raw[p]; line=bytearray(raw[p+1:p+1+stride]); p+=1+stride\n"
+      "  for x in range(stride):\n"
+      "    a=line[x-bpp] if x>=bpp else 0; b=prev[x]; c=prev[x-bpp] if x>=bpp else 0\n"
+      "    if f==1: line[x]=(line[x]+a)&255\n"
+      "    elif f==2: line[x]=(line[x]+b)&255\n"
+      "    elif f==3: line[x]=(line[x]+(a+b)//2)&255\n"
+      "    elif f==4:\n"
+      "      q=a+b-c; pa,pb,pc=abs(q-a),abs(q-b),abs(q-c)\n"
+      "      line[x]=(line[x]+(a if pa<=pb and pa<=pc else b if pb<=pc else c))&255\n"
+      "  prev=line\n"
+      "  for x in range(0,stride,bpp):\n"
+      "    v=bytes(line[x:x+3]); px.add(v); ink+=v!=b'\\xff\\xff\\xff'\n"
+      "print(len(px), ink/(w*h))\n";
+  std::ofstream(tmp.path() + "/colours.py") << script;
+  REQUIRE(std::system(("/usr/bin/python3 " + tmp.path() + "/colours.py " + png + " > " + count).c_str()) == 0);
+  std::ifstream in(count);
+  size_t colours = 0;
+  double ink = 0;
+  in >> colours >> ink;
+  INFO(colours << " colours, " << ink << " of the pixels not white");
+  CHECK(colours >= 8);
+  CHECK(ink > 0.05);
+}

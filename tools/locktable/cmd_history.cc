@@ -7,6 +7,7 @@
 #include <fmt/format.h>
 
 #include "cli.h"
+#include "timeline.h"
 #include "commands.h"
 
 namespace cli {
@@ -57,7 +58,7 @@ std::string event_detail(const Event& e) {
 
 void register_history(CLI::App& app, int* rc) {
   struct Args {
-    std::string dir, name, kind, since;
+    std::string dir, name, kind, since, svg;
     size_t limit = 0;
     bool json = false, follow = false;
   };
@@ -71,6 +72,8 @@ void register_history(CLI::App& app, int* rc) {
   cmd->add_option("--limit", a->limit, "Keep only the newest N events");
   cmd->add_flag("--json", a->json, "JSON Lines: one object per event");
   cmd->add_flag("--follow,-f", a->follow, "Keep printing new events until interrupted");
+  cmd->add_option("--svg", a->svg, "Draw the events as a timeline picture into FILE (SVG) instead of printing them")
+      ->excludes("--follow");
   cmd->callback([a, rc] {
     HistoryQuery q;
     if (!a->name.empty()) q.name = a->name;
@@ -112,6 +115,15 @@ void register_history(CLI::App& app, int* rc) {
     std::vector<Event> events;
     if (s = t->history(q, &events); !s.ok()) {
       *rc = fail(s);
+      return;
+    }
+    if (!a->svg.empty()) {
+      const std::string title =
+          events.empty() ? fmt::format("{}: no events", a->dir)
+                         : fmt::format("{}: {} events, {} to {}", a->dir, events.size(),
+                                       locktable::json::rfc3339(events.front().time_ns, digits),
+                                       locktable::json::rfc3339(events.back().time_ns, digits));
+      if (s = write_timeline_svg(events, a->svg, title); !s.ok()) *rc = fail(s);
       return;
     }
     print(events, true);
