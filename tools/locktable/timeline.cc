@@ -83,6 +83,16 @@ std::map<std::string, Row> rows_of(const std::vector<Event>& events, uint64_t t0
     };
     switch (e.kind) {
       case EventKind::acquired:
+        // An exclusive hold of another thread still open here ended without
+        // a release: its holder died (the takeover's mark says so).
+        for (auto it = open.begin(); it != open.end();) {
+          if (std::get<0>(it->first) == e.name && it->first != key && it->second.second == Mode::exclusive) {
+            row.holds.push_back(Interval{it->second.first, e.time_ns, std::get<1>(it->first), Mode::exclusive});
+            it = open.erase(it);
+          } else {
+            ++it;
+          }
+        }
         open[key] = {e.time_ns, e.mode};
         if (e.wait_ns > 0) row.waits.push_back(Interval{e.time_ns - std::min(e.wait_ns, e.time_ns - t0), e.time_ns, e.pid, e.mode});
         if (e.abandoned) row.marks.emplace_back(e.time_ns, Mark::takeover);
