@@ -738,3 +738,49 @@ TEST_CASE("cli: history --svg draws a timeline that headless Chromium renders as
   CHECK(colours >= 8);
   CHECK(ink > 0.05);
 }
+
+TEST_CASE("cli: top, metrics, ls and history --svg work on a table with 1,000,000 names") {
+  TempDir tmp;
+  const std::string dir = tmp.table();
+  constexpr size_t kNames = 1'000'000;
+  {
+    Options o;
+    o.initial_slots = 1 << 20;
+    o.max_slots = 1 << 21;
+    o.history = HistoryLevel::ring;  // a million `created` events are not the point here
+    auto t = testing::open_table(dir, o);
+    std::vector<std::string> names;
+    std::vector<Lock> locks;
+    for (size_t i = 0; i < kNames; ++i) {
+      char name[16];
+      std::snprintf(name, sizeof name, "lock-%07zu", i);
+      names.push_back(name);
+      if (names.size() == 100'000 || i + 1 == kNames) {
+        REQUIRE(t->lookup(names, &locks).ok());
+        names.clear();
+      }
+    }
+    REQUIRE(t->set_history_level(HistoryLevel::persisted).ok());
+    Lock l;
+    REQUIRE(t->lookup("lock-0500000", &l).ok());
+    for (int i = 0; i < 3; ++i) {
+      REQUIRE(l.acquire().held());
+      REQUIRE(l.release().ok());
+    }
+  }
+  const std::string lt = cli_path(), out = tmp.path() + "/out";
+  auto lines_of = [&](const std::string& args) {
+    REQUIRE(std::system((lt + " " + args + " > " + out).c_str()) == 0);
+    std::ifstream in(out);
+    size_t n = 0;
+    for (std::string line; std::getline(in, line);) ++n;
+    return n;
+  };
+  CHECK(lines_of("top " + dir + " --once") == kNames + 1);            // a header and a row per lock
+  CHECK(lines_of("metrics " + dir) == 2 + 1 + 9 * (2 + kNames));       // names, then 9 families of HELP, TYPE, rows
+  CHECK(std::system(("grep -q 'locktable_exclusive_acquisitions_total{lock=\"lock-0500000\"} 3' " + out).c_str()) == 0);
+  CHECK(lines_of("ls " + dir + " --json") == kNames + 2);
+  CHECK(lines_of("history " + dir + " --svg " + tmp.path() + "/t.svg") == 0);
+  std::ifstream svg(tmp.path() + "/t.svg");
+  CHECK(svg.good());
+}
