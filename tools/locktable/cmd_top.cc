@@ -43,8 +43,9 @@ uint64_t held_ms(const LockInfo& l) {
 
 uint32_t waiting(const LockInfo& l) { return std::max<uint32_t>(l.waiters, uint32_t(l.waiting.size())); }
 
-// The rows of `now`, busiest first; rates against `before` (same names).
-std::vector<Line> lines(const Snapshot& now, const Snapshot* before) {
+// The rows of `now`, busiest first; rates against `before` (same names),
+// timeouts and abandonments since `first` (top's start) in brackets.
+std::vector<Line> lines(const Snapshot& now, const Snapshot* before, const Snapshot* first = nullptr) {
   std::vector<const LockInfo*> order;
   for (const LockInfo& l : now.locks) order.push_back(&l);
   std::stable_sort(order.begin(), order.end(), [](const LockInfo* a, const LockInfo* b) {
@@ -52,6 +53,10 @@ std::vector<Line> lines(const Snapshot& now, const Snapshot* before) {
     return held_ms(*a) > held_ms(*b);
   });
   std::map<std::string, uint64_t> previous;
+  std::map<std::string, LockCounters> at_start;
+  if (first != nullptr) {
+    for (const LockInfo& l : first->locks) at_start[l.name] = l.counters;
+  }
   double seconds = 0;
   if (before != nullptr) {
     for (const LockInfo& l : before->locks) previous[l.name] = l.counters.exclusive_acquisitions;
@@ -78,6 +83,12 @@ std::vector<Line> lines(const Snapshot& now, const Snapshot* before) {
                     : fmt::format("{:.0f}", double(l->counters.exclusive_acquisitions - std::min(it->second, l->counters.exclusive_acquisitions)) / seconds);
     line.timeouts = std::to_string(l->counters.timeouts);
     line.abandoned = std::to_string(l->counters.abandoned);
+    if (first != nullptr) {
+      const auto s = at_start.find(l->name);
+      const LockCounters base = s == at_start.end() ? LockCounters{} : s->second;
+      line.timeouts += fmt::format(" (+{})", l->counters.timeouts - std::min(base.timeouts, l->counters.timeouts));
+      line.abandoned += fmt::format(" (+{})", l->counters.abandoned - std::min(base.abandoned, l->counters.abandoned));
+    }
     out.push_back(std::move(line));
   }
   return out;
@@ -158,7 +169,8 @@ void register_top(CLI::App& app, int* rc) {
   cmd->add_option("--interval,-n", a->interval, "Seconds between refreshes")->check(CLI::Range(0.1, 3600.0));
   cmd->add_flag("--once", a->once, "Print one plain snapshot and exit (also without a terminal)");
   cmd->footer("Keys: q quits. Rows are sorted by waiters, then by how long the lock has been held; ACQ/S counts "
-              "exclusive acquisitions per second since the last refresh.");
+              "exclusive acquisitions per second since the last refresh; TIMEOUTS and ABANDONED are totals, with "
+              "those since top started in brackets.");
   cmd->callback([a, rc] {
     std::unique_ptr<Table> t;
     Status s = open_table(a->dir, false, &t);
@@ -166,7 +178,7 @@ void register_top(CLI::App& app, int* rc) {
       *rc = fail(s);
       return;
     }
-    Snapshot before, now;
+    Snapshot before, now, first;
     if (s = take(*t, &now); !s.ok()) {
       *rc = fail(s);
       return;
@@ -177,6 +189,7 @@ void register_top(CLI::App& app, int* rc) {
       print_table(kHeader, rows);
       return;
     }
+    first = now;
     initscr();
     cbreak();
     noecho();
@@ -185,7 +198,7 @@ void register_top(CLI::App& app, int* rc) {
     timeout(int(a->interval * 1000));
     bool have_before = false;
     for (;;) {
-      draw(a->dir, lines(now, have_before ? &before : nullptr));
+      draw(a->dir, lines(now, have_before ? &before : nullptr, &first));
       const int key = getch();  // waits at most the interval
       if (key == 'q' || key == 'Q') break;
       if (key == KEY_RESIZE) {
