@@ -208,3 +208,32 @@ def test_stats_recover_and_check(table):
     assert st["history"]["level"] == "persisted"
     assert table.recover(dry_run=True) == []
     assert table.check() == []
+
+
+def test_acquire_all_and_a_deadlock_between_two_threads(tmp_path):
+    t = locktable.open(str(tmp_path / "t"), deadlock_timeout=0.2)
+    a, b = t.lock("a"), t.lock("b")
+    got = t.acquire_all([(b, False), (a, True)])
+    assert got["abandoned"] == [] and all(token > 0 for token in got["tokens"])
+    t.release_all([(b, False), (a, True)])
+    # Two threads, each holding one and wanting the other: one is told deadlock.
+    results, ready = [], threading.Barrier(2)
+
+    def worker(first, second):
+        first.acquire()
+        ready.wait()
+        try:
+            results.append(second.acquire(timeout=10))
+            second.release()
+        except locktable.Error as e:
+            results.append(e.code)
+        finally:
+            first.release()
+
+    threads = [threading.Thread(target=worker, args=(a, b)), threading.Thread(target=worker, args=(b, a))]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join(30)
+    assert sorted(map(str, results)) == ["True", "deadlock"]
+    t.close()

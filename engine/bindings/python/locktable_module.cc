@@ -91,6 +91,27 @@ bool acquire(Lock& lock, bool shared, const std::optional<double>& timeout_s) {
   raise(r.status);
 }
 
+// acquire_all from Python: [(lock, shared), ...] -> the tokens and the names
+// taken over from dead holders; False on timeout; raises on any other error.
+py::object acquire_all(PyTable& t, std::vector<std::pair<Lock*, bool>> requests, const std::optional<double>& timeout_s) {
+  Table& table = table_of(t);
+  std::vector<LockRequest> reqs;
+  for (const auto& [lock, shared] : requests) reqs.push_back(LockRequest{lock, shared ? Mode::shared : Mode::exclusive});
+  AcquireAllResult r;
+  {
+    py::gil_scoped_release unlocked;
+    r = table.acquire_all(reqs, deadline_of(timeout_s));
+  }
+  if (r.status.code() == Code::timed_out) return py::bool_(false);
+  if (!r.held()) raise(r.status);
+  py::dict out;
+  py::list abandoned;
+  for (size_t i : r.abandoned) abandoned.append(py::bytes(reqs[i].lock->name()).attr("decode")("utf-8", "replace"));
+  out["abandoned"] = abandoned;
+  out["tokens"] = r.tokens;
+  return out;
+}
+
 std::optional<HistoryLevel> level_from(const std::optional<std::string>& name) {
   if (!name) return std::nullopt;
   if (*name == "off") return HistoryLevel::off;
@@ -205,6 +226,17 @@ PYBIND11_MODULE(locktable, m) {
         check(table_of(t).drain_history(&n));
         return n;
       })
+      .def("acquire_all", &acquire_all, py::arg("locks"), py::arg("timeout") = py::none(),
+           "Takes every (lock, shared) of `locks`, all or none, in one canonical order. Returns "
+           "{'abandoned': [names], 'tokens': [...]}, or False on timeout.")
+      .def(
+          "release_all",
+          [](PyTable& t, std::vector<std::pair<Lock*, bool>> requests) {
+            std::vector<LockRequest> reqs;
+            for (const auto& [lock, shared] : requests) reqs.push_back(LockRequest{lock, shared ? Mode::shared : Mode::exclusive});
+            check(table_of(t).release_all(reqs));
+          },
+          py::arg("locks"))
       .def_property_readonly("location", [](PyTable& t) { return table_of(t).dir(); })
       .def("close", [](PyTable& t) { t.table.reset(); }, "Closes this handle (its Locks keep the table open).")
       .def("__enter__", [](PyTable& t) -> PyTable& { return t; }, py::return_value_policy::reference_internal)
@@ -217,19 +249,21 @@ PYBIND11_MODULE(locktable, m) {
       "open",
       [](const std::string& location, bool create, std::optional<std::string> history,
          std::optional<uint32_t> initial_slots, std::optional<uint32_t> ring_entries,
-         std::optional<double> drain_interval) {
+         std::optional<double> drain_interval, std::optional<double> deadlock_timeout) {
         Options o;
         o.create_if_missing = create;
         if (auto level = level_from(history)) o.history = *level;
         if (initial_slots) o.initial_slots = *initial_slots;
         if (ring_entries) o.ring_entries = *ring_entries;
         if (drain_interval) o.drain_interval = std::chrono::milliseconds(int64_t(*drain_interval * 1000));
+        if (deadlock_timeout) o.deadlock_timeout = std::chrono::milliseconds(int64_t(*deadlock_timeout * 1000));
         std::unique_ptr<Table> t;
         check(Table::open(location, o, &t));
         return PyTable{std::shared_ptr<Table>(std::move(t))};
       },
       py::arg("location"), py::arg("create") = true, py::arg("history") = py::none(),
       py::arg("initial_slots") = py::none(), py::arg("ring_entries") = py::none(),
-      py::arg("drain_interval") = py::none(),
-      "Opens (and unless create=False creates) the table at `location`: a folder, or a file:/// URL.");
+      py::arg("drain_interval") = py::none(), py::arg("deadlock_timeout") = py::none(),
+      "Opens (and unless create=False creates) the table at `location`: a folder, a file:/// URL or an "
+      "etcd:// URL. deadlock_timeout: seconds a waiter waits before it looks for a cycle (0: never).");
 }
