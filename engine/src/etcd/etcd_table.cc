@@ -305,8 +305,12 @@ AcquireResult EtcdTable::acquire_slow(NameState& l, Mode mode, const Deadline& d
     for (json& op : o.ops) ops.push_back(std::move(op));
     Status s = txn(json::array({create_is(name_key, "EQUAL", l.incarnation), create_is(queue_prefix(l), "EQUAL", 0, true)}),
                    ops, json::array({range_op(name_key)}), &out);
-    if (!s.ok()) return AcquireResult{s, {}};
+    if (!s.ok()) {
+      withdraw(hold->key);  // an answer lost on the way may have queued it
+      return AcquireResult{s, {}};
+    }
     if (out.value("succeeded", false)) {
+      // The queue was empty, so the key is new: its create revision is the transaction's.
       hold->revision = json_int(out["header"], "revision");
       settle_ownership(l, hold, out, 1, o);
       return acquired(l, *hold);
@@ -314,14 +318,22 @@ AcquireResult EtcdTable::acquire_slow(NameState& l, Mode mode, const Deadline& d
     std::vector<Kv> name = kvs_of(response(out, 0, "response_range"));
     if (name.empty() || name[0].create != l.incarnation) return stale();
   }
-  // Contended: queue up, wait until nothing ahead blocks this thread.
+  // Contended: queue up, wait until nothing ahead blocks this thread. The key
+  // may exist already (a transaction whose answer was lost, retried): its
+  // place in the queue is its create revision, read back, not this put's.
   Status s = txn(json::array({create_is(name_key, "EQUAL", l.incarnation)}),
-                 json::array({put_op(hold->key, owner, lease), range_op(queue_prefix(l), true, true)}),
+                 json::array({put_op(hold->key, owner, lease), range_op(hold->key), range_op(queue_prefix(l), true, true)}),
                  json::array(), &out);
-  if (!s.ok()) return AcquireResult{s, {}};
+  if (!s.ok()) {
+    withdraw(hold->key);
+    return AcquireResult{s, {}};
+  }
   if (!out.value("succeeded", false)) return stale();
-  hold->revision = json_int(out["header"], "revision");
-  json queue = response(out, 1, "response_range");
+  {
+    std::vector<Kv> mine = kvs_of(response(out, 1, "response_range"));
+    hold->revision = mine.empty() ? json_int(out["header"], "revision") : mine[0].create;
+  }
+  json queue = response(out, 2, "response_range");
   int64_t poll_ms = 1;
   uint64_t failing_since = 0;  // monotonic ns of the first failed poll in a row
   for (;;) {
@@ -411,7 +423,12 @@ EtcdTable::Ownership EtcdTable::ownership_ops(const NameState& l, const Hold& ho
 // makes this hold abandoned. Rare, so the fix-ups are extra transactions.
 void EtcdTable::settle_ownership(const NameState& l, Hold* hold, const json& out, size_t first, const Ownership& o) {
   std::vector<Kv> marker = kvs_of(response(out, first, "response_range"));
-  const json before = marker.empty() ? json(nullptr) : marker[0].value;
+  json before = marker.empty() ? json(nullptr) : marker[0].value;
+  // This thread's own record: an earlier attempt of this acquire whose answer was lost.
+  if (before.is_object() && before.value("pid", 0u) == uint32_t(::getpid()) && before.value("tid", 0u) == current_tid() &&
+      before.value("state", "") == "held") {
+    before = json(nullptr);
+  }
   if (before.is_object() && before.value("state", "") == "held") {
     hold->abandoned = true;  // its holder never released: its lease ran out
     hold->dead = owner_of(before);
