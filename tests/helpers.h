@@ -5,10 +5,13 @@
 // its exit status and through pipes.
 #pragma once
 
+#include <sys/mman.h>
 #include <sys/types.h>
 
 #include <functional>
 #include <memory>
+#include <new>
+#include <stdexcept>
 #include <string>
 
 #include "locktable/locktable.h"
@@ -62,6 +65,14 @@ class Pipe {
 
 // Milliseconds since an arbitrary start (monotonic).
 double now_ms();
+
+// A T in memory shared with the children forked after this call (never freed).
+template <class T>
+T* shared_memory() {
+  void* p = ::mmap(nullptr, sizeof(T), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+  if (p == MAP_FAILED) throw std::runtime_error("shared_memory: mmap failed");
+  return new (p) T();
+}
 
 }  // namespace testing
 

@@ -24,6 +24,7 @@ extern char** environ;
 
 using namespace locktable;
 using testing::Pipe;
+using testing::shared_memory;
 using testing::spawn;
 using testing::TempDir;
 using testing::wait_child;
@@ -102,13 +103,6 @@ std::unique_ptr<Table> open_url(const std::string& url) {
   INFO(s.to_string());
   REQUIRE(s.ok());
   return t;
-}
-
-template <class T>
-T* shared_memory() {
-  void* p = ::mmap(nullptr, sizeof(T), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-  REQUIRE(p != MAP_FAILED);
-  return new (p) T();
 }
 
 // A child that opens `url`, takes `name` and holds it until killed.

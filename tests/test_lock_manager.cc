@@ -19,19 +19,13 @@
 using namespace locktable;
 using testing::open_table;
 using testing::Pipe;
+using testing::shared_memory;
 using testing::spawn;
 using testing::spawn_holder;
 using testing::TempDir;
 using testing::wait_child;
 
 namespace {
-
-template <class T>
-T* shared_memory() {
-  void* p = ::mmap(nullptr, sizeof(T), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-  REQUIRE(p != MAP_FAILED);
-  return new (p) T();
-}
 
 Options with_deadlock_timeout(std::chrono::milliseconds timeout) {
   Options o;

@@ -16,19 +16,13 @@ using namespace locktable;
 using testing::child_lock;
 using testing::open_table;
 using testing::Pipe;
+using testing::shared_memory;
 using testing::spawn;
 using testing::spawn_holder;
 using testing::TempDir;
 using testing::wait_child;
 
 namespace {
-
-template <class T>
-T* shared_memory() {
-  void* p = ::mmap(nullptr, sizeof(T), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-  REQUIRE(p != MAP_FAILED);
-  return new (p) T();
-}
 
 struct Counter {
   volatile uint64_t value = 0;

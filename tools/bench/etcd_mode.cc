@@ -19,6 +19,7 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
+#include "etcd_client.h"  // base64_encode, as the etcd backend writes keys
 #include "harness.h"
 #include "locktable/locktable.h"
 
@@ -32,25 +33,6 @@ using Clock = std::chrono::steady_clock;
 namespace {
 
 double ms_since(Clock::time_point t) { return std::chrono::duration<double, std::milli>(Clock::now() - t).count(); }
-
-std::string b64(std::string_view in) {
-  static const char* a = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-  std::string out;
-  size_t i = 0;
-  for (; i + 2 < in.size(); i += 3) {
-    uint32_t v = (uint32_t(uint8_t(in[i])) << 16) | (uint32_t(uint8_t(in[i + 1])) << 8) | uint8_t(in[i + 2]);
-    for (int k = 3; k >= 0; --k) out.push_back(a[(v >> (6 * k)) & 63]);
-  }
-  if (size_t left = in.size() - i; left > 0) {
-    uint32_t v = uint32_t(uint8_t(in[i])) << 16;
-    if (left == 2) v |= uint32_t(uint8_t(in[i + 1])) << 8;
-    out.push_back(a[(v >> 18) & 63]);
-    out.push_back(a[(v >> 12) & 63]);
-    out.push_back(left == 2 ? a[(v >> 6) & 63] : '=');
-    out.push_back('=');
-  }
-  return out;
-}
 
 size_t collect(char* d, size_t s, size_t n, void* out) {
   static_cast<std::string*>(out)->append(d, s * n);
@@ -82,7 +64,7 @@ class EtcdLockService {
   }
   // Lock blocks until held; returns the lock's key (base64).
   std::string lock(const std::string& name, const std::string& lease) {
-    json r = post("lock/lock", json{{"name", b64(name)}, {"lease", lease}});
+    json r = post("lock/lock", json{{"name", locktable::detail::base64_encode(name)}, {"lease", lease}});
     return r.is_object() ? r.value("key", std::string()) : std::string();
   }
   void unlock(const std::string& key) { (void)post("lock/unlock", json{{"key", key}}); }

@@ -73,6 +73,7 @@ Deadline deadline_of(const std::optional<double>& timeout_s) {
 // A Table shared by the Locks made from it (a Lock keeps its table open).
 struct PyTable {
   std::shared_ptr<Table> table;
+  int time_digits = -1;  // of history times, from stats() once (it adds up every lock's counters)
 };
 
 Table& table_of(PyTable& t) {
@@ -192,10 +193,12 @@ PYBIND11_MODULE(locktable, m) {
               s = table.history(q, &events);
             }
             check(s);
-            TableStats st;
-            const int digits = table.stats(&st).ok() ? json::time_digits(st.time_resolution_ns) : 9;
+            if (t.time_digits < 0) {
+              TableStats st;
+              t.time_digits = table.stats(&st).ok() ? json::time_digits(st.time_resolution_ns) : 9;
+            }
             py::list out;
-            for (const Event& e : events) out.append(to_python(json::event(e, digits)));
+            for (const Event& e : events) out.append(to_python(json::event(e, t.time_digits)));
             return out;
           },
           py::arg("name") = py::none(), py::arg("limit") = py::none(), py::arg("kind") = py::none())

@@ -179,30 +179,30 @@ Status EtcdTable::history(const HistoryQuery& q, std::vector<Event>* events) {
   return Status::OK();
 }
 
-Status EtcdTable::set_history_level(HistoryLevel level) {
+Status EtcdTable::update_settings(const json& changes) {
   if (Status s = check_process(); !s.ok()) return s;
   json out;
   if (Status s = client_->call("kv/range", range_op(meta("table"))["request_range"], &out); !s.ok()) return s;
   std::vector<Kv> marker = kvs_of(out);
   if (marker.empty() || !marker[0].value.is_object()) return Status(Code::corrupt, fmt::format("{}: no table marker", location_));
   json settings = marker[0].value;
-  settings["history"] = int(level);
-  history_level_ = level;
+  settings.update(changes);
   return txn(json::array(), json::array({put_op(meta("table"), settings)}), json::array(), &out);
 }
 
+Status EtcdTable::set_history_level(HistoryLevel level) {
+  Status s = update_settings(json{{"history", int(level)}});
+  if (s.ok()) history_level_ = level;
+  return s;
+}
+
 Status EtcdTable::set_retention(uint64_t count, std::chrono::seconds age) {
-  if (Status s = check_process(); !s.ok()) return s;
-  json out;
-  if (Status s = client_->call("kv/range", range_op(meta("table"))["request_range"], &out); !s.ok()) return s;
-  std::vector<Kv> marker = kvs_of(out);
-  if (marker.empty() || !marker[0].value.is_object()) return Status(Code::corrupt, fmt::format("{}: no table marker", location_));
-  json settings = marker[0].value;
-  settings["retention_count"] = count;
-  settings["retention_age_s"] = uint64_t(age.count());
-  retention_count_ = count;
-  retention_age_s_ = uint64_t(age.count());
-  return txn(json::array(), json::array({put_op(meta("table"), settings)}), json::array(), &out);
+  Status s = update_settings(json{{"retention_count", count}, {"retention_age_s", uint64_t(age.count())}});
+  if (s.ok()) {
+    retention_count_ = count;
+    retention_age_s_ = uint64_t(age.count());
+  }
+  return s;
 }
 
 }  // namespace locktable::detail

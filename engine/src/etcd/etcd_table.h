@@ -110,6 +110,8 @@ class EtcdTable final : public Backend {
   Status check_process() const;  // not in a child after fork()
   void keep_alive();             // the lease thread
   Status grant_lease();
+  // Merges `changes` into the table marker's settings (read, then put).
+  Status update_settings(const nlohmann::json& changes);
   // Deletes a key of this process (a waiter that gave up, a release that
   // failed), or keeps it for the lease thread to delete once etcd answers
   // again: a key left on a live lease would block its queue for ever.

@@ -23,6 +23,21 @@ uint64_t load_wait(const format::ReaderRecord* r) {
   return std::atomic_ref<const uint64_t>(r->waits_for).load(std::memory_order_acquire);
 }
 
+// The wait published in `r` by `waiter`, if any: false when there is none,
+// or when it changed while being read (then it is not a wait on that lock).
+bool read_wait(const format::ReaderRecord* r, const Owner& waiter, WaitView* v) {
+  const uint64_t w = load_wait(r);
+  if (!(w & format::kWaitWaiting)) return false;
+  v->waiter = waiter;
+  v->slot = format::wait_word_slot(w);
+  v->mode = (w & format::kWaitShared) ? Mode::shared : Mode::exclusive;
+  v->detects = (w & format::kWaitDetects) != 0;
+  v->incarnation = __atomic_load_n(&r->incarnation, __ATOMIC_RELAXED);
+  v->since_ns = __atomic_load_n(&r->acquired_at, __ATOMIC_RELAXED);
+  v->word = w;
+  return load_wait(r) == w;
+}
+
 // One read of the graph's published half: the waits, and the shared holders
 // of each lock.
 struct Snapshot {
@@ -41,17 +56,7 @@ Snapshot read_snapshot(TableFile& file) {
     if (format::reader_op_claim(op) == generation(id) && (st == ReaderState::in || st == ReaderState::leaving)) {
       snap.readers[format::reader_op_slot(op)].push_back(o);
     }
-    const uint64_t w = load_wait(r);
-    if (!(w & format::kWaitWaiting)) return true;
-    WaitView v;
-    v.waiter = o;
-    v.slot = format::wait_word_slot(w);
-    v.mode = (w & format::kWaitShared) ? Mode::shared : Mode::exclusive;
-    v.detects = (w & format::kWaitDetects) != 0;
-    v.incarnation = __atomic_load_n(&r->incarnation, __ATOMIC_RELAXED);
-    v.since_ns = __atomic_load_n(&r->acquired_at, __ATOMIC_RELAXED);
-    v.word = w;
-    if (load_wait(r) == w) snap.waits[thread_key(o)] = v;  // else it changed while read: not waiting on that
+    if (WaitView v; read_wait(r, o, &v)) snap.waits[thread_key(o)] = v;
     return true;
   });
   return snap;
@@ -146,19 +151,10 @@ void clear_wait(format::ReaderRecord* r) {
 std::vector<WaitView> published_waits(TableFile& file) {
   std::vector<WaitView> out;
   for_each_reader(file, [&](uint64_t, format::ReaderRecord* r) {
-    const uint64_t w = load_wait(r);
-    if (!(w & format::kWaitWaiting)) return true;
+    if (!(load_wait(r) & format::kWaitWaiting)) return true;
     const Word128 id = load128(&r->ident);
     if (id.lo == 0 || reader_dead(id)) return true;
-    WaitView v;
-    v.waiter = reader_owner(r, id);
-    v.slot = format::wait_word_slot(w);
-    v.mode = (w & format::kWaitShared) ? Mode::shared : Mode::exclusive;
-    v.detects = (w & format::kWaitDetects) != 0;
-    v.incarnation = __atomic_load_n(&r->incarnation, __ATOMIC_RELAXED);
-    v.since_ns = __atomic_load_n(&r->acquired_at, __ATOMIC_RELAXED);
-    v.word = w;
-    if (load_wait(r) == w) out.push_back(v);
+    if (WaitView v; read_wait(r, reader_owner(r, id), &v)) out.push_back(v);
     return true;
   });
   return out;
