@@ -1,6 +1,7 @@
 #include "proc_thread.h"
 
 #include <fcntl.h>
+#include <sys/prctl.h>
 #include <unistd.h>
 
 #include <cstdio>
@@ -48,6 +49,22 @@ bool read_thread_comm(uint32_t pid, uint32_t tid, char comm[16]) {
   if (n <= 0) return false;
   if (comm[n - 1] == '\n') comm[n - 1] = '\0';
   return true;
+}
+
+const ThreadIdentity& calling_thread() {
+  thread_local ThreadIdentity me;
+  const uint32_t pid = uint32_t(::getpid());
+  if (me.pid != pid) {
+    me.pid = pid;
+    me.tid = uint32_t(::gettid());
+    uint64_t start = 0;
+    char state = 0;
+    me.start = read_thread_stat(me.pid, me.tid, &start, &state) ? uint32_t(start) : 0;
+    std::memset(me.comm, 0, sizeof me.comm);
+    prctl(PR_GET_NAME, me.comm, 0, 0, 0);
+    me.comm[15] = '\0';
+  }
+  return me;
 }
 
 }  // namespace locktable::detail

@@ -158,13 +158,8 @@ Status EtcdTable::txn(const json& compare, const json& success, const json& fail
 }
 
 json EtcdTable::owner_value() const {
-  char comm[16] = {};
-  (void)read_thread_comm(uint32_t(::getpid()), current_tid(), comm);
-  uint64_t start = 0;
-  char state = 0;
-  (void)read_thread_stat(uint32_t(::getpid()), current_tid(), &start, &state);
-  return json{{"pid", uint32_t(::getpid())}, {"tid", current_tid()}, {"start", uint32_t(start)},
-              {"host", host_}, {"comm", comm}};
+  const ThreadIdentity& me = calling_thread();
+  return json{{"pid", me.pid}, {"tid", me.tid}, {"start", me.start}, {"host", host_}, {"comm", me.comm}};
 }
 
 json EtcdTable::event_put(EventKind kind, Mode mode, const NameState* l, const json& extra) {

@@ -1,7 +1,6 @@
 #include "thread_self.h"
 
 #include <pthread.h>
-#include <sys/prctl.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -41,17 +40,14 @@ ThreadSelf& thread_self_slow() {
   std::call_once(atfork_once, [] { pthread_atfork(nullptr, nullptr, reset_after_fork); });
 
   ThreadSelf& s = tls_self;
-  s.pid = uint32_t(::getpid());
-  s.tid = uint32_t(::gettid());
-  uint64_t start = 0;
-  char state = 0;
-  if (!read_thread_stat(s.pid, s.tid, &start, &state)) start = 0;
-  s.start = uint32_t(start);
+  const ThreadIdentity& me = calling_thread();
+  s.pid = me.pid;
+  s.tid = me.tid;
+  s.start = me.start;
   s.owner_lo = uint64_t{s.tid} | (uint64_t{s.pid} << 32);
   s.robust = find_robust_head();
-  std::memset(s.comm, 0, sizeof s.comm);
-  prctl(PR_GET_NAME, s.comm, 0, 0, 0);
-  s.comm[15] = '\0';
+  static_assert(sizeof s.comm == sizeof me.comm);
+  std::memcpy(s.comm, me.comm, sizeof s.comm);
   // A child after fork holds none of its parent's locks and owns none of its
   // parent's reader records.
   s.abandoned_count = 0;
