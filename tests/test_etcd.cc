@@ -4,7 +4,6 @@
 // and SIGSTOP past the TTL), interop with `etcdctl lock`, and clear errors.
 #include <fcntl.h>
 #include <signal.h>
-#include <spawn.h>
 #include <sys/mman.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -18,9 +17,8 @@
 #include <thread>
 
 #include "etcd_location.h"
+#include "etcd_process.h"
 #include "helpers.h"
-
-extern char** environ;
 
 using namespace locktable;
 using testing::Pipe;
@@ -32,17 +30,8 @@ using testing::wait_child;
 namespace {
 
 pid_t start_process(const std::vector<std::string>& args) {
-  std::vector<char*> argv;
-  for (const std::string& a : args) argv.push_back(const_cast<char*>(a.c_str()));
-  argv.push_back(nullptr);
-  pid_t pid = 0;
-  posix_spawn_file_actions_t actions;
-  posix_spawn_file_actions_init(&actions);
-  posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0);
-  posix_spawn_file_actions_addopen(&actions, 2, "/dev/null", O_WRONLY, 0);
-  const int rc = posix_spawnp(&pid, argv[0], &actions, nullptr, argv.data(), environ);
-  posix_spawn_file_actions_destroy(&actions);
-  REQUIRE(rc == 0);
+  const pid_t pid = testing::start_quiet_process(args);
+  REQUIRE(pid > 0);
   return pid;
 }
 
@@ -50,40 +39,16 @@ pid_t start_process(const std::vector<std::string>& args) {
 // the pid (two runs at once do not collide), stopped at exit.
 class EtcdServer {
  public:
-  EtcdServer() {
-    const int base = 20000 + int(::getpid() % 10000) * 2;
-    client_ = "127.0.0.1:" + std::to_string(base);
-    const std::string peer = "http://127.0.0.1:" + std::to_string(base + 1);
-    pid_ = start_process({"etcd", "--data-dir", data_.path() + "/etcd", "--name", "lt",
-                          "--listen-client-urls", "http://" + client_, "--advertise-client-urls", "http://" + client_,
-                          "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
-                          "--initial-cluster", "lt=" + peer});
-    owner_ = ::getpid();
-    // Ready when a table opens.
-    const double until = testing::now_ms() + 15000;
-    for (;;) {
-      std::unique_ptr<Table> t;
-      if (Table::open(url("ready"), {}, &t).ok()) break;
-      if (testing::now_ms() > until) FAIL("etcd did not start on " + client_ + " (is etcd-server installed?)");
-      std::this_thread::sleep_for(std::chrono::milliseconds(100));
-    }
+  EtcdServer() : process_(20000 + int(::getpid() % 10000) * 2) {
+    if (!process_.ready()) FAIL("etcd did not start on " + process_.client() + " (is etcd-server installed?)");
   }
-  ~EtcdServer() {
-    if (::getpid() != owner_) return;  // a forked child leaves it alone
-    ::kill(pid_, SIGTERM);
-    int status = 0;
-    ::waitpid(pid_, &status, 0);
-  }
-  const std::string& client() const { return client_; }
+  const std::string& client() const { return process_.client(); }
   std::string url(const std::string& prefix, const std::string& query = "") const {
-    return "etcd://" + client_ + "/" + prefix + query;
+    return process_.url(prefix, query);
   }
 
  private:
-  TempDir data_;
-  std::string client_;
-  pid_t pid_ = 0;
-  pid_t owner_ = 0;
+  testing::EtcdProcess process_;
 };
 
 EtcdServer& etcd() {

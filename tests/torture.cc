@@ -15,8 +15,15 @@
 //      order) is told deadlock; every worker stops on request.
 //   5. After recover(), check() finds no problem.
 //
-// Usage: locktable-torture [SECONDS] (default 60; Meson passes -Dtorture_seconds).
-// Not a Catch2 test: it is one long scenario that prints what it saw.
+// Usage: locktable-torture [SECONDS [SEED]] [--etcd] (default 60 s; Meson
+// passes -Dtorture_seconds). Not a Catch2 test: it is one long scenario that
+// prints what it saw.
+//
+// --etcd: the same workers and invariants on an etcd table, on a
+// single-member etcd this run starts on loopback ports (lease TTL 2 s). A
+// killed process's keys stay until its lease runs out, so kills come about
+// about once a second rather than every 15 ms; there are no crash points (they are
+// the mapped table's protocol steps) and no downgrades (etcd tables have none).
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/mman.h>
@@ -39,6 +46,7 @@
 #include <vector>
 
 #include "crash_point.h"
+#include "etcd_process.h"
 #include "locktable/locktable.h"
 #include "table_format.h"
 
@@ -80,6 +88,7 @@ struct Shared {
 static_assert(std::atomic<uint32_t>::is_always_lock_free && std::atomic<uint64_t>::is_always_lock_free);
 
 Shared* g = nullptr;
+bool g_etcd = false;  // --etcd: the table is an etcd:// location
 volatile pid_t g_workers[kWorkers];  // for the watchdog: workers must not outlive a hung supervisor
 
 void violation(const char* fmt_text, uint32_t a = 0, uint32_t b = 0, uint32_t c = 0) {
@@ -119,6 +128,9 @@ const char* const kCrashPoints[] = {
 };
 
 void spin_for(std::mt19937& rng) {
+  // On etcd an acquire or a release takes a millisecond or so: hold about as
+  // long, so that kills find holders and not only waiters.
+  if (g_etcd) usleep(useconds_t(rng() % 4000));
   uint32_t n = rng() % 2000;
   for (uint32_t i = 0; i < n; ++i) asm volatile("" ::: "memory");
   if (rng() % 16 == 0) sched_yield();
@@ -145,7 +157,7 @@ int worker(const std::string& dir, int index, uint64_t seed) {
 
   while (!g->stop.load()) {
     // Now and then die inside a protocol step rather than at a random moment.
-    if (rng() % 40 == 0) {
+    if (!g_etcd && rng() % 40 == 0) {
       detail::arm_crash_point(kCrashPoints[rng() % std::size(kCrashPoints)]);
       g->crash_points.fetch_add(1);
     }
@@ -262,7 +274,7 @@ int worker(const std::string& dir, int index, uint64_t seed) {
       if (uint32_t now = pl.writer.load(); now != me) violation("pid %u: pid %u entered lock %u too", me, now, uint32_t(li));
       pl.writer.store(0);  // the repair is done
       if (abandoned) (void)lock.mark_consistent();
-      if (rng() % 4 == 0) {
+      if (!g_etcd && rng() % 4 == 0) {
         // Downgrade, then read: no writer may enter until this reader leaves.
         if (Status s = lock.downgrade(); !s.ok()) {
           violation("pid %u: downgrade of lock %u failed (code %u)", me, uint32_t(li), uint32_t(s.code()));
@@ -401,10 +413,15 @@ void dump_state(const std::string& dir, Table& table) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  const int seconds = argc > 1 ? std::atoi(argv[1]) : 60;
-  const uint64_t seed = argc > 2 ? std::strtoull(argv[2], nullptr, 10) : uint64_t(time(nullptr));
-  std::printf("locktable-torture: %d s, %d workers, %d locks, seed %llu\n", seconds, kWorkers, kLocks,
-              (unsigned long long)seed);
+  std::vector<std::string> positional;
+  for (int i = 1; i < argc; ++i) {
+    if (std::strcmp(argv[i], "--etcd") == 0) g_etcd = true;
+    else positional.push_back(argv[i]);
+  }
+  const int seconds = positional.size() > 0 ? std::atoi(positional[0].c_str()) : 60;
+  const uint64_t seed = positional.size() > 1 ? std::strtoull(positional[1].c_str(), nullptr, 10) : uint64_t(time(nullptr));
+  std::printf("locktable-torture: %d s, %d workers, %d locks, seed %llu%s\n", seconds, kWorkers, kLocks,
+              (unsigned long long)seed, g_etcd ? ", on etcd" : "");
   // The supervisor itself must not hang either (it drains and recovers too).
   signal(SIGALRM, [](int) {
     const char msg[] = "FAILED: the supervisor hung (draining or recovering)\n";
@@ -422,7 +439,16 @@ int main(int argc, char** argv) {
 
   char tmpl[] = "/tmp/locktable-torture-XXXXXX";
   if (mkdtemp(tmpl) == nullptr) return 2;
-  const std::string dir = std::string(tmpl) + "/t";
+  std::string dir = std::string(tmpl) + "/t";
+  std::unique_ptr<testing::EtcdProcess> etcd;
+  if (g_etcd) {
+    etcd = std::make_unique<testing::EtcdProcess>(64000 + int(::getpid() % 700) * 2);
+    if (!etcd->ready()) {
+      std::fprintf(stderr, "etcd did not start on %s (is etcd-server installed?)\n", etcd->client().c_str());
+      return 2;
+    }
+    dir = etcd->url("torture", "?ttl=2");
+  }
 
   Options options;
   options.initial_slots = 8;  // the scratch names make it grow
@@ -446,8 +472,30 @@ int main(int argc, char** argv) {
   auto end = Clock::now() + std::chrono::seconds(seconds);
   auto next_drain = Clock::now();
   while (Clock::now() < end && g->violations.load() == 0) {
-    usleep(useconds_t(500 + rng() % 20000));
+    usleep(g_etcd ? useconds_t(400'000 + rng() % 600'000) : useconds_t(500 + rng() % 20000));
     int w = int(rng() % kWorkers);
+    // On etcd most workers wait most of the time, and each killed waiter
+    // stalls its lock for the TTL: aim three kills in four at a worker inside
+    // a lock (looking for one for up to half a second).
+    if (g_etcd && rng() % 4 != 0) {
+      for (int tries = 0; tries < 100; ++tries, usleep(5000)) {
+        const int start = int(rng() % uint32_t(kLocks * (kWorkers + 1)));
+        int found = -1;
+        for (int n = 0; n < kLocks * (kWorkers + 1) && found < 0; ++n) {
+          const int i = (start + n) % (kLocks * (kWorkers + 1));
+          const Shared::PerLock& pl = g->locks[i / (kWorkers + 1)];
+          const int k = i % (kWorkers + 1);
+          const uint32_t inside = k == kWorkers ? pl.writer.load() : pl.readers[k].load();
+          for (int j = 0; j < kWorkers && inside != 0; ++j) {
+            if (uint32_t(pids[size_t(j)]) == inside) found = j;
+          }
+        }
+        if (found >= 0) {
+          w = found;
+          break;
+        }
+      }
+    }
     if (rng() % 3 != 0) {
       kill(pids[size_t(w)], SIGKILL);
       ++kills;
@@ -497,7 +545,7 @@ int main(int argc, char** argv) {
     std::printf("check: %s\n", p.c_str());
     violation("check found a problem (printed above)");
   }
-  if (!problems.empty() && getenv("TORTURE_DEBUG")) dump_state(dir, *table);
+  if (!problems.empty() && !g_etcd && getenv("TORTURE_DEBUG")) dump_state(dir, *table);
   check_takeovers(*table);
 
   std::printf("%llu kills, %llu crash points armed, %llu acquisitions (%llu by acquire_all calls, %llu downgrades), "

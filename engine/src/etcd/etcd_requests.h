@@ -61,11 +61,18 @@ inline json create_is(const std::string& key, const char* result, int64_t revisi
   return c;
 }
 
+// A compare on the revision of `key`'s last change (0: it does not exist).
+inline json modified_at(const std::string& key, int64_t revision) {
+  return json{{"target", "MOD"}, {"key", base64_encode(key)}, {"result", "EQUAL"},
+              {"mod_revision", std::to_string(revision)}};
+}
+
 // One key of a range answer.
 struct Kv {
   std::string key;
   json value;  // null when not JSON
   int64_t create = 0;
+  int64_t mod = 0;
 };
 
 inline std::vector<Kv> kvs_of(const json& range) {
@@ -78,6 +85,7 @@ inline std::vector<Kv> kvs_of(const json& range) {
     if (base64_decode(kv.value("value", ""), &raw) && !raw.empty()) k.value = json::parse(raw, nullptr, false);
     if (k.value.is_discarded()) k.value = nullptr;
     k.create = json_int(kv, "create_revision");
+    k.mod = json_int(kv, "mod_revision");
     out.push_back(std::move(k));
   }
   return out;

@@ -416,6 +416,14 @@ EtcdTable::Ownership EtcdTable::ownership_ops(const NameState& l, const Hold& ho
 // What the ownership transaction read (its responses from `first` on: the
 // holder marker, the readers' markers): a predecessor that never released
 // makes this hold abandoned. Rare, so the fix-ups are extra transactions.
+//
+// EXACTLY ONCE. Each takeover is recorded (a `recovered` event) by one
+// holder: the one that finds the dead writer's `held` marker or a dead
+// reader's marker. An exclusive owner is alone (its ownership transaction
+// overwrote the marker); readers that take over together race to change the
+// marker, and only the one whose change lands records the takeover. Holders
+// after it, while the lock is not marked consistent, are told abandoned too
+// but record nothing new.
 void EtcdTable::settle_ownership(const NameState& l, Hold* hold, const json& out, size_t first, const Ownership& o) {
   std::vector<Kv> marker = kvs_of(response(out, first, "response_range"));
   json before = marker.empty() ? json(nullptr) : marker[0].value;
@@ -424,8 +432,10 @@ void EtcdTable::settle_ownership(const NameState& l, Hold* hold, const json& out
       before.value("state", "") == "held") {
     before = json(nullptr);
   }
+  bool takeover = false;  // this hold is the one that found the dead (not one after it)
   if (before.is_object() && before.value("state", "") == "held") {
     hold->abandoned = true;  // its holder never released: its lease ran out
+    takeover = true;
     hold->dead = owner_of(before);
     hold->dead_host = before.value("host", "");
   } else if (before.is_object() && before.value("abandoned", false)) {
@@ -438,11 +448,12 @@ void EtcdTable::settle_ownership(const NameState& l, Hold* hold, const json& out
   if (hold->mode == Mode::exclusive) {
     for (const Kv& r : kvs_of(response(out, first + 1, "response_range"))) {
       fix.push_back(delete_op(r.key));  // a reader that left its marker behind died
-      if (!hold->abandoned) {
+      if (!takeover) {
         hold->dead = owner_of(r.value);
         hold->dead_host = r.value.is_object() ? r.value.value("host", "") : "";
       }
       hold->abandoned = true;  // a reader that never left
+      takeover = true;
     }
   }
   json ignored;
@@ -450,13 +461,15 @@ void EtcdTable::settle_ownership(const NameState& l, Hold* hold, const json& out
     if (!fix.empty()) (void)txn(json::array(), fix, json::array(), &ignored);
     return;
   }
-  if (hold->mode == Mode::shared && before.is_object() && before.value("state", "") == "held") {
+  json compare = json::array();
+  if (hold->mode == Mode::shared && takeover) {
     // A reader took over from a dead writer: later holders are told too.
+    compare.push_back(modified_at(holder_key(l), marker[0].mod));
     fix.push_back(put_op(holder_key(l), json{{"state", "free"}, {"abandoned", true}, {"dead", before}}));
   }
+  json relabel = json::array();
   if (!o.event.is_null()) {
-    // The event said "not abandoned": the same key again (its sequence
-    // number stays), and the takeover before it.
+    // The event said "not abandoned": the same key again (its sequence number stays).
     json event = o.event;
     std::string raw;
     (void)base64_decode(event["request_put"]["value"].get<std::string>(), &raw);
@@ -464,12 +477,16 @@ void EtcdTable::settle_ownership(const NameState& l, Hold* hold, const json& out
     if (value.is_object()) {
       value["abandoned"] = true;
       event["request_put"]["value"] = base64_encode(value.dump());
-      fix.push_back(event);
+      relabel.push_back(event);
     }
+  }
+  for (const json& op : relabel) fix.push_back(op);
+  if (takeover && history_on()) {
     fix.push_back(event_put(EventKind::recovered, hold->mode, &l,
                             json{{"dead", json{{"pid", hold->dead.pid}, {"tid", hold->dead.tid}, {"host", hold->dead_host}}}}));
   }
-  if (!fix.empty()) (void)txn(json::array(), fix, json::array(), &ignored);
+  // Failure: another reader's takeover landed first; this one is after it.
+  if (!fix.empty()) (void)txn(compare, fix, relabel, &ignored);
 }
 
 Status EtcdTable::release(Lock& lock, Mode mode) {

@@ -26,8 +26,12 @@
 // deletes its keys, and the queue moves on. The holder marker is not on a
 // lease: a new owner that finds it `held` (by a key no longer there), or
 // readers' markers left behind, knows its predecessor never released: it is
-// told `abandoned`, with the dead owner, exactly once per takeover because
-// exactly one key is the lowest. A holder whose lease ran out while it lived
+// told `abandoned`, with the dead owner. One holder records each takeover: a
+// writer is alone (its ownership transaction replaced the marker), and of
+// readers taking over together only the one whose change of the marker
+// lands (a compare on its revision) records it; holders after it, until the
+// lock is marked consistent, are told `abandoned` and record nothing new.
+// A holder whose lease ran out while it lived
 // (stopped, partitioned) finds its key gone at release: `lock_lost`.
 //
 // Waiting polls the queue (2 ms, doubling to 20 ms); fork() children open the

@@ -1,0 +1,42 @@
+// Real etcd servers for the tests and the torture: single members started on
+// loopback ports chosen by the caller (never 2379/2380, which a system etcd
+// may hold), each with its data in a fresh temporary folder, stopped and
+// removed by the process that started them.
+#pragma once
+
+#include <sys/types.h>
+
+#include <string>
+#include <vector>
+
+namespace testing {
+
+// Starts `args` (argv[0] looked up in PATH) with stdout and stderr on
+// /dev/null; returns its pid, or -1 if it could not be started.
+pid_t start_quiet_process(const std::vector<std::string>& args);
+
+class EtcdProcess {
+ public:
+  // A member named `name` serving clients on 127.0.0.1:client_port and peers
+  // on 127.0.0.1:client_port+1.
+  explicit EtcdProcess(int client_port, const std::string& name = "lt");
+  ~EtcdProcess();  // SIGTERM, wait, remove the data folder (only in the starting process)
+  EtcdProcess(const EtcdProcess&) = delete;
+  EtcdProcess& operator=(const EtcdProcess&) = delete;
+
+  // True once a table opens there, within `ms`.
+  bool ready(int ms = 15000) const;
+  bool started() const { return pid_ > 0; }
+  const std::string& client() const { return client_; }
+  std::string url(const std::string& prefix, const std::string& query = "") const {
+    return "etcd://" + client_ + "/" + prefix + query;
+  }
+
+ private:
+  std::string dir_;
+  std::string client_;
+  pid_t pid_ = -1;
+  pid_t owner_ = 0;
+};
+
+}  // namespace testing
