@@ -122,18 +122,6 @@ class EtcdProcess {
   std::string endpoint_;
 };
 
-// Median ms of `rounds` calls of fn.
-template <class Fn>
-double median_ms(int rounds, Fn fn) {
-  std::vector<double> ms;
-  for (int i = 0; i < rounds; ++i) {
-    auto t = Clock::now();
-    fn();
-    ms.push_back(ms_since(t));
-  }
-  return median(ms);
-}
-
 // Two processes taking one lock in turns, `rounds` times each: ms per hand-off.
 template <class Child>
 double handoff_ms(int rounds, Child child) {
@@ -163,32 +151,42 @@ int run_etcd_mode(bool quick) {
     return 1;
   }
   const int rounds = quick ? 50 : 300;
+  const int pair_rounds = quick ? 100 : 1000;
   const int ttl = 2;
-  fmt::print("locktable-bench --etcd: single-member etcd on {}, {} rounds, lease TTL {} s for deaths\n\n",
-             etcd.endpoint(), rounds, ttl);
+  fmt::print("locktable-bench --etcd: single-member etcd on {}, {} uncontended rounds (interleaved), {} hand-offs, "
+             "lease TTL {} s for deaths\n\n",
+             etcd.endpoint(), pair_rounds, 2 * (rounds / 5), ttl);
 
-  // Uncontended pair.
+  // Uncontended pairs: locktable, etcd's pair and locktable without history
+  // in turns within each round (ABCABC, not AAA BBB CCC), so that a change in
+  // the machine's pace moves all three alike.
   std::unique_ptr<locktable::Table> t;
   if (!locktable::Table::open(etcd.url("bench"), {}, &t).ok()) return 1;
   locktable::Lock l;
   if (!t->lookup("pair", &l).ok()) return 1;
-  const double lt_pair = median_ms(rounds, [&] {
-    (void)l.acquire();
-    (void)l.release();
-  });
   EtcdLockService service(etcd.endpoint());
   const std::string lease = service.grant(60);
-  const double etcd_pair = median_ms(rounds, [&] { service.unlock(service.lock("peer/pair", lease)); });
   std::unique_ptr<locktable::Table> quiet;
   locktable::Lock ql;
   if (!locktable::Table::open(etcd.url("quiet"), {}, &quiet).ok() ||
       !quiet->set_history_level(locktable::HistoryLevel::off).ok() || !quiet->lookup("pair", &ql).ok()) {
     return 1;
   }
-  const double lt_quiet_pair = median_ms(rounds, [&] {
+  std::vector<double> lt_ms, etcd_ms, quiet_ms;
+  for (int i = 0; i < pair_rounds; ++i) {
+    auto t0 = Clock::now();
+    (void)l.acquire();
+    (void)l.release();
+    lt_ms.push_back(ms_since(t0));
+    t0 = Clock::now();
+    service.unlock(service.lock("peer/pair", lease));
+    etcd_ms.push_back(ms_since(t0));
+    t0 = Clock::now();
     (void)ql.acquire();
     (void)ql.release();
-  });
+    quiet_ms.push_back(ms_since(t0));
+  }
+  const double lt_pair = median(lt_ms), etcd_pair = median(etcd_ms), lt_quiet_pair = median(quiet_ms);
 
   // Hand-off between two processes.
   const std::string url = etcd.url("bench");

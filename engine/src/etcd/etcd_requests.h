@@ -61,6 +61,18 @@ inline json create_is(const std::string& key, const char* result, int64_t revisi
   return c;
 }
 
+// A compare on `key`'s value: equal to `value` as dumped (false when `key`
+// does not exist).
+inline json value_is(const std::string& key, const json& value) {
+  return json{{"target", "VALUE"}, {"key", base64_encode(key)}, {"result", "EQUAL"},
+              {"value", base64_encode(value.dump())}};
+}
+
+// The holder marker of a lock whose last holder released it, consistent.
+// Always written as this dump (nlohmann orders the keys), so that value_is
+// can compare it.
+inline json free_marker() { return json{{"state", "free"}, {"abandoned", false}}; }
+
 // A compare on the revision of `key`'s last change (0: it does not exist).
 inline json modified_at(const std::string& key, int64_t revision) {
   return json{{"target", "MOD"}, {"key", base64_encode(key)}, {"result", "EQUAL"},

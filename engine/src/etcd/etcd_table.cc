@@ -195,7 +195,8 @@ Status EtcdTable::lookup(const std::shared_ptr<Backend>& self, std::string_view 
     if (kv.empty()) return Status(Code::not_found, fmt::format("{}: no lock named {}", location_, quote_name(name)));
     incarnation = kv[0].create;
   } else {
-    json ops = json::array({put_op(key, json{{"created_ns", realtime_ns()}})});
+    // A new name's holder marker says free, so that its first acquire can take the uncontended path.
+    json ops = json::array({put_op(key, json{{"created_ns", realtime_ns()}}), put_op(holder_key_of(segment), free_marker())});
     if (history_on()) ops.push_back(event_put(EventKind::created, Mode::exclusive, nullptr, json{{"name", name}}));
     if (Status s = txn(json::array({create_is(key, "EQUAL", 0)}), ops, json::array({range_op(key)}), &out_json);
         !s.ok()) {
@@ -293,13 +294,20 @@ AcquireResult EtcdTable::acquire_slow(NameState& l, Mode mode, const Deadline& d
   };
   const json owner = owner_value();
   json out;
-  // Uncontended: one transaction queues, takes ownership and records the event.
+  // Uncontended: one transaction queues, takes ownership and records the
+  // event, if the queue is empty and the predecessors left nothing to settle
+  // (the holder marker says free and consistent; for a writer, no reader's
+  // marker is left). Those are compares, not reads: a compare costs etcd
+  // less than a read whose answer travels back. Anything else goes the
+  // contended way, whose ownership transaction reads them.
   {
-    Ownership o = ownership_ops(l, *hold, owner, 0);
+    Ownership o = ownership_ops(l, *hold, owner, 0, /*read_predecessors=*/false);
     json ops = json::array({put_op(hold->key, owner, lease)});
     for (json& op : o.ops) ops.push_back(std::move(op));
-    Status s = txn(json::array({create_is(name_key, "EQUAL", l.incarnation), create_is(queue_prefix(l), "EQUAL", 0, true)}),
-                   ops, json::array({range_op(name_key)}), &out);
+    json compare = json::array({create_is(name_key, "EQUAL", l.incarnation), create_is(queue_prefix(l), "EQUAL", 0, true),
+                                value_is(holder_key(l), free_marker())});
+    if (mode == Mode::exclusive) compare.push_back(create_is(readers_prefix(l), "EQUAL", 0, true));
+    Status s = txn(compare, ops, json::array({range_op(name_key)}), &out);
     if (!s.ok()) {
       withdraw(hold->key);  // an answer lost on the way may have queued it
       return AcquireResult{s, {}};
@@ -307,7 +315,6 @@ AcquireResult EtcdTable::acquire_slow(NameState& l, Mode mode, const Deadline& d
     if (out.value("succeeded", false)) {
       // The queue was empty, so the key is new: its create revision is the transaction's.
       hold->revision = json_int(out["header"], "revision");
-      settle_ownership(l, hold, out, 1, o);
       return acquired(l, *hold);
     }
     std::vector<Kv> name = kvs_of(response(out, 0, "response_range"));
@@ -368,7 +375,7 @@ AcquireResult EtcdTable::acquire_slow(NameState& l, Mode mode, const Deadline& d
       return AcquireResult{s, {}};
     }
   }
-  Ownership o = ownership_ops(l, *hold, owner, monotonic_ns() - started);
+  Ownership o = ownership_ops(l, *hold, owner, monotonic_ns() - started, /*read_predecessors=*/true);
   s = txn(json::array({create_is(hold->key, "EQUAL", hold->revision)}), o.ops, json::array(), &out);
   if (!s.ok()) {
     withdraw(hold->key);
@@ -391,9 +398,10 @@ AcquireResult EtcdTable::acquired(const NameState& l, Hold& hold) {
 }
 
 EtcdTable::Ownership EtcdTable::ownership_ops(const NameState& l, const Hold& hold, const json& owner,
-                                              uint64_t waited_ns) {
+                                              uint64_t waited_ns, bool read_predecessors) {
   Ownership o;
-  o.ops = json::array({range_op(holder_key(l)), range_op(readers_prefix(l), true)});
+  o.ops = json::array();
+  if (read_predecessors) o.ops = json::array({range_op(holder_key(l)), range_op(readers_prefix(l), true)});
   if (hold.mode == Mode::exclusive) {
     json held = owner;
     held["state"] = "held";
@@ -505,8 +513,11 @@ Status EtcdTable::release(Lock& lock, Mode mode) {
   }
   json ops = json::array({delete_op(hold.key)});
   if (mode == Mode::exclusive) {
-    json left{{"state", "free"}, {"abandoned", hold.abandoned}};
-    if (hold.abandoned) left["dead"] = json{{"pid", hold.dead.pid}, {"tid", hold.dead.tid}, {"host", hold.dead_host}};
+    json left = free_marker();
+    if (hold.abandoned) {
+      left["abandoned"] = true;
+      left["dead"] = json{{"pid", hold.dead.pid}, {"tid", hold.dead.tid}, {"host", hold.dead_host}};
+    }
     ops.push_back(put_op(holder_key(*l), left));
   } else {
     ops.push_back(delete_op(reader_key(*l, hold.key)));
@@ -563,7 +574,7 @@ Status EtcdTable::mark_consistent(Lock& lock) {
   }
   if (!shared) return Status::OK();  // the release writes the marker
   json out;
-  return txn(json::array(), json::array({put_op(holder_key(*l), json{{"state", "free"}, {"abandoned", false}})}),
+  return txn(json::array(), json::array({put_op(holder_key(*l), free_marker())}),
              json::array(), &out);
 }
 

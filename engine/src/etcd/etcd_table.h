@@ -126,7 +126,8 @@ class EtcdTable final : public Backend {
   std::string meta(std::string_view what) const { return prefix_ + "/.locktable/" + std::string(what); }
   std::string queue_prefix(const NameState& l) const { return prefix_ + "/" + l.segment + "/"; }
   std::string queue_key(const NameState& l, int64_t lease, uint32_t tid, Mode mode) const;
-  std::string holder_key(const NameState& l) const { return meta("holder/" + l.segment); }
+  std::string holder_key(const NameState& l) const { return holder_key_of(l.segment); }
+  std::string holder_key_of(const std::string& segment) const { return meta("holder/" + segment); }
   std::string readers_prefix(const NameState& l) const { return meta("readers/" + l.segment + "/"); }
   std::string reader_key(const NameState& l, const std::string& queue) const;
 
@@ -139,7 +140,10 @@ class EtcdTable final : public Backend {
   AcquireResult acquire_slow(NameState& l, Mode mode, const Deadline& deadline, Hold* hold);
   // As the new owner: read what the previous holders left, write this thread
   // in, record the event (REQUIRES: nothing ahead in the queue blocks it).
-  Ownership ownership_ops(const NameState& l, const Hold& hold, const nlohmann::json& owner, uint64_t waited_ns);
+  // `read_predecessors`: read the holder and readers' markers (for
+  // settle_ownership); the uncontended path compares them instead.
+  Ownership ownership_ops(const NameState& l, const Hold& hold, const nlohmann::json& owner, uint64_t waited_ns,
+                          bool read_predecessors);
   void settle_ownership(const NameState& l, Hold* hold, const nlohmann::json& out, size_t first, const Ownership& o);
   AcquireResult acquired(const NameState& l, Hold& hold);
   bool history_on() const { return history_level_.load() != HistoryLevel::off; }
