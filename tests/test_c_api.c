@@ -196,6 +196,10 @@ static void test_list_stats_history_remove(lt_table* t) {
   CHECK(s.saw_held_by_me == 1);
   int seen = 0;
   CHECK(lt_list(t, stop_at_first, &seen) == LT_OK && seen == 1);
+  struct listing busy = {0, 0};
+  CHECK(lt_list_busy(t, visit_lock, &busy) == LT_OK);
+  CHECK(busy.count == 1);  /* only held */
+  CHECK(busy.saw_held_by_me == 1);
 
   lt_stats st;
   CHECK(lt_stats_get(t, &st) == LT_OK);

@@ -667,6 +667,20 @@ TEST_CASE("cli: top shows the busiest locks first; without a terminal it prints 
   REQUIRE(std::system(("tmux resize-window -t " + session + " -x 120 -y 30").c_str()) == 0);
   std::this_thread::sleep_for(std::chrono::milliseconds(1500));
   CHECK(contains(screen(), "busy"));
+  // A later refresh (which reads only the busy locks and a screen's worth of
+  // others) shows a lock that became busy since: held, above the idle ones.
+  int out3, err3;
+  pid_t later = start({"run", dir, "later", "--", "sleep", "30"}, &out3, &err3);
+  wait_held(dir, "later");
+  text.clear();
+  for (int i = 0; i < 50 && !contains(text, "later"); ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    text = screen();
+  }
+  INFO(text);
+  CHECK(contains(text, "later"));
+  CHECK(text.find("later") < text.find("idle"));
+  CHECK(contains(text, std::to_string(later) + "/"));
   REQUIRE(std::system(("tmux send-keys -t " + session + " q").c_str()) == 0);
   bool gone = false;
   for (int i = 0; i < 50 && !gone; ++i) {
@@ -676,9 +690,11 @@ TEST_CASE("cli: top shows the busiest locks first; without a terminal it prints 
   CHECK(gone);
   if (!gone) (void)std::system(("tmux kill-session -t " + session).c_str());
   kill_group(holder);
+  kill_group(later);
   wait_exit(holder);
   wait_exit(waiter);
-  for (int fd : {out, err, out2, err2}) drain(fd);
+  wait_exit(later);
+  for (int fd : {out, err, out2, err2, out3, err3}) drain(fd);
 }
 
 TEST_CASE("cli: history --svg draws a timeline that headless Chromium renders as a picture, not a blank page") {
@@ -780,6 +796,9 @@ TEST_CASE("cli: top, metrics, ls and history --svg work on a table with 1,000,00
   CHECK(lines_of("metrics " + dir) == 2 + 1 + 9 * (2 + kNames));       // names, then 9 families of HELP, TYPE, rows
   CHECK(std::system(("grep -q 'locktable_exclusive_acquisitions_total{lock=\"lock-0500000\"} 3' " + out).c_str()) == 0);
   CHECK(lines_of("ls " + dir + " --json") == kNames + 2);
+  // The busy ones only, from the slots: a header and the one held while ls runs.
+  CHECK(lines_of("run " + dir + " lock-0999999 -- " + lt + " ls " + dir + " --busy") == 2);
+  CHECK(std::system(("grep -q '^lock-0999999 ' " + out).c_str()) == 0);
   CHECK(lines_of("history " + dir + " --svg " + tmp.path() + "/t.svg") == 0);
   std::ifstream svg(tmp.path() + "/t.svg");
   CHECK(svg.good());

@@ -14,6 +14,7 @@
 #include <filesystem>
 #include <fstream>
 #include <random>
+#include <set>
 #include <thread>
 
 #include "etcd_location.h"
@@ -183,6 +184,24 @@ TEST_CASE("etcd: one holder across processes; try and timed acquire; per-thread 
   REQUIRE(later.held());
   CHECK(later.token > first.token);
   REQUIRE(l.release().ok());
+}
+
+TEST_CASE("etcd: list(busy) names the held locks only") {
+  const std::string url = etcd().url(fresh_prefix());
+  auto t = open_url(url);
+  std::vector<Lock> locks;
+  REQUIRE(t->lookup(std::vector<std::string>{"idle-a", "held-w", "idle-b", "held-r"}, &locks).ok());
+  pid_t writer = etcd_holder(url, "held-w");
+  pid_t reader = etcd_holder(url, "held-r", Mode::shared);
+  std::vector<LockInfo> busy;
+  REQUIRE(t->list(&busy, ListScope::busy).ok());
+  std::set<std::string> names;
+  for (const LockInfo& l : busy) names.insert(l.name);
+  CHECK(names == std::set<std::string>{"held-w", "held-r"});
+  for (pid_t p : {writer, reader}) {
+    ::kill(p, SIGKILL);
+    wait_child(p);
+  }
 }
 
 TEST_CASE("etcd: shared holders together, writers kept out, and a waiting writer keeps later readers out") {

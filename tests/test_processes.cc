@@ -4,7 +4,11 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <catch2/catch.hpp>
+#include <set>
+
+#include <fmt/format.h>
 #include <mutex>
 #include <thread>
 
@@ -274,4 +278,75 @@ TEST_CASE("a table used after fork refuses LMDB work in the child, locks keep wo
     return l.release().ok() ? 0 : 3;
   });
   CHECK(wait_child(kid) == 0);
+}
+
+TEST_CASE("list(busy) names exactly the locks held, shared, waited for or left by a dead owner, among many free ones") {
+  TempDir tmp;
+  auto t = open_table(tmp.table());
+  std::vector<std::string> names;
+  for (int i = 0; i < 1000; ++i) names.push_back(fmt::format("n{:04}", i));
+  std::vector<Lock> locks;
+  REQUIRE(t->lookup(names, &locks).ok());
+  pid_t writer = spawn_holder(tmp.table(), "n0100");
+  pid_t reader = spawn_holder(tmp.table(), "n0200", Mode::shared);
+  pid_t held = spawn_holder(tmp.table(), "n0300");
+  pid_t waiter = spawn([&] {
+    std::unique_ptr<Table> tt;
+    Lock l = child_lock(tmp.table(), "n0300", &tt);
+    return l.acquire(Mode::exclusive, Deadline::after(std::chrono::seconds(30))).held() ? 0 : 1;
+  });
+  pid_t dead = spawn_holder(tmp.table(), "n0400");
+  REQUIRE(::kill(dead, SIGKILL) == 0);
+  CHECK(wait_child(dead) == 128 + SIGKILL);
+
+  auto busy_names = [&](ListScope scope) {
+    std::set<std::string> out;
+    REQUIRE(t->list(
+                 [&](const LockInfo& l) {
+                   if (scope == ListScope::all ? l.busy() : true) out.insert(l.name);
+                   return Status::OK();
+                 },
+                 scope)
+                .ok());
+    return out;
+  };
+  // The waiter is seen once it has published its wait.
+  const double until = testing::now_ms() + 10000;
+  std::vector<LockInfo> listed;
+  for (;;) {
+    REQUIRE(t->list(&listed, ListScope::busy).ok());
+    const bool waited = std::any_of(listed.begin(), listed.end(), [](const LockInfo& l) {
+      return l.name == "n0300" && (l.waiters > 0 || !l.waiting.empty());
+    });
+    if (waited || testing::now_ms() > until) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  const std::set<std::string> expected{"n0100", "n0200", "n0300", "n0400"};
+  CHECK(busy_names(ListScope::busy) == expected);
+  CHECK(busy_names(ListScope::all) == expected);  // the same as filtering the full listing
+  for (const LockInfo& l : listed) {
+    if (l.name == "n0200") CHECK(l.state == LockState::shared);
+    if (l.name == "n0300") CHECK((l.waiters > 0 || !l.waiting.empty()));
+    if (l.name == "n0400") CHECK(l.holders.size() == 1);
+    if (l.name == "n0400") CHECK_FALSE(l.holders[0].alive);
+  }
+  for (pid_t p : {writer, reader, held}) {
+    ::kill(p, SIGKILL);
+    wait_child(p);
+  }
+  CHECK(wait_child(waiter) == 0);  // told abandoned: held() counts it
+  Lock l;
+  REQUIRE(t->lookup("n0400", &l).ok());
+  REQUIRE(l.acquire().abandoned());
+  REQUIRE(l.mark_consistent().ok());
+  REQUIRE(l.release().ok());
+  // n0400 is free again; the others are held by dead processes (the waiter
+  // exited holding n0300): still busy, each with a dead holder.
+  CHECK(busy_names(ListScope::busy) == std::set<std::string>{"n0100", "n0200", "n0300"});
+  REQUIRE(t->list(&listed, ListScope::busy).ok());
+  for (const LockInfo& b : listed) {
+    INFO(b.name);
+    REQUIRE(b.holders.size() == 1);
+    CHECK_FALSE(b.holders[0].alive);
+  }
 }

@@ -160,6 +160,7 @@ def test_list_and_history_have_the_cli_json_keys(table, tmp_path):
     assert rows["held"]["state"] == "held"
     assert rows["held"]["owner"]["pid"] == os.getpid()
     assert rows["free"]["state"] == "free"
+    assert [r["name"] for r in table.list(busy=True)] == ["held"]
     events = table.history()
     assert [e["event"] for e in events if e["name"] == "held"] == ["created", "acquired"]
     if cli:  # the same keys as the command line's --json

@@ -199,7 +199,9 @@ int lt_downgrade(lt_lock* lock) {
   return guarded([&]() -> int { return report(lock->lock.downgrade()); });
 }
 
-int lt_list(lt_table* table, lt_lock_visitor visit, void* context) {
+namespace {
+
+int list_scope(lt_table* table, lt_lock_visitor visit, void* context, ListScope scope) {
   if (table == nullptr || visit == nullptr) return fail(Code::invalid_argument, "lt_list: table or visit is NULL");
   return guarded([&]() -> int {
     std::vector<lt_holder> holders;
@@ -217,9 +219,19 @@ int lt_list(lt_table* table, lt_lock_visitor visit, void* context) {
         return Status(Code::busy, "stopped by the visitor");
       }
       return Status::OK();
-    });
+    }, scope);
     return stopped ? LT_OK : report(s);
   });
+}
+
+}  // namespace
+
+int lt_list(lt_table* table, lt_lock_visitor visit, void* context) {
+  return list_scope(table, visit, context, ListScope::all);
+}
+
+int lt_list_busy(lt_table* table, lt_lock_visitor visit, void* context) {
+  return list_scope(table, visit, context, ListScope::busy);
 }
 
 int lt_stats_get(lt_table* table, lt_stats* out) {

@@ -109,14 +109,18 @@ Status Table::release_all(const std::vector<LockRequest>& requests) {
   return first;
 }
 
-Status Table::list(std::vector<LockInfo>* locks) {
+Status Table::list(std::vector<LockInfo>* locks, ListScope scope) {
   locks->clear();
-  return backend_->list_each([locks](const LockInfo& info) {
-    locks->push_back(info);
-    return Status::OK();
-  });
+  return backend_->list_each(
+      [locks](const LockInfo& info) {
+        locks->push_back(info);
+        return Status::OK();
+      },
+      scope);
 }
-Status Table::list(const std::function<Status(const LockInfo&)>& visit) { return backend_->list_each(visit); }
+Status Table::list(const std::function<Status(const LockInfo&)>& visit, ListScope scope) {
+  return backend_->list_each(visit, scope);
+}
 
 Status Table::stats(TableStats* stats) { return backend_->stats(stats); }
 Status Table::recover(bool dry_run, std::vector<Recovery>* actions) { return backend_->recover(dry_run, actions); }

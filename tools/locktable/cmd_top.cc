@@ -3,6 +3,12 @@
 // their holders, acquisitions per second, timeouts and abandoned takeovers.
 // `q` quits; it redraws to the terminal's size. Without a terminal (or with
 // --once) it prints one plain snapshot and exits.
+//
+// A live refresh reads only what one screen shows: the busy locks
+// (ListScope::busy: on a mapped table a scan of the slots) and, to fill the
+// screen, the first locks by name. A table of a million names costs a slot
+// scan per refresh, not a million descriptions; only the start reads every
+// lock once, for the counters that "(+N)" counts from.
 #include <unistd.h>
 
 #include <algorithm>
@@ -10,6 +16,7 @@
 #include <cstdio>
 #include <ctime>
 #include <map>
+#include <set>
 
 #include <fmt/format.h>
 
@@ -31,6 +38,21 @@ namespace {
 struct Snapshot {
   std::vector<LockInfo> locks;
   std::chrono::steady_clock::time_point at;
+  uint64_t total = 0;  // named locks in the table (more than `locks` holds in a live view)
+};
+
+// Each slot's counters when top started, for "(+N) since then". A slot whose
+// incarnation differs holds a name created since: all its counts are new.
+struct Baseline {
+  struct Start {
+    uint32_t incarnation = 0;
+    uint64_t timeouts = 0, abandoned = 0;
+  };
+  std::vector<Start> by_slot;
+  Start of(const LockInfo& l) const {
+    if (l.slot < by_slot.size() && by_slot[l.slot].incarnation == l.incarnation) return by_slot[l.slot];
+    return Start{};
+  }
 };
 
 struct Line {
@@ -43,20 +65,19 @@ uint64_t held_ms(const LockInfo& l) {
 
 uint32_t waiting(const LockInfo& l) { return std::max<uint32_t>(l.waiters, uint32_t(l.waiting.size())); }
 
+// Top's order: more waiters first, then held longer.
+bool busier(const LockInfo& a, const LockInfo& b) {
+  if (waiting(a) != waiting(b)) return waiting(a) > waiting(b);
+  return held_ms(a) > held_ms(b);
+}
+
 // The rows of `now`, busiest first; rates against `before` (same names),
 // timeouts and abandonments since `first` (top's start) in brackets.
-std::vector<Line> lines(const Snapshot& now, const Snapshot* before, const Snapshot* first = nullptr) {
+std::vector<Line> lines(const Snapshot& now, const Snapshot* before, const Baseline* first = nullptr) {
   std::vector<const LockInfo*> order;
   for (const LockInfo& l : now.locks) order.push_back(&l);
-  std::stable_sort(order.begin(), order.end(), [](const LockInfo* a, const LockInfo* b) {
-    if (waiting(*a) != waiting(*b)) return waiting(*a) > waiting(*b);
-    return held_ms(*a) > held_ms(*b);
-  });
+  std::stable_sort(order.begin(), order.end(), [](const LockInfo* a, const LockInfo* b) { return busier(*a, *b); });
   std::map<std::string, uint64_t> previous;
-  std::map<std::string, LockCounters> at_start;
-  if (first != nullptr) {
-    for (const LockInfo& l : first->locks) at_start[l.name] = l.counters;
-  }
   double seconds = 0;
   if (before != nullptr) {
     for (const LockInfo& l : before->locks) previous[l.name] = l.counters.exclusive_acquisitions;
@@ -84,8 +105,7 @@ std::vector<Line> lines(const Snapshot& now, const Snapshot* before, const Snaps
     line.timeouts = std::to_string(l->counters.timeouts);
     line.abandoned = std::to_string(l->counters.abandoned);
     if (first != nullptr) {
-      const auto s = at_start.find(l->name);
-      const LockCounters base = s == at_start.end() ? LockCounters{} : s->second;
+      const Baseline::Start base = first->of(*l);
       line.timeouts += fmt::format(" (+{})", l->counters.timeouts - std::min(base.timeouts, l->counters.timeouts));
       line.abandoned += fmt::format(" (+{})", l->counters.abandoned - std::min(base.abandoned, l->counters.abandoned));
     }
@@ -104,7 +124,42 @@ std::vector<std::string> cells(const Line& l) {
 Status take(Table& t, Snapshot* s) {
   s->locks.clear();
   s->at = std::chrono::steady_clock::now();
-  return t.list(&s->locks);
+  Status st = t.list(&s->locks);
+  s->total = s->locks.size();
+  return st;
+}
+
+// What a screen of `rows` locks shows: every busy lock, then the first by
+// name that are not busy, up to `rows`.
+Status take_screen(Table& t, size_t rows, Snapshot* s) {
+  s->locks.clear();
+  s->at = std::chrono::steady_clock::now();
+  if (Status st = t.list(&s->locks, ListScope::busy); !st.ok()) return st;
+  std::set<std::string> busy;
+  for (const LockInfo& l : s->locks) busy.insert(l.name);
+  if (s->locks.size() < rows) {
+    bool enough = false;
+    Status st = t.list([&](const LockInfo& l) {
+      if (busy.count(l.name) == 0) s->locks.push_back(l);
+      if (s->locks.size() < rows) return Status::OK();
+      enough = true;
+      return Status(Code::busy, "the screen is full");
+    });
+    if (!enough && !st.ok()) return st;
+  }
+  TableStats stats;
+  if (Status st = t.stats(&stats); !st.ok()) return st;
+  s->total = std::max<uint64_t>(stats.slots_used, s->locks.size());
+  return Status::OK();
+}
+
+Baseline baseline_of(const Snapshot& s) {
+  Baseline b;
+  for (const LockInfo& l : s.locks) {
+    if (l.slot >= b.by_slot.size()) b.by_slot.resize(size_t(l.slot) + 1);
+    b.by_slot[l.slot] = Baseline::Start{l.incarnation, l.counters.timeouts, l.counters.abandoned};
+  }
+  return b;
 }
 
 std::string clock_text() {
@@ -116,13 +171,13 @@ std::string clock_text() {
 
 // One screen: a title line, the column header, as many locks as fit, each
 // column as wide as its widest cell but the holders', which gets what is left.
-void draw(const std::string& dir, const std::vector<Line>& rows) {
+void draw(const std::string& dir, const std::vector<Line>& rows, uint64_t total) {
   erase();
   const int width = COLS, height = LINES;
   uint64_t waiting_total = 0;
   for (const Line& r : rows) waiting_total += std::stoull(r.waiters);
   mvprintw(0, 0, "%.*s", width,
-           fmt::format("locktable top  {} locks, {} waiting  {}  q quits  {}", rows.size(), waiting_total,
+           fmt::format("locktable top  {} locks, {} waiting  {}  q quits  {}", total, waiting_total,
                        clock_text(), dir)
                .c_str());
   std::vector<size_t> w(kHeader.size());
@@ -149,8 +204,9 @@ void draw(const std::string& dir, const std::vector<Line>& rows) {
   for (int i = 0; i < visible && i < int(rows.size()); ++i) {
     mvprintw(3 + i, 0, "%.*s", width, row_text(cells(rows[size_t(i)])).c_str());
   }
-  if (int(rows.size()) > visible && height > 1) {
-    mvprintw(height - 1, 0, "%.*s", width, fmt::format("... {} more", rows.size() - size_t(visible)).c_str());
+  const uint64_t shown = std::min<uint64_t>(uint64_t(visible), rows.size());
+  if (total > shown && height > 1) {
+    mvprintw(height - 1, 0, "%.*s", width, fmt::format("... {} more", total - shown).c_str());
   }
   refresh();
 }
@@ -178,7 +234,7 @@ void register_top(CLI::App& app, int* rc) {
       *rc = fail(s);
       return;
     }
-    Snapshot before, now, first;
+    Snapshot before, now;
     if (s = take(*t, &now); !s.ok()) {
       *rc = fail(s);
       return;
@@ -189,7 +245,7 @@ void register_top(CLI::App& app, int* rc) {
       print_table(kHeader, rows);
       return;
     }
-    first = now;
+    const Baseline first = baseline_of(now);
     initscr();
     cbreak();
     noecho();
@@ -197,8 +253,15 @@ void register_top(CLI::App& app, int* rc) {
     curs_set(0);
     timeout(int(a->interval * 1000));
     bool have_before = false;
+    // The first screen shows the full listing's busiest rows; later ones read one screen.
+    auto screen_rows = [] { return size_t(std::max(1, LINES - 3)); };
+    std::stable_sort(now.locks.begin(), now.locks.end(), busier);
+    // A million rows need not stay in memory: keep one screen.
+    now.locks = std::vector<LockInfo>(now.locks.begin(), now.locks.begin() + long(std::min(now.locks.size(), screen_rows())));
+    std::vector<Line> rows = lines(now, nullptr, &first);
     for (;;) {
-      draw(a->dir, lines(now, have_before ? &before : nullptr, &first));
+      if (have_before) rows = lines(now, &before, &first);
+      draw(a->dir, rows, now.total);
       const int key = getch();  // waits at most the interval
       if (key == 'q' || key == 'Q') break;
       if (key == KEY_RESIZE) {
@@ -206,7 +269,7 @@ void register_top(CLI::App& app, int* rc) {
       }
       before = std::move(now);
       have_before = true;
-      if (s = take(*t, &now); !s.ok()) break;
+      if (s = take_screen(*t, screen_rows(), &now); !s.ok()) break;
     }
     endwin();
     if (!s.ok()) *rc = fail(s);

@@ -166,15 +166,21 @@ PYBIND11_MODULE(locktable, m) {
           },
           py::arg("name"), py::arg("create") = true, "A handle for `name` (created unless create=False).")
       .def("remove", [](PyTable& t, const std::string& name) { check(table_of(t).remove(name)); })
-      .def("list",
-           [](PyTable& t) {
-             py::list out;
-             check(table_of(t).list([&](const LockInfo& l) {
-               out.append(to_python(json::lock_info(l)));
-               return Status::OK();
-             }));
-             return out;
-           })
+      .def(
+          "list",
+          [](PyTable& t, bool busy) {
+            py::list out;
+            check(table_of(t).list(
+                [&](const LockInfo& l) {
+                  out.append(to_python(json::lock_info(l)));
+                  return Status::OK();
+                },
+                busy ? ListScope::busy : ListScope::all));
+            return out;
+          },
+          py::arg("busy") = false,
+          "Every lock as a dict (the keys of `locktable ls --json`); busy=True: only those held, abandoned or "
+          "waited for.")
       .def(
           "history",
           [](PyTable& t, std::optional<std::string> name, std::optional<size_t> limit, std::optional<std::string> kind) {

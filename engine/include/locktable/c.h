@@ -156,6 +156,10 @@ typedef struct lt_lock_info {
 /* A nonzero return from `visit` stops the listing; lt_list then returns LT_OK. */
 typedef int (*lt_lock_visitor)(void* context, const lt_lock_info* lock);
 int lt_list(lt_table* table, lt_lock_visitor visit, void* context);
+/* The same for the busy locks only: held (either mode, or by a dead owner),
+ * abandoned or waited for, in no particular order; a mapped table finds them
+ * from its slots without reading every name. */
+int lt_list_busy(lt_table* table, lt_lock_visitor visit, void* context);
 
 /* ---- Statistics. ---- */
 typedef struct lt_stats {

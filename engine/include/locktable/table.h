@@ -97,11 +97,12 @@ class Table {
   // Releases every lock of `requests` (in the reverse order); the first error.
   Status release_all(const std::vector<LockRequest>& requests);
 
-  // Every named lock with its state, holders and waiters, in name order.
-  Status list(std::vector<LockInfo>* locks);
+  // Every named lock with its state, holders and waiters, in name order (or
+  // only the busy ones: ListScope).
+  Status list(std::vector<LockInfo>* locks, ListScope scope = ListScope::all);
   // The same, one lock at a time, without holding them all in memory; a
   // non-ok status returned by `visit` stops the listing and is returned.
-  Status list(const std::function<Status(const LockInfo&)>& visit);
+  Status list(const std::function<Status(const LockInfo&)>& visit, ListScope scope = ListScope::all);
   Status stats(TableStats* stats);
 
   // Frees locks whose holders are dead (the next acquirer is still told

@@ -126,6 +126,14 @@ struct LockCounters {
   uint64_t wait_max_ns = 0;    // the longest single wait
 };
 
+// Which locks Table::list() reports.
+enum class ListScope : uint8_t {
+  all,   // every named lock, in name order
+  busy,  // only the locks held (in either mode, or by a dead owner), abandoned or
+         // waited for, in no particular order; a mapped table finds them from
+         // its slots, without reading every name: a few among millions is cheap
+};
+
 // One row of Table::list().
 struct LockInfo {
   std::string name;
@@ -138,6 +146,9 @@ struct LockInfo {
   std::vector<WaiterInfo> waiting;   // the waits published for it, oldest first
   bool abandoned = false;            // the next acquirer will be told "abandoned"
   LockCounters counters;
+
+  // What ListScope::busy reports.
+  bool busy() const { return state != LockState::free || abandoned || waiters != 0 || !waiting.empty(); }
 };
 
 struct TableStats {

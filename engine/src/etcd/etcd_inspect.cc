@@ -52,7 +52,9 @@ LockInfo EtcdTable::describe(const NameState& l, const json& queue, const json& 
   return info;
 }
 
-Status EtcdTable::list_each(const LockVisitor& visit) {
+// etcd has no cheaper way to the busy locks than reading every name's queue:
+// ListScope::busy filters the full listing.
+Status EtcdTable::list_each(const LockVisitor& visit, ListScope scope) {
   if (Status s = check_process(); !s.ok()) return s;
   json names;
   if (Status s = client_->call("kv/range", range_op(meta("names/"), true)["request_range"], &names); !s.ok()) return s;
@@ -66,9 +68,9 @@ Status EtcdTable::list_each(const LockVisitor& visit) {
         !s.ok()) {
       return s;
     }
-    if (Status s = visit(describe(l, response(out, 0, "response_range"), response(out, 1, "response_range"))); !s.ok()) {
-      return s;
-    }
+    const LockInfo info = describe(l, response(out, 0, "response_range"), response(out, 1, "response_range"));
+    if (scope == ListScope::busy && !info.busy()) continue;
+    if (Status s = visit(info); !s.ok()) return s;
   }
   return Status::OK();
 }

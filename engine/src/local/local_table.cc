@@ -504,13 +504,40 @@ LockInfo LocalTable::describe(std::string_view name, const format::NameRecord& r
   return info;
 }
 
-Status LocalTable::list_each(const LockVisitor& visit) {
+Status LocalTable::list_each(const LockVisitor& visit, ListScope scope) {
   Status s = check_same_process();
   if (!s.ok()) return s;
   Txn txn(*lmdb_, false);
   if (s = txn.begin(); !s.ok()) return s;
   const uint64_t now = realtime_coarse_ns();
   const std::vector<WaitView> waits = published_waits(*file_);
+  if (scope == ListScope::busy) {
+    // From the slots: a slot whose record is not plain FREE (held, shared,
+    // waiter bits, abandoned), or that a published wait names, and that has a
+    // live name; only those are named (one LMDB read each) and described.
+    std::vector<uint32_t> waited;
+    for (const WaitView& w : waits) waited.push_back(w.slot);
+    std::sort(waited.begin(), waited.end());
+    const uint64_t capacity = file_->slot_capacity();
+    std::string name;
+    for (uint64_t i = 0; i < capacity; ++i) {
+      const format::Slot* slot = file_->slot(uint32_t(i));
+      if (slot == nullptr) continue;
+      const uint32_t incarnation = load_incarnation(slot);
+      const Word128 w = guess128(&slot->owner);
+      if (incarnation == 0 || (pid_word(w) & format::kRetired)) continue;
+      if (w.lo == 0 && !std::binary_search(waited.begin(), waited.end(), uint32_t(i))) continue;
+      if (s = name_of_slot(txn, uint32_t(i), incarnation, &name); !s.ok()) return s;
+      if (name.empty()) continue;  // being created or removed right now
+      format::NameRecord rec;
+      rec.slot = uint32_t(i);
+      rec.incarnation = incarnation;
+      const LockInfo info = describe(name, rec, now, waits);
+      if (!info.busy()) continue;
+      if (s = visit(info); !s.ok()) return s;
+    }
+    return Status::OK();
+  }
   Status stopped;
   s = names_->for_each(txn, [&](std::string_view name, const format::NameRecord& rec) {
     stopped = visit(describe(name, rec, now, waits));
