@@ -204,6 +204,72 @@ TEST_CASE("etcd: list(busy) names the held locks only") {
   }
 }
 
+TEST_CASE("etcd: a downgrade lets the waiting reader in and keeps the writer queued behind it out") {
+  const std::string url = etcd().url(fresh_prefix());
+  auto t = open_url(url);
+  Lock l;
+  REQUIRE(t->lookup("doc", &l).ok());
+  AcquireResult held = l.acquire();
+  REQUIRE(held.held());
+  struct Order {
+    std::atomic<int> reader_in{0}, writer_in{0};
+    std::atomic<int> reader_saw_writer{0};  // the writer got in while the reader was inside
+    std::atomic<int> release_reader{0};
+  };
+  Order* o = shared_memory<Order>();
+  auto queued = [&](size_t n) {  // waits until the queue has n keys
+    const double until = testing::now_ms() + 10000;
+    std::vector<LockInfo> locks;
+    while (testing::now_ms() < until) {
+      REQUIRE(t->list(&locks).ok());
+      if (!locks.empty() && locks[0].waiting.size() >= n) return true;
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    return false;
+  };
+  pid_t reader = spawn([&] {
+    std::unique_ptr<Table> tt;
+    if (!Table::open(url, {}, &tt).ok()) return 1;
+    Lock cl;
+    if (!tt->lookup("doc", &cl).ok() || !cl.acquire(Mode::shared, Deadline::after(std::chrono::seconds(20))).held()) return 2;
+    o->reader_in = 1;
+    while (o->release_reader.load() == 0) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    if (o->writer_in.load() != 0) o->reader_saw_writer = 1;
+    return cl.release(Mode::shared).ok() ? 0 : 3;
+  });
+  REQUIRE(queued(1));
+  pid_t writer = spawn([&] {
+    std::unique_ptr<Table> tt;
+    if (!Table::open(url, {}, &tt).ok()) return 1;
+    Lock cl;
+    if (!tt->lookup("doc", &cl).ok() || !cl.acquire(Mode::exclusive, Deadline::after(std::chrono::seconds(20))).held()) return 2;
+    o->writer_in = 1;
+    return cl.release().ok() ? 0 : 3;
+  });
+  REQUIRE(queued(2));
+  REQUIRE(l.downgrade().ok());
+  CHECK(l.token() == held.token);  // the token stays
+  CHECK(l.downgrade().code() == Code::not_owner);  // held shared now
+  const double until = testing::now_ms() + 10000;
+  while (o->reader_in.load() == 0 && testing::now_ms() < until) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  CHECK(o->reader_in.load() == 1);
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  CHECK(o->writer_in.load() == 0);  // two readers inside: the writer waits
+  REQUIRE(l.release(Mode::shared).ok());
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  CHECK(o->writer_in.load() == 0);  // still one reader inside
+  o->release_reader = 1;
+  CHECK(wait_child(reader, 20000) == 0);
+  CHECK(wait_child(writer, 20000) == 0);
+  CHECK(o->writer_in.load() == 1);
+  CHECK(o->reader_saw_writer.load() == 0);
+  std::vector<Event> events;
+  HistoryQuery q;
+  q.name = "doc";
+  REQUIRE(t->history(q, &events).ok());
+  CHECK(std::count_if(events.begin(), events.end(), [](const Event& e) { return e.kind == EventKind::downgraded; }) == 1);
+}
+
 TEST_CASE("etcd: shared holders together, writers kept out, and a waiting writer keeps later readers out") {
   const std::string url = etcd().url(fresh_prefix(), "?ttl=2");
   auto t = open_url(url);

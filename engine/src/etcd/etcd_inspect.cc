@@ -23,7 +23,7 @@ LockInfo EtcdTable::describe(const NameState& l, const json& queue, const json& 
   info.incarnation = uint32_t(l.incarnation);
   bool holding = true;
   for (const Kv& kv : kvs_of(queue)) {
-    const bool reader = is_reader_key(kv.key);
+    const bool reader = is_reader_entry(kv);
     const std::string comm = kv.value.is_object() ? kv.value.value("comm", "") : "";
     if (holding && (info.holders.empty() || (reader && info.mode == Mode::shared))) {
       HolderInfo h;

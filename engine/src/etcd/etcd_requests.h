@@ -113,6 +113,12 @@ inline const json& response(const json& txn, size_t i, const char* kind) {
 
 inline bool is_reader_key(std::string_view key) { return key.size() >= 2 && key.substr(key.size() - 2) == "_r"; }
 
+// A queue entry of a reader: queued as one (`_r`), or a writer's key turned
+// shared by a downgrade (its value says so; its place, the create revision, stays).
+inline bool is_reader_entry(const Kv& kv) {
+  return is_reader_key(kv.key) || (kv.value.is_object() && kv.value.value("mode", "") == "shared");
+}
+
 inline Owner owner_of(const json& v) {
   if (!v.is_object()) return {};
   return Owner{v.value("pid", 0u), v.value("tid", 0u), v.value("start", 0u)};

@@ -342,7 +342,7 @@ AcquireResult EtcdTable::acquire_slow(NameState& l, Mode mode, const Deadline& d
     bool mine = false, blocked = false;
     for (const Kv& kv : kvs_of(queue)) {
       if (kv.key == hold->key) mine = true;
-      else if (kv.create < hold->revision && (mode == Mode::exclusive || !is_reader_key(kv.key))) blocked = true;
+      else if (kv.create < hold->revision && (mode == Mode::exclusive || !is_reader_entry(kv))) blocked = true;
     }
     if (!mine) return lost("while it waited");
     if (!blocked) break;
@@ -578,9 +578,47 @@ Status EtcdTable::mark_consistent(Lock& lock) {
              json::array(), &out);
 }
 
+// DOWNGRADE. One transaction, while the queue key is still this hold's: the
+// key's value says `shared` (its create revision, its place in the queue,
+// stays, so the writers queued behind it still wait and the readers behind
+// them too, while readers right behind it get in), a reader's marker is put
+// and the holder marker says free (or still abandoned).
 Status EtcdTable::downgrade(Lock& lock) {
-  return Status(Code::unsupported, fmt::format("{}: lock {}: downgrade is not available on etcd tables", location_,
-                                               quote_name(lock.name())));
+  if (Status s = check_process(); !s.ok()) return s;
+  auto* l = static_cast<NameState*>(LockAccess::state(lock));
+  Hold hold;
+  {
+    std::lock_guard<std::mutex> guard(mu_);
+    Hold* h = find_hold(l);
+    if (h == nullptr || h->mode != Mode::exclusive) {
+      return Status(Code::not_owner, fmt::format("lock {}: not held exclusive by this thread", quote_name(l->name)));
+    }
+    hold = *h;
+  }
+  json shared = owner_value();
+  shared["mode"] = "shared";
+  json marker = free_marker();
+  if (hold.abandoned) {
+    marker["abandoned"] = true;
+    marker["dead"] = json{{"pid", hold.dead.pid}, {"tid", hold.dead.tid}, {"host", hold.dead_host}};
+  }
+  json ops = json::array({put_op(hold.key, shared, hold.lease), put_op(reader_key(*l, hold.key), owner_value()),
+                          put_op(holder_key(*l), marker)});
+  if (history_on()) ops.push_back(event_put(EventKind::downgraded, Mode::shared, l, json{{"token", hold.revision}}));
+  json out;
+  if (Status s = txn(json::array({create_is(hold.key, "EQUAL", hold.revision)}), ops, json::array(), &out); !s.ok()) {
+    return s;
+  }
+  if (!out.value("succeeded", false)) {
+    std::lock_guard<std::mutex> guard(mu_);
+    holds_.erase({current_tid(), l});  // never told it still holds
+    return Status(Code::lock_lost, fmt::format("lock {}: lost before this downgrade: this process's etcd lease ran out "
+                                               "(more than {} s without renewal)",
+                                               quote_name(l->name), ttl_.count()));
+  }
+  std::lock_guard<std::mutex> guard(mu_);
+  if (Hold* h = find_hold(l)) h->mode = Mode::shared;
+  return Status::OK();
 }
 
 uint64_t EtcdTable::token(const Lock& lock) {

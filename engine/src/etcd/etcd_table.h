@@ -5,8 +5,9 @@
 // KEYS (N is the name as one key segment, etcd_location.h):
 //   P/N/<lease>_<tid>[_r]         the lock's queue: one key per waiting or holding
 //                                 thread, attached to the table's lease (`_r`: a
-//                                 reader). etcdctl's own keys, P/N/<lease>, are
-//                                 writers in the same queue.
+//                                 reader; so is a key whose value has "mode":
+//                                 "shared", a downgraded writer). etcdctl's own
+//                                 keys, P/N/<lease>, are writers in the same queue.
 //   P/.locktable/table            the table marker: format, history settings
 //   P/.locktable/names/N          a name (its create revision is the handle's incarnation)
 //   P/.locktable/holder/N         who holds N exclusive, or `free` (+ still abandoned?)
@@ -19,8 +20,10 @@
 // later readers out). That is etcd's Mutex: every holder's key is the lowest
 // of the queue that it waits behind, so there is never more than one writer,
 // or a writer with readers, at any revision. Uncontended, one transaction does
-// it all: if the queue is empty and the name's incarnation unchanged, put the
-// key, read and write the holder marker and append the event.
+// it all: if the queue is empty, the name's incarnation unchanged and the
+// predecessors' markers say nothing is left to settle, put the key, write the
+// holder marker and append the event. A downgrade rewrites the holder's key
+// as a reader's in place (the create revision, its place, stays).
 //
 // DEATH. A process that dies stops renewing its lease; after the TTL etcd
 // deletes its keys, and the queue moves on. The holder marker is not on a
