@@ -107,12 +107,13 @@ Status EtcdTable::grant_lease() {
 // process was stopped, or etcd unreachable, past the TTL) is replaced: the
 // holds under the old one are lost, and their releases say so.
 void EtcdTable::keep_alive() {
+  // In milliseconds: a third of a TTL of 1 or 2 s is not 0 s.
+  const auto every = std::chrono::milliseconds(ttl_) / 3;
   std::unique_lock<std::mutex> guard(lease_mu_);
-  while (!lease_cv_.wait_for(guard, ttl_ / 3, [this] { return stopping_; })) {
+  while (!lease_cv_.wait_for(guard, every, [this] { return stopping_; })) {
     guard.unlock();
     json out;
-    Status s = client_->call("lease/keepalive", json{{"ID", std::to_string(lease_.load())}}, &out,
-                             std::chrono::milliseconds(ttl_) / 3);
+    Status s = client_->call("lease/keepalive", json{{"ID", std::to_string(lease_.load())}}, &out, every);
     if (s.ok()) {
       const json& result = out.contains("result") ? out["result"] : out;
       if (json_int(result, "TTL") <= 0) (void)grant_lease();
