@@ -696,3 +696,136 @@ TEST_CASE("etcd: holders SIGKILLed in a loop: never two inside, every dead holde
   CHECK(in->overlaps == 0);
   CHECK(in->unexplained == 0);
 }
+
+namespace {
+
+// A process that takes `first`, says so, waits for `go`, then takes `second`:
+// exits 0 when it got both, 7 when told deadlock (having released `first`).
+int cycle_member(const std::string& url, std::chrono::milliseconds detect, const std::string& first,
+                 const std::string& second, const Pipe& ready, const Pipe& go, const Pipe& told) {
+  Options o;
+  o.deadlock_timeout = detect;
+  std::unique_ptr<Table> t;
+  if (!Table::open(url, o, &t).ok()) return 1;
+  Lock a, b;
+  if (!t->lookup(first, &a).ok() || !t->lookup(second, &b).ok() || !a.acquire().held()) return 2;
+  ready.send();
+  if (go.receive(20000) != '.') return 3;
+  AcquireResult r = b.acquire(Mode::exclusive, Deadline::after(std::chrono::seconds(30)));
+  if (r.status.code() == Code::deadlock) {
+    told.send('D');
+    return a.release().ok() ? 7 : 4;
+  }
+  if (!r.held()) return 5;
+  told.send(r.abandoned() ? 'A' : 'H');
+  (void)b.release();
+  (void)a.release();
+  return 0;
+}
+
+}  // namespace
+
+TEST_CASE("etcd: a 2-process and a 3-process cycle each end with exactly one deadlock; the others acquire") {
+  for (int members : {2, 3}) {
+    INFO(members << " members");
+    const std::string url = etcd().url(fresh_prefix(), "?ttl=2");
+    Pipe ready, go, told;
+    std::vector<pid_t> kids;
+    for (int i = 0; i < members; ++i) {
+      const std::string first = "L" + std::to_string(i), second = "L" + std::to_string((i + 1) % members);
+      kids.push_back(spawn([&, first, second] {
+        return cycle_member(url, std::chrono::milliseconds(300), first, second, ready, go, told);
+      }));
+    }
+    for (int i = 0; i < members; ++i) {
+      if (ready.receive(20000) != '.') {
+        std::string codes;
+        for (pid_t k : kids) codes += std::to_string(wait_child(k, 1000)) + " ";
+        FAIL("a member did not take its first lock; exits: " + codes);
+      }
+    }
+    const double start = testing::now_ms();
+    for (int i = 0; i < members; ++i) go.send();
+    std::string results;
+    for (int i = 0; i < members; ++i) results += told.receive(30000);
+    const double took = testing::now_ms() - start;
+    int deadlocks = 0, clean = 0;
+    for (pid_t k : kids) {
+      const int rc = wait_child(k, 30000);
+      deadlocks += rc == 7;
+      clean += rc == 0;
+    }
+    INFO(results << " after " << took << " ms");
+    CHECK(deadlocks == 1);
+    CHECK(clean == members - 1);
+    CHECK(std::count(results.begin(), results.end(), 'D') == 1);
+    CHECK(std::count(results.begin(), results.end(), 'H') == members - 1);
+    // After deadlock_timeout, the members' leases (TTL 2 s, renewed every 0.67 s) are seen renewed.
+    CHECK(took < 300 + 3000);
+    auto t = open_url(url);
+    std::vector<Event> events;
+    HistoryQuery q;
+    q.kind = EventKind::deadlock;
+    REQUIRE(t->history(q, &events).ok());
+    CHECK(events.size() == 1);
+  }
+}
+
+TEST_CASE("etcd: a cycle through a dead member is no deadlock: the waiter is told abandoned after the TTL") {
+  const std::string url = etcd().url(fresh_prefix(), "?ttl=2");
+  Pipe ready, go, told;
+  // The second member never looks (deadlock_timeout 0) and is killed once both
+  // wait, before the first looks (its keys stay until its lease runs out).
+  pid_t looker = spawn([&] { return cycle_member(url, std::chrono::milliseconds(700), "A", "B", ready, go, told); });
+  pid_t victim = spawn([&] { return cycle_member(url, std::chrono::milliseconds(0), "B", "A", ready, go, told); });
+  REQUIRE(ready.receive(20000) == '.');
+  REQUIRE(ready.receive(20000) == '.');
+  go.send();
+  go.send();
+  std::this_thread::sleep_for(std::chrono::milliseconds(150));
+  ::kill(victim, SIGKILL);
+  wait_child(victim);
+  CHECK(told.receive(30000) == 'A');  // B, from the dead member: abandoned, never deadlock
+  CHECK(wait_child(looker, 30000) == 0);
+}
+
+TEST_CASE("etcd: a chain of waits that closes no cycle is never a deadlock") {
+  const std::string url = etcd().url(fresh_prefix(), "?ttl=2");
+  Options o;
+  o.deadlock_timeout = std::chrono::milliseconds(100);
+  std::unique_ptr<Table> t;
+  REQUIRE(Table::open(url, o, &t).ok());
+  Lock a;
+  REQUIRE(t->lookup("A", &a).ok());
+  REQUIRE(a.acquire().held());
+  Pipe ready, go, told;
+  // B's holder waits for A (held here, not waiting): a chain, no cycle.
+  pid_t kid = spawn([&] { return cycle_member(url, std::chrono::milliseconds(100), "B", "A", ready, go, told); });
+  REQUIRE(ready.receive(20000) == '.');
+  go.send();
+  CHECK(told.receive(2500) == 0);  // still waiting after many looks
+  REQUIRE(a.release().ok());
+  CHECK(told.receive(20000) == 'H');
+  CHECK(wait_child(kid, 20000) == 0);
+}
+
+TEST_CASE("etcd: processes opening a new table at the same moment all get it (one creates it)") {
+  for (int round = 0; round < 3; ++round) {
+    const std::string url = etcd().url(fresh_prefix());
+    std::atomic<int>* go = shared_memory<std::atomic<int>>();
+    std::vector<pid_t> kids;
+    for (int i = 0; i < 6; ++i) {
+      kids.push_back(spawn([&] {
+        while (go->load() == 0) std::this_thread::sleep_for(std::chrono::microseconds(100));
+        std::unique_ptr<Table> t;
+        Lock l;
+        if (!Table::open(url, {}, &t).ok()) return 1;
+        // Keys of the new table (a name, a queue) do not make it look foreign to the others.
+        return t->lookup("n", &l).ok() && l.acquire().held() && l.release().ok() ? 0 : 2;
+      }));
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    go->store(1);
+    for (pid_t k : kids) CHECK(wait_child(k, 20000) == 0);
+  }
+}

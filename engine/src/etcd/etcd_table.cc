@@ -42,6 +42,10 @@ EtcdTable::~EtcdTable() {
 }
 
 Status EtcdTable::open(const EtcdLocation& where, const Options& options) {
+  if (options.deadlock_timeout.count() < 0) {
+    return Status(Code::invalid_argument, fmt::format("{}: negative deadlock_timeout", location_));
+  }
+  deadlock_timeout_ = options.deadlock_timeout;
   prefix_ = where.prefix;
   ttl_ = where.ttl;
   open_pid_ = ::getpid();
@@ -54,32 +58,31 @@ Status EtcdTable::open(const EtcdLocation& where, const Options& options) {
   if (Status s = client_->call("kv/range", range_op(meta("table"))["request_range"], &out); !s.ok()) return s;
   std::vector<Kv> marker = kvs_of(out);
   if (marker.empty()) {
-    if (Status s = client_->call("kv/range",
-                                 json{{"key", base64_encode(prefix_ + "/")},
-                                      {"range_end", base64_encode(prefix_end(prefix_ + "/"))},
-                                      {"count_only", true}},
-                                 &out);
-        !s.ok()) {
-      return s;
+    const Status foreign(Code::corrupt, fmt::format("{}: the prefix '{}/' holds keys that are not a locktable table "
+                                                    "(create a table on an empty prefix)",
+                                                    location_, prefix_));
+    if (!options.create_if_missing) {
+      json count{{"key", base64_encode(prefix_ + "/")}, {"range_end", base64_encode(prefix_end(prefix_ + "/"))},
+                 {"count_only", true}};
+      if (Status s = client_->call("kv/range", count, &out); !s.ok()) return s;
+      if (json_int(out, "count") > 0) return foreign;
+      return Status(Code::not_found, fmt::format("{}: no table", location_));
     }
-    if (json_int(out, "count") > 0) {
-      return Status(Code::corrupt, fmt::format("{}: the prefix '{}/' holds keys that are not a locktable table "
-                                               "(create a table on an empty prefix)",
-                                               location_, prefix_));
-    }
-    if (!options.create_if_missing) return Status(Code::not_found, fmt::format("{}: no table", location_));
+    // Created only on an empty prefix, in one transaction: another process
+    // opening the same new table at the same moment creates it or finds it.
     const json settings{{"format", kFormat},
                         {"history", int(options.history)},
                         {"retention_count", options.retention_count},
                         {"retention_age_s", uint64_t(options.retention_age.count())},
                         {"created_ns", realtime_ns()}};
-    if (Status s = txn(json::array({create_is(meta("table"), "EQUAL", 0)}), json::array({put_op(meta("table"), settings)}),
-                       json::array(), &out);
+    if (Status s = txn(json::array({create_is(prefix_ + "/", "EQUAL", 0, true)}),
+                       json::array({put_op(meta("table"), settings), range_op(meta("table"))}),
+                       json::array({range_op(meta("table"))}), &out);
         !s.ok()) {
       return s;
     }
-    if (Status s = client_->call("kv/range", range_op(meta("table"))["request_range"], &out); !s.ok()) return s;
-    marker = kvs_of(out);
+    marker = kvs_of(response(out, out.value("succeeded", false) ? 1 : 0, "response_range"));
+    if (marker.empty()) return foreign;
   }
   if (marker.empty() || !marker[0].value.is_object() || marker[0].value.value("format", 0) != kFormat) {
     return Status(marker.empty() || !marker[0].value.is_object() ? Code::corrupt : Code::version_mismatch,
@@ -339,6 +342,8 @@ AcquireResult EtcdTable::acquire_slow(NameState& l, Mode mode, const Deadline& d
   json queue = response(out, 2, "response_range");
   int64_t poll_ms = 1;
   uint64_t failing_since = 0;  // monotonic ns of the first failed poll in a row
+  DeadlockWatch watch;
+  uint64_t next_deadlock_look = started + uint64_t(std::chrono::nanoseconds(deadlock_timeout_).count());
   for (;;) {
     bool mine = false, blocked = false;
     for (const Kv& kv : kvs_of(queue)) {
@@ -353,6 +358,18 @@ AcquireResult EtcdTable::acquire_slow(NameState& l, Mode mode, const Deadline& d
       if (history_on()) ops.push_back(event_put(EventKind::timeout, mode, &l, json{{"wait_ns", monotonic_ns() - started}}));
       if (!txn(json::array(), ops, json::array(), &out).ok()) withdraw(hold->key);
       return AcquireResult{Status(Code::timed_out, fmt::format("lock {}: timed out", quote_name(l.name))), {}};
+    }
+    if (deadlock_timeout_.count() > 0 && monotonic_ns() >= next_deadlock_look) {
+      next_deadlock_look = monotonic_ns() + 100'000'000;  // then every 100 ms
+      std::string message;
+      if (deadlocked(hold->key, &watch, &message)) {
+        json ops = json::array({delete_op(hold->key)});
+        if (history_on()) {
+          ops.push_back(event_put(EventKind::deadlock, mode, &l, json{{"wait_ns", monotonic_ns() - started}}));
+        }
+        if (!txn(json::array(), ops, json::array(), &out).ok()) withdraw(hold->key);
+        return AcquireResult{Status(Code::deadlock, message), {}};
+      }
     }
     auto nap = std::chrono::milliseconds(poll_ms);
     if (!deadline.is_never()) {

@@ -156,8 +156,32 @@ class EtcdTable final : public Backend {
   bool still_held(const Hold* hold) const;
   LockInfo describe(const NameState& l, const nlohmann::json& queue, const nlohmann::json& holder);
 
+  // The waits-for graph read from every queue at one revision (etcd_deadlock.cc).
+  struct WaitGraph {
+    struct Edge {
+      std::string holder;  // the member waited for (<lease>_<tid>, or an etcdctl session's <lease>)
+      std::string lock;    // the name
+      Mode mode;           // the waiter's
+      int64_t revision;    // the waiter's queue key's create revision
+    };
+    std::map<std::string, std::vector<Edge>> edges;  // by waiting member
+    std::map<std::string, nlohmann::json> owners;    // a member's owner value (pid, tid, start, host)
+  };
+  // What a waiter remembers between two looks at a cycle.
+  struct DeadlockWatch {
+    std::string signature;                   // the cycle's members and keys, as last seen
+    uint64_t first_seen_ns = 0;
+    std::map<std::string, int64_t> ttl_at_first;  // each member's lease TTL when first seen
+  };
+  Status read_wait_graph(WaitGraph* g);
+  static std::vector<WaitGraph::Edge> cycle_through(const WaitGraph& g, const std::string& me);
+  // True when the thread whose queue key is `my_key` is the victim of a
+  // deadlock every member of which is alive; *message names the cycle.
+  bool deadlocked(const std::string& my_key, DeadlockWatch* watch, std::string* message);
+
   std::string location_;
   std::string prefix_;
+  std::chrono::milliseconds deadlock_timeout_{1000};  // Options::deadlock_timeout (0: never look)
   std::unique_ptr<EtcdClient> client_;
   std::chrono::seconds ttl_{10};
   pid_t open_pid_ = 0;
