@@ -403,7 +403,8 @@ TEST_CASE("etcd: etcdctl lock P/N and locktable's N on etcd://.../P exclude each
   const std::string etcdctl = "ETCDCTL_API=3 etcdctl --endpoints " + etcd().client();
   // etcdctl holds: locktable waits.
   pid_t outside = spawn([&] {
-    return run_shell(etcdctl + " lock " + prefix + "/shared-job -- sleep 2 >/dev/null 2>&1") == 0 ? 0 : 1;
+    // Long enough that a loaded machine seeing the hold late still finds more than 500 ms of it left.
+    return run_shell(etcdctl + " lock " + prefix + "/shared-job -- sleep 4 >/dev/null 2>&1") == 0 ? 0 : 1;
   });
   const double until = testing::now_ms() + 10000;
   std::vector<LockInfo> locks;
