@@ -10,6 +10,7 @@
 
 #include <atomic>
 #include <catch2/catch.hpp>
+#include <curl/curl.h>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -829,4 +830,59 @@ TEST_CASE("etcd: processes opening a new table at the same moment all get it (on
     go->store(1);
     for (pid_t k : kids) CHECK(wait_child(k, 20000) == 0);
   }
+}
+
+namespace {
+
+size_t collect_body(char* data, size_t size, size_t n, void* out) {
+  static_cast<std::string*>(out)->append(data, size * n);
+  return size * n;
+}
+
+// Range requests etcd has answered so far (its Prometheus metrics).
+long ranges_answered(const std::string& client) {
+  CURL* curl = curl_easy_init();
+  std::string body;
+  const std::string url = "http://" + client + "/metrics";
+  curl_easy_setopt(curl, CURLOPT_URL, url.c_str());
+  curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, collect_body);
+  curl_easy_setopt(curl, CURLOPT_WRITEDATA, &body);
+  const CURLcode rc = curl_easy_perform(curl);
+  curl_easy_cleanup(curl);
+  if (rc != CURLE_OK) return -1;
+  const std::string key = "grpc_server_handled_total{grpc_code=\"OK\",grpc_method=\"Range\",grpc_service=\"etcdserverpb.KV\"";
+  const size_t at = body.find(key);
+  if (at == std::string::npos) return -1;
+  return std::atol(body.c_str() + body.find("} ", at) + 2);
+}
+
+}  // namespace
+
+TEST_CASE("etcd: a waiter watches its queue instead of asking etcd every few milliseconds") {
+  const std::string url = etcd().url(fresh_prefix());
+  auto t = open_url(url);
+  Lock l;
+  REQUIRE(t->lookup("long", &l).ok());
+  REQUIRE(l.acquire().held());
+  Pipe got;
+  pid_t waiter = spawn([&] {
+    Options o;
+    o.deadlock_timeout = std::chrono::milliseconds(0);
+    std::unique_ptr<Table> tt;
+    Lock cl;
+    if (!Table::open(url, o, &tt).ok() || !tt->lookup("long", &cl).ok()) return 1;
+    if (!cl.acquire(Mode::exclusive, Deadline::after(std::chrono::seconds(30))).held()) return 2;
+    got.send();
+    return cl.release().ok() ? 0 : 3;
+  });
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));  // past its first quick polls
+  const long before = ranges_answered(etcd().client());
+  REQUIRE(before >= 0);
+  std::this_thread::sleep_for(std::chrono::seconds(3));
+  const long during = ranges_answered(etcd().client()) - before;
+  INFO(during << " range requests in 3 s of waiting");
+  CHECK(during < 20);  // polling every 20 ms would be about 150
+  REQUIRE(l.release().ok());
+  CHECK(got.receive(5000) == '.');  // the release ends the watch: it gets in
+  CHECK(wait_child(waiter, 10000) == 0);
 }

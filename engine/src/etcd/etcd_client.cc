@@ -176,4 +176,76 @@ Status EtcdClient::call(std::string_view path, const json& body, json* out, std:
   return Status(Code::io_error, fmt::format("{}: etcd unreachable ({})", location_, errors));
 }
 
+namespace {
+
+// The watch stream's reader: one JSON object per line.
+struct WatchStream {
+  std::string pending;
+  bool deleted = false;
+  bool failed = false;
+};
+
+size_t read_watch(char* data, size_t size, size_t n, void* out) {
+  auto* w = static_cast<WatchStream*>(out);
+  w->pending.append(data, size * n);
+  for (size_t eol; (eol = w->pending.find('\n')) != std::string::npos;) {
+    const json message = json::parse(w->pending.substr(0, eol), nullptr, false);
+    w->pending.erase(0, eol + 1);
+    const json result = message.is_object() ? message.value("result", json()) : json();
+    if (!result.is_object() || result.value("canceled", false)) {
+      w->failed = true;
+      return 0;  // stops the transfer
+    }
+    for (const json& e : result.value("events", json::array())) {
+      if (e.value("type", "") == "DELETE") {
+        w->deleted = true;
+        return 0;
+      }
+    }
+  }
+  return size * n;
+}
+
+}  // namespace
+
+Status EtcdClient::watch_for_delete(const std::string& key, const std::string& range_end, int64_t after,
+                                    std::chrono::milliseconds timeout, bool* deleted) {
+  *deleted = false;
+  CURL* curl = static_cast<CURL*>(take_handle());
+  if (curl == nullptr) return Status(Code::io_error, fmt::format("{}: cannot make an HTTP handle", location_));
+  const std::string payload =
+      json{{"create_request", {{"key", key}, {"range_end", range_end}, {"start_revision", std::to_string(after + 1)}}}}
+          .dump();
+  static curl_slist* const headers =
+      curl_slist_append(curl_slist_append(nullptr, "Expect:"), "Content-Type: application/json");
+  size_t e;
+  {
+    std::lock_guard<std::mutex> guard(mu_);
+    e = preferred_;
+  }
+  const std::string url = fmt::format("http://{}/v3/watch", endpoints_[e]);
+  WatchStream stream;
+  curl_easy_reset(curl);
+  curl_easy_setopt(curl, CURLOPT_URL, url.c_str());
+  curl_easy_setopt(curl, CURLOPT_POST, 1L);
+  curl_easy_setopt(curl, CURLOPT_POSTFIELDS, payload.c_str());
+  curl_easy_setopt(curl, CURLOPT_POSTFIELDSIZE, long(payload.size()));
+  curl_easy_setopt(curl, CURLOPT_HTTPHEADER, headers);
+  curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, read_watch);
+  curl_easy_setopt(curl, CURLOPT_WRITEDATA, &stream);
+  curl_easy_setopt(curl, CURLOPT_CONNECTTIMEOUT_MS, long(connect_timeout_.count()));
+  curl_easy_setopt(curl, CURLOPT_TIMEOUT_MS, long(std::max<int64_t>(timeout.count(), 1)));
+  curl_easy_setopt(curl, CURLOPT_NOSIGNAL, 1L);
+  curl_easy_setopt(curl, CURLOPT_TCP_NODELAY, 1L);
+  const CURLcode rc = curl_easy_perform(curl);
+  give_handle(curl);  // an ended stream closed its connection: the handle opens another
+  if (stream.deleted) {
+    *deleted = true;
+    return Status::OK();
+  }
+  if ((rc == CURLE_OPERATION_TIMEDOUT || rc == CURLE_OK) && !stream.failed) return Status::OK();  // nothing left
+  return Status(Code::io_error, fmt::format("{}: watch on {} failed: {}", location_, endpoints_[e],
+                                            stream.failed ? "etcd ended it" : curl_easy_strerror(rc)));
+}
+
 }  // namespace locktable::detail

@@ -47,6 +47,15 @@ class EtcdClient {
   Status call(std::string_view path, const nlohmann::json& body, nlohmann::json* out,
               std::chrono::milliseconds timeout = std::chrono::seconds(5));
 
+  // Waits until a key in [key, range_end) (base64, as etcd takes them) is
+  // deleted at a revision above `after`, or `timeout` passes: POST /v3/watch,
+  // a stream read until its first DELETE event (PUTs, such as new waiters
+  // queueing behind, are skipped). *deleted says which ended it. Errors:
+  // io_error (the stream could not be opened, or broke); the caller then
+  // polls instead.
+  Status watch_for_delete(const std::string& key, const std::string& range_end, int64_t after,
+                          std::chrono::milliseconds timeout, bool* deleted);
+
   const std::vector<std::string>& endpoints() const { return endpoints_; }
 
  private:

@@ -344,6 +344,7 @@ AcquireResult EtcdTable::acquire_slow(NameState& l, Mode mode, const Deadline& d
   uint64_t failing_since = 0;  // monotonic ns of the first failed poll in a row
   DeadlockWatch watch;
   uint64_t next_deadlock_look = started + uint64_t(std::chrono::nanoseconds(deadlock_timeout_).count());
+  uint64_t look_every_ns = 100'000'000;
   for (;;) {
     bool mine = false, blocked = false;
     for (const Kv& kv : kvs_of(queue)) {
@@ -360,7 +361,9 @@ AcquireResult EtcdTable::acquire_slow(NameState& l, Mode mode, const Deadline& d
       return AcquireResult{Status(Code::timed_out, fmt::format("lock {}: timed out", quote_name(l.name))), {}};
     }
     if (deadlock_timeout_.count() > 0 && monotonic_ns() >= next_deadlock_look) {
-      next_deadlock_look = monotonic_ns() + 100'000'000;  // then every 100 ms
+      // Then every 100 ms, backing off to every second (each look reads every queue).
+      next_deadlock_look = monotonic_ns() + look_every_ns;
+      look_every_ns = std::min<uint64_t>(look_every_ns * 2, 1'000'000'000);
       std::string message;
       if (deadlocked(hold->key, &watch, &message)) {
         json ops = json::array({delete_op(hold->key)});
@@ -371,12 +374,32 @@ AcquireResult EtcdTable::acquire_slow(NameState& l, Mode mode, const Deadline& d
         return AcquireResult{Status(Code::deadlock, message), {}};
       }
     }
+    // WAITING. A few quick polls (1 to 16 ms: a short wait ends soonest so),
+    // then a watch on the queue until a key leaves it (at most a second, and
+    // not past the deadline or the next deadlock look), then a fresh read. A
+    // watch that fails is a poll of 20 ms instead.
     auto nap = std::chrono::milliseconds(poll_ms);
+    const bool watching = poll_ms >= 20;
+    if (watching) {
+      nap = std::chrono::milliseconds(1000);
+      if (deadlock_timeout_.count() > 0) {
+        const uint64_t t = monotonic_ns();
+        nap = std::min(nap, std::chrono::milliseconds(next_deadlock_look > t ? (next_deadlock_look - t) / 1'000'000 + 1 : 1));
+      }
+    }
     if (!deadline.is_never()) {
       nap = std::min(nap, std::chrono::duration_cast<std::chrono::milliseconds>(deadline.when() - now) +
                               std::chrono::milliseconds(1));
     }
-    std::this_thread::sleep_for(nap);
+    bool slept = false;
+    if (watching) {
+      const json& header = queue.contains("header") ? queue["header"] : json::object();
+      bool deleted = false;
+      slept = client_->watch_for_delete(base64_encode(queue_prefix(l)), base64_encode(prefix_end(queue_prefix(l))),
+                                        json_int(header, "revision"), nap, &deleted)
+                  .ok();
+    }
+    if (!slept) std::this_thread::sleep_for(watching ? std::min(nap, std::chrono::milliseconds(20)) : nap);
     poll_ms = std::min<int64_t>(poll_ms * 2, 20);
     json range = range_op(queue_prefix(l), true, true)["request_range"];
     range["max_create_revision"] = std::to_string(hold->revision);

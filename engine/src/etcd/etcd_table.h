@@ -37,7 +37,9 @@
 // A holder whose lease ran out while it lived
 // (stopped, partitioned) finds its key gone at release: `lock_lost`.
 //
-// Waiting polls the queue (2 ms, doubling to 20 ms); fork() children open the
+// Waiting polls the queue a few times (1 to 16 ms), then watches it (a watch
+// from the revision of the last read, until a key is deleted, at most a
+// second at a time) and reads it again; fork() children open the
 // table again (the lease, its keep-alive thread and the HTTP pool stay with
 // the parent).
 #pragma once
