@@ -27,6 +27,27 @@ void global_init() {
 
 }  // namespace
 
+void EtcdClient::prepare_post(void* handle, const std::string& url, const std::string& payload, WriteFn write,
+                              void* data, std::chrono::milliseconds timeout) const {
+  // No "Expect: 100-continue" (curl adds it to bodies over 1 KiB): it costs a
+  // round trip per call.
+  static curl_slist* const headers =
+      curl_slist_append(curl_slist_append(nullptr, "Expect:"), "Content-Type: application/json");
+  CURL* curl = static_cast<CURL*>(handle);
+  curl_easy_reset(curl);
+  curl_easy_setopt(curl, CURLOPT_URL, url.c_str());
+  curl_easy_setopt(curl, CURLOPT_POST, 1L);
+  curl_easy_setopt(curl, CURLOPT_POSTFIELDS, payload.c_str());
+  curl_easy_setopt(curl, CURLOPT_POSTFIELDSIZE, long(payload.size()));
+  curl_easy_setopt(curl, CURLOPT_HTTPHEADER, headers);
+  curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, write);
+  curl_easy_setopt(curl, CURLOPT_WRITEDATA, data);
+  curl_easy_setopt(curl, CURLOPT_CONNECTTIMEOUT_MS, long(connect_timeout_.count()));
+  curl_easy_setopt(curl, CURLOPT_TIMEOUT_MS, long(timeout.count()));
+  curl_easy_setopt(curl, CURLOPT_NOSIGNAL, 1L);  // no SIGALRM in a library
+  curl_easy_setopt(curl, CURLOPT_TCP_NODELAY, 1L);
+}
+
 std::string base64_encode(std::string_view in) {
   std::string out;
   out.reserve((in.size() + 2) / 3 * 4);
@@ -120,10 +141,6 @@ Status EtcdClient::call(std::string_view path, const json& body, json* out, std:
   CURL* curl = static_cast<CURL*>(take_handle());
   if (curl == nullptr) return Status(Code::io_error, fmt::format("{}: cannot make an HTTP handle", location_));
   const std::string payload = body.dump();
-  // No "Expect: 100-continue" (curl adds it to bodies over 1 KiB): it costs a
-  // round trip per call.
-  static curl_slist* const headers =
-      curl_slist_append(curl_slist_append(nullptr, "Expect:"), "Content-Type: application/json");
   size_t first;
   {
     std::lock_guard<std::mutex> guard(mu_);
@@ -134,18 +151,7 @@ Status EtcdClient::call(std::string_view path, const json& body, json* out, std:
     const size_t e = (first + attempt) % endpoints_.size();
     const std::string url = fmt::format("http://{}/v3/{}", endpoints_[e], path);
     std::string response;
-    curl_easy_reset(curl);
-    curl_easy_setopt(curl, CURLOPT_URL, url.c_str());
-    curl_easy_setopt(curl, CURLOPT_POST, 1L);
-    curl_easy_setopt(curl, CURLOPT_POSTFIELDS, payload.c_str());
-    curl_easy_setopt(curl, CURLOPT_POSTFIELDSIZE, long(payload.size()));
-    curl_easy_setopt(curl, CURLOPT_HTTPHEADER, headers);
-    curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, append_body);
-    curl_easy_setopt(curl, CURLOPT_WRITEDATA, &response);
-    curl_easy_setopt(curl, CURLOPT_CONNECTTIMEOUT_MS, long(connect_timeout_.count()));
-    curl_easy_setopt(curl, CURLOPT_TIMEOUT_MS, long(timeout.count()));
-    curl_easy_setopt(curl, CURLOPT_NOSIGNAL, 1L);  // no SIGALRM in a library
-    curl_easy_setopt(curl, CURLOPT_TCP_NODELAY, 1L);
+    prepare_post(curl, url, payload, append_body, &response, timeout);
     const CURLcode rc = curl_easy_perform(curl);
     if (rc != CURLE_OK) {
       errors += fmt::format("{}{}: {}", errors.empty() ? "" : "; ", endpoints_[e], curl_easy_strerror(rc));
@@ -216,8 +222,6 @@ Status EtcdClient::watch_for_delete(const std::string& key, const std::string& r
   const std::string payload =
       json{{"create_request", {{"key", key}, {"range_end", range_end}, {"start_revision", std::to_string(after + 1)}}}}
           .dump();
-  static curl_slist* const headers =
-      curl_slist_append(curl_slist_append(nullptr, "Expect:"), "Content-Type: application/json");
   size_t e;
   {
     std::lock_guard<std::mutex> guard(mu_);
@@ -225,18 +229,7 @@ Status EtcdClient::watch_for_delete(const std::string& key, const std::string& r
   }
   const std::string url = fmt::format("http://{}/v3/watch", endpoints_[e]);
   WatchStream stream;
-  curl_easy_reset(curl);
-  curl_easy_setopt(curl, CURLOPT_URL, url.c_str());
-  curl_easy_setopt(curl, CURLOPT_POST, 1L);
-  curl_easy_setopt(curl, CURLOPT_POSTFIELDS, payload.c_str());
-  curl_easy_setopt(curl, CURLOPT_POSTFIELDSIZE, long(payload.size()));
-  curl_easy_setopt(curl, CURLOPT_HTTPHEADER, headers);
-  curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, read_watch);
-  curl_easy_setopt(curl, CURLOPT_WRITEDATA, &stream);
-  curl_easy_setopt(curl, CURLOPT_CONNECTTIMEOUT_MS, long(connect_timeout_.count()));
-  curl_easy_setopt(curl, CURLOPT_TIMEOUT_MS, long(std::max<int64_t>(timeout.count(), 1)));
-  curl_easy_setopt(curl, CURLOPT_NOSIGNAL, 1L);
-  curl_easy_setopt(curl, CURLOPT_TCP_NODELAY, 1L);
+  prepare_post(curl, url, payload, read_watch, &stream, std::max(timeout, std::chrono::milliseconds(1)));
   const CURLcode rc = curl_easy_perform(curl);
   give_handle(curl);  // an ended stream closed its connection: the handle opens another
   if (stream.deleted) {

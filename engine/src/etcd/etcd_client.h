@@ -59,6 +59,11 @@ class EtcdClient {
   const std::vector<std::string>& endpoints() const { return endpoints_; }
 
  private:
+  // Sets `handle` up for one POST of `payload` (JSON) to `url`, its answer
+  // going to write(..., data), within `timeout`.
+  using WriteFn = size_t (*)(char* data, size_t size, size_t n, void* out);
+  void prepare_post(void* handle, const std::string& url, const std::string& payload, WriteFn write, void* data,
+                    std::chrono::milliseconds timeout) const;
   void* take_handle();           // a pooled CURL easy handle (keeps its connection)
   void give_handle(void* handle);
 
