@@ -176,6 +176,15 @@ json EtcdTable::event_put(EventKind kind, Mode mode, const NameState* l, const j
   return put_op(meta(fmt::format("history/{:016x}_{:x}", uint64_t(lease_.load()), event_counter_.fetch_add(1))), e);
 }
 
+json EtcdTable::marker_after(const Hold& hold) {
+  json marker = free_marker();
+  if (hold.abandoned) {
+    marker["abandoned"] = true;
+    marker["dead"] = json{{"pid", hold.dead.pid}, {"tid", hold.dead.tid}, {"host", hold.dead_host}};
+  }
+  return marker;
+}
+
 EtcdTable::Hold* EtcdTable::find_hold(const NameState* l) {
   auto it = holds_.find({current_tid(), l});
   return it == holds_.end() ? nullptr : &it->second;
@@ -554,12 +563,7 @@ Status EtcdTable::release(Lock& lock, Mode mode) {
   }
   json ops = json::array({delete_op(hold.key)});
   if (mode == Mode::exclusive) {
-    json left = free_marker();
-    if (hold.abandoned) {
-      left["abandoned"] = true;
-      left["dead"] = json{{"pid", hold.dead.pid}, {"tid", hold.dead.tid}, {"host", hold.dead_host}};
-    }
-    ops.push_back(put_op(holder_key(*l), left));
+    ops.push_back(put_op(holder_key(*l), marker_after(hold)));
   } else {
     ops.push_back(delete_op(reader_key(*l, hold.key)));
   }
@@ -636,15 +640,11 @@ Status EtcdTable::downgrade(Lock& lock) {
     }
     hold = *h;
   }
-  json shared = owner_value();
+  const json owner = owner_value();
+  json shared = owner;
   shared["mode"] = "shared";
-  json marker = free_marker();
-  if (hold.abandoned) {
-    marker["abandoned"] = true;
-    marker["dead"] = json{{"pid", hold.dead.pid}, {"tid", hold.dead.tid}, {"host", hold.dead_host}};
-  }
-  json ops = json::array({put_op(hold.key, shared, hold.lease), put_op(reader_key(*l, hold.key), owner_value()),
-                          put_op(holder_key(*l), marker)});
+  json ops = json::array({put_op(hold.key, shared, hold.lease), put_op(reader_key(*l, hold.key), owner),
+                          put_op(holder_key(*l), marker_after(hold))});
   if (history_on()) ops.push_back(event_put(EventKind::downgraded, Mode::shared, l, json{{"token", hold.revision}}));
   json out;
   if (Status s = txn(json::array({create_is(hold.key, "EQUAL", hold.revision)}), ops, json::array(), &out); !s.ok()) {

@@ -153,6 +153,9 @@ class EtcdTable final : public Backend {
   AcquireResult acquired(const NameState& l, Hold& hold);
   bool history_on() const { return history_level_.load() != HistoryLevel::off; }
   Hold* find_hold(const NameState* l);
+  // The holder marker once `hold` stops being an exclusive one (a release, a
+  // downgrade): free, and still abandoned if it was taken so and not repaired.
+  static nlohmann::json marker_after(const Hold& hold);
   // False once the lease the hold's key is on has expired (it is lost; its
   // release says so): the thread is never told it still holds.
   bool still_held(const Hold* hold) const;
