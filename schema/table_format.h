@@ -20,9 +20,10 @@ namespace locktable::format {
 
 // Version 2: 128-byte slots (a second, slow-path line), reader ops carry
 // their claim, the header keeps the reader high-water mark. Version 3: the
-// ring is cut into per-thread segments.
-inline constexpr char kMagic[8] = {'L', 'O', 'C', 'K', 'T', 'B', 'L', '3'};
-inline constexpr uint32_t kVersion = 3;
+// ring is cut into per-thread segments. Version 4: a FREE or SHARED owner
+// record counts shared acquisitions in aux (Slot::shared_moved).
+inline constexpr char kMagic[8] = {'L', 'O', 'C', 'K', 'T', 'B', 'L', '4'};
+inline constexpr uint32_t kVersion = 4;
 inline constexpr uint32_t kHeaderSize = 4096;
 inline constexpr uint32_t kSlotSize = 128;
 inline constexpr uint32_t kReaderSize = 64;
@@ -56,15 +57,24 @@ inline constexpr int64_t kReaderMutexByte = (int64_t{1} << 62) + 3;
 // kernel may set bits 30/31 of tid_word on its own (robust futex protocol).
 //
 //   state      tid_word              pid_word                        aux                   generation
-//   FREE       WAITERS?              flags (ABANDONED, RETIRED, ...) 0                     g
+//   FREE       WAITERS?              flags (ABANDONED, RETIRED, ...) shared joins n        g
 //   EXCLUSIVE  tid|WAITERS?|DIED?    pid | flags (SHARED_WAITERS)    owner start time      g
-//   SHARED     WAITERS?              SHARED|count|flags              0                     g
+//   SHARED     WAITERS?              SHARED|count|flags              shared joins n        g
+//
+// Shared joins n: the shared acquisitions since the record was last
+// EXCLUSIVE (mod 2^32), counted by the joining CAS itself so that counting
+// costs the shared path nothing. An exclusive acquisition that replaces a
+// FREE record with n != 0 adds n to Slot::shared_moved before it writes
+// owner_shadow; a join that wraps n to 0 adds 2^32 there. A lock's shared
+// acquisitions are shared_moved + (n while FREE or SHARED). A FREE record
+// made by a release, a retirement, a takeover or a reset has n = 0 unless it
+// says otherwise.
 // ---------------------------------------------------------------------------
 struct OwnerRecord {
   uint32_t tid_word;    // robust futex word: owner tid (bits 0..29), OWNER_DIED (30), WAITERS (31)
   uint32_t pid_word;    // owner pid or reader count (bits 0..21), flags (22..31)
   uint32_t aux;         // EXCLUSIVE: low 32 bits of the owner thread's start time (clock ticks
-                        // since boot); FREE/SHARED: 0
+                        // since boot); FREE/SHARED: shared joins n (above)
   uint32_t generation;  // +1 on every change of ownership; never on flag-only changes
 };
 static_assert(sizeof(OwnerRecord) == 16);
@@ -119,7 +129,7 @@ struct alignas(64) Slot {
   uint32_t abandoned;     // acquisitions told abandoned (a takeover, or not yet marked consistent; atomic add)
   uint32_t wait_max_us;   // the longest wait of an acquisition, µs (atomic max)
   uint64_t wait_total_us; // the waits of all acquisitions and timeouts, µs (atomic add)
-  uint64_t reserved1;     // zero
+  uint64_t shared_moved;  // shared acquisitions moved out of the owner record's aux (OwnerRecord; atomic add)
 };
 static_assert(sizeof(Slot) == kSlotSize);
 static_assert(offsetof(Slot, owner) == 0);
@@ -142,7 +152,7 @@ static_assert(offsetof(Slot, timeouts) == 100);
 static_assert(offsetof(Slot, abandoned) == 104);
 static_assert(offsetof(Slot, wait_max_us) == 108);
 static_assert(offsetof(Slot, wait_total_us) == 112);
-static_assert(offsetof(Slot, reserved1) == 120);
+static_assert(offsetof(Slot, shared_moved) == 120);
 static_assert(offsetof(Slot, robust_next) - offsetof(Slot, owner) - offsetof(OwnerRecord, tid_word) == 32,
               "robust futex offset must be -32, as glibc's robust list uses");
 

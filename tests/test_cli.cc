@@ -582,7 +582,7 @@ TEST_CASE("cli: the man pages and the bash completion come from the definitions 
   CHECK_FALSE(contains(complete("locktable r", 1), "generate-docs"));
 }
 
-TEST_CASE("cli: metrics count acquisitions, contention, timeouts and abandonment, and promtool accepts them") {
+TEST_CASE("cli: metrics count acquisitions in both modes, contention, timeouts and abandonment, and promtool accepts them") {
   TempDir tmp;
   std::string dir = tmp.table();
   for (int i = 0; i < 3; ++i) REQUIRE(run({"run", dir, "jobs", "--", "true"}).code == 0);
@@ -596,11 +596,13 @@ TEST_CASE("cli: metrics count acquisitions, contention, timeouts and abandonment
   drain(out);
   drain(err);
   REQUIRE(run({"run", dir, "jobs", "--", "true"}).code == 0);
+  for (int i = 0; i < 2; ++i) REQUIRE(run({"run", dir, "jobs", "--shared", "--", "true"}).code == 0);
   Result m = run({"metrics", dir});
   REQUIRE(m.code == 0);
   INFO(m.out);
   CHECK(contains(m.out, "# TYPE locktable_exclusive_acquisitions_total counter"));
   CHECK(contains(m.out, "locktable_exclusive_acquisitions_total{lock=\"jobs\"} 5\n"));
+  CHECK(contains(m.out, "locktable_shared_acquisitions_total{lock=\"jobs\"} 2\n"));
   CHECK(contains(m.out, "locktable_timeouts_total{lock=\"jobs\"} 1\n"));
   CHECK(contains(m.out, "locktable_abandoned_acquisitions_total{lock=\"jobs\"} 1\n"));
   CHECK(contains(m.out, "locktable_contended_acquisitions_total{lock=\"jobs\"} 1\n"));  // the takeover waited
@@ -613,9 +615,11 @@ TEST_CASE("cli: metrics count acquisitions, contention, timeouts and abandonment
   // The same counters in ls --json and, added up, in stat --json.
   json l = json::parse(run({"ls", dir, "--json"}).out)[0];
   CHECK(l["counters"]["exclusive_acquisitions"] == 5);
+  CHECK(l["counters"]["shared_acquisitions"] == 2);
   CHECK(l["counters"]["timeouts"] == 1);
   json st = json::parse(run({"stat", dir, "--json"}).out);
   CHECK(st["counters"]["abandoned"] == 1);
+  CHECK(st["counters"]["shared_acquisitions"] == 2);
 }
 
 TEST_CASE("cli: top shows the busiest locks first; without a terminal it prints one snapshot; under tmux q quits") {
@@ -793,7 +797,7 @@ TEST_CASE("cli: top, metrics, ls and history --svg work on a table with 1,000,00
     return n;
   };
   CHECK(lines_of("top " + dir + " --once") == kNames + 1);            // a header and a row per lock
-  CHECK(lines_of("metrics " + dir) == 2 + 1 + 9 * (2 + kNames));       // names, then 9 families of HELP, TYPE, rows
+  CHECK(lines_of("metrics " + dir) == 2 + 1 + 10 * (2 + kNames));      // names, then 10 families of HELP, TYPE, rows
   CHECK(std::system(("grep -q 'locktable_exclusive_acquisitions_total{lock=\"lock-0500000\"} 3' " + out).c_str()) == 0);
   CHECK(lines_of("ls " + dir + " --json") == kNames + 2);
   // The busy ones only, from the slots: a header and the one held while ls runs.

@@ -412,3 +412,80 @@ TEST_CASE("shared: running out of reader records grows the table, and a full tab
   CHECK(last == Code::capacity);
   expect_consistent(*t);
 }
+
+namespace {
+
+LockCounters counters_of(Table& t, const std::string& name) {
+  std::vector<LockInfo> locks;
+  REQUIRE(t.list(&locks).ok());
+  for (const LockInfo& l : locks) {
+    if (l.name == name) return l.counters;
+  }
+  FAIL("no lock " << name);
+  return {};
+}
+
+}  // namespace
+
+TEST_CASE("shared: every shared acquisition is counted, across processes, writers in between and a killed reader") {
+  TempDir tmp;
+  auto t = open_table(tmp.table());
+  constexpr int kProcs = 3, kRounds = 3000;
+  std::vector<pid_t> kids;
+  for (int p = 0; p < kProcs; ++p) {
+    kids.push_back(spawn([&] {
+      std::unique_ptr<Table> tt;
+      Lock l = child_lock(tmp.table(), "catalog", &tt);
+      for (int i = 0; i < kRounds; ++i) {
+        const Mode m = i % 10 == 9 ? Mode::exclusive : Mode::shared;  // writers move the joins out of the record
+        if (!l.acquire(m).held() || !l.release(m).ok()) return 1;
+      }
+      return 0;
+    }));
+  }
+  for (pid_t k : kids) CHECK(wait_child(k) == 0);
+  LockCounters c = counters_of(*t, "catalog");
+  CHECK(c.shared_acquisitions == uint64_t{kProcs} * kRounds * 9 / 10);
+  CHECK(c.exclusive_acquisitions == uint64_t{kProcs} * kRounds / 10);
+  // A reader killed inside still counts once; removing it and the next
+  // writer's takeover count nothing more.
+  pid_t reader = spawn_holder(tmp.table(), "catalog", Mode::shared);
+  ::kill(reader, SIGKILL);
+  CHECK(wait_child(reader) == 128 + SIGKILL);
+  CHECK(counters_of(*t, "catalog").shared_acquisitions == c.shared_acquisitions + 1);
+  Lock w;
+  REQUIRE(t->lookup("catalog", &w).ok());
+  REQUIRE(w.acquire().abandoned());
+  REQUIRE(w.downgrade().ok());  // not a new acquisition
+  CHECK(counters_of(*t, "catalog").shared_acquisitions == c.shared_acquisitions + 1);
+  CHECK(w.release(Mode::shared).ok());
+  CHECK(counters_of(*t, "catalog").exclusive_acquisitions == c.exclusive_acquisitions + 1);
+  expect_consistent(*t);
+}
+
+TEST_CASE("shared: the shared count carries past 2^32 joins without an exclusive hold between") {
+  TempDir tmp;
+  auto t = open_table(tmp.table());
+  Lock l;
+  REQUIRE(t->lookup("catalog", &l).ok());
+  REQUIRE(l.acquire(Mode::shared).held());
+  REQUIRE(l.release(Mode::shared).ok());
+  {
+    // Forge the count the record would have after 2^32 - 2 more joins.
+    testing::RawTable raw(tmp.table());
+    format::Slot* s = raw.slot(l.slot());
+    REQUIRE(s->owner.aux == 1);
+    s->owner.aux = 0xffffffffu - 1;
+  }
+  for (int i = 0; i < 3; ++i) {
+    REQUIRE(l.acquire(Mode::shared).held());
+    REQUIRE(l.release(Mode::shared).ok());
+  }
+  CHECK(counters_of(*t, "catalog").shared_acquisitions == (uint64_t{1} << 32) + 1);
+  REQUIRE(l.acquire().held());
+  REQUIRE(l.release().ok());
+  CHECK(counters_of(*t, "catalog").shared_acquisitions == (uint64_t{1} << 32) + 1);
+  testing::RawTable raw(tmp.table());
+  CHECK(raw.slot(l.slot())->owner.aux == 0);
+  CHECK(raw.slot(l.slot())->shared_moved == (uint64_t{1} << 32) + 1);
+}

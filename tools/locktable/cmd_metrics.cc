@@ -50,6 +50,9 @@ const Family kFamilies[] = {
     {"locktable_exclusive_acquisitions_total", "counter",
      "Exclusive acquisitions of the lock since its name was created.",
      [](const Row& r) { return std::to_string(r.counters.exclusive_acquisitions); }},
+    {"locktable_shared_acquisitions_total", "counter",
+     "Shared acquisitions of the lock since its name was created (a downgrade is not one).",
+     [](const Row& r) { return std::to_string(r.counters.shared_acquisitions); }},
     {"locktable_contended_acquisitions_total", "counter", "Acquisitions (either mode) that found the lock held and waited.",
      [](const Row& r) { return std::to_string(r.counters.contended); }},
     {"locktable_timeouts_total", "counter", "Acquires that gave up at their deadline.",
@@ -76,8 +79,7 @@ void register_metrics(CLI::App& app, int* rc) {
   CLI::App* cmd = app.add_subcommand(
       "metrics", "Print every lock's counters and state in the Prometheus text format (for a textfile collector)");
   cmd->add_option("DIR", *dir, "Table location: a folder, a file:/// URL or an etcd:// URL")->required();
-  cmd->footer("Counters count since the name was created; shared acquisitions are not counted (only their waits, "
-              "timeouts and abandonments), so that the uncontended shared path stays free of them.");
+  cmd->footer("Counters count since the name was created (etcd tables keep none: they read 0).");
   cmd->callback([dir, rc] {
     std::unique_ptr<Table> t;
     Status s = open_table(*dir, false, &t);

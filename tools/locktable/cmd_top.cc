@@ -71,6 +71,9 @@ bool busier(const LockInfo& a, const LockInfo& b) {
   return held_ms(a) > held_ms(b);
 }
 
+// Acquisitions in either mode.
+uint64_t acquisitions(const LockCounters& c) { return c.exclusive_acquisitions + c.shared_acquisitions; }
+
 // The rows of `now`, busiest first; rates against `before` (same names),
 // timeouts and abandonments since `first` (top's start) in brackets.
 std::vector<Line> lines(const Snapshot& now, const Snapshot* before, const Baseline* first = nullptr) {
@@ -80,7 +83,7 @@ std::vector<Line> lines(const Snapshot& now, const Snapshot* before, const Basel
   std::map<std::string, uint64_t> previous;
   double seconds = 0;
   if (before != nullptr) {
-    for (const LockInfo& l : before->locks) previous[l.name] = l.counters.exclusive_acquisitions;
+    for (const LockInfo& l : before->locks) previous[l.name] = acquisitions(l.counters);
     seconds = std::chrono::duration<double>(now.at - before->at).count();
   }
   std::vector<Line> out;
@@ -101,7 +104,7 @@ std::vector<Line> lines(const Snapshot& now, const Snapshot* before, const Basel
     auto it = previous.find(l->name);
     line.rate = it == previous.end() || seconds <= 0
                     ? "-"
-                    : fmt::format("{:.0f}", double(l->counters.exclusive_acquisitions - std::min(it->second, l->counters.exclusive_acquisitions)) / seconds);
+                    : fmt::format("{:.0f}", double(acquisitions(l->counters) - std::min(it->second, acquisitions(l->counters))) / seconds);
     line.timeouts = std::to_string(l->counters.timeouts);
     line.abandoned = std::to_string(l->counters.abandoned);
     if (first != nullptr) {

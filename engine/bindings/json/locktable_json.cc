@@ -72,6 +72,7 @@ json waiter(const WaiterInfo& w) {
 
 json counters(const LockCounters& c) {
   return json{{"exclusive_acquisitions", c.exclusive_acquisitions},
+              {"shared_acquisitions", c.shared_acquisitions},
               {"contended", c.contended},
               {"timeouts", c.timeouts},
               {"abandoned", c.abandoned},

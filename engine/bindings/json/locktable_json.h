@@ -25,7 +25,7 @@ const char* level_name(HistoryLevel level);  // "off", "ring", "persisted"
 nlohmann::json holder(const HolderInfo& h);      // pid, tid, start_time, comm, alive, held_for_ms, token
 nlohmann::json waiter(const WaiterInfo& w);      // pid, tid, start_time, comm, mode, waiting_ms
 nlohmann::json lock_info(const LockInfo& l);     // one element of `ls --json`
-nlohmann::json counters(const LockCounters& c);  // exclusive_acquisitions, contended, timeouts, abandoned, waits
+nlohmann::json counters(const LockCounters& c);  // exclusive_acquisitions, shared_acquisitions, contended, timeouts, abandoned, waits
 nlohmann::json event(const Event& e, int time_digits = 9);  // one line of `history --json`
 nlohmann::json stats(const TableStats& st);      // `stat --json`
 nlohmann::json recovery(const Recovery& r);      // one action of `recover --json`

@@ -114,11 +114,11 @@ struct WaiterInfo {
   uint64_t waiting_ms = 0;
 };
 
-// What a lock counted since its name was created. Shared acquisitions are
-// not counted (only their waits, timeouts and takeovers are): counting them
-// would cost the uncontended shared path an atomic add.
+// What a lock counted since its name was created. A downgrade is not a new
+// acquisition. On etcd tables only the acquisitions are counted.
 struct LockCounters {
   uint64_t exclusive_acquisitions = 0;
+  uint64_t shared_acquisitions = 0;
   uint64_t contended = 0;      // acquisitions (either mode) that found the lock held and waited
   uint64_t timeouts = 0;       // acquires that gave up at their deadline
   uint64_t abandoned = 0;      // acquisitions told abandoned (a takeover, or a lock not yet marked consistent)

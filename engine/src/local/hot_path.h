@@ -42,15 +42,20 @@ struct PendingWake {
   void run() const;
 };
 
-// Bookkeeping an exclusive owner does right after its CAS: put the slot on the
-// thread's robust list and record its tid for after the kernel clears it. The
-// caller stamps the acquisition time (set_acquired_at) and takes the token.
-inline void after_exclusive_acquire(format::Slot* s, ThreadSelf& me, const Word128& written) {
+// Bookkeeping an exclusive owner does right after its CAS wrote `written`:
+// put the slot on the thread's robust list, move the shared joins the
+// replaced record counted (`joins`: shared_joins of it) to shared_moved, then
+// record its tid for after the kernel clears it. owner_shadow, written last,
+// names the generation whose bookkeeping is done (read_counters waits for
+// it). The caller stamps the acquisition time (set_acquired_at) and takes
+// the token.
+inline void after_exclusive_acquire(format::Slot* s, ThreadSelf& me, uint32_t joins, const Word128& written) {
   if (RobustHead* head = me.robust) {
     robust_enqueue(head, &s->robust_next);
     robust_clear_pending(head);
   }
-  __atomic_store_n(&s->owner_shadow, (written.hi & ~uint64_t{0xffffffff}) | me.tid, __ATOMIC_RELAXED);
+  if (__builtin_expect(joins != 0, 0)) __atomic_fetch_add(&s->shared_moved, uint64_t{joins}, __ATOMIC_RELAXED);
+  __atomic_store_n(&s->owner_shadow, (written.hi & ~uint64_t{0xffffffff}) | me.tid, __ATOMIC_RELEASE);
 }
 
 inline void set_acquired_at(format::Slot* s, uint64_t now_ns) {
@@ -76,11 +81,11 @@ inline bool try_acquire_exclusive_fast(format::Slot* s, uint32_t incarnation, Th
     // After the record was read (or CASed from a value this thread wrote,
     // which no removal and re-creation can bring back): see NAMES.
     if (load_incarnation(s) != incarnation) return false;
-    // FREE has aux 0: (me, start time, generation + 1).
+    // (me, start time, generation + 1); the FREE record's shared joins move.
     const Word128 desired{me.owner_lo, ((cur.hi & ~uint64_t{0xffffffff}) + (uint64_t{1} << 32)) | me.start};
     if (head != nullptr) robust_pending(head, &s->robust_next);
     if (cas128(&s->owner, cur, desired)) {
-      after_exclusive_acquire(s, me, desired);
+      after_exclusive_acquire(s, me, aux_word(cur), desired);  // cur was FREE
       remember_value(me, s, desired);
       return true;
     }
@@ -191,12 +196,13 @@ inline bool local_fast_acquire_shared(Lock& lock, uint64_t* token) {
     store_op(rec.record, format::make_reader_op(index, format::ReaderState::joining, rec.claim));
     crash_point("join:after_intent");  // test builds only (crash_point.h); nothing otherwise
     desired = make_word(tid_word(cur) & format::kWaiters, format::kSharedMode | (pw & format::kSharedWaiters) | (count + 1),
-                        0, generation(cur) + 1);
+                        aux_word(cur) + 1, generation(cur) + 1);  // FREE or SHARED: one more join
     if (cas128(&s->owner, cur, desired)) break;
     store_op(rec.record, format::make_reader_op(index, format::ReaderState::idle, rec.claim));
     if (attempt == 1) return false;
   }
   crash_point("join:after_cas");
+  after_shared_join(s, desired);
   store_op(rec.record, format::make_reader_op(index, format::ReaderState::in, rec.claim));
   remember_value(me, s, desired);
   me.cache[c - 1] = me.cache[--me.cached_count];
@@ -245,8 +251,8 @@ inline bool local_fast_release_shared(Lock& lock) {
       return false;
     }
     // The last reader keeps WRITER_WAITING and ABANDONED (lock_protocol.cc).
-    desired = count == 1 ? make_word(0, pw & (format::kAbandoned | format::kWriterWaiting), 0, generation(cur) + 1)
-                         : make_word(tid_word(cur), pw - 1, 0, generation(cur) + 1);
+    desired = count == 1 ? make_word(0, pw & (format::kAbandoned | format::kWriterWaiting), aux_word(cur), generation(cur) + 1)
+                         : make_word(tid_word(cur), pw - 1, aux_word(cur), generation(cur) + 1);
     if (cas128(&s->owner, cur, desired)) break;
   }
   remember_value(me, s, desired);

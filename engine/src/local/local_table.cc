@@ -565,6 +565,7 @@ Status LocalTable::stats(TableStats* st) {
     if (slot == nullptr || load_incarnation(slot) == 0 || (pid_word(guess128(&slot->owner)) & format::kRetired)) continue;
     const LockCounters c = read_counters(slot);
     st->counters.exclusive_acquisitions += c.exclusive_acquisitions;
+    st->counters.shared_acquisitions += c.shared_acquisitions;
     st->counters.contended += c.contended;
     st->counters.timeouts += c.timeouts;
     st->counters.abandoned += c.abandoned;

@@ -1,12 +1,17 @@
 // Per-lock counters in the slot's second line (table_format.h, Slot): the
 // slow paths count contention, waits, timeouts and takeovers; exclusive
-// acquisitions are the token's distance from token_base, so the uncontended
-// paths count nothing and pay nothing.
+// acquisitions are the token's distance from token_base, and shared ones the
+// joins the owner record counts itself plus those moved to shared_moved
+// (OwnerRecord), so the uncontended paths pay nothing for either.
 #pragma once
+
+#include <sched.h>
 
 #include <cstdint>
 
+#include "atomic128.h"
 #include "locktable/types.h"
+#include "slot_state.h"
 #include "table_format.h"
 
 namespace locktable::detail {
@@ -34,8 +39,31 @@ inline void count_timeout(format::Slot* s, uint64_t wait_ns) {
   count_wait(s, wait_ns);
 }
 
+// shared_moved + the joins the record counts, read so that the sum never
+// goes back: the record is read before and after shared_moved (a change in
+// between: again), and an EXCLUSIVE record only once its owner has moved the
+// joins it replaced (owner_shadow names its generation; an owner stopped or
+// dead before that is waited for a bounded number of times, then its joins are
+// left out).
+inline uint64_t read_shared_acquisitions(const format::Slot* s) {
+  uint64_t moved = 0;
+  for (int attempt = 0; attempt < 1000; ++attempt) {
+    const Word128 before = guess128(&s->owner);
+    if (is_exclusive(pid_word(before)) &&
+        uint32_t(__atomic_load_n(&s->owner_shadow, __ATOMIC_ACQUIRE) >> 32) != generation(before)) {
+      if (attempt >= 10) sched_yield();
+      continue;
+    }
+    moved = __atomic_load_n(&s->shared_moved, __ATOMIC_ACQUIRE);
+    const Word128 after = guess128(&s->owner);
+    if (after == before) return moved + shared_joins(before);
+  }
+  return moved;
+}
+
 inline LockCounters read_counters(const format::Slot* s) {
   LockCounters c;
+  c.shared_acquisitions = read_shared_acquisitions(s);
   const uint64_t token = __atomic_load_n(&s->token, __ATOMIC_RELAXED);
   const uint64_t base = __atomic_load_n(&s->token_base, __ATOMIC_RELAXED);
   c.exclusive_acquisitions = token >= base ? token - base : 0;

@@ -18,13 +18,19 @@
 //
 // STATES (table_format.h has the bit layout)
 //
-//   FREE       pid bits 0, not SHARED, aux 0. Flags: ABANDONED (the next
-//              acquirer is told the data may be half-written), RETIRED (the
-//              name was removed), WRITER_WAITING (only a writer may take it:
-//              see WRITER PREFERENCE).
+//   FREE       pid bits 0, not SHARED, aux: shared joins. Flags: ABANDONED
+//              (the next acquirer is told the data may be half-written),
+//              RETIRED (the name was removed), WRITER_WAITING (only a writer
+//              may take it: see WRITER PREFERENCE).
 //   EXCLUSIVE  pid, tid, start time of the owning thread, generation.
-//   SHARED     SHARED flag, count of readers in the pid bits, aux 0, flags
-//              WRITER_WAITING and ABANDONED.
+//   SHARED     SHARED flag, count of readers in the pid bits, aux: shared
+//              joins, flags WRITER_WAITING and ABANDONED.
+//
+// Shared joins: every join CAS adds 1 to aux and every leave and recount
+// keeps it, so the record itself counts shared acquisitions; the CAS that
+// makes it EXCLUSIVE overwrites aux with the owner's start time, and that
+// owner adds the joins to Slot::shared_moved before it writes owner_shadow
+// (table_format.h; lock_counters.h reads the sum).
 //
 // The generation changes on every change of ownership (acquire, release,
 // takeover, reader join/leave, recount, removal). Setting the waiter bits does
@@ -369,7 +375,7 @@ Acquired acquire_exclusive(TableFile& file, format::Slot* s, uint32_t slot_index
         if (me.robust != nullptr) robust_clear_pending(me.robust);
         continue;
       }
-      after_exclusive_acquire(s, me, desired);
+      after_exclusive_acquire(s, me, aux_word(cur), desired);  // cur was FREE
       produced = generation(desired);
       set_acquired_at(s, realtime_coarse_ns());
       if (pw & kAbandoned) {
@@ -396,7 +402,7 @@ Acquired acquire_exclusive(TableFile& file, format::Slot* s, uint32_t slot_index
           if (me.robust != nullptr) robust_clear_pending(me.robust);
           continue;
         }
-        after_exclusive_acquire(s, me, desired);
+        after_exclusive_acquire(s, me, 0, desired);  // cur was EXCLUSIVE: no joins
         produced = generation(desired);
         crash_point("takeover:after_cas");
         set_acquired_at(s, realtime_coarse_ns());

@@ -235,10 +235,11 @@ uint32_t reap_dead_readers(TableFile& file, format::Slot* s, uint32_t slot_index
     }
     const uint32_t flags = pw & (kWriterWaiting | kSharedWaiters | kAbandoned);
     const uint32_t abandoned = was_in.empty() ? 0 : kAbandoned;
-    Word128 desired = live_in == 0 ? make_word(tid_word(before) & kWaiters, (flags & ~kSharedWaiters) | abandoned, 0,
-                                               generation(before) + 1)
-                                   : make_word(tid_word(before), kSharedMode | flags | abandoned | live_in, 0,
-                                               generation(before) + 1);
+    // The shared joins counted stay (table_format.h, OwnerRecord).
+    Word128 desired = live_in == 0 ? make_word(tid_word(before) & kWaiters, (flags & ~kSharedWaiters) | abandoned,
+                                               aux_word(before), generation(before) + 1)
+                                   : make_word(tid_word(before), kSharedMode | flags | abandoned | live_in,
+                                               aux_word(before), generation(before) + 1);
     Word128 expected = before;
     if (!cas128(&s->owner, expected, desired)) continue;
     crash_point("recount:after_cas");

@@ -98,7 +98,8 @@ Acquired acquire_shared(TableFile& file, format::Slot* s, uint32_t slot_index, u
     store_op(r, op(ReaderState::joining));
     crash_point("join:after_intent");
     const uint32_t flags = pw & (kAbandoned | kSharedWaiters);
-    const Word128 desired = make_word(tid_word(cur) & kWaiters, kSharedMode | flags | (count + 1), 0,
+    // cur is FREE or SHARED: its aux counts the joins, one more now.
+    const Word128 desired = make_word(tid_word(cur) & kWaiters, kSharedMode | flags | (count + 1), aux_word(cur) + 1,
                                       generation(cur) + 1);
     if (!cas128(&s->owner, cur, desired)) {
       store_op(r, op(ReaderState::idle));
@@ -106,6 +107,7 @@ Acquired acquire_shared(TableFile& file, format::Slot* s, uint32_t slot_index, u
     }
     produced = generation(desired);
     crash_point("join:after_cas");
+    after_shared_join(s, desired);
     store_op(r, op(ReaderState::in));
     *code = (pw & kAbandoned) ? Code::abandoned : Code::ok;
     return true;
@@ -138,7 +140,8 @@ Acquired acquire_shared(TableFile& file, format::Slot* s, uint32_t slot_index, u
           noted = gone;
         }
         store_op(r, op(ReaderState::joining));
-        Word128 desired = make_word(tw & kWaiters, kSharedMode | kAbandoned | (pw & kSharedWaiters) | 1, 0,
+        // The dead writer's record counts no joins: this one is the first.
+        Word128 desired = make_word(tw & kWaiters, kSharedMode | kAbandoned | (pw & kSharedWaiters) | 1, 1,
                                     generation(cur) + 1);
         if (!cas128(&s->owner, cur, desired)) {
           store_op(r, op(ReaderState::idle));
@@ -205,8 +208,8 @@ Code release_shared(TableFile& file, format::Slot* s, uint32_t slot_index, uint3
       continue;
     }
     // The last reader keeps WRITER_WAITING (WRITER PREFERENCE) and ABANDONED.
-    const Word128 desired = count == 1 ? make_word(0, pw & (kAbandoned | kWriterWaiting), 0, generation(cur) + 1)
-                                       : make_word(tid_word(cur), pw - 1, 0, generation(cur) + 1);
+    const Word128 desired = count == 1 ? make_word(0, pw & (kAbandoned | kWriterWaiting), aux_word(cur), generation(cur) + 1)
+                                       : make_word(tid_word(cur), pw - 1, aux_word(cur), generation(cur) + 1);
     if (cas128(&s->owner, cur, desired)) {
       crash_point("leave:after_cas");
       *left_abandoned = (pw & kAbandoned) != 0;

@@ -45,6 +45,7 @@ void reset_counters(format::Slot* s) {
   __atomic_store_n(&s->abandoned, 0u, __ATOMIC_RELAXED);
   __atomic_store_n(&s->wait_max_us, 0u, __ATOMIC_RELAXED);
   __atomic_store_n(&s->wait_total_us, uint64_t{0}, __ATOMIC_RELAXED);
+  __atomic_store_n(&s->shared_moved, uint64_t{0}, __ATOMIC_RELAXED);
 }
 
 // Frees the slot (abandoned if it was held). True if it was held.
@@ -54,10 +55,12 @@ bool reset_slot_after_reboot(format::Slot* s) {
     Word128 cur = load128(&s->owner);
     uint32_t pw = pid_word(cur);
     bool held = !is_free(pw);
+    // A free record keeps its shared joins; those of readers the reboot ended move.
     Word128 desired = held ? make_word(0, kAbandoned, 0, generation(cur) + 1)
-                           : make_word(0, pw & (kRetired | kAbandoned), 0, generation(cur));
+                           : make_word(0, pw & (kRetired | kAbandoned), aux_word(cur), generation(cur));
     if (desired == cur) return false;
     if (!cas128(&s->owner, cur, desired)) continue;
+    if (held && shared_joins(cur) != 0) __atomic_fetch_add(&s->shared_moved, uint64_t{shared_joins(cur)}, __ATOMIC_RELAXED);
     if (held) record_dead_owner(s, is_exclusive(pw) ? exclusive_owner(s, cur) : Owner{});
     __atomic_store_n(&s->waiters, 0u, __ATOMIC_RELAXED);
     __atomic_store_n(&s->robust_prev, uint64_t{0}, __ATOMIC_RELAXED);

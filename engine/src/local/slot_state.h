@@ -18,6 +18,18 @@ inline bool is_shared(uint32_t pid_word) { return (pid_word & format::kSharedMod
 inline bool is_free(uint32_t pid_word) { return !is_shared(pid_word) && (pid_word & format::kPidMask) == 0; }
 inline bool is_exclusive(uint32_t pid_word) { return !is_shared(pid_word) && (pid_word & format::kPidMask) != 0; }
 
+// The shared joins n a FREE or SHARED record counts (table_format.h,
+// OwnerRecord); 0 for an EXCLUSIVE one, whose aux is its owner's start time.
+inline uint32_t shared_joins(const Word128& w) { return is_exclusive(pid_word(w)) ? 0 : aux_word(w); }
+
+// After a join CAS that wrote `written`: a count that wrapped to 0 moves 2^32
+// to shared_moved.
+inline void after_shared_join(format::Slot* s, const Word128& written) {
+  if (__builtin_expect(aux_word(written) == 0, 0)) {
+    __atomic_fetch_add(&s->shared_moved, uint64_t{1} << 32, __ATOMIC_RELAXED);
+  }
+}
+
 inline uint32_t load_incarnation(const format::Slot* s) {
   return std::atomic_ref<const uint32_t>(s->incarnation).load(std::memory_order_acquire);
 }
