@@ -13,22 +13,24 @@ namespace {
 
 Status empty_handle() { return Status(Code::invalid_argument, "empty lock handle"); }
 
-// One function per path, each out of line, so that Lock::acquire and
-// Lock::release are a test and a jump, and each path saves only the
-// registers it needs.
+// The mapped table's uncontended paths are inlined into Lock::acquire and
+// Lock::release (callgrind: a call and a return into a second function cost
+// more than the registers the shared path then saves for the exclusive one,
+// exclusive pair 257 -> 250 instructions, shared 355 -> 335); the backend's
+// paths stay out of line.
 [[gnu::noinline]] AcquireResult acquire_backend(Lock& lock, Mode mode, const Deadline& deadline) {
   detail::Backend* backend = detail::LockAccess::backend(lock);
   if (backend == nullptr) return AcquireResult{empty_handle(), {}};
   return backend->acquire(lock, mode, deadline);
 }
 
-[[gnu::noinline]] AcquireResult acquire_local_exclusive(Lock& lock, const Deadline& deadline) {
+[[gnu::always_inline]] inline AcquireResult acquire_local_exclusive(Lock& lock, const Deadline& deadline) {
   uint64_t token;
   if (detail::local_fast_acquire(lock, &token)) return AcquireResult{Status(), {}, token};
   return acquire_backend(lock, Mode::exclusive, deadline);
 }
 
-[[gnu::noinline]] AcquireResult acquire_local_shared(Lock& lock, const Deadline& deadline) {
+[[gnu::always_inline]] inline AcquireResult acquire_local_shared(Lock& lock, const Deadline& deadline) {
   uint64_t token;
   if (detail::local_fast_acquire_shared(lock, &token)) return AcquireResult{Status(), {}, token};
   return acquire_backend(lock, Mode::shared, deadline);
@@ -40,7 +42,7 @@ Status empty_handle() { return Status(Code::invalid_argument, "empty lock handle
   return backend->release(lock, mode);
 }
 
-[[gnu::noinline]] Status release_local_exclusive(Lock& lock) {
+[[gnu::always_inline]] inline Status release_local_exclusive(Lock& lock) {
   detail::ReleaseTail tail;
   if (!detail::try_release_exclusive_fast(static_cast<format::Slot*>(detail::LockAccess::state(lock)),
                                           detail::LockAccess::incarnation(lock),
@@ -51,7 +53,7 @@ Status empty_handle() { return Status(Code::invalid_argument, "empty lock handle
   return Status::OK();
 }
 
-[[gnu::noinline]] Status release_local_shared(Lock& lock) {
+[[gnu::always_inline]] inline Status release_local_shared(Lock& lock) {
   if (detail::local_fast_release_shared(lock)) return Status::OK();
   return release_backend(lock, Mode::shared);
 }

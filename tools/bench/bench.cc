@@ -316,7 +316,7 @@ int main(int argc, char** argv) {
     together(shared_impls, "readers_" + std::to_string(n) + "proc",
              [&](const auto& set) { return readers(set, n, cfg); });
   }
-  together(std::vector<std::string>{"locktable", "pthread_robust"}, "scale",
+  together(std::vector<std::string>{"locktable", "pthread_robust", "cas16_bare"}, "scale",
            [&](const auto& set) { return scale(set, cfg); });
   if (want_scenario("lookup")) {
     for (const char* i : {"locktable", "flock"}) {
