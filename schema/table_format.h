@@ -197,6 +197,8 @@ inline constexpr uint64_t kReaderSlotMask = (uint64_t{1} << 30) - 1;
 constexpr uint64_t make_reader_op(uint32_t slot, ReaderState state, uint32_t claim) {
   return (uint64_t{slot} & kReaderSlotMask) | (uint64_t(state) << 30) | (uint64_t{claim} << 32);
 }
+// The op of the same slot and claim in another state. REQUIRES: `op` is idle.
+constexpr uint64_t reader_op_in_state(uint64_t op, ReaderState state) { return op | (uint64_t(state) << 30); }
 constexpr uint32_t reader_op_slot(uint64_t op) { return uint32_t(op & kReaderSlotMask); }
 constexpr ReaderState reader_op_state(uint64_t op) { return ReaderState((op >> 30) & 3); }
 constexpr uint32_t reader_op_claim(uint64_t op) { return uint32_t(op >> 32); }

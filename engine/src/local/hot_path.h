@@ -183,6 +183,7 @@ inline bool local_fast_acquire_shared(Lock& lock, uint64_t* token) {
   if (c == 0) return false;
   const CachedReader rec = me.cache[c - 1];
   const uint32_t index = LockAccess::index(lock);
+  const uint64_t idle = format::make_reader_op(index, format::ReaderState::idle, rec.claim);
   Word128 cur = likely_value(me, s);
   Word128 desired;
   for (int attempt = 0;; ++attempt) {
@@ -193,24 +194,25 @@ inline bool local_fast_acquire_shared(Lock& lock, uint64_t* token) {
       return false;
     }
     if (load_incarnation(s) != LockAccess::incarnation(lock)) return false;
-    store_op(rec.record, format::make_reader_op(index, format::ReaderState::joining, rec.claim));
+    store_op(rec.record, format::reader_op_in_state(idle, format::ReaderState::joining));
     crash_point("join:after_intent");  // test builds only (crash_point.h); nothing otherwise
     desired = make_word(tid_word(cur) & format::kWaiters, format::kSharedMode | (pw & format::kSharedWaiters) | (count + 1),
                         aux_word(cur) + 1, generation(cur) + 1);  // FREE or SHARED: one more join
     if (cas128(&s->owner, cur, desired)) break;
-    store_op(rec.record, format::make_reader_op(index, format::ReaderState::idle, rec.claim));
+    store_op(rec.record, idle);
     if (attempt == 1) return false;
   }
   crash_point("join:after_cas");
   after_shared_join(s, desired);
-  store_op(rec.record, format::make_reader_op(index, format::ReaderState::in, rec.claim));
+  store_op(rec.record, format::reader_op_in_state(idle, format::ReaderState::in));
   remember_value(me, s, desired);
-  me.cache[c - 1] = me.cache[--me.cached_count];
+  // Out of the cache (the last entry, usually: no copy), into the holds.
+  if (--me.cached_count != c - 1) me.cache[c - 1] = me.cache[me.cached_count];
   me.shared[me.shared_count++] = SharedHold{s, rec.record, rec.index, rec.claim};
-  const uint64_t now = realtime_coarse_ns();
-  __atomic_store_n(&rec.record->acquired_at, now, __ATOMIC_RELAXED);
   __atomic_store_n(&rec.record->incarnation, LockAccess::incarnation(lock), __ATOMIC_RELAXED);
   *token = __atomic_load_n(&s->token, __ATOMIC_RELAXED);
+  const uint64_t now = realtime_coarse_ns();
+  __atomic_store_n(&rec.record->acquired_at, now, __ATOMIC_RELAXED);
   if (history_on(hot)) {
     local_record(LockAccess::backend(lock),
                  RingEvent{format::kEventAcquired, format::kModeShared, 0, index, LockAccess::incarnation(lock), 0, 0,
@@ -230,7 +232,8 @@ inline bool local_fast_release_shared(Lock& lock) {
   if (load_incarnation(s) != LockAccess::incarnation(lock)) return false;
   const SharedHold h = *hold;
   const uint32_t index = LockAccess::index(lock);
-  store_op(h.record, format::make_reader_op(index, format::ReaderState::leaving, h.claim));
+  const uint64_t idle = format::make_reader_op(index, format::ReaderState::idle, h.claim);
+  store_op(h.record, format::reader_op_in_state(idle, format::ReaderState::leaving));
   crash_point("leave:after_intent");
   // This thread is counted, so the record is SHARED with a count of at
   // least 1; a CAS from a stale guess fails and returns the current value.
@@ -247,7 +250,7 @@ inline bool local_fast_release_shared(Lock& lock) {
         cur = guess128(&s->owner);
         continue;
       }
-      store_op(h.record, format::make_reader_op(index, format::ReaderState::in, h.claim));
+      store_op(h.record, format::reader_op_in_state(idle, format::ReaderState::in));
       return false;
     }
     // The last reader keeps WRITER_WAITING and ABANDONED (lock_protocol.cc).
@@ -257,8 +260,8 @@ inline bool local_fast_release_shared(Lock& lock) {
   }
   remember_value(me, s, desired);
   crash_point("leave:after_cas");
-  store_op(h.record, format::make_reader_op(index, format::ReaderState::idle, h.claim));
-  *hold = me.shared[--me.shared_count];
+  store_op(h.record, idle);
+  if (SharedHold* last = &me.shared[--me.shared_count]; hold != last) *hold = *last;  // usually the last: no copy
   crash_point("leave:before_free");
   me.cache[me.cached_count++] = CachedReader{hot_of(lock)->file_id, h.record, h.record_index, h.claim};
   const bool wake = (pw & format::kPidMask) == 1 && (tid_word(cur) & format::kWaiters);
