@@ -683,3 +683,31 @@ TEST_CASE("history: a drain never stalls, even on events whose order contradicts
   CHECK(lost_in(all_events(*t)) == 1);
   expect_accounted(*t);
 }
+
+TEST_CASE("history: a thread that locks in two tables by turns records each event in its own table") {
+  TempDir one, two;
+  Options o;
+  o.history = HistoryLevel::ring;
+  auto ta = open_table(one.table(), o);
+  auto tb = open_table(two.table(), o);
+  Lock a, b;
+  REQUIRE(ta->lookup("in-a", &a).ok());
+  REQUIRE(tb->lookup("in-b", &b).ok());
+  constexpr int kRounds = 50;
+  for (int i = 0; i < kRounds; ++i) {
+    // Exclusive and shared, so that every inline append path runs for both tables.
+    for (Lock* l : {&a, &b}) {
+      const Mode m = i % 2 ? Mode::shared : Mode::exclusive;
+      REQUIRE(l->acquire(m).held());
+      REQUIRE(l->release(m).ok());
+    }
+  }
+  for (auto [t, name] : {std::pair{ta.get(), "in-a"}, std::pair{tb.get(), "in-b"}}) {
+    size_t holds = 0;
+    for (const Event& e : all_events(*t)) {
+      CHECK(e.name == name);
+      holds += e.kind == EventKind::acquired || e.kind == EventKind::released;
+    }
+    CHECK(holds == 2 * kRounds);
+  }
+}

@@ -136,6 +136,10 @@ class HistoryRing {
 
   static void store_relaxed(uint64_t* p, uint64_t v) { __atomic_store_n(p, v, __ATOMIC_RELAXED); }
 
+ public:
+  // Appends `ev` to segment `seg`, which the calling thread `me` claimed (the
+  // inline paths call it directly when they find their segment first in
+  // ThreadSelf::segments: hot_path.h).
   static void append(SegmentRef& seg, const ThreadSelf& me, const RingEvent& ev, uint64_t time_ns) {
     const uint64_t i = seg.next;
     format::RingEntry* e = &seg.entries[i % seg.capacity];
@@ -155,6 +159,7 @@ class HistoryRing {
     std::atomic_ref<uint64_t>(seg.header->head).store(i + 1, std::memory_order_release);
   }
 
+ private:
   format::Header* header_;
   format::RingEntry* base_;  // unit 0 of segment 0
   uint64_t table_id_;

@@ -152,6 +152,19 @@ inline bool history_on(const LocalHot* hot) {
 
 inline const LocalHot* hot_of(const Lock& lock) { return static_cast<const LocalHot*>(LockAccess::hot(lock)); }
 
+// Appends a history event of the handle's table: inline when the calling
+// thread's first ring segment is this table's (the usual case), else through
+// local_record, which finds or claims the segment.
+// REQUIRES: history is on; the calling thread's ThreadSelf is ready.
+inline void record_event(const Lock& lock, const RingEvent& ev, uint64_t time_ns) {
+  ThreadSelf& me = tls_self;
+  if (__builtin_expect(me.segment_count != 0 && me.segments[0].table == hot_of(lock)->file_id, 1)) {
+    HistoryRing::append(me.segments[0], me, ev, time_ns);
+    return;
+  }
+  local_record(LockAccess::backend(lock), ev, time_ns);
+}
+
 // REQUIRES: `lock` was made by the mapped-table backend.
 inline bool local_fast_acquire(Lock& lock, uint64_t* token) {
   auto* s = static_cast<format::Slot*>(LockAccess::state(lock));
@@ -160,7 +173,7 @@ inline bool local_fast_acquire(Lock& lock, uint64_t* token) {
   const uint64_t now = realtime_coarse_ns();
   set_acquired_at(s, now);
   if (history_on(hot_of(lock))) {
-    local_record(LockAccess::backend(lock),
+    record_event(lock,
                  RingEvent{format::kEventAcquired, format::kModeExclusive, 0, LockAccess::index(lock),
                            LockAccess::incarnation(lock), 0, 0, generation(tls_self.last_value), *token},
                  now);
@@ -214,7 +227,7 @@ inline bool local_fast_acquire_shared(Lock& lock, uint64_t* token) {
   const uint64_t now = realtime_coarse_ns();
   __atomic_store_n(&rec.record->acquired_at, now, __ATOMIC_RELAXED);
   if (history_on(hot)) {
-    local_record(LockAccess::backend(lock),
+    record_event(lock,
                  RingEvent{format::kEventAcquired, format::kModeShared, 0, index, LockAccess::incarnation(lock), 0, 0,
                            generation(desired), *token},
                  now);
@@ -268,7 +281,7 @@ inline bool local_fast_release_shared(Lock& lock) {
   if (history_on(hot_of(lock))) {
     const uint64_t now = realtime_coarse_ns();
     const uint64_t since = __atomic_load_n(&h.record->acquired_at, __ATOMIC_RELAXED);
-    local_record(LockAccess::backend(lock),
+    record_event(lock,
                  RingEvent{format::kEventReleased, format::kModeShared,
                            uint16_t((pw & format::kAbandoned) ? format::kEventAbandoned : 0), index,
                            LockAccess::incarnation(lock), 0, now > since ? now - since : 0, generation(desired),
