@@ -156,7 +156,7 @@ void print_markdown(const std::vector<Result>& results) {
   table(timed, {"locktable", "locktable_ring", "locktable_history", "pthread_robust", "pthread", "boost_interprocess",
                 "ofd_lock", "flock", "cas_sleep_poll", "cas16_bare"});
   table(shared, {"locktable", "pthread_rwlock", "ofd_lock", "flock"});
-  table(other, {"locktable", "pthread_robust", "flock"});
+  table(other, {"locktable", "pthread_robust", "cas16_bare", "flock"});
   bool header = false;
   for (const Result& r : results) {
     if (r.scenario != "recovery") continue;
