@@ -164,6 +164,11 @@ static int visit_lock(void* ctx, const lt_lock_info* info) {
   return 0;
 }
 
+static int counters_of_counted(void* ctx, const lt_lock_info* info) {
+  if (info->name_len == 7 && memcmp(info->name, "counted", 7) == 0) *(lt_counters*)ctx = info->counters;
+  return 0;
+}
+
 static int stop_at_first(void* ctx, const lt_lock_info* info) {
   (void)info;
   ++*(int*)ctx;
@@ -200,6 +205,20 @@ static void test_list_stats_history_remove(lt_table* t) {
   CHECK(lt_list_busy(t, visit_lock, &busy) == LT_OK);
   CHECK(busy.count == 1);  /* only held */
   CHECK(busy.saw_held_by_me == 1);
+
+  /* Each lock's counters, acquisitions in both modes. */
+  lt_lock* c = NULL;
+  REQUIRE(lt_lookup(t, "counted", &c) == LT_OK);
+  for (int i = 0; i < 2; ++i) CHECK(lt_acquire(c, 0, -1) == LT_OK && lt_release(c, 0) == LT_OK);
+  for (int i = 0; i < 3; ++i) CHECK(lt_acquire(c, 1, -1) == LT_OK && lt_release(c, 1) == LT_OK);
+  lt_counters counted;
+  memset(&counted, 0xff, sizeof counted);
+  CHECK(lt_list(t, counters_of_counted, &counted) == LT_OK);
+  CHECK(counted.exclusive_acquisitions == 2);
+  CHECK(counted.shared_acquisitions == 3);
+  CHECK(counted.timeouts == 0 && counted.abandoned == 0);
+  CHECK(lt_remove(t, "counted") == LT_OK);
+  lt_lock_free(c);
 
   lt_stats st;
   CHECK(lt_stats_get(t, &st) == LT_OK);

@@ -155,11 +155,16 @@ def test_list_and_history_have_the_cli_json_keys(table, tmp_path):
     cli = os.environ.get("LOCKTABLE_CLI")
     held = table.lock("held")
     assert held.acquire()
-    table.lock("free")
+    free = table.lock("free")
+    for _ in range(2):
+        assert free.acquire(shared=True)
+        free.release(shared=True)
     rows = {r["name"]: r for r in table.list()}
     assert rows["held"]["state"] == "held"
     assert rows["held"]["owner"]["pid"] == os.getpid()
     assert rows["free"]["state"] == "free"
+    assert rows["free"]["counters"]["shared_acquisitions"] == 2
+    assert rows["held"]["counters"]["exclusive_acquisitions"] == 1
     assert [r["name"] for r in table.list(busy=True)] == ["held"]
     events = table.history()
     assert [e["event"] for e in events if e["name"] == "held"] == ["created", "acquired"]

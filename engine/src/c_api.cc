@@ -212,8 +212,11 @@ int list_scope(lt_table* table, lt_lock_visitor visit, void* context, ListScope 
         holders.push_back(lt_holder{to_c(h.owner), h.comm.c_str(), h.alive ? 1 : 0,
                                     h.held_for_ms ? int64_t(*h.held_for_ms) : -1});
       }
+      const LockCounters& c = l.counters;
       lt_lock_info info{l.name.data(), l.name.size(), l.slot,     int(l.state), int(l.mode), holders.data(),
-                        holders.size(), l.waiters,     l.abandoned ? 1 : 0};
+                        holders.size(), l.waiters,     l.abandoned ? 1 : 0,
+                        lt_counters{c.exclusive_acquisitions, c.shared_acquisitions, c.contended, c.timeouts,
+                                    c.abandoned, c.wait_total_ns, c.wait_max_ns}};
       if (visit(context, &info) != 0) {
         stopped = true;
         return Status(Code::busy, "stopped by the visitor");

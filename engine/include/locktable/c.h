@@ -142,6 +142,15 @@ typedef struct lt_holder {
   int alive;
   int64_t held_for_ms; /* -1: unknown */
 } lt_holder;
+/* What a lock counted since its name was created (etcd tables: all 0). */
+typedef struct lt_counters {
+  uint64_t exclusive_acquisitions;
+  uint64_t shared_acquisitions;  /* a downgrade is not one */
+  uint64_t contended;            /* acquisitions that found the lock held and waited */
+  uint64_t timeouts;
+  uint64_t abandoned;            /* acquisitions told abandoned */
+  uint64_t wait_total_ns, wait_max_ns;
+} lt_counters;
 typedef struct lt_lock_info {
   const char* name;
   size_t name_len;
@@ -152,6 +161,7 @@ typedef struct lt_lock_info {
   size_t holder_count;
   uint32_t waiters;
   int abandoned;       /* the next acquirer will be told abandoned */
+  lt_counters counters;
 } lt_lock_info;
 /* A nonzero return from `visit` stops the listing; lt_list then returns LT_OK. */
 typedef int (*lt_lock_visitor)(void* context, const lt_lock_info* lock);
