@@ -620,6 +620,7 @@ TEST_CASE("cli: metrics count acquisitions in both modes, contention, timeouts a
   json st = json::parse(run({"stat", dir, "--json"}).out);
   CHECK(st["counters"]["abandoned"] == 1);
   CHECK(st["counters"]["shared_acquisitions"] == 2);
+  CHECK(contains(run({"stat", dir}).out, "acquisitions     5 exclusive, 2 shared; 1 waited, 1 timed out, 1 abandoned"));
 }
 
 TEST_CASE("cli: top shows the busiest locks first; without a terminal it prints one snapshot; under tmux q quits") {

@@ -212,6 +212,9 @@ void register_stat(CLI::App& app, int* rc) {
     fmt::print("ring             {} entries in {} segments ({} in use), {} events appended, {} not yet drained\n",
                st.ring_entries, st.ring_segments, st.ring_segments_in_use, st.ring_appended,
                st.ring_appended - st.ring_accounted);
+    const LockCounters& c = st.counters;
+    fmt::print("acquisitions     {} exclusive, {} shared; {} waited, {} timed out, {} abandoned (every lock)\n",
+               c.exclusive_acquisitions, c.shared_acquisitions, c.contended, c.timeouts, c.abandoned);
   });
 }
 
