@@ -1,14 +1,20 @@
 #include "etcd_process.h"
 
+#include <arpa/inet.h>
 #include <fcntl.h>
+#include <netinet/in.h>
 #include <signal.h>
 #include <spawn.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
+#include <cstdio>
 #include <cstdlib>
 #include <filesystem>
+#include <fstream>
 #include <memory>
 #include <thread>
 
@@ -18,18 +24,52 @@ extern char** environ;
 
 namespace testing {
 
-pid_t start_quiet_process(const std::vector<std::string>& args) {
+pid_t start_quiet_process(const std::vector<std::string>& args, const std::string& log) {
   std::vector<char*> argv;
   for (const std::string& a : args) argv.push_back(const_cast<char*>(a.c_str()));
   argv.push_back(nullptr);
   pid_t pid = -1;
   posix_spawn_file_actions_t actions;
   posix_spawn_file_actions_init(&actions);
-  posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0);
-  posix_spawn_file_actions_addopen(&actions, 2, "/dev/null", O_WRONLY, 0);
+  posix_spawn_file_actions_addopen(&actions, 1, log.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0600);
+  posix_spawn_file_actions_adddup2(&actions, 1, 2);
   const int rc = posix_spawnp(&pid, argv[0], &actions, nullptr, argv.data(), environ);
   posix_spawn_file_actions_destroy(&actions);
   return rc == 0 ? pid : -1;
+}
+
+namespace {
+
+bool bindable(int port) {
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  if (fd < 0) return false;
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_port = htons(uint16_t(port));
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  const bool ok = ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0;
+  ::close(fd);
+  return ok;
+}
+
+}  // namespace
+
+int free_loopback_ports(int count) {
+  int ephemeral_low = 32768;  // the kernel's default, if the file cannot be read
+  if (std::FILE* f = std::fopen("/proc/sys/net/ipv4/ip_local_port_range", "r")) {
+    if (std::fscanf(f, "%d", &ephemeral_low) != 1) ephemeral_low = 32768;
+    std::fclose(f);
+  }
+  constexpr int kLowest = 10000;
+  const int span = (std::max(ephemeral_low, kLowest + 1000) - kLowest) / count;  // starting points
+  const int first = int(::getpid() % span);
+  for (int k = 0; k < span; ++k) {
+    const int base = kLowest + ((first + k * 7) % span) * count;
+    bool all = true;
+    for (int i = 0; i < count && all; ++i) all = bindable(base + i);
+    if (all) return base;
+  }
+  return kLowest;  // nothing free: etcd's start fails and says so
 }
 
 EtcdProcess::EtcdProcess(int client_port, const std::string& name) {
@@ -41,7 +81,8 @@ EtcdProcess::EtcdProcess(int client_port, const std::string& name) {
   pid_ = start_quiet_process({"etcd", "--data-dir", dir_ + "/data", "--name", name, "--listen-client-urls",
                               "http://" + client_, "--advertise-client-urls", "http://" + client_,
                               "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer, "--initial-cluster",
-                              name + "=" + peer});
+                              name + "=" + peer},
+                             dir_ + "/etcd.log");
   owner_ = ::getpid();
 }
 
@@ -58,15 +99,29 @@ EtcdProcess::~EtcdProcess() {
   }
 }
 
-bool EtcdProcess::ready(int ms) const {
+bool EtcdProcess::ready(int ms) {
   if (pid_ <= 0) return false;
   const auto until = std::chrono::steady_clock::now() + std::chrono::milliseconds(ms);
   for (;;) {
     std::unique_ptr<locktable::Table> t;
     if (locktable::Table::open(url("ready"), {}, &t).ok()) return true;
+    int status = 0;
+    if (::waitpid(pid_, &status, WNOHANG) == pid_) {  // it exited (a port taken, ...): its log says why
+      pid_ = -1;
+      return false;
+    }
     if (std::chrono::steady_clock::now() > until) return false;
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
   }
+}
+
+std::string EtcdProcess::log_tail() const {
+  std::ifstream in(dir_ + "/etcd.log");
+  std::vector<std::string> lines;
+  for (std::string line; std::getline(in, line);) lines.push_back(line);
+  std::string out;
+  for (size_t i = lines.size() > 5 ? lines.size() - 5 : 0; i < lines.size(); ++i) out += lines[i] + "\n";
+  return out.empty() ? "(etcd wrote nothing)" : out;
 }
 
 }  // namespace testing

@@ -11,21 +11,30 @@
 
 namespace testing {
 
-// Starts `args` (argv[0] looked up in PATH) with stdout and stderr on
-// /dev/null; returns its pid, or -1 if it could not be started.
-pid_t start_quiet_process(const std::vector<std::string>& args);
+// Starts `args` (argv[0] looked up in PATH) with stdout and stderr appended
+// to `log` (default /dev/null); returns its pid, or -1 if it could not be
+// started.
+pid_t start_quiet_process(const std::vector<std::string>& args, const std::string& log = "/dev/null");
+
+// The first of `count` consecutive loopback ports that nothing is bound to
+// now, below the kernel's ephemeral range (ip_local_port_range), where no
+// client connection of any process can be holding one; the search starts at
+// a point derived from the pid, so that programs running at once start apart.
+int free_loopback_ports(int count);
 
 class EtcdProcess {
  public:
   // A member named `name` serving clients on 127.0.0.1:client_port and peers
-  // on 127.0.0.1:client_port+1.
+  // on 127.0.0.1:client_port+1, its output in a log beside its data.
   explicit EtcdProcess(int client_port, const std::string& name = "lt");
   ~EtcdProcess();  // SIGTERM, wait, remove the data folder (only in the starting process)
   EtcdProcess(const EtcdProcess&) = delete;
   EtcdProcess& operator=(const EtcdProcess&) = delete;
 
-  // True once a table opens there, within `ms`.
-  bool ready(int ms = 15000) const;
+  // True once a table opens there, within `ms`; false at once if etcd exited.
+  bool ready(int ms = 15000);
+  // The last lines etcd wrote (for a failure message).
+  std::string log_tail() const;
   bool started() const { return pid_ > 0; }
   const std::string& client() const { return client_; }
   std::string url(const std::string& prefix, const std::string& query = "") const {

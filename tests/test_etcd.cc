@@ -37,20 +37,27 @@ pid_t start_process(const std::vector<std::string>& args) {
   return pid;
 }
 
-// One single-member etcd for the whole test program, on ports derived from
-// the pid (two runs at once do not collide), stopped at exit.
+// One single-member etcd for the whole test program, on free ports outside
+// the ephemeral range (two runs at once do not collide), stopped at exit. An
+// etcd that exits at start (a port taken since it was found free) is started
+// again on other ports.
 class EtcdServer {
  public:
-  EtcdServer() : process_(20000 + int(::getpid() % 10000) * 2) {
-    if (!process_.ready()) FAIL("etcd did not start on " + process_.client() + " (is etcd-server installed?)");
+  EtcdServer() {
+    for (int attempt = 0; attempt < 3; ++attempt) {
+      process_ = std::make_unique<testing::EtcdProcess>(testing::free_loopback_ports(2));
+      if (process_->ready()) return;
+    }
+    FAIL("etcd did not start on " + process_->client() + " (is etcd-server installed?); it wrote:\n" +
+         process_->log_tail());
   }
-  const std::string& client() const { return process_.client(); }
+  const std::string& client() const { return process_->client(); }
   std::string url(const std::string& prefix, const std::string& query = "") const {
-    return process_.url(prefix, query);
+    return process_->url(prefix, query);
   }
 
  private:
-  testing::EtcdProcess process_;
+  std::unique_ptr<testing::EtcdProcess> process_;
 };
 
 EtcdServer& etcd() {
@@ -520,7 +527,7 @@ namespace {
 class EtcdCluster {
  public:
   EtcdCluster() {
-    const int base = 40000 + int(::getpid() % 4000) * 6;  // up to 63,999: below 65,536
+    const int base = testing::free_loopback_ports(6);
     std::string initial;
     for (int i = 0; i < 3; ++i) {
       clients_.push_back("127.0.0.1:" + std::to_string(base + 2 * i));

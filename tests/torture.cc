@@ -442,9 +442,10 @@ int main(int argc, char** argv) {
   std::string dir = std::string(tmpl) + "/t";
   std::unique_ptr<testing::EtcdProcess> etcd;
   if (g_etcd) {
-    etcd = std::make_unique<testing::EtcdProcess>(64000 + int(::getpid() % 700) * 2);
+    etcd = std::make_unique<testing::EtcdProcess>(testing::free_loopback_ports(2));
     if (!etcd->ready()) {
-      std::fprintf(stderr, "etcd did not start on %s (is etcd-server installed?)\n", etcd->client().c_str());
+      std::fprintf(stderr, "etcd did not start on %s (is etcd-server installed?); it wrote:\n%s", etcd->client().c_str(),
+                   etcd->log_tail().c_str());
       return 2;
     }
     dir = etcd->url("torture", "?ttl=2");

@@ -79,7 +79,7 @@ class EtcdProcess {
   bool start() {
     dir_ = std::filesystem::temp_directory_path() / fmt::format("locktable-bench-etcd-{}", ::getpid());
     std::filesystem::remove_all(dir_);
-    const int base = 30000 + int(::getpid() % 10000) * 2;
+    const int base = 20000 + int(::getpid() % 5000) * 2;  // below the ephemeral ports (32768 and up)
     endpoint_ = fmt::format("127.0.0.1:{}", base);
     const std::string peer = fmt::format("http://127.0.0.1:{}", base + 1);
     std::vector<std::string> args = {"etcd", "--data-dir", (dir_ / "data").string(), "--name", "bench",
