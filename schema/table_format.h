@@ -66,9 +66,11 @@ inline constexpr int64_t kReaderMutexByte = (int64_t{1} << 62) + 3;
 // costs the shared path nothing. An exclusive acquisition that replaces a
 // FREE record with n != 0 adds n to Slot::shared_moved before it writes
 // owner_shadow; a join that wraps n to 0 adds 2^32 there. A lock's shared
-// acquisitions are shared_moved + (n while FREE or SHARED). A FREE record
-// made by a release, a retirement, a takeover or a reset has n = 0 unless it
-// says otherwise.
+// acquisitions are shared_moved + (n while FREE or SHARED). Leaves and
+// recounts of dead readers keep n; the records made from an EXCLUSIVE one
+// (its release, recover, a downgrade) start at 0, a reader's takeover from a
+// dead writer at 1; a retirement and a new name set 0; a reboot reset keeps
+// a FREE record's n and moves a held SHARED one's.
 // ---------------------------------------------------------------------------
 struct OwnerRecord {
   uint32_t tid_word;    // robust futex word: owner tid (bits 0..29), OWNER_DIED (30), WAITERS (31)
