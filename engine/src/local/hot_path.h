@@ -155,9 +155,8 @@ inline const LocalHot* hot_of(const Lock& lock) { return static_cast<const Local
 // Appends a history event of the handle's table: inline when the calling
 // thread's first ring segment is this table's (the usual case), else through
 // local_record, which finds or claims the segment.
-// REQUIRES: history is on; the calling thread's ThreadSelf is ready.
-inline void record_event(const Lock& lock, const RingEvent& ev, uint64_t time_ns) {
-  ThreadSelf& me = tls_self;
+// REQUIRES: history is on; `me` is the calling thread's ThreadSelf, ready.
+inline void record_event(ThreadSelf& me, const Lock& lock, const RingEvent& ev, uint64_t time_ns) {
   if (__builtin_expect(me.segment_count != 0 && me.segments[0].table == hot_of(lock)->file_id, 1)) {
     HistoryRing::append(me.segments[0], me, ev, time_ns);
     return;
@@ -168,14 +167,15 @@ inline void record_event(const Lock& lock, const RingEvent& ev, uint64_t time_ns
 // REQUIRES: `lock` was made by the mapped-table backend.
 inline bool local_fast_acquire(Lock& lock, uint64_t* token) {
   auto* s = static_cast<format::Slot*>(LockAccess::state(lock));
-  if (!try_acquire_exclusive_fast(s, LockAccess::incarnation(lock), thread_self())) return false;
+  ThreadSelf& me = thread_self();
+  if (!try_acquire_exclusive_fast(s, LockAccess::incarnation(lock), me)) return false;
   *token = take_token(s);
   const uint64_t now = realtime_coarse_ns();
   set_acquired_at(s, now);
   if (history_on(hot_of(lock))) {
-    record_event(lock,
+    record_event(me, lock,
                  RingEvent{format::kEventAcquired, format::kModeExclusive, 0, LockAccess::index(lock),
-                           LockAccess::incarnation(lock), 0, 0, generation(tls_self.last_value), *token},
+                           LockAccess::incarnation(lock), 0, 0, generation(me.last_value), *token},
                  now);
   }
   return true;
@@ -227,7 +227,7 @@ inline bool local_fast_acquire_shared(Lock& lock, uint64_t* token) {
   const uint64_t now = realtime_coarse_ns();
   __atomic_store_n(&rec.record->acquired_at, now, __ATOMIC_RELAXED);
   if (history_on(hot)) {
-    record_event(lock,
+    record_event(me, lock,
                  RingEvent{format::kEventAcquired, format::kModeShared, 0, index, LockAccess::incarnation(lock), 0, 0,
                            generation(desired), *token},
                  now);
@@ -281,7 +281,7 @@ inline bool local_fast_release_shared(Lock& lock) {
   if (history_on(hot_of(lock))) {
     const uint64_t now = realtime_coarse_ns();
     const uint64_t since = __atomic_load_n(&h.record->acquired_at, __ATOMIC_RELAXED);
-    record_event(lock,
+    record_event(me, lock,
                  RingEvent{format::kEventReleased, format::kModeShared,
                            uint16_t((pw & format::kAbandoned) ? format::kEventAbandoned : 0), index,
                            LockAccess::incarnation(lock), 0, now > since ? now - since : 0, generation(desired),

@@ -273,7 +273,7 @@ void local_record(Backend* backend, const RingEvent& ev, uint64_t time_ns) {
 void finish_fast_release(Lock& lock, const ReleaseTail& tail) {
   if (tail.history) {
     const uint64_t now = realtime_coarse_ns();
-    record_event(lock,
+    record_event(thread_self(), lock,
                  RingEvent{format::kEventReleased, format::kModeExclusive, 0, LockAccess::index(lock),
                            LockAccess::incarnation(lock), 0, now > tail.acquired_at ? now - tail.acquired_at : 0,
                            generation(tail.old) + 1, tail.token},
