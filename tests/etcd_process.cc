@@ -64,7 +64,7 @@ int free_loopback_ports(int count) {
   const int span = (std::max(ephemeral_low, kLowest + 1000) - kLowest) / count;  // starting points
   const int first = int(::getpid() % span);
   for (int k = 0; k < span; ++k) {
-    const int base = kLowest + ((first + k * 7) % span) * count;
+    const int base = kLowest + ((first + k) % span) * count;
     bool all = true;
     for (int i = 0; i < count && all; ++i) all = bindable(base + i);
     if (all) return base;

@@ -54,7 +54,7 @@ inline void after_exclusive_acquire(format::Slot* s, ThreadSelf& me, uint32_t jo
     robust_enqueue(head, &s->robust_next);
     robust_clear_pending(head);
   }
-  if (__builtin_expect(joins != 0, 0)) __atomic_fetch_add(&s->shared_moved, uint64_t{joins}, __ATOMIC_RELAXED);
+  move_shared_joins(s, joins);
   __atomic_store_n(&s->owner_shadow, (written.hi & ~uint64_t{0xffffffff}) | me.tid, __ATOMIC_RELEASE);
 }
 

@@ -60,7 +60,7 @@ bool reset_slot_after_reboot(format::Slot* s) {
                            : make_word(0, pw & (kRetired | kAbandoned), aux_word(cur), generation(cur));
     if (desired == cur) return false;
     if (!cas128(&s->owner, cur, desired)) continue;
-    if (held && shared_joins(cur) != 0) __atomic_fetch_add(&s->shared_moved, uint64_t{shared_joins(cur)}, __ATOMIC_RELAXED);
+    if (held) move_shared_joins(s, shared_joins(cur));
     if (held) record_dead_owner(s, is_exclusive(pw) ? exclusive_owner(s, cur) : Owner{});
     __atomic_store_n(&s->waiters, 0u, __ATOMIC_RELAXED);
     __atomic_store_n(&s->robust_prev, uint64_t{0}, __ATOMIC_RELAXED);

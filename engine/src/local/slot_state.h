@@ -22,12 +22,14 @@ inline bool is_exclusive(uint32_t pid_word) { return !is_shared(pid_word) && (pi
 // OwnerRecord); 0 for an EXCLUSIVE one, whose aux is its owner's start time.
 inline uint32_t shared_joins(const Word128& w) { return is_exclusive(pid_word(w)) ? 0 : aux_word(w); }
 
-// After a join CAS that wrote `written`: a count that wrapped to 0 moves 2^32
-// to shared_moved.
+// Adds `joins` shared acquisitions that leave the owner record to shared_moved.
+inline void move_shared_joins(format::Slot* s, uint64_t joins) {
+  if (__builtin_expect(joins != 0, 0)) __atomic_fetch_add(&s->shared_moved, joins, __ATOMIC_RELAXED);
+}
+
+// After a join CAS that wrote `written`: a count that wrapped to 0 moves 2^32.
 inline void after_shared_join(format::Slot* s, const Word128& written) {
-  if (__builtin_expect(aux_word(written) == 0, 0)) {
-    __atomic_fetch_add(&s->shared_moved, uint64_t{1} << 32, __ATOMIC_RELAXED);
-  }
+  if (__builtin_expect(aux_word(written) == 0, 0)) move_shared_joins(s, uint64_t{1} << 32);
 }
 
 inline uint32_t load_incarnation(const format::Slot* s) {
