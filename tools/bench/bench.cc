@@ -14,6 +14,7 @@
 
 #include "etcd_mode.h"
 #include "instructions.h"
+#include "scale_probe.h"
 #include "scenarios.h"
 
 namespace {
@@ -207,10 +208,17 @@ int main(int argc, char** argv) {
   app.add_option("--scale-names", scale_names, "Names in the scale scenario (default 1,000,000; --quick 100,000)")
       ->check(CLI::Range(1, 1 << 30));
   app.add_option("--scale-procs", scale_procs, "Processes in the scale scenario (default 64)")->check(CLI::Range(1, 64));
+  bool scale_probe = false;
+  app.add_flag("--scale-probe", scale_probe,
+               "Where the scale scenario's time goes: its pairs whole, with the next lock prefetched, and bare CASes");
   bool etcd = false;
   app.add_flag("--etcd", etcd, "The etcd backend against etcd's own Lock/Unlock, on an etcd it starts (needs etcd-server)");
   CLI11_PARSE(app, argc, argv);
   if (!pairs_child.empty()) return run_pairs_child(pairs_child, pairs, pairs_shared);
+  if (scale_probe) {
+    return run_scale_probe(scale_names > 0 ? scale_names : (quick ? 100'000 : 1'000'000), scale_procs > 0 ? scale_procs : 2,
+                           runs > 0 ? runs : 5, seconds > 0 ? seconds : 0.5);
+  }
   if (etcd) {
 #ifdef LOCKTABLE_HAVE_ETCD
     return bench::run_etcd_mode(quick);
