@@ -2,8 +2,9 @@
 // the same random pairs on one locktable table of many names, done whole, or
 // with the next pair's handle and slot prefetched one pair ahead, or as bare
 // 16-byte CAS pairs on the same slots (through the handles, and from a
-// compact array of slot pointers). A probe of the machine, not a lock: the
-// prefetches and bare CASes use the library's internals.
+// compact array of slot pointers), and the robust mutexes of the scenario's
+// peer, all in one run. A probe of the machine, not a lock: the prefetches
+// and bare CASes use the library's internals.
 #pragma once
 
 namespace bench {
