@@ -320,6 +320,7 @@ TEST_CASE("etcd: a SIGKILLed holder's lock goes to one waiter, told abandoned, w
     std::atomic<int> abandoned{0};
     std::atomic<int> other{0};
     std::atomic<int64_t> abandoned_at_ms{0};
+    std::atomic<uint32_t> dead_start{0};
   };
   Report* report = shared_memory<Report>();
   std::vector<pid_t> waiters;
@@ -335,6 +336,7 @@ TEST_CASE("etcd: a SIGKILLed holder's lock goes to one waiter, told abandoned, w
         report->abandoned_at_ms = int64_t(testing::now_ms());
         report->abandoned.fetch_add(1);
         if (r.dead_owner.pid == 0) return 4;
+        report->dead_start = r.dead_owner.start_time;
         (void)cl.mark_consistent();
       } else {
         report->other.fetch_add(1);
@@ -361,6 +363,14 @@ TEST_CASE("etcd: a SIGKILLed holder's lock goes to one waiter, told abandoned, w
   int abandoned_events = 0;
   for (const Event& e : events) abandoned_events += e.abandoned ? 1 : 0;
   CHECK(abandoned_events == 1);
+  // The takeover's `recovered` event names the dead holder as the taker was
+  // told it, start time included (what tells a reused pid apart).
+  q.kind = EventKind::recovered;
+  REQUIRE(t->history(q, &events).ok());
+  REQUIRE(events.size() == 1);
+  CHECK(events[0].dead_owner.pid == uint32_t(holder));
+  CHECK(events[0].dead_owner.start_time != 0);
+  CHECK(events[0].dead_owner.start_time == report->dead_start.load());
 }
 
 TEST_CASE("etcd: a holder stopped past the TTL loses the lock: the next is told abandoned; the old release fails") {

@@ -24,7 +24,11 @@ enum class HistoryLevel : uint32_t { off = 0, ring = 1, persisted = 2 };
 struct Owner {
   uint32_t pid = 0;
   uint32_t tid = 0;         // 0 when unknown (the kernel clears it when the owner dies)
-  uint32_t start_time = 0;  // low 32 bits of the thread's start time, clock ticks since boot
+  // Low 32 bits of the thread's start time, clock ticks since boot; 0 when
+  // unknown (an acquire told abandoned that did not itself take the lock
+  // from its dead holder learns only the pid and tid; `recovered` events
+  // have it).
+  uint32_t start_time = 0;
   bool operator==(const Owner&) const = default;
 };
 
@@ -90,7 +94,11 @@ struct Options {
   // 2046 events between two drains.
   uint32_t ring_entries = 1u << 17;
   HistoryLevel history = HistoryLevel::persisted;
-  uint64_t retention_count = 1'000'000;   // history records kept in LMDB (0: unlimited)
+  // History records kept in LMDB (0: unlimited). Unlimited, the history grows
+  // until the LMDB file reaches lmdb_map_size; then draining, and reading
+  // history at the persisted level, fail with Code::capacity naming the file
+  // (taking and releasing locks goes on; new names may fail the same way).
+  uint64_t retention_count = 1'000'000;
   std::chrono::seconds retention_age{std::chrono::hours(24 * 7)};  // (0: unlimited)
 };
 

@@ -541,7 +541,10 @@ void EtcdTable::settle_ownership(const NameState& l, Hold* hold, const json& out
   for (const json& op : relabel) fix.push_back(op);
   if (takeover && history_on()) {
     fix.push_back(event_put(EventKind::recovered, hold->mode, &l,
-                            json{{"dead", json{{"pid", hold->dead.pid}, {"tid", hold->dead.tid}, {"host", hold->dead_host}}}}));
+                            json{{"dead", json{{"pid", hold->dead.pid},
+                                                  {"tid", hold->dead.tid},
+                                                  {"start", hold->dead.start_time},
+                                                  {"host", hold->dead_host}}}}));
   }
   // Failure: another reader's takeover landed first; this one is after it.
   if (!fix.empty()) (void)txn(compare, fix, relabel, &ignored);
