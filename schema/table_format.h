@@ -107,7 +107,8 @@ struct alignas(64) Slot {
   // --- line 0 ---
   OwnerRecord owner;      // see above
   uint32_t incarnation;   // +1 each time the slot is given to a name; handles carry it
-  uint32_t reserved0;
+  uint32_t dead_start;    // start time of dead_pid's thread (line 1), 0 if unknown: here because
+                          // line 1 is full; written only when a holder is found dead
   uint64_t robust_prev;   // robust-list back link; meaningful only inside the owning process
   uint64_t robust_next;   // robust-list link; kernel finds the futex word at robust_next - 32
   uint64_t owner_shadow;  // tid | generation << 32 written by the owner after acquiring: names the
@@ -136,7 +137,7 @@ struct alignas(64) Slot {
 static_assert(sizeof(Slot) == kSlotSize);
 static_assert(offsetof(Slot, owner) == 0);
 static_assert(offsetof(Slot, incarnation) == 16);
-static_assert(offsetof(Slot, reserved0) == 20);
+static_assert(offsetof(Slot, dead_start) == 20);
 static_assert(offsetof(Slot, robust_prev) == 24);
 static_assert(offsetof(Slot, robust_next) == 32);
 static_assert(offsetof(Slot, owner_shadow) == 40);

@@ -130,12 +130,13 @@ TEST_CASE("abandonment carries on until a holder marks the lock consistent") {
   AcquireResult r = l.acquire();
   REQUIRE(r.abandoned());
   CHECK(r.dead_owner.pid == uint32_t(holder));
+  CHECK(r.dead_owner.start_time != 0);  // what tells a reused pid apart
   CHECK(l.abandoned());
   REQUIRE(l.release().ok());  // released without repair
-  std::thread([&] {           // another thread (or process) is told again
+  std::thread([&] {           // another thread (or process) is told again, of the same holder
     AcquireResult again = l.acquire();
     CHECK(again.abandoned());
-    CHECK(again.dead_owner.pid == uint32_t(holder));
+    CHECK(again.dead_owner == r.dead_owner);
     CHECK(l.mark_consistent().ok());
     CHECK_FALSE(l.abandoned());
     CHECK(l.release().ok());

@@ -337,10 +337,9 @@ void check_takeovers(Table& table) {
     violation_because("history could not be read", s);
     return;
   }
-  // Keyed by the dead owner's start time too (the event has it), and found
-  // for a worker's takeover by pid and tid, and by start time where both
-  // know it (an acquire told abandoned that did not take the lock from the
-  // dead holder itself reports none: types.h, Owner).
+  // Keyed by the dead owner's start time too, and found for a worker's
+  // takeover by pid and tid, and by start time where both know it (0:
+  // unknown, types.h, Owner).
   std::map<std::tuple<std::string, uint32_t, uint32_t, uint32_t>, const Event*> recovered;
   std::multimap<std::tuple<std::string, uint32_t, uint32_t>, uint32_t> recovered_starts;
   uint64_t lost = 0;

@@ -24,10 +24,8 @@ enum class HistoryLevel : uint32_t { off = 0, ring = 1, persisted = 2 };
 struct Owner {
   uint32_t pid = 0;
   uint32_t tid = 0;         // 0 when unknown (the kernel clears it when the owner dies)
-  // Low 32 bits of the thread's start time, clock ticks since boot; 0 when
-  // unknown (an acquire told abandoned that did not itself take the lock
-  // from its dead holder learns only the pid and tid; `recovered` events
-  // have it).
+  // Low 32 bits of the thread's start time, clock ticks since boot (what
+  // tells a reused pid apart); 0 when unknown.
   uint32_t start_time = 0;
   bool operator==(const Owner&) const = default;
 };

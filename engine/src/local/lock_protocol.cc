@@ -56,8 +56,8 @@
 //   token               the exclusive owner, right after its CAS: +1 (it is
 //                       the only writer while it holds; see TOKENS)
 //   acquired_at         the exclusive owner, after its CAS (informational)
-//   dead_pid/dead_tid   whoever frees or takes over a dead holder, after its
-//                       CAS (informational: the "abandoned" report's subject)
+//   dead_pid/dead_tid/  whoever frees or takes over a dead holder, after its
+//   dead_start          CAS (informational: the "abandoned" report's subject)
 //   writer_*            a writer about to sleep behind WRITER_WAITING
 //   reader record       its owner thread: op, acquired_at, claimer_tid; a
 //                       cleaner only frees a dead one (a CAS on its ident)

@@ -77,10 +77,12 @@ inline bool holder_dead(const format::Slot* s, const Word128& w) {
 inline void record_dead_owner(format::Slot* s, const Owner& dead) {
   __atomic_store_n(&s->dead_pid, dead.pid, __ATOMIC_RELAXED);
   __atomic_store_n(&s->dead_tid, dead.tid, __ATOMIC_RELAXED);
+  __atomic_store_n(&s->dead_start, dead.start_time, __ATOMIC_RELAXED);
 }
 
 inline Owner last_dead_owner(const format::Slot* s) {
-  return Owner{__atomic_load_n(&s->dead_pid, __ATOMIC_RELAXED), __atomic_load_n(&s->dead_tid, __ATOMIC_RELAXED), 0};
+  return Owner{__atomic_load_n(&s->dead_pid, __ATOMIC_RELAXED), __atomic_load_n(&s->dead_tid, __ATOMIC_RELAXED),
+               __atomic_load_n(&s->dead_start, __ATOMIC_RELAXED)};
 }
 
 }  // namespace locktable::detail
