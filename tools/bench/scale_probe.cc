@@ -1,8 +1,5 @@
 #include "scale_probe.h"
 
-#include <sys/wait.h>
-#include <unistd.h>
-
 #include <fmt/format.h>
 
 #include <algorithm>
@@ -10,7 +7,6 @@
 #include <iterator>
 #include <memory>
 #include <string>
-#include <thread>
 #include <vector>
 
 #include "backend.h"           // LockAccess: the handle's slot pointer
@@ -54,21 +50,10 @@ inline uint64_t next_random(uint64_t x) {
   return x;
 }
 
-void worker(Variant v, int rank, std::vector<locktable::Lock>& locks, const std::vector<void*>& slots,
-            LockImpl& robust, Control& c) {
+// The timed pairs of variant `v`, in worker `rank` (harness.h: run_timed).
+void pairs(Variant v, int rank, std::vector<locktable::Lock>& locks, const std::vector<void*>& slots,
+           LockImpl& robust, Control& c) {
   const uint64_t n = locks.size();
-  robust.attach_inherited();
-  for (uint64_t i = 0; i < n; ++i) {  // fault every page in before the clock starts
-    if (v == Variant::robust) {
-      robust.lock(int(i));
-      robust.unlock(int(i));
-    } else {
-      (void)locks[i].acquire();
-      (void)locks[i].release();
-    }
-  }
-  c.ready.fetch_add(1);
-  while (!c.go.load()) std::this_thread::yield();
   uint64_t x = 0x9E3779B97F4A7C15ull * uint64_t(rank + 1), ops = 0;
   while (!c.stop.load(std::memory_order_relaxed)) {
     for (int k = 0; k < 256; ++k) {
@@ -100,30 +85,26 @@ void worker(Variant v, int rank, std::vector<locktable::Lock>& locks, const std:
 }
 
 // ns per pair over all processes, or a negative number if a worker failed.
+// The workers inherit the handles, slot pointers and mutexes (`robust` is
+// the implementation run_timed attaches in each).
 double run_once(Variant v, int procs, double seconds, std::vector<locktable::Lock>& locks,
                 const std::vector<void*>& slots, LockImpl& robust) {
-  Control* c = control();
-  reset(c);
-  std::vector<pid_t> kids;
-  for (int p = 0; p < procs; ++p) {
-    pid_t pid = ::fork();
-    if (pid == 0) {
-      worker(v, p, locks, slots, robust, *c);
-      _exit(0);
+  auto prepare = [&, v](int, Control&) {  // fault every page in before the clock starts
+    for (size_t i = 0; i < locks.size(); ++i) {
+      if (v == Variant::robust) {
+        robust.lock(int(i));
+        robust.unlock(int(i));
+      } else {
+        (void)locks[i].acquire();
+        (void)locks[i].release();
+      }
     }
-    kids.push_back(pid);
-  }
-  while (c->ready.load() < procs) std::this_thread::sleep_for(std::chrono::milliseconds(1));
-  const int64_t start = monotonic_ns();
-  c->go.store(true);
-  std::this_thread::sleep_for(std::chrono::duration<double>(seconds));
-  c->stop.store(true);
-  const int64_t elapsed = monotonic_ns() - start;
-  for (pid_t k : kids) ::waitpid(k, nullptr, 0);
-  uint64_t ops = 0;
-  for (int p = 0; p < procs; ++p) ops += c->ops[p].load();
-  if (c->failures.load() != 0 || ops == 0) return -1;
-  return double(elapsed) / double(ops);
+  };
+  auto body = [&, v](int rank, Control& c) { pairs(v, rank, locks, slots, robust, c); };
+  double elapsed = 0;
+  const uint64_t ops = run_timed(robust, procs, seconds, prepare, body, &elapsed, /*inherited=*/true);
+  if (control()->failures.load() != 0 || ops == 0) return -1;
+  return elapsed * 1e9 / double(ops);
 }
 
 }  // namespace
