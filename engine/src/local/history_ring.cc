@@ -93,7 +93,8 @@ SegmentRef* HistoryRing::claim_segment(ThreadSelf& me) {
       std::atomic_ref<uint64_t>(h->base).store(head, std::memory_order_release);
       std::memcpy(h->comm, me.comm, sizeof h->comm);
       SegmentRef& ref = me.segments[me.segment_count++];
-      ref = SegmentRef{table_id_, h, const_cast<format::RingEntry*>(entries(k)), head, capacity()};
+      ref = SegmentRef{table_id_, h, const_cast<format::RingEntry*>(entries(k)), head, capacity(),
+                       uint32_t(head % capacity())};
       return &ref;
     }
   }

@@ -37,6 +37,7 @@ struct SegmentRef {
   format::RingEntry* entries;      // the segment's first entry
   uint64_t next;                   // the next event index (header->head, kept here)
   uint32_t capacity;               // entries in the segment
+  uint32_t position;               // next % capacity, kept so that an append divides nothing
 };
 
 inline constexpr uint32_t kInlineSharedHolds = 16;  // more go to a vector (lock_protocol.cc)
