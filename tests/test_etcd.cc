@@ -373,6 +373,32 @@ TEST_CASE("etcd: a SIGKILLed holder's lock goes to one waiter, told abandoned, w
   CHECK(events[0].dead_owner.start_time == report->dead_start.load());
 }
 
+TEST_CASE("etcd: abandonment carries on until a holder marks the lock consistent, naming the same dead holder") {
+  const std::string url = etcd().url(fresh_prefix(), "?ttl=2");
+  auto t = open_url(url);
+  Lock l;
+  REQUIRE(t->lookup("carried", &l).ok());
+  pid_t holder = etcd_holder(url, "carried");
+  ::kill(holder, SIGKILL);
+  wait_child(holder);
+  AcquireResult r = l.acquire(Mode::exclusive, Deadline::after(std::chrono::seconds(20)));
+  REQUIRE(r.abandoned());
+  CHECK(r.dead_owner.pid == uint32_t(holder));
+  CHECK(r.dead_owner.start_time != 0);  // what tells a reused pid apart
+  REQUIRE(l.release().ok());            // released without repair
+  std::thread([&] {                     // another thread is told again, of the same holder
+    AcquireResult again = l.acquire(Mode::exclusive, Deadline::after(std::chrono::seconds(20)));
+    CHECK(again.abandoned());
+    CHECK(again.dead_owner == r.dead_owner);
+    CHECK(l.mark_consistent().ok());
+    CHECK(l.release().ok());
+  }).join();
+  AcquireResult after = l.acquire(Mode::exclusive, Deadline::after(std::chrono::seconds(20)));
+  REQUIRE(after.held());
+  CHECK_FALSE(after.abandoned());
+  REQUIRE(l.release().ok());
+}
+
 TEST_CASE("etcd: a holder stopped past the TTL loses the lock: the next is told abandoned; the old release fails") {
   const std::string url = etcd().url(fresh_prefix(), "?ttl=2");
   auto t = open_url(url);

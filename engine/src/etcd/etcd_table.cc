@@ -176,11 +176,15 @@ json EtcdTable::event_put(EventKind kind, Mode mode, const NameState* l, const j
   return put_op(meta(fmt::format("history/{:016x}_{:x}", uint64_t(lease_.load()), event_counter_.fetch_add(1))), e);
 }
 
+json EtcdTable::dead_value(const Hold& hold) {
+  return json{{"pid", hold.dead.pid}, {"tid", hold.dead.tid}, {"start", hold.dead.start_time}, {"host", hold.dead_host}};
+}
+
 json EtcdTable::marker_after(const Hold& hold) {
   json marker = free_marker();
   if (hold.abandoned) {
     marker["abandoned"] = true;
-    marker["dead"] = json{{"pid", hold.dead.pid}, {"tid", hold.dead.tid}, {"host", hold.dead_host}};
+    marker["dead"] = dead_value(hold);
   }
   return marker;
 }
@@ -540,11 +544,7 @@ void EtcdTable::settle_ownership(const NameState& l, Hold* hold, const json& out
   }
   for (const json& op : relabel) fix.push_back(op);
   if (takeover && history_on()) {
-    fix.push_back(event_put(EventKind::recovered, hold->mode, &l,
-                            json{{"dead", json{{"pid", hold->dead.pid},
-                                                  {"tid", hold->dead.tid},
-                                                  {"start", hold->dead.start_time},
-                                                  {"host", hold->dead_host}}}}));
+    fix.push_back(event_put(EventKind::recovered, hold->mode, &l, json{{"dead", dead_value(*hold)}}));
   }
   // Failure: another reader's takeover landed first; this one is after it.
   if (!fix.empty()) (void)txn(compare, fix, relabel, &ignored);

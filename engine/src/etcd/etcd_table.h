@@ -156,6 +156,9 @@ class EtcdTable final : public Backend {
   // The holder marker once `hold` stops being an exclusive one (a release, a
   // downgrade): free, and still abandoned if it was taken so and not repaired.
   static nlohmann::json marker_after(const Hold& hold);
+  // The dead holder a hold was taken from, as markers and events store it
+  // (owner_of reads it back, start time included).
+  static nlohmann::json dead_value(const Hold& hold);
   // False once the lease the hold's key is on has expired (it is lost; its
   // release says so): the thread is never told it still holds.
   bool still_held(const Hold* hold) const;
