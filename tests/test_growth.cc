@@ -290,3 +290,34 @@ TEST_CASE("growth: a table at max_slots refuses new names with a clear error") {
   CHECK(t->lookup("one-too-many", &one).ok());  // a freed slot is reused
   CHECK(one.slot() == ls[3].slot());
 }
+
+TEST_CASE("growth: a process whose LMDB map is smaller than the file another process grew keeps working") {
+  TempDir tmp;
+  Options narrow;
+  narrow.lmdb_map_size = size_t{1} << 20;  // the least allowed; the other process maps 64 MiB
+  auto t = open_table(tmp.table(), narrow);
+  Lock before;
+  REQUIRE(t->lookup("before", &before).ok());
+  pid_t other = spawn([&] {
+    Options wide;
+    wide.lmdb_map_size = size_t{64} << 20;
+    std::unique_ptr<Table> tt;
+    if (!Table::open(tmp.table(), wide, &tt).ok()) return 1;
+    std::vector<Lock> many;
+    return tt->lookup(names("grown-", 0, 20000), &many).ok() ? 0 : 2;  // data.mdb grows past 1 MiB
+  });
+  REQUIRE(wait_child(other) == 0);
+  Lock existing, created;
+  Status s = t->lookup("grown-19999", &existing, Lookup::existing);  // a read transaction
+  CHECK(s.ok());
+  s = t->lookup("after", &created);  // a write transaction
+  CHECK(s.ok());
+  CHECK(created.acquire().status.ok());
+  CHECK(created.release().ok());
+  std::vector<Event> events;
+  CHECK(t->history(HistoryQuery{}, &events).ok());  // drains into LMDB first
+  CHECK(!events.empty());
+  std::vector<std::string> problems;
+  CHECK(t->check(&problems).ok());
+  CHECK(problems.empty());
+}

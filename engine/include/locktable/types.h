@@ -77,7 +77,10 @@ struct Options {
   // Opening.
   bool create_if_missing = true;
   bool allow_network_fs = false;          // NFS/SMB/FUSE: futexes and OFD locks do not cross machines
-  size_t lmdb_map_size = size_t{1} << 30; // upper bound of the LMDB file (sparse)
+  // Upper bound of the LMDB file as this process maps it (sparse). Processes
+  // may differ: one whose map is smaller than the file another grew enlarges
+  // its map to the file's size.
+  size_t lmdb_map_size = size_t{1} << 30;
   // Drain the history ring into LMDB from a background thread every interval (0: never).
   std::chrono::milliseconds drain_interval{0};
   // A waiter that has waited this long looks for a cycle of waits it closes;

@@ -167,7 +167,7 @@ class HistoryRing {
   uint32_t segments_;
   uint32_t units_;           // per segment, the header included
 
-  std::mutex claims_mu_;     // a leaf lock (engine/README.md, lock order 7)
+  std::mutex claims_mu_;     // a leaf lock (engine/README.md, lock order 8)
   std::vector<std::pair<format::SegmentHeader*, Word128>> claims_;  // as claimed
 };
 

@@ -3,6 +3,7 @@
 #include <sys/stat.h>
 
 #include <cerrno>
+#include <chrono>
 #include <cstring>
 
 #include <fmt/format.h>
@@ -150,7 +151,39 @@ void LmdbEnv::give_back(MDB_txn* txn) const {
   mdb_txn_abort(txn);
 }
 
+Status LmdbEnv::adopt_grown_map() const {
+  std::unique_lock<std::shared_timed_mutex> alone(map_mu_, std::defer_lock);
+  if (!alone.try_lock_for(std::chrono::seconds(2))) {
+    return Status(Code::io_error, fmt::format("{}: another process grew the file beyond this process's map, and a "
+                                              "transaction of this process stayed open for 2 s while this one waited "
+                                              "to enlarge the map",
+                                              path_));
+  }
+  int rc = mdb_env_set_mapsize(env_, 0);  // 0: the size the file needs
+  return rc == 0 ? Status::OK() : error(rc, "enlarge the map to the file's size");
+}
+
 Status Txn::begin() {
+  // A begin refused because another process grew the file (MAP SIZE)
+  // enlarges the map and tries again; a second refusal would mean the file
+  // grew again in between.
+  for (int attempt = 0;; ++attempt) {
+    int rc = 0;
+    Status s = try_begin(&rc);
+    if (rc != MDB_MAP_RESIZED || attempt == 2) return s;
+    if (Status a = env_.adopt_grown_map(); !a.ok()) return a;
+  }
+}
+
+Status Txn::try_begin(int* rc) {
+  map_ = std::shared_lock<std::shared_timed_mutex>(env_.map_mu_);
+  auto refused = [&](int code, Status s) {
+    txn_ = nullptr;
+    gate_.unlock();
+    map_.unlock();
+    *rc = code;
+    return s;
+  };
   if (!write_) {
     // A pooled transaction keeps its reader slot: renewing it takes no mutex.
     while (MDB_txn* t = env_.take_pooled()) {
@@ -161,21 +194,14 @@ Status Txn::begin() {
       mdb_txn_abort(t);
     }
   } else if (Status s = env_.lock_gate(gate_, format::kWriterLockByte); !s.ok()) {
-    return s;
+    return refused(0, s);
   }
   // A new read transaction registers a reader slot under the reader mutex; a
   // writer that finds the writer mutex owner-died checks readers under it too.
   OfdGuard reader_gate;
-  if (Status s = env_.lock_gate(reader_gate, format::kReaderMutexByte); !s.ok()) {
-    gate_.unlock();
-    return s;
-  }
-  int rc = mdb_txn_begin(env_.env(), nullptr, write_ ? 0 : MDB_RDONLY, &txn_);
-  if (rc != 0) {
-    txn_ = nullptr;
-    gate_.unlock();
-    return env_.error(rc, write_ ? "begin write transaction" : "begin read transaction");
-  }
+  if (Status s = env_.lock_gate(reader_gate, format::kReaderMutexByte); !s.ok()) return refused(0, s);
+  int code = mdb_txn_begin(env_.env(), nullptr, write_ ? 0 : MDB_RDONLY, &txn_);
+  if (code != 0) return refused(code, env_.error(code, write_ ? "begin write transaction" : "begin read transaction"));
   return Status::OK();
 }
 
@@ -184,11 +210,13 @@ Status Txn::commit() {
   if (!write_) {
     env_.give_back(txn_);
     txn_ = nullptr;
+    map_.unlock();
     return Status::OK();
   }
   int rc = mdb_txn_commit(txn_);
   txn_ = nullptr;
   gate_.unlock();
+  map_.unlock();
   return rc == 0 ? Status::OK() : env_.error(rc, "commit");
 }
 
@@ -196,6 +224,7 @@ void Txn::abort() {
   if (txn_ != nullptr) {
     if (write_) mdb_txn_abort(txn_);
     else env_.give_back(txn_);
+    map_.unlock();
   }
   txn_ = nullptr;
   gate_.unlock();

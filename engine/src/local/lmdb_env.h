@@ -10,6 +10,7 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <shared_mutex>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -45,6 +46,14 @@ struct Dbis {
 //                 mutex from a dead owner: kReaderMutexByte around each of
 //                 these. Read transactions are kept (reset, in a pool) and
 //                 renewed, which needs no mutex, so a lookup rarely pays for it.
+//
+// MAP SIZE. Each process maps data.mdb with its own Options::lmdb_map_size.
+// When another process, with a larger map, grows the file beyond this
+// process's map, LMDB refuses every new transaction here (MDB_MAP_RESIZED)
+// until the map is enlarged, which LMDB allows only while no transaction of
+// the process is open (the map moves). So every Txn holds map_mu_ shared
+// from begin to end, and a begin refused so adopts the file's size under it
+// exclusively (adopt_grown_map), then begins again.
 class LmdbEnv {
  public:
   // Opens (creating if `create`) the environment in `dir` (data.mdb, lock.mdb).
@@ -69,12 +78,17 @@ class LmdbEnv {
   Status lock_gate(OfdGuard& guard, int64_t byte) const;
   MDB_txn* take_pooled() const;
   void give_back(MDB_txn* txn) const;
+  // Enlarges this process's map to the file's size (MDB_MAP_RESIZED).
+  // REQUIRES: the calling thread holds no transaction of this environment (it
+  // would wait for itself: the wait is bounded, and then it fails).
+  Status adopt_grown_map() const;
 
   MDB_env* env_ = nullptr;
   Dbis dbi_;
   std::string path_;
   int gate_dirfd_ = -1;
   const char* gate_file_ = nullptr;
+  mutable std::shared_timed_mutex map_mu_;  // shared: an open Txn; exclusive: the map is being enlarged
   mutable std::mutex pool_mu_;
   mutable std::vector<MDB_txn*> pool_;  // reset read transactions, reader slots kept
 };
@@ -124,10 +138,14 @@ class Txn {
   // `first` (an MDB_cursor_op) at `key`, then step with `next`.
   Status walk(MDB_dbi dbi, std::string_view key, int first, int next, const Visit& visit) const;
 
+  // One attempt of begin(); MDB_MAP_RESIZED comes back as *rc.
+  Status try_begin(int* rc);
+
   const LmdbEnv& env_;
   bool write_;
   MDB_txn* txn_ = nullptr;
   OfdGuard gate_;
+  std::shared_lock<std::shared_timed_mutex> map_;  // held while txn_ is open (see MAP SIZE)
 };
 
 // A cursor for walks that delete as they go (retention, pruning). Each move
