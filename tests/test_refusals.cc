@@ -1,9 +1,11 @@
 // Bad input: a missing, foreign, corrupt, truncated or newer table, another PID
-// namespace, permissions, symlinks, and the reset after a reboot. Every case is
-// a clear error naming the file, never a crash.
+// namespace, permissions, symlinks, a full file system, and the reset after a
+// reboot. Every case is a clear error naming the file, never a crash.
 #include <fcntl.h>
 #include <lmdb.h>
+#include <sched.h>
 #include <signal.h>
+#include <sys/mount.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -339,4 +341,61 @@ TEST_CASE("every header byte corrupted in turn: a clear refusal or a working tab
   ::close(fd);
   // No corrupt descriptor made anyone stretch the file.
   CHECK(std::filesystem::file_size(table) == size_before);
+}
+
+TEST_CASE("a full file system is capacity, naming the file, and the table stays consistent") {
+  TempDir tmp;
+  const std::string fs = tmp.path() + "/tiny";
+  REQUIRE(::mkdir(fs.c_str(), 0700) == 0);
+  pid_t kid = spawn([&] {
+    // A file system of its own, 8 MiB, in a mount namespace of its own.
+    if (::unshare(CLONE_NEWNS) != 0 || ::mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) != 0 ||
+        ::mount("tmpfs", fs.c_str(), "tmpfs", 0, "size=8m") != 0) {
+      return 77;
+    }
+    Options o;
+    o.initial_slots = 16384;  // no growth of the table file: LMDB is the one to find the disk full
+    o.ring_entries = 1024;
+    const std::string dir = fs + "/t";
+    std::unique_ptr<Table> t;
+    if (!Table::open(dir, o, &t).ok()) return 1;
+    Lock first;
+    if (!t->lookup("first", &first).ok()) return 2;
+    // Fill the file system but for 3 pages: LMDB's next commit of many pages
+    // writes part of them (a short write, which LMDB reports as EIO).
+    {
+      const int fd = ::open((fs + "/filler").c_str(), O_WRONLY | O_CREAT, 0600);
+      char page[4096] = {};
+      off_t size = 0;
+      while (::write(fd, page, sizeof page) == ssize_t(sizeof page)) size += sizeof page;
+      if (::ftruncate(fd, size - 3 * 4096) != 0) return 3;
+      ::close(fd);
+    }
+    Status s;
+    for (int batch = 0; batch < 100 && s.ok(); ++batch) {
+      std::vector<std::string> names;
+      for (int i = 0; i < 500; ++i) names.push_back(fmt::format("n{}-{}", batch, i));
+      std::vector<Lock> locks;
+      s = t->lookup(names, &locks);
+    }
+    if (s.code() != Code::capacity) {
+      std::fprintf(stderr, "got %s\n", s.to_string().c_str());
+      return 4;
+    }
+    if (!contains(s.message(), dir + "/data.mdb") || !contains(s.message(), "no space left")) {
+      std::fprintf(stderr, "message: %s\n", s.message().c_str());
+      return 5;
+    }
+    // The locks go on, and nothing is half-written.
+    if (!first.acquire().status.ok() || !first.release().ok()) return 6;
+    std::vector<std::string> problems;
+    if (!t->check(&problems).ok() || !problems.empty()) return 7;
+    return 0;
+  });
+  const int rc = wait_child(kid);
+  if (rc == 77) {
+    WARN("not run: this process may not mount a tmpfs in a mount namespace of its own");
+    return;
+  }
+  CHECK(rc == 0);
 }

@@ -1,6 +1,8 @@
 #include "lmdb_env.h"
 
 #include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <unistd.h>
 
 #include <cerrno>
 #include <chrono>
@@ -17,9 +19,22 @@ namespace locktable::detail {
 namespace {
 MDB_val to_val(std::string_view s) { return MDB_val{s.size(), const_cast<char*>(s.data())}; }
 std::string_view from_val(const MDB_val& v) { return {static_cast<const char*>(v.mv_data), v.mv_size}; }
+
+// True when the file system holding `path` has (almost) no room left for
+// this process: LMDB reports a short write, which is what a full disk
+// gives, as EIO.
+bool file_system_full(const std::string& path) {
+  struct statvfs st;
+  if (::statvfs(path.c_str(), &st) != 0) return false;
+  const uint64_t blocks = ::geteuid() == 0 ? st.f_bfree : st.f_bavail;
+  return blocks * st.f_frsize < (uint64_t{1} << 20);
+}
 }  // namespace
 
 Status LmdbEnv::error(int rc, std::string_view what) const {
+  if (rc == EIO && file_system_full(path_)) {
+    return Status(Code::capacity, fmt::format("{}: {}: no space left on the file system", path_, what));
+  }
   Code code = Code::io_error;
   switch (rc) {
     case MDB_MAP_FULL:
