@@ -72,17 +72,18 @@ int free_loopback_ports(int count) {
   return kLowest;  // nothing free: etcd's start fails and says so
 }
 
-EtcdProcess::EtcdProcess(int client_port, const std::string& name) {
+EtcdProcess::EtcdProcess(int client_port, const std::string& name, const std::vector<std::string>& extra) {
   char tmpl[] = "/tmp/locktable-etcd-XXXXXX";
   if (mkdtemp(tmpl) == nullptr) return;
   dir_ = tmpl;
   client_ = "127.0.0.1:" + std::to_string(client_port);
   const std::string peer = "http://127.0.0.1:" + std::to_string(client_port + 1);
-  pid_ = start_quiet_process({"etcd", "--data-dir", dir_ + "/data", "--name", name, "--listen-client-urls",
-                              "http://" + client_, "--advertise-client-urls", "http://" + client_,
-                              "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer, "--initial-cluster",
-                              name + "=" + peer},
-                             dir_ + "/etcd.log");
+  std::vector<std::string> args{"etcd", "--data-dir", dir_ + "/data", "--name", name, "--listen-client-urls",
+                                "http://" + client_, "--advertise-client-urls", "http://" + client_,
+                                "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer, "--initial-cluster",
+                                name + "=" + peer};
+  args.insert(args.end(), extra.begin(), extra.end());
+  pid_ = start_quiet_process(args, dir_ + "/etcd.log");
   owner_ = ::getpid();
 }
 

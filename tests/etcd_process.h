@@ -25,8 +25,9 @@ int free_loopback_ports(int count);
 class EtcdProcess {
  public:
   // A member named `name` serving clients on 127.0.0.1:client_port and peers
-  // on 127.0.0.1:client_port+1, its output in a log beside its data.
-  explicit EtcdProcess(int client_port, const std::string& name = "lt");
+  // on 127.0.0.1:client_port+1, its output in a log beside its data; `extra`
+  // goes on etcd's command line.
+  explicit EtcdProcess(int client_port, const std::string& name = "lt", const std::vector<std::string>& extra = {});
   ~EtcdProcess();  // SIGTERM, wait, remove the data folder (only in the starting process)
   EtcdProcess(const EtcdProcess&) = delete;
   EtcdProcess& operator=(const EtcdProcess&) = delete;

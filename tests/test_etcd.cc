@@ -438,6 +438,53 @@ TEST_CASE("etcd: a holder stopped past the TTL loses the lock: the next is told 
   REQUIRE(l.release().ok());
 }
 
+TEST_CASE("etcd: with etcd's space quota used up, releases free the locks and nobody is told abandoned") {
+  // An etcd of its own with a 2 MB quota; filled, it takes reads and deletions only.
+  testing::EtcdProcess full(testing::free_loopback_ports(2), "full", {"--quota-backend-bytes=2000000"});
+  REQUIRE(full.ready());
+  const std::string url = full.url("quota", "?ttl=2");
+  const std::string etcdctl = "ETCDCTL_API=3 etcdctl --endpoints " + full.client();
+  auto t = open_url(url);
+  Lock writer, reader;
+  REQUIRE(t->lookup("written", &writer).ok());
+  REQUIRE(t->lookup("read", &reader).ok());
+  REQUIRE(writer.acquire().status.ok());
+  REQUIRE(reader.acquire(Mode::shared).status.ok());
+  TempDir tmp;
+  const std::string filler = tmp.path() + "/filler";
+  REQUIRE(run_shell("head -c 300000 /dev/urandom | base64 -w0 > " + filler) == 0);
+  bool exceeded = false;
+  for (int i = 0; i < 40 && !exceeded; ++i) {
+    exceeded = run_shell(etcdctl + " put filler" + std::to_string(i) + " < " + filler + " 2>&1 | grep -q 'space exceeded'") == 0;
+  }
+  REQUIRE(exceeded);
+  {
+    Lock other;
+    REQUIRE(t->lookup("other", &other, Lookup::existing).code() == Code::not_found);
+    Status s = t->lookup("other", &other);  // a new name is a write: refused, clearly
+    CHECK(s.code() == Code::capacity);
+    CHECK(s.message().find(full.client()) != std::string::npos);
+    CHECK(s.message().find("space exceeded") != std::string::npos);
+  }
+  const double before = testing::now_ms();
+  CHECK(writer.release().ok());
+  CHECK(reader.release(Mode::shared).ok());
+  CHECK(testing::now_ms() - before < 1500);  // no retrying for the lease's lifetime
+  // Space freed and the alarm disarmed, as an operator would.
+  REQUIRE(run_shell(etcdctl + " del --prefix filler >/dev/null") == 0);
+  REQUIRE(run_shell(etcdctl + " compact $(" + etcdctl +
+                    " endpoint status -w json | grep -o '\"revision\":[0-9]*' | cut -d: -f2) >/dev/null") == 0);
+  REQUIRE(run_shell(etcdctl + " defrag >/dev/null && " + etcdctl + " alarm disarm >/dev/null") == 0);
+  AcquireResult w = writer.acquire(Mode::exclusive, Deadline::after(std::chrono::seconds(10)));
+  REQUIRE(w.held());
+  CHECK_FALSE(w.abandoned());  // its holder released: it did not die
+  CHECK(writer.release().ok());
+  AcquireResult r = reader.acquire(Mode::exclusive, Deadline::after(std::chrono::seconds(10)));
+  REQUIRE(r.held());
+  CHECK_FALSE(r.abandoned());  // nor did the reader
+  CHECK(reader.release().ok());
+}
+
 TEST_CASE("etcd: etcdctl lock P/N and locktable's N on etcd://.../P exclude each other") {
   const std::string prefix = fresh_prefix();
   const std::string url = etcd().url(prefix);

@@ -173,7 +173,11 @@ Status EtcdClient::call(std::string_view path, const json& body, json* out, std:
       std::string message = parsed.is_object() && parsed.contains("message") && parsed["message"].is_string()
                                 ? parsed["message"].get<std::string>()
                                 : parsed.dump();
-      return Status(Code::io_error, fmt::format("{}: etcd at {} refused {}: {}", location_, endpoints_[e], path, message));
+      // gRPC's RESOURCE_EXHAUSTED (8): etcd's space quota is used up (it
+      // then takes only reads and deletions until an operator frees space).
+      const bool full = parsed.is_object() && parsed.value("code", 0) == 8;
+      return Status(full ? Code::capacity : Code::io_error,
+                    fmt::format("{}: etcd at {} refused {}: {}", location_, endpoints_[e], path, message));
     }
     *out = std::move(parsed);
     return Status::OK();

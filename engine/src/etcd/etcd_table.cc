@@ -581,11 +581,25 @@ Status EtcdTable::release(Lock& lock, Mode mode) {
   // attempt whose answer was lost may have released already.
   json out;
   bool retried = false;
+  bool deletions_only = false;
   const uint64_t until = monotonic_ns() + uint64_t(std::chrono::nanoseconds(ttl_).count());
   for (;;) {
     Status s = txn(json::array({create_is(hold.key, "EQUAL", hold.revision)}), ops,
                    json::array({delete_op(mode == Mode::shared ? reader_key(*l, hold.key) : hold.key)}), &out);
     if (s.ok()) break;
+    if (s.code() == Code::capacity && !deletions_only) {
+      // etcd's space quota is used up: it takes deletions only. Release by
+      // deleting this hold's keys, so that the lock is free and no later
+      // holder takes this live one for a dead one (a marker that is not
+      // there reads as free). An abandoned hold not marked consistent keeps
+      // its `held` marker: the next holder is told abandoned too. The
+      // `released` event is not recorded.
+      deletions_only = true;
+      ops = json::array({delete_op(hold.key)});
+      if (mode == Mode::shared) ops.push_back(delete_op(reader_key(*l, hold.key)));
+      else if (!hold.abandoned) ops.push_back(delete_op(holder_key(*l)));
+      continue;
+    }
     if (s.code() != Code::io_error || monotonic_ns() > until) {
       withdraw(hold.key);
       if (mode == Mode::shared) withdraw(reader_key(*l, hold.key));

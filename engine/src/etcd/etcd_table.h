@@ -35,7 +35,11 @@
 // lands (a compare on its revision) records it; holders after it, until the
 // lock is marked consistent, are told `abandoned` and record nothing new.
 // A holder whose lease ran out while it lived
-// (stopped, partitioned) finds its key gone at release: `lock_lost`.
+// (stopped, partitioned) finds its key gone at release: `lock_lost`. A
+// release that etcd refuses for want of space (its quota used up: it then
+// takes deletions only) deletes the hold's keys alone, the holder marker
+// with them unless the hold is still abandoned: no marker reads as free, so
+// a live holder is never taken for a dead one.
 //
 // Waiting polls the queue a few times (1 to 16 ms), then watches it (a watch
 // from the revision of the last read, until a key is deleted, at most a
