@@ -320,4 +320,15 @@ TEST_CASE("growth: a process whose LMDB map is smaller than the file another pro
   std::vector<std::string> problems;
   CHECK(t->check(&problems).ok());
   CHECK(problems.empty());
+  // A process that opens the grown file with the small map writes as much.
+  pid_t late = spawn([&] {
+    std::unique_ptr<Table> tt;
+    if (!Table::open(tmp.table(), narrow, &tt).ok()) return 1;
+    for (int i = 0; i < 200; ++i) {  // one write transaction each
+      Lock l;
+      if (!tt->lookup("late-" + std::to_string(i), &l).ok()) return 2;
+    }
+    return 0;
+  });
+  CHECK(wait_child(late) == 0);
 }

@@ -83,6 +83,13 @@ Status LmdbEnv::open(const std::string& dir, size_t map_size, bool create, int g
   // the last commit, never corrupt (the reboot reset then reconciles slots).
   rc = mdb_env_open(e->env_, dir.c_str(), MDB_NOTLS | MDB_NOMETASYNC, 0660);
   if (rc != 0) return e->error(rc, "open");
+  // A file larger than map_size (another process, with a larger map, grew
+  // it): LMDB maps only its used part, and the next write that needs a page
+  // finds the map full. Adopt the map size the file records (MAP SIZE).
+  if (MDB_envinfo info; mdb_env_info(e->env_, &info) == 0 && info.me_mapsize > map_size) {
+    rc = mdb_env_set_mapsize(e->env_, 0);
+    if (rc != 0) return e->error(rc, "enlarge the map to the file's size");
+  }
   if (Status s = e->reader_check(); !s.ok()) return s;  // clear reader slots of dead processes
 
   Txn txn(*e, true);

@@ -53,7 +53,8 @@ struct Dbis {
 // until the map is enlarged, which LMDB allows only while no transaction of
 // the process is open (the map moves). So every Txn holds map_mu_ shared
 // from begin to end, and a begin refused so adopts the file's size under it
-// exclusively (adopt_grown_map), then begins again.
+// exclusively (adopt_grown_map), then begins again. A process that opens a
+// file already larger than its map adopts the size the file records at once.
 class LmdbEnv {
  public:
   // Opens (creating if `create`) the environment in `dir` (data.mdb, lock.mdb).
