@@ -466,6 +466,21 @@ TEST_CASE("etcd: with etcd's space quota used up, releases free the locks and no
     CHECK(s.message().find(full.client()) != std::string::npos);
     CHECK(s.message().find("space exceeded") != std::string::npos);
   }
+  // A table opened now (etcd grants no lease either) still shows who holds what.
+  std::unique_ptr<Table> late;
+  {
+    Status s = Table::open(url, {}, &late);
+    INFO(s.to_string());
+    REQUIRE(s.ok());
+    std::vector<LockInfo> infos;
+    REQUIRE(late->list(&infos).ok());
+    bool seen = false;
+    for (const LockInfo& i : infos) seen |= i.name == "written" && i.state == LockState::held;
+    CHECK(seen);
+    Lock mine;
+    REQUIRE(late->lookup("written", &mine, Lookup::existing).ok());
+    CHECK(mine.try_acquire().status.code() == Code::capacity);  // no lease to hold it under
+  }
   const double before = testing::now_ms();
   CHECK(writer.release().ok());
   CHECK(reader.release(Mode::shared).ok());
@@ -483,6 +498,10 @@ TEST_CASE("etcd: with etcd's space quota used up, releases free the locks and no
   REQUIRE(r.held());
   CHECK_FALSE(r.abandoned());  // nor did the reader
   CHECK(reader.release().ok());
+  Lock mine;  // the table opened without a lease gets one now
+  REQUIRE(late->lookup("written", &mine, Lookup::existing).ok());
+  CHECK(mine.acquire(Mode::exclusive, Deadline::after(std::chrono::seconds(10))).status.ok());
+  CHECK(mine.release().ok());
 }
 
 TEST_CASE("etcd: etcdctl lock P/N and locktable's N on etcd://.../P exclude each other") {

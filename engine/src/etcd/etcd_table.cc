@@ -3,6 +3,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <random>
 #include <thread>
 
 #include <fmt/format.h>
@@ -49,6 +50,7 @@ Status EtcdTable::open(const EtcdLocation& where, const Options& options) {
   prefix_ = where.prefix;
   ttl_ = where.ttl;
   open_pid_ = ::getpid();
+  writer_nonce_ = (uint64_t{std::random_device{}()} << 32) | std::random_device{}();
   char host[256] = {};
   if (::gethostname(host, sizeof host - 1) == 0) host_ = host;
   client_ = std::make_unique<EtcdClient>(location_, where.endpoints, std::chrono::milliseconds(1000));
@@ -92,17 +94,24 @@ Status EtcdTable::open(const EtcdLocation& where, const Options& options) {
   history_level_ = HistoryLevel(std::clamp(marker[0].value.value("history", 2), 0, 2));
   retention_count_ = marker[0].value.value("retention_count", uint64_t{1'000'000});
   retention_age_s_ = marker[0].value.value("retention_age_s", uint64_t{0});
-  if (Status s = grant_lease(); !s.ok()) return s;
+  // etcd grants no lease while its space quota is used up; the table opens
+  // for reading (ls, stat, history, check) all the same, and a lease is asked
+  // for again by the lease thread and by the first acquire.
+  if (Status s = replace_lease(0); !s.ok() && s.code() != Code::capacity) return s;
   keeper_ = std::thread([this] { keep_alive(); });
   return Status::OK();
 }
 
-Status EtcdTable::grant_lease() {
+Status EtcdTable::replace_lease(int64_t old) {
+  if (lease_.load() != old) return Status::OK();  // another thread replaced it first
   json out;
   if (Status s = client_->call("lease/grant", json{{"TTL", std::to_string(ttl_.count())}}, &out); !s.ok()) return s;
   const int64_t id = json_int(out, "ID");
   if (id == 0) return Status(Code::io_error, fmt::format("{}: etcd granted no lease ({})", location_, out.dump()));
-  lease_ = id;
+  if (int64_t expected = old; !lease_.compare_exchange_strong(expected, id)) {
+    // Another thread's grant landed first: this one is not needed.
+    (void)client_->call("lease/revoke", json{{"ID", std::to_string(id)}}, &out, std::chrono::seconds(2));
+  }
   return Status::OK();
 }
 
@@ -115,11 +124,13 @@ void EtcdTable::keep_alive() {
   std::unique_lock<std::mutex> guard(lease_mu_);
   while (!lease_cv_.wait_for(guard, every, [this] { return stopping_; })) {
     guard.unlock();
+    const int64_t lease = lease_.load();
     json out;
-    Status s = client_->call("lease/keepalive", json{{"ID", std::to_string(lease_.load())}}, &out, every);
-    if (s.ok()) {
+    if (lease == 0) {
+      (void)replace_lease(0);  // none granted yet (etcd was out of space)
+    } else if (client_->call("lease/keepalive", json{{"ID", std::to_string(lease)}}, &out, every).ok()) {
       const json& result = out.contains("result") ? out["result"] : out;
-      if (json_int(result, "TTL") <= 0) (void)grant_lease();
+      if (json_int(result, "TTL") <= 0) (void)replace_lease(lease);
       delete_orphans();
     }
     guard.lock();
@@ -173,7 +184,10 @@ json EtcdTable::event_put(EventKind kind, Mode mode, const NameState* l, const j
   e["name"] = l ? l->name : "";
   e["time_ns"] = realtime_ns();
   e.update(extra);
-  return put_op(meta(fmt::format("history/{:016x}_{:x}", uint64_t(lease_.load()), event_counter_.fetch_add(1))), e);
+  const int64_t lease = lease_.load();
+  return put_op(meta(fmt::format("history/{:016x}_{:x}", uint64_t(lease != 0 ? lease : writer_nonce_),
+                                 event_counter_.fetch_add(1))),
+                e);
 }
 
 json EtcdTable::dead_value(const Hold& hold) {
@@ -280,6 +294,9 @@ AcquireResult EtcdTable::acquire(Lock& lock, Mode mode, const Deadline& deadline
                                                                   quote_name(l->name))),
                            {}};
     }
+  }
+  if (lease_.load() == 0) {
+    if (Status s = replace_lease(0); !s.ok()) return AcquireResult{s, {}};
   }
   Hold hold;
   hold.mode = mode;

@@ -12,7 +12,8 @@
 //   P/.locktable/names/N          a name (its create revision is the handle's incarnation)
 //   P/.locktable/holder/N         who holds N exclusive, or `free` (+ still abandoned?)
 //   P/.locktable/readers/N/<key>  one per reader holding N
-//   P/.locktable/history/<lease>_<n>  one event (its create revision is its sequence number)
+//   P/.locktable/history/<lease>_<n>  one event (its create revision is its sequence number;
+//                                 a random id stands for the lease while the table has none)
 //
 // ACQUIRE. A thread puts its queue key (create revision R, its fencing token)
 // and waits until no key in the queue with a lower create revision blocks it:
@@ -122,7 +123,9 @@ class EtcdTable final : public Backend {
   Status open(const EtcdLocation& where, const Options& options);
   Status check_process() const;  // not in a child after fork()
   void keep_alive();             // the lease thread
-  Status grant_lease();
+  // Grants a new lease in place of `old` (0: none yet), unless another
+  // thread already replaced it: holds under the old one are lost.
+  Status replace_lease(int64_t old);
   // Merges `changes` into the table marker's settings (read, then put).
   Status update_settings(const nlohmann::json& changes);
   // Deletes a key of this process (a waiter that gave up, a release that
@@ -198,7 +201,8 @@ class EtcdTable final : public Backend {
   std::chrono::seconds ttl_{10};
   pid_t open_pid_ = 0;
   std::string host_;
-  std::atomic<int64_t> lease_{0};
+  std::atomic<int64_t> lease_{0};  // 0 while etcd grants none (out of space)
+  uint64_t writer_nonce_ = 0;      // names this process's history keys while it has no lease
   std::atomic<uint64_t> event_counter_{0};
   std::atomic<HistoryLevel> history_level_{HistoryLevel::persisted};
   std::atomic<uint64_t> retention_count_{1'000'000};
