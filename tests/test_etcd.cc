@@ -194,17 +194,24 @@ TEST_CASE("etcd: one holder across processes; try and timed acquire; per-thread 
   REQUIRE(l.release().ok());
 }
 
-TEST_CASE("etcd: list(busy) names the held locks only") {
+TEST_CASE("etcd: list(busy) names the held locks only, with how long each holder has held") {
   const std::string url = etcd().url(fresh_prefix());
   auto t = open_url(url);
   std::vector<Lock> locks;
   REQUIRE(t->lookup(std::vector<std::string>{"idle-a", "held-w", "idle-b", "held-r"}, &locks).ok());
   pid_t writer = etcd_holder(url, "held-w");
   pid_t reader = etcd_holder(url, "held-r", Mode::shared);
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
   std::vector<LockInfo> busy;
   REQUIRE(t->list(&busy, ListScope::busy).ok());
   std::set<std::string> names;
-  for (const LockInfo& l : busy) names.insert(l.name);
+  for (const LockInfo& l : busy) {
+    names.insert(l.name);
+    REQUIRE(l.holders.size() == 1);
+    REQUIRE(l.holders[0].held_for_ms.has_value());  // from the marker the ownership put
+    CHECK(*l.holders[0].held_for_ms >= 250);
+    CHECK(*l.holders[0].held_for_ms < 60000);
+  }
   CHECK(names == std::set<std::string>{"held-w", "held-r"});
   for (pid_t p : {writer, reader}) {
     ::kill(p, SIGKILL);

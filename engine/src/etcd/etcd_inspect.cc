@@ -17,10 +17,20 @@ using namespace etcd;
 // ---------------------------------------------------------------------------
 // The queue in create order: the first key holds; readers right behind a
 // reading first key hold with it; everyone after the first waiter waits.
-LockInfo EtcdTable::describe(const NameState& l, const json& queue, const json& holder) {
+LockInfo EtcdTable::describe(const NameState& l, const json& queue, const json& holder, const json& readers) {
   LockInfo info;
   info.name = l.name;
   info.incarnation = uint32_t(l.incarnation);
+  std::vector<Kv> marker = kvs_of(holder);
+  const std::vector<Kv> reader_markers = kvs_of(readers);
+  // How long a holder has held, from the marker its ownership put (by the
+  // holder's clock: another machine's may be ahead).
+  const uint64_t now = realtime_ns();
+  auto held_for = [&](const json& m, HolderInfo* h) {
+    if (!m.is_object() || !m.contains("since_ns") || !m["since_ns"].is_number_unsigned()) return;
+    const uint64_t since = m["since_ns"].get<uint64_t>();
+    h->held_for_ms = now > since ? (now - since) / 1'000'000 : 0;
+  };
   bool holding = true;
   for (const Kv& kv : kvs_of(queue)) {
     const bool reader = is_reader_entry(kv);
@@ -31,6 +41,15 @@ LockInfo EtcdTable::describe(const NameState& l, const json& queue, const json& 
       h.comm = comm;
       h.alive = true;  // its lease is alive, or the key would be gone
       h.token = uint64_t(kv.create);
+      if (reader) {
+        const std::string key = reader_key(l, kv.key);
+        for (const Kv& r : reader_markers) {
+          if (r.key == key) held_for(r.value, &h);
+        }
+      } else if (!marker.empty() && marker[0].value.is_object() && marker[0].value.value("state", "") == "held" &&
+                 owner_of(marker[0].value) == h.owner) {
+        held_for(marker[0].value, &h);
+      }
       info.holders.push_back(h);
       info.mode = reader ? Mode::shared : Mode::exclusive;
       info.state = reader ? locktable::LockState::shared : locktable::LockState::held;
@@ -44,7 +63,6 @@ LockInfo EtcdTable::describe(const NameState& l, const json& queue, const json& 
     info.waiting.push_back(w);
     ++info.waiters;
   }
-  std::vector<Kv> marker = kvs_of(holder);
   if (!marker.empty() && marker[0].value.is_object()) {
     info.abandoned = marker[0].value.value("abandoned", false) ||
                      (info.holders.empty() && marker[0].value.value("state", "") == "held");
@@ -63,12 +81,15 @@ Status EtcdTable::list_each(const LockVisitor& visit, ListScope scope) {
     if (!decode_name_segment(std::string_view(kv.key).substr(meta("names/").size()), &name)) continue;
     NameState l{name, encode_name_segment(name), kv.create};
     json out;
-    if (Status s = txn(json::array(), json::array({range_op(queue_prefix(l), true, true), range_op(holder_key(l))}),
+    if (Status s = txn(json::array(),
+                       json::array({range_op(queue_prefix(l), true, true), range_op(holder_key(l)),
+                                    range_op(readers_prefix(l), true)}),
                        json::array(), &out);
         !s.ok()) {
       return s;
     }
-    const LockInfo info = describe(l, response(out, 0, "response_range"), response(out, 1, "response_range"));
+    const LockInfo info = describe(l, response(out, 0, "response_range"), response(out, 1, "response_range"),
+                                   response(out, 2, "response_range"));
     if (scope == ListScope::busy && !info.busy()) continue;
     if (Status s = visit(info); !s.ok()) return s;
   }

@@ -473,12 +473,14 @@ EtcdTable::Ownership EtcdTable::ownership_ops(const NameState& l, const Hold& ho
   Ownership o;
   o.ops = json::array();
   if (read_predecessors) o.ops = json::array({range_op(holder_key(l)), range_op(readers_prefix(l), true)});
+  // The markers carry when the hold began, for `held for` in listings.
+  json marker = owner;
+  marker["since_ns"] = realtime_ns();
   if (hold.mode == Mode::exclusive) {
-    json held = owner;
-    held["state"] = "held";
-    o.ops.push_back(put_op(holder_key(l), held));
+    marker["state"] = "held";
+    o.ops.push_back(put_op(holder_key(l), marker));
   } else {
-    o.ops.push_back(put_op(reader_key(l, hold.key), owner));
+    o.ops.push_back(put_op(reader_key(l, hold.key), marker));
   }
   if (history_on()) {
     // The token is the queue key's create revision: the transaction's own
@@ -677,7 +679,9 @@ Status EtcdTable::downgrade(Lock& lock) {
   const json owner = owner_value();
   json shared = owner;
   shared["mode"] = "shared";
-  json ops = json::array({put_op(hold.key, shared, hold.lease), put_op(reader_key(*l, hold.key), owner),
+  json reader = owner;
+  reader["since_ns"] = hold.since_ns;  // one hold, exclusive and then shared
+  json ops = json::array({put_op(hold.key, shared, hold.lease), put_op(reader_key(*l, hold.key), reader),
                           put_op(holder_key(*l), marker_after(hold))});
   if (history_on()) ops.push_back(event_put(EventKind::downgraded, Mode::shared, l, json{{"token", hold.revision}}));
   json out;

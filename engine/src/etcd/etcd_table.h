@@ -169,7 +169,9 @@ class EtcdTable final : public Backend {
   // False once the lease the hold's key is on has expired (it is lost; its
   // release says so): the thread is never told it still holds.
   bool still_held(const Hold* hold) const;
-  LockInfo describe(const NameState& l, const nlohmann::json& queue, const nlohmann::json& holder);
+  // A lock's row from its queue, holder marker and readers' markers (one read).
+  LockInfo describe(const NameState& l, const nlohmann::json& queue, const nlohmann::json& holder,
+                    const nlohmann::json& readers);
 
   // The waits-for graph read from every queue at one revision (etcd_deadlock.cc).
   struct WaitGraph {
