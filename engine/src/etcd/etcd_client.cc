@@ -173,9 +173,12 @@ Status EtcdClient::call(std::string_view path, const json& body, json* out, std:
       std::string message = parsed.is_object() && parsed.contains("message") && parsed["message"].is_string()
                                 ? parsed["message"].get<std::string>()
                                 : parsed.dump();
-      // gRPC's RESOURCE_EXHAUSTED (8): etcd's space quota is used up (it
-      // then takes only reads and deletions until an operator frees space).
-      const bool full = parsed.is_object() && parsed.value("code", 0) == 8;
+      // etcd's space quota used up (gRPC's RESOURCE_EXHAUSTED, 8, which etcd
+      // also answers when overloaded: "too many requests", a transient
+      // io_error): it then takes only reads and deletions until an operator
+      // frees space.
+      const bool full = parsed.is_object() && parsed.value("code", 0) == 8 &&
+                        message.find("database space exceeded") != std::string::npos;
       return Status(full ? Code::capacity : Code::io_error,
                     fmt::format("{}: etcd at {} refused {}: {}", location_, endpoints_[e], path, message));
     }
