@@ -462,7 +462,8 @@ TEST_CASE("etcd: with etcd's space quota used up, releases free the locks and no
   REQUIRE(run_shell("head -c 300000 /dev/urandom | base64 -w0 > " + filler) == 0);
   bool exceeded = false;
   for (int i = 0; i < 40 && !exceeded; ++i) {
-    exceeded = run_shell(etcdctl + " put filler" + std::to_string(i) + " < " + filler + " 2>&1 | grep -q 'space exceeded'") == 0;
+    exceeded = run_shell(etcdctl + " put filler" + std::to_string(i) + " < " + filler +
+                         " 2>&1 | grep -q 'space exceeded'") == 0;
   }
   REQUIRE(exceeded);
   {
