@@ -87,8 +87,7 @@ Status LmdbEnv::open(const std::string& dir, size_t map_size, bool create, int g
   // it): LMDB maps only its used part, and the next write that needs a page
   // finds the map full. Adopt the map size the file records (MAP SIZE).
   if (MDB_envinfo info; mdb_env_info(e->env_, &info) == 0 && info.me_mapsize > map_size) {
-    rc = mdb_env_set_mapsize(e->env_, 0);
-    if (rc != 0) return e->error(rc, "enlarge the map to the file's size");
+    if (Status s = e->adopt_grown_map(); !s.ok()) return s;
   }
   if (Status s = e->reader_check(); !s.ok()) return s;  // clear reader slots of dead processes
 
