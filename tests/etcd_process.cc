@@ -72,16 +72,39 @@ int free_loopback_ports(int count) {
   return kLowest;  // nothing free: etcd's start fails and says so
 }
 
-EtcdProcess::EtcdProcess(int client_port, const std::string& name, const std::vector<std::string>& extra) {
+bool make_test_certificates(const std::string& dir) {
+  const std::string in = "cd '" + dir + "' && ";
+  const std::string quiet = " >/dev/null 2>&1";
+  // A CA, then a key and a request for each certificate, signed by the CA
+  // (the member's with its address as subjectAltName, as TLS clients check).
+  return std::system((in + "openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.pem -days 2"
+                           " -subj /CN=locktable-test-ca" + quiet).c_str()) == 0 &&
+         std::system((in + "openssl req -newkey rsa:2048 -nodes -keyout server.key -out server.csr"
+                           " -subj /CN=127.0.0.1 -addext subjectAltName=IP:127.0.0.1" + quiet + " && " +
+                      "openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out server.pem"
+                      " -days 2 -copy_extensions copy" + quiet).c_str()) == 0 &&
+         std::system((in + "openssl req -newkey rsa:2048 -nodes -keyout client.key -out client.csr -subj /CN=client" +
+                      quiet + " && openssl x509 -req -in client.csr -CA ca.pem -CAkey ca.key -CAcreateserial"
+                              " -out client.pem -days 2" + quiet).c_str()) == 0;
+}
+
+EtcdProcess::EtcdProcess(int client_port, const std::string& name, const std::vector<std::string>& extra,
+                         const std::string& tls_dir)
+    : tls_dir_(tls_dir) {
   char tmpl[] = "/tmp/locktable-etcd-XXXXXX";
   if (mkdtemp(tmpl) == nullptr) return;
   dir_ = tmpl;
   client_ = "127.0.0.1:" + std::to_string(client_port);
+  const std::string scheme = tls_dir.empty() ? "http://" : "https://";
   const std::string peer = "http://127.0.0.1:" + std::to_string(client_port + 1);
   std::vector<std::string> args{"etcd", "--data-dir", dir_ + "/data", "--name", name, "--listen-client-urls",
-                                "http://" + client_, "--advertise-client-urls", "http://" + client_,
+                                scheme + client_, "--advertise-client-urls", scheme + client_,
                                 "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer, "--initial-cluster",
                                 name + "=" + peer};
+  if (!tls_dir.empty()) {
+    args.insert(args.end(), {"--cert-file", tls_dir + "/server.pem", "--key-file", tls_dir + "/server.key",
+                             "--client-cert-auth", "--trusted-ca-file", tls_dir + "/ca.pem"});
+  }
   args.insert(args.end(), extra.begin(), extra.end());
   pid_ = start_quiet_process(args, dir_ + "/etcd.log");
   owner_ = ::getpid();

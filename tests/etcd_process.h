@@ -22,12 +22,20 @@ pid_t start_quiet_process(const std::vector<std::string>& args, const std::strin
 // a point derived from the pid, so that programs running at once start apart.
 int free_loopback_ports(int count);
 
+// Makes, with the openssl tool, a test CA (ca.pem) and certificates it
+// signed, for a member on 127.0.0.1 (server.pem, server.key) and for a client
+// (client.pem, client.key), in `dir`. False if openssl failed.
+bool make_test_certificates(const std::string& dir);
+
 class EtcdProcess {
  public:
   // A member named `name` serving clients on 127.0.0.1:client_port and peers
   // on 127.0.0.1:client_port+1, its output in a log beside its data; `extra`
-  // goes on etcd's command line.
-  explicit EtcdProcess(int client_port, const std::string& name = "lt", const std::vector<std::string>& extra = {});
+  // goes on etcd's command line. With `tls_dir` (make_test_certificates'),
+  // it serves clients over TLS only and requires a client certificate that
+  // CA signed; url() then gives an etcds:// URL with the client's.
+  explicit EtcdProcess(int client_port, const std::string& name = "lt", const std::vector<std::string>& extra = {},
+                       const std::string& tls_dir = "");
   ~EtcdProcess();  // SIGTERM, wait, remove the data folder (only in the starting process)
   EtcdProcess(const EtcdProcess&) = delete;
   EtcdProcess& operator=(const EtcdProcess&) = delete;
@@ -38,12 +46,17 @@ class EtcdProcess {
   std::string log_tail() const;
   bool started() const { return pid_ > 0; }
   const std::string& client() const { return client_; }
+  // `query` starts with '?' (or is empty).
   std::string url(const std::string& prefix, const std::string& query = "") const {
-    return "etcd://" + client_ + "/" + prefix + query;
+    if (tls_dir_.empty()) return "etcd://" + client_ + "/" + prefix + query;
+    const std::string tls =
+        "cacert=" + tls_dir_ + "/ca.pem&cert=" + tls_dir_ + "/client.pem&key=" + tls_dir_ + "/client.key";
+    return "etcds://" + client_ + "/" + prefix + "?" + tls + (query.empty() ? "" : "&" + query.substr(1));
   }
 
  private:
   std::string dir_;
+  std::string tls_dir_;
   std::string client_;
   pid_t pid_ = -1;
   pid_t owner_ = 0;

@@ -574,7 +574,9 @@ TEST_CASE("etcd: bad URLs, unreachable endpoints and a foreign prefix are clear 
   CHECK(s.message().find("127.0.0.1:1") != std::string::npos);
   CHECK(s.message().find("unreachable") != std::string::npos);
   for (const char* bad : {"etcd://", "etcd://host/x", "etcd://h:99999/x", "etcd://h:1", "etcd://h:1/x?ttl=abc",
-                          "etcd://h:1/x?colour=red"}) {
+                          "etcd://h:1/x?colour=red", "etcd://h:1/x?ttl=", "etcd://h:1/x?ttl=5&ttl=6",
+                          "etcd://h:1/x?user=app", "etcd://h:1/x?password_file=/pw", "etcd://app:pw@h:1/x",
+                          "etcd://h:1/x?cacert=/ca.pem", "etcds://h:1/x?cert=/c.pem", "etcds://h:1/x?key=/c.key"}) {
     Status b = Table::open(bad, {}, &t);
     INFO(bad << ": " << b.to_string());
     CHECK(b.code() == Code::invalid_argument);
@@ -593,6 +595,118 @@ TEST_CASE("etcd: bad URLs, unreachable endpoints and a foreign prefix are clear 
   s = Table::open(etcd().url("foreign-" + prefix), {}, &t);
   CHECK(s.code() == Code::corrupt);
   CHECK(s.message().find("not a locktable table") != std::string::npos);
+}
+
+// A child that opens `url`, finds `name` held (a try fails), says so, and
+// then waits up to 20 s for it: 0 once it held and released it.
+pid_t etcd_waiter(const std::string& url, const std::string& name, Pipe* waiting) {
+  return spawn([=] {
+    std::unique_ptr<Table> t;
+    if (!Table::open(url, {}, &t).ok()) return 1;
+    Lock l;
+    if (!t->lookup(name, &l).ok() || l.try_acquire().status.code() != Code::timed_out) return 2;
+    waiting->send();
+    if (!l.acquire(Mode::exclusive, Deadline::after(std::chrono::seconds(20))).held()) return 3;
+    return l.release().ok() ? 0 : 4;
+  });
+}
+
+TEST_CASE("etcd: etcds:// takes the same locks over TLS with a client certificate; a wrong TLS setup is a clear error") {
+  TempDir certs;
+  REQUIRE(testing::make_test_certificates(certs.path()));
+  testing::EtcdProcess secure(testing::free_loopback_ports(2), "tls", {}, certs.path());
+  INFO(secure.log_tail());
+  REQUIRE(secure.ready());
+  const std::string url = secure.url("tls");
+  REQUIRE(url.rfind("etcds://", 0) == 0);
+  auto t = open_url(url);
+  Lock l;
+  REQUIRE(t->lookup("job", &l).ok());
+  REQUIRE(l.acquire().held());
+  Pipe waiting;
+  const pid_t waiter = etcd_waiter(url, "job", &waiting);
+  REQUIRE(waiting.receive(20000) == '.');
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));  // past its quick polls: it watches
+  REQUIRE(l.release().ok());
+  CHECK(wait_child(waiter, 30000) == 0);
+  const char* cli = std::getenv("LOCKTABLE_CLI");
+  REQUIRE(cli != nullptr);
+  CHECK(run_shell(std::string(cli) + " run '" + url + "' job -- sh -c 'test \"$LOCKTABLE_TOKEN\" -gt 0'") == 0);
+
+  std::unique_ptr<Table> bad;
+  const std::string at = secure.client() + "/tls";
+  Status s = Table::open("etcd://" + at, {}, &bad);  // plain HTTP to a TLS member
+  CHECK(s.code() == Code::io_error);
+  CHECK(s.message().find(secure.client()) != std::string::npos);
+  CHECK(s.message().find("etcds://") != std::string::npos);
+  s = Table::open("etcds://" + at, {}, &bad);  // its CA is not this machine's
+  CHECK(s.code() == Code::io_error);
+  CHECK(s.message().find("cacert=") != std::string::npos);
+  s = Table::open("etcds://" + at + "?cacert=" + certs.path() + "/ca.pem", {}, &bad);  // no client certificate
+  CHECK(s.code() == Code::io_error);
+  CHECK(s.message().find(secure.client()) != std::string::npos);
+  s = Table::open("etcds://" + at + "?cacert=" + certs.path() + "/missing.pem", {}, &bad);
+  CHECK(s.code() == Code::not_found);
+  CHECK(s.message().find(certs.path() + "/missing.pem") != std::string::npos);
+  // The lock is still there and free: nothing of it was lost.
+  Lock again;
+  REQUIRE(t->lookup("job", &again, Lookup::existing).ok());
+  CHECK(again.try_acquire().held());
+  CHECK(again.release().ok());
+}
+
+TEST_CASE("etcd: with etcd's authentication, user and password_file take the locks (also once it is turned on); "
+          "expired tokens are renewed") {
+  // Tokens expire after a second without use, so that this test's pauses outlive them.
+  testing::EtcdProcess guarded(testing::free_loopback_ports(2), "auth", {"--auth-token-ttl=1"});
+  INFO(guarded.log_tail());
+  REQUIRE(guarded.ready());
+  const std::string etcdctl = "ETCDCTL_API=3 etcdctl --endpoints " + guarded.client();
+  const std::string root = etcdctl + " --user root:rootpw";
+  REQUIRE(run_shell(etcdctl + " user add root:rootpw --interactive=false >/dev/null && " + etcdctl +
+                    " user grant-role root root >/dev/null && " + etcdctl +
+                    " user add app:first --interactive=false >/dev/null && " + etcdctl +
+                    " role add app >/dev/null && " + etcdctl + " role grant-permission app --prefix=true readwrite jobs/ >/dev/null && " + etcdctl +
+                    " user grant-role app app >/dev/null") == 0);
+  TempDir tmp;
+  const std::string password = tmp.path() + "/password";
+  std::ofstream(password) << "first\n";
+  const std::string url = guarded.url("jobs", "?ttl=10&user=app&password_file=" + password);
+  // Opened while authentication is still off, the table logs in once it is on.
+  auto t = open_url(url);
+  REQUIRE(run_shell(etcdctl + " auth enable >/dev/null") == 0);
+  Lock l;
+  REQUIRE(t->lookup("nightly", &l).ok());
+  REQUIRE(l.acquire().held());
+  Pipe waiting;
+  const pid_t waiter = etcd_waiter(url, "nightly", &waiting);  // it watches with its own token
+  REQUIRE(waiting.receive(20000) == '.');
+  std::this_thread::sleep_for(std::chrono::milliseconds(1500));  // the parent's token expires meanwhile
+  CHECK(l.release().ok());
+  CHECK(wait_child(waiter, 30000) == 0);
+  // A new password, in etcd and in the file: the next authentication reads it.
+  REQUIRE(run_shell("echo second | " + root + " user passwd app --interactive=false >/dev/null") == 0);
+  std::ofstream(password) << "second\n";
+  std::this_thread::sleep_for(std::chrono::milliseconds(1500));
+  REQUIRE(l.acquire().held());
+  CHECK(l.release().ok());
+
+  std::unique_ptr<Table> bad;
+  Status s = Table::open(guarded.url("jobs"), {}, &bad);  // no user
+  CHECK(s.code() == Code::permission_denied);
+  CHECK(s.message().find(guarded.client()) != std::string::npos);
+  CHECK(s.message().find("user=NAME&password_file=PATH") != std::string::npos);
+  const std::string wrong = tmp.path() + "/wrong";
+  std::ofstream(wrong) << "first\n";
+  s = Table::open(guarded.url("jobs", "?user=app&password_file=" + wrong), {}, &bad);
+  CHECK(s.code() == Code::permission_denied);
+  CHECK(s.message().find("'app'") != std::string::npos);
+  s = Table::open(guarded.url("elsewhere", "?user=app&password_file=" + password), {}, &bad);  // not granted
+  CHECK(s.code() == Code::permission_denied);
+  CHECK(s.message().find("permission denied") != std::string::npos);
+  s = Table::open(guarded.url("jobs", "?user=app&password_file=" + tmp.path() + "/none"), {}, &bad);
+  CHECK(s.code() == Code::not_found);
+  CHECK(s.message().find(tmp.path() + "/none") != std::string::npos);
 }
 
 TEST_CASE("etcd: after fork the child opens the table again; the parent's table refuses the child") {

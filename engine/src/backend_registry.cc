@@ -36,6 +36,7 @@ constexpr Scheme kSchemes[] = {
     {"file", open_file_url, "file:///absolute/folder"},
 #ifdef LOCKTABLE_HAVE_ETCD
     {"etcd", open_etcd_table, "etcd://host:port[,host:port...]/prefix[?ttl=SECONDS]"},
+    {"etcds", open_etcd_table, "etcds://host:port[,host:port...]/prefix[?cacert=PATH]"},
 #endif
 };
 

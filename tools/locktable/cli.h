@@ -34,6 +34,10 @@ int exit_code(const locktable::Status& s);
 // Prints "locktable: <message>" on stderr and returns the exit code for it.
 int fail(const locktable::Status& s);
 
+// What every subcommand's DIR argument says in --help and the man pages.
+inline constexpr const char* kLocationHelp =
+    "Table location: a folder, a file:/// URL, or an etcd:// or etcds:// URL (locktable(1): TABLE LOCATIONS)";
+
 // Opens DIR; create only for init and run.
 locktable::Status open_table(const std::string& dir, bool create, std::unique_ptr<locktable::Table>* table,
                              const locktable::Options& base = {});

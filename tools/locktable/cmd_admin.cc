@@ -18,7 +18,7 @@ void register_init(CLI::App& app, int* rc) {
   };
   auto a = std::make_shared<Args>();
   CLI::App* cmd = app.add_subcommand("init", "Create a table (folder mode 0770, files 0660, the umask applies)");
-  cmd->add_option("DIR", a->dir, "Table location: a folder (or a file:/// URL)")->required();
+  cmd->add_option("DIR", a->dir, kLocationHelp)->required();
   cmd->add_option("--slots", a->slots, "Initial slot count (grows on demand)")->check(CLI::Range(1u, 1u << 30));
   cmd->add_option("--max-slots", a->max_slots, "Slot limit")->check(CLI::Range(uint64_t{8}, uint64_t{1} << 30));
   cmd->add_option("--ring", a->ring, "History ring entries (power of two)")->check(CLI::Range(64u, 1u << 24));
@@ -59,7 +59,7 @@ void register_rm(CLI::App& app, int* rc) {
   };
   auto a = std::make_shared<Args>();
   CLI::App* cmd = app.add_subcommand("rm", "Remove a named lock that nobody holds");
-  cmd->add_option("DIR", a->dir, "Table location: a folder (or a file:/// URL)")->required();
+  cmd->add_option("DIR", a->dir, kLocationHelp)->required();
   cmd->add_option("NAME", a->name, "Lock name")->required();
   cmd->callback([a, rc] {
     std::unique_ptr<Table> t;
@@ -79,7 +79,7 @@ void register_recover(CLI::App& app, int* rc) {
   CLI::App* cmd = app.add_subcommand(
       "recover", "Free locks whose holders are dead (the next acquirer is still told 'abandoned') and repair "
                  "what crashed processes left half-done");
-  cmd->add_option("DIR", a->dir, "Table location: a folder (or a file:/// URL)")->required();
+  cmd->add_option("DIR", a->dir, kLocationHelp)->required();
   cmd->add_flag("--dry-run", a->dry_run, "Only report what would be done");
   cmd->add_flag("--json", a->json, "Print a JSON array");
   cmd->callback([a, rc] {

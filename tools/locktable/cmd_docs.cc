@@ -14,6 +14,22 @@ namespace cli {
 
 namespace {
 
+// locktable(1)'s TABLE LOCATIONS: what DIR may be (engine/src/etcd/etcd_location.h).
+const std::pair<const char*, const char*> kLocationForms[] = {
+    {"FOLDER, file:///FOLDER", "A table in a folder of this machine (a memory-mapped lock table and its LMDB)."},
+    {"etcd://HOST:PORT[,HOST:PORT...]/PREFIX[?PARAMETERS]",
+     "A table in an etcd v3 cluster, its keys under PREFIX; the endpoints are tried in turn. Parameters, joined "
+     "with &: ttl=SECONDS (the lease, 2 to 3600, default 10); user=NAME and password_file=PATH (etcd's "
+     "authentication; the file's first line is the password)."},
+    {"etcds://HOST:PORT[,HOST:PORT...]/PREFIX[?PARAMETERS]",
+     "The same over TLS, with also cacert=PATH (the CA of the members' certificates; default: the system's) and "
+     "cert=PATH and key=PATH (a client certificate)."},
+};
+
+}  // namespace
+
+namespace {
+
 // roff-safe text: backslashes doubled, a leading dot or quote escaped.
 std::string roff(std::string text) {
   std::string out;
@@ -129,6 +145,10 @@ void register_docs(CLI::App& app, int* rc) {
                        "with \\-\\-help.\n.SH SUBCOMMANDS\n";
     for (const CLI::App* s : subs) {
       list += fmt::format(".TP\n.B {}\n{}\n", roff(s->get_name()), roff(s->get_description()));
+    }
+    list += ".SH TABLE LOCATIONS\n";
+    for (const auto& [form, meaning] : kLocationForms) {
+      list += fmt::format(".TP\n.B {}\n{}\n", roff(form), roff(meaning));
     }
     write_page(out, "LOCKTABLE", "locktable", "locktable SUBCOMMAND [OPTIONS]", app.get_description(), {}, "",
                see_also, list);

@@ -64,7 +64,7 @@ void register_history(CLI::App& app, int* rc) {
   };
   auto a = std::make_shared<Args>();
   CLI::App* cmd = app.add_subcommand("history", "Print lock events, oldest first (drains the ring first)");
-  cmd->add_option("DIR", a->dir, "Table location: a folder (or a file:/// URL)")->required();
+  cmd->add_option("DIR", a->dir, kLocationHelp)->required();
   cmd->add_option("--name", a->name, "Only events of this lock");
   cmd->add_option("--event", a->kind, "Only events of this kind")
       ->check(CLI::IsMember(all_event_kinds()));

@@ -98,7 +98,7 @@ void register_ls(CLI::App& app, int* rc) {
   };
   auto a = std::make_shared<Args>();
   CLI::App* cmd = app.add_subcommand("ls", "List every named lock: state, holders, waiters");
-  cmd->add_option("DIR", a->dir, "Table location: a folder (or a file:/// URL)")->required();
+  cmd->add_option("DIR", a->dir, kLocationHelp)->required();
   cmd->add_flag("--json", a->json, "Print one JSON array, one lock per line (streamed)");
   cmd->add_flag("--busy", a->busy,
                 "Only the locks held, abandoned or waited for (on a mapped table found from its slots: fast among "
@@ -174,7 +174,7 @@ void register_stat(CLI::App& app, int* rc) {
   };
   auto a = std::make_shared<Args>();
   CLI::App* cmd = app.add_subcommand("stat", "Capacity and use, file sizes, history and ring state, boot id");
-  cmd->add_option("DIR", a->dir, "Table location: a folder (or a file:/// URL)")->required();
+  cmd->add_option("DIR", a->dir, kLocationHelp)->required();
   cmd->add_flag("--json", a->json, "Print one JSON object");
   cmd->callback([a, rc] {
     std::unique_ptr<Table> t;
@@ -222,7 +222,7 @@ void register_check(CLI::App& app, int* rc) {
   auto dir = std::make_shared<std::string>();
   CLI::App* cmd = app.add_subcommand(
       "check", "Verify the header, slots, reader records, name map and history against each other");
-  cmd->add_option("DIR", *dir, "Table location: a folder (or a file:/// URL)")->required();
+  cmd->add_option("DIR", *dir, kLocationHelp)->required();
   cmd->callback([dir, rc] {
     std::unique_ptr<Table> t;
     Status s = open_table(*dir, false, &t);

@@ -78,7 +78,7 @@ void register_metrics(CLI::App& app, int* rc) {
   auto dir = std::make_shared<std::string>();
   CLI::App* cmd = app.add_subcommand(
       "metrics", "Print every lock's counters and state in the Prometheus text format (for a textfile collector)");
-  cmd->add_option("DIR", *dir, "Table location: a folder, a file:/// URL or an etcd:// URL")->required();
+  cmd->add_option("DIR", *dir, kLocationHelp)->required();
   cmd->footer("Counters count since the name was created (etcd tables keep none: they read 0).");
   cmd->callback([dir, rc] {
     std::unique_ptr<Table> t;

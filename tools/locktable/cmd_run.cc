@@ -77,7 +77,7 @@ void register_run(CLI::App& app, int* rc) {
   CLI::App* cmd = app.add_subcommand(
       "run", "Run a command while holding one or more locks: run DIR NAME [NAME...] -- CMD [ARG...]; exits with "
              "the command's status (1 on timeout)");
-  cmd->add_option("DIR", a->dir, "Table location: a folder (or a file:/// URL), created when missing unless --no-create")->required();
+  cmd->add_option("DIR", a->dir, std::string(kLocationHelp) + ", created when missing unless --no-create")->required();
   cmd->add_option("NAME", a->names, "Lock names (created when missing, unless --no-create); all are held, taken "
                                     "in one canonical order")->required();
   cmd->add_option("--timeout,-w", a->timeout, "Give up after SECONDS (0: try once); default: wait")

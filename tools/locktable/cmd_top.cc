@@ -224,7 +224,7 @@ void register_top(CLI::App& app, int* rc) {
   };
   auto a = std::make_shared<Args>();
   CLI::App* cmd = app.add_subcommand("top", "A live view of the locks: waiters, holders, acquisitions per second");
-  cmd->add_option("DIR", a->dir, "Table location: a folder, a file:/// URL or an etcd:// URL")->required();
+  cmd->add_option("DIR", a->dir, kLocationHelp)->required();
   cmd->add_option("--interval,-n", a->interval, "Seconds between refreshes")->check(CLI::Range(0.1, 3600.0));
   cmd->add_flag("--once", a->once, "Print one plain snapshot and exit (also without a terminal)");
   cmd->footer("Keys: q quits. Rows are sorted by waiters, then by how long the lock has been held; ACQ/S counts "

@@ -273,6 +273,6 @@ PYBIND11_MODULE(locktable, m) {
       py::arg("location"), py::arg("create") = true, py::arg("history") = py::none(),
       py::arg("initial_slots") = py::none(), py::arg("ring_entries") = py::none(),
       py::arg("drain_interval") = py::none(), py::arg("deadlock_timeout") = py::none(),
-      "Opens (and unless create=False creates) the table at `location`: a folder, a file:/// URL or an "
-      "etcd:// URL. deadlock_timeout: seconds a waiter waits before it looks for a cycle (0: never).");
+      "Opens (and unless create=False creates) the table at `location`: a folder, a file:/// URL, or an "
+      "etcd:// or etcds:// URL. deadlock_timeout: seconds a waiter waits before it looks for a cycle (0: never).");
 }

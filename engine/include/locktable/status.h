@@ -24,7 +24,7 @@ enum class Code : int {
   corrupt,            // a file's contents are inconsistent
   version_mismatch,   // a file of another format version
   unsupported,        // network file system, other PID namespace, CPU without cmpxchg16b
-  permission_denied,  // the file or folder is not accessible
+  permission_denied,  // the file or folder is not accessible; etcd refused the user or a key
   capacity,           // the table (slots or reader records) is full
   io_error,           // any other system call failure
   deadlock,           // the waiter closed a cycle of waits and was picked to break it (not acquired)

@@ -2,7 +2,12 @@
 
 #include <curl/curl.h>
 
+#include <unistd.h>
+
 #include <array>
+#include <cerrno>
+#include <cstring>
+#include <fstream>
 #include <mutex>
 
 #include <fmt/format.h>
@@ -25,27 +30,162 @@ void global_init() {
   std::call_once(once, [] { curl_global_init(CURL_GLOBAL_DEFAULT); });
 }
 
-}  // namespace
-
-void EtcdClient::prepare_post(void* handle, const std::string& url, const std::string& payload, WriteFn write,
-                              void* data, std::chrono::milliseconds timeout) const {
-  // No "Expect: 100-continue" (curl adds it to bodies over 1 KiB): it costs a
-  // round trip per call.
+// The headers of every request without a token: no "Expect: 100-continue"
+// (curl adds it to bodies over 1 KiB; it costs a round trip per call).
+curl_slist* base_headers() {
   static curl_slist* const headers =
       curl_slist_append(curl_slist_append(nullptr, "Expect:"), "Content-Type: application/json");
+  return headers;
+}
+
+// gRPC's codes in the gateway's error answers.
+constexpr int kGrpcPermissionDenied = 7;
+constexpr int kGrpcUnauthenticated = 16;
+
+}  // namespace
+
+void EtcdClient::prepare_post(void* handle, size_t e, std::string_view path, const std::string& payload,
+                              const void* headers, WriteFn write, void* data, std::chrono::milliseconds timeout,
+                              char* error) const {
   CURL* curl = static_cast<CURL*>(handle);
-  curl_easy_reset(curl);
-  curl_easy_setopt(curl, CURLOPT_URL, url.c_str());
+  curl_easy_reset(curl);  // keeps the connection, and TLS sessions, for the next request
+  const std::string url = fmt::format("{}://{}/v3/{}", security_.tls ? "https" : "http", endpoints_[e], path);
+  curl_easy_setopt(curl, CURLOPT_URL, url.c_str());  // curl copies it
   curl_easy_setopt(curl, CURLOPT_POST, 1L);
   curl_easy_setopt(curl, CURLOPT_POSTFIELDS, payload.c_str());
   curl_easy_setopt(curl, CURLOPT_POSTFIELDSIZE, long(payload.size()));
-  curl_easy_setopt(curl, CURLOPT_HTTPHEADER, headers);
+  curl_easy_setopt(curl, CURLOPT_HTTPHEADER, static_cast<const curl_slist*>(headers));
   curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, write);
   curl_easy_setopt(curl, CURLOPT_WRITEDATA, data);
+  curl_easy_setopt(curl, CURLOPT_ERRORBUFFER, error);
   curl_easy_setopt(curl, CURLOPT_CONNECTTIMEOUT_MS, long(connect_timeout_.count()));
   curl_easy_setopt(curl, CURLOPT_TIMEOUT_MS, long(timeout.count()));
   curl_easy_setopt(curl, CURLOPT_NOSIGNAL, 1L);  // no SIGALRM in a library
   curl_easy_setopt(curl, CURLOPT_TCP_NODELAY, 1L);
+  if (security_.tls) {
+    if (!security_.ca_file.empty()) curl_easy_setopt(curl, CURLOPT_CAINFO, security_.ca_file.c_str());
+    if (!security_.cert_file.empty()) {
+      curl_easy_setopt(curl, CURLOPT_SSLCERT, security_.cert_file.c_str());
+      curl_easy_setopt(curl, CURLOPT_SSLKEY, security_.key_file.c_str());
+    }
+  }
+}
+
+std::string EtcdClient::transfer_error(size_t e, int rc, const char* error) const {
+  std::string text = fmt::format("{}: {}", endpoints_[e], *error != 0 ? error : curl_easy_strerror(CURLcode(rc)));
+  if (!security_.tls && rc == CURLE_GOT_NOTHING) text += " (a member that speaks TLS? then etcds://)";
+  if (security_.tls && rc == CURLE_SSL_CONNECT_ERROR &&
+      (std::strstr(error, "wrong version number") != nullptr || std::strstr(error, "SSL_ERROR_SYSCALL") != nullptr)) {
+    text += " (a member without TLS? then etcd://)";
+  }
+  if (security_.tls && security_.ca_file.empty() && rc == CURLE_PEER_FAILED_VERIFICATION) {
+    text += " (not signed by a CA of this system: cacert=PATH names the one that signed it)";
+  }
+  if (security_.tls && security_.cert_file.empty() &&
+      (rc == CURLE_SEND_ERROR || rc == CURLE_RECV_ERROR || std::strstr(error, " alert ") != nullptr)) {
+    text += " (does the member require a client certificate? cert=PATH&key=PATH)";
+  }
+  return text;
+}
+
+Status EtcdClient::check_files() const {
+  const std::pair<const char*, const std::string*> files[] = {{"cacert", &security_.ca_file},
+                                                               {"cert", &security_.cert_file},
+                                                               {"key", &security_.key_file},
+                                                               {"password_file", &security_.password_file}};
+  for (const auto& [what, path] : files) {
+    if (!path->empty() && ::access(path->c_str(), R_OK) != 0) {
+      const int err = errno;
+      return Status(err == ENOENT ? Code::not_found : err == EACCES ? Code::permission_denied : Code::io_error,
+                    fmt::format("{}: {} {}: {}", location_, what, *path, std::strerror(err)));
+    }
+  }
+  return Status::OK();
+}
+
+std::shared_ptr<const void> EtcdClient::headers(uint64_t* epoch) {
+  static const std::shared_ptr<const void> plain(base_headers(), [](const void*) {});
+  if (security_.user.empty()) {
+    *epoch = 0;
+    return plain;
+  }
+  std::lock_guard<std::mutex> guard(mu_);
+  *epoch = epoch_;
+  return headers_;
+}
+
+Status EtcdClient::authenticate(void* handle, size_t e, uint64_t stale_epoch) {
+  {
+    std::lock_guard<std::mutex> guard(mu_);
+    if (epoch_ > stale_epoch) return Status::OK();  // another thread took a newer token meanwhile
+  }
+  std::string password;
+  {
+    std::ifstream in(security_.password_file);
+    if (!in) {
+      const int err = errno;
+      return Status(err == ENOENT ? Code::not_found : Code::permission_denied,
+                    fmt::format("{}: password file {}: {}", location_, security_.password_file, std::strerror(err)));
+    }
+    std::getline(in, password);
+    if (!password.empty() && password.back() == '\r') password.pop_back();
+  }
+  const std::string payload = json{{"name", security_.user}, {"password", password}}.dump();
+  std::string response;
+  char error[CURL_ERROR_SIZE] = {};
+  prepare_post(handle, e, "auth/authenticate", payload, base_headers(), append_body, &response,
+               std::chrono::seconds(5), error);
+  const CURLcode rc = curl_easy_perform(static_cast<CURL*>(handle));
+  if (rc != CURLE_OK) return Status(Code::io_error, transfer_error(e, rc, error));
+  long http = 0;
+  curl_easy_getinfo(static_cast<CURL*>(handle), CURLINFO_RESPONSE_CODE, &http);
+  const json parsed = json::parse(response, nullptr, false);
+  std::shared_ptr<const void> fresh;
+  if (http == 200 && parsed.is_object() && parsed.value("token", "") != "") {
+    curl_slist* list = curl_slist_append(curl_slist_append(nullptr, "Expect:"), "Content-Type: application/json");
+    list = curl_slist_append(list, ("Authorization: " + parsed["token"].get<std::string>()).c_str());
+    fresh = std::shared_ptr<const void>(list, [](const void* l) { curl_slist_free_all((curl_slist*)l); });
+  } else if (response.find("authentication is not enabled") != std::string::npos) {
+    fresh = std::shared_ptr<const void>(base_headers(), [](const void*) {});  // an operator turned it off
+  } else {
+    const std::string message = parsed.is_object() ? parsed.value("message", response) : response;
+    return Status(Code::permission_denied, fmt::format("{}: etcd at {} refused user '{}': {}", location_,
+                                                       endpoints_[e], security_.user, message));
+  }
+  std::lock_guard<std::mutex> guard(mu_);
+  headers_ = std::move(fresh);
+  ++epoch_;
+  return Status::OK();
+}
+
+Status EtcdClient::exchange(void* handle, size_t e, std::string_view path, const std::string& payload,
+                            std::chrono::milliseconds timeout, std::string* response, long* http) {
+  CURL* curl = static_cast<CURL*>(handle);
+  bool fresh_token_tried = false;
+  for (;;) {
+    uint64_t epoch = 0;
+    const std::shared_ptr<const void> h = headers(&epoch);
+    if (h == nullptr) {  // no token yet
+      if (Status a = authenticate(curl, e, epoch); !a.ok()) return a;
+      continue;
+    }
+    response->clear();
+    char error[CURL_ERROR_SIZE] = {};
+    prepare_post(curl, e, path, payload, h.get(), append_body, response, timeout, error);
+    const CURLcode rc = curl_easy_perform(curl);
+    if (rc != CURLE_OK) return Status(Code::io_error, transfer_error(e, rc, error));
+    curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, http);
+    if (*http != 200 && !security_.user.empty() && !fresh_token_tried &&
+        (response->find("invalid auth token") != std::string::npos ||
+         response->find("user name is empty") != std::string::npos)) {
+      // The token expired, or the password changed; or authentication was
+      // off at the last login and is on now: once more with a new token.
+      fresh_token_tried = true;
+      if (Status a = authenticate(curl, e, epoch); !a.ok()) return a;
+      continue;
+    }
+    return Status::OK();
+  }
 }
 
 std::string base64_encode(std::string_view in) {
@@ -110,9 +250,8 @@ int64_t json_int(const json& j, const char* field) {
   return 0;
 }
 
-EtcdClient::EtcdClient(std::string location, std::vector<std::string> endpoints,
-                       std::chrono::milliseconds connect_timeout)
-    : location_(std::move(location)), endpoints_(std::move(endpoints)), connect_timeout_(connect_timeout) {
+EtcdClient::EtcdClient(std::string location, const EtcdLocation& where, std::chrono::milliseconds connect_timeout)
+    : location_(std::move(location)), endpoints_(where.endpoints), security_(where), connect_timeout_(connect_timeout) {
   global_init();
 }
 
@@ -149,16 +288,16 @@ Status EtcdClient::call(std::string_view path, const json& body, json* out, std:
   std::string errors;
   for (size_t attempt = 0; attempt < endpoints_.size(); ++attempt) {
     const size_t e = (first + attempt) % endpoints_.size();
-    const std::string url = fmt::format("http://{}/v3/{}", endpoints_[e], path);
     std::string response;
-    prepare_post(curl, url, payload, append_body, &response, timeout);
-    const CURLcode rc = curl_easy_perform(curl);
-    if (rc != CURLE_OK) {
-      errors += fmt::format("{}{}: {}", errors.empty() ? "" : "; ", endpoints_[e], curl_easy_strerror(rc));
+    long http = 0;
+    if (Status sent = exchange(curl, e, path, payload, timeout, &response, &http); !sent.ok()) {
+      if (sent.code() != Code::io_error) {  // etcd answered: refused the user
+        give_handle(curl);
+        return sent;
+      }
+      errors += fmt::format("{}{}", errors.empty() ? "" : "; ", sent.message());
       continue;
     }
-    long http = 0;
-    curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &http);
     give_handle(curl);
     {
       std::lock_guard<std::mutex> guard(mu_);
@@ -177,10 +316,16 @@ Status EtcdClient::call(std::string_view path, const json& body, json* out, std:
       // also answers when overloaded: "too many requests", a transient
       // io_error): it then takes only reads and deletions until an operator
       // frees space.
-      const bool full = parsed.is_object() && parsed.value("code", 0) == 8 &&
-                        message.find("database space exceeded") != std::string::npos;
-      return Status(full ? Code::capacity : Code::io_error,
-                    fmt::format("{}: etcd at {} refused {}: {}", location_, endpoints_[e], path, message));
+      const int code = parsed.is_object() ? parsed.value("code", 0) : 0;
+      const bool full = code == 8 && message.find("database space exceeded") != std::string::npos;
+      // Authentication etcd requires and the URL does not give; a key the
+      // user's roles do not grant.
+      const bool anonymous = message.find("user name is empty") != std::string::npos;
+      const bool refused = anonymous || code == kGrpcPermissionDenied || code == kGrpcUnauthenticated;
+      return Status(full ? Code::capacity : refused ? Code::permission_denied : Code::io_error,
+                    fmt::format("{}: etcd at {} refused {}{}: {}{}", location_, endpoints_[e], path,
+                                security_.user.empty() ? "" : fmt::format(" to user '{}'", security_.user), message,
+                                anonymous ? " (it requires authentication: add user=NAME&password_file=PATH)" : ""));
     }
     *out = std::move(parsed);
     return Status::OK();
@@ -234,9 +379,19 @@ Status EtcdClient::watch_for_delete(const std::string& key, const std::string& r
     std::lock_guard<std::mutex> guard(mu_);
     e = preferred_;
   }
-  const std::string url = fmt::format("http://{}/v3/watch", endpoints_[e]);
+  uint64_t epoch = 0;
+  std::shared_ptr<const void> h = headers(&epoch);
+  if (h == nullptr) {  // no token yet (a token etcd no longer takes ends the stream: the caller's next call renews it)
+    if (Status a = authenticate(curl, e, epoch); !a.ok()) {
+      give_handle(curl);
+      return a;
+    }
+    h = headers(&epoch);
+  }
   WatchStream stream;
-  prepare_post(curl, url, payload, read_watch, &stream, std::max(timeout, std::chrono::milliseconds(1)));
+  char error[CURL_ERROR_SIZE] = {};
+  prepare_post(curl, e, "watch", payload, h.get(), read_watch, &stream, std::max(timeout, std::chrono::milliseconds(1)),
+               error);
   const CURLcode rc = curl_easy_perform(curl);
   give_handle(curl);  // an ended stream closed its connection: the handle opens another
   if (stream.deleted) {
@@ -245,7 +400,7 @@ Status EtcdClient::watch_for_delete(const std::string& key, const std::string& r
   }
   if ((rc == CURLE_OPERATION_TIMEDOUT || rc == CURLE_OK) && !stream.failed) return Status::OK();  // nothing left
   return Status(Code::io_error, fmt::format("{}: watch on {} failed: {}", location_, endpoints_[e],
-                                            stream.failed ? "etcd ended it" : curl_easy_strerror(rc)));
+                                            stream.failed ? "etcd ended it" : transfer_error(e, rc, error)));
 }
 
 }  // namespace locktable::detail

@@ -2,6 +2,7 @@
 
 #include <cctype>
 #include <charconv>
+#include <set>
 
 #include <fmt/format.h>
 
@@ -10,8 +11,7 @@ namespace locktable::detail {
 namespace {
 
 Status bad(const std::string& url, std::string_view why) {
-  return Status(Code::invalid_argument,
-                fmt::format("{}: {} (expected etcd://host:port[,host:port...]/prefix[?ttl=SECONDS])", url, why));
+  return Status(Code::invalid_argument, fmt::format("{}: {} (expected {})", url, why, kEtcdLocationForm));
 }
 
 bool valid_endpoint(std::string_view e) {
@@ -31,9 +31,16 @@ bool valid_endpoint(std::string_view e) {
 }  // namespace
 
 Status parse_etcd_location(const std::string& url, EtcdLocation* out) {
-  constexpr std::string_view kScheme = "etcd://";
-  if (url.rfind(kScheme, 0) != 0) return bad(url, "not an etcd:// URL");
-  std::string_view rest = std::string_view(url).substr(kScheme.size());
+  EtcdLocation loc;
+  std::string_view rest = url;
+  if (rest.rfind("etcd://", 0) == 0) {
+    rest.remove_prefix(std::string_view("etcd://").size());
+  } else if (rest.rfind("etcds://", 0) == 0) {
+    rest.remove_prefix(std::string_view("etcds://").size());
+    loc.tls = true;
+  } else {
+    return bad(url, "not an etcd:// or etcds:// URL");
+  }
   std::string_view query;
   if (size_t q = rest.find('?'); q != std::string_view::npos) {
     query = rest.substr(q + 1);
@@ -45,7 +52,9 @@ Status parse_etcd_location(const std::string& url, EtcdLocation* out) {
   std::string_view prefix = rest.substr(slash + 1);
   while (!prefix.empty() && prefix.back() == '/') prefix.remove_suffix(1);
   if (prefix.empty()) return bad(url, "an empty prefix");
-  EtcdLocation loc;
+  if (hosts.find('@') != std::string_view::npos) {
+    return bad(url, "credentials do not go in the URL (user=NAME&password_file=PATH)");
+  }
   while (!hosts.empty()) {
     const size_t comma = hosts.find(',');
     std::string_view e = hosts.substr(0, comma);
@@ -56,23 +65,39 @@ Status parse_etcd_location(const std::string& url, EtcdLocation* out) {
   }
   if (loc.endpoints.empty()) return bad(url, "no endpoint");
   loc.prefix = std::string(prefix);
+  std::set<std::string, std::less<>> seen;
   while (!query.empty()) {
     const size_t amp = query.find('&');
-    std::string_view kv = query.substr(0, amp);
-    if (kv.rfind("ttl=", 0) == 0) {
+    const std::string_view kv = query.substr(0, amp);
+    const size_t eq = kv.find('=');
+    const std::string_view key = kv.substr(0, eq);
+    std::string value;
+    if (eq == std::string_view::npos || !decode_name_segment(kv.substr(eq + 1), &value) || value.empty()) {
+      return bad(url, fmt::format("parameter '{}' needs a value", key));
+    }
+    if (!seen.emplace(key).second) return bad(url, fmt::format("parameter '{}' given twice", key));
+    if (key == "ttl") {
       unsigned ttl = 0;
-      auto v = kv.substr(4);
-      auto [end, ec] = std::from_chars(v.data(), v.data() + v.size(), ttl);
-      if (ec != std::errc() || end != v.data() + v.size() || ttl < 2 || ttl > 3600) {
+      auto [end, ec] = std::from_chars(value.data(), value.data() + value.size(), ttl);
+      if (ec != std::errc() || end != value.data() + value.size() || ttl < 2 || ttl > 3600) {
         return bad(url, "ttl must be a whole number of seconds from 2 to 3600");
       }
       loc.ttl = std::chrono::seconds(ttl);
+    } else if (key == "cacert" || key == "cert" || key == "key") {
+      if (!loc.tls) return bad(url, fmt::format("'{}' is a TLS parameter: the URL must be etcds://", key));
+      (key == "cacert" ? loc.ca_file : key == "cert" ? loc.cert_file : loc.key_file) = std::move(value);
+    } else if (key == "user") {
+      loc.user = std::move(value);
+    } else if (key == "password_file") {
+      loc.password_file = std::move(value);
     } else {
       return bad(url, fmt::format("unknown parameter '{}'", kv));
     }
     if (amp == std::string_view::npos) break;
     query.remove_prefix(amp + 1);
   }
+  if (loc.cert_file.empty() != loc.key_file.empty()) return bad(url, "cert and key go together");
+  if (loc.user.empty() != loc.password_file.empty()) return bad(url, "user and password_file go together");
   *out = std::move(loc);
   return Status::OK();
 }

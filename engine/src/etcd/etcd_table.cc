@@ -53,7 +53,8 @@ Status EtcdTable::open(const EtcdLocation& where, const Options& options) {
   writer_nonce_ = (uint64_t{std::random_device{}()} << 32) | std::random_device{}();
   char host[256] = {};
   if (::gethostname(host, sizeof host - 1) == 0) host_ = host;
-  client_ = std::make_unique<EtcdClient>(location_, where.endpoints, std::chrono::milliseconds(1000));
+  client_ = std::make_unique<EtcdClient>(location_, where, std::chrono::milliseconds(1000));
+  if (Status s = client_->check_files(); !s.ok()) return s;
 
   // The table marker: there, create it, or refuse a prefix that holds something else.
   json out;
