@@ -200,15 +200,41 @@ TEST_CASE("cli: run passes the command's exit status through, and holds the lock
   drain(err);
 }
 
-TEST_CASE("cli: a run killed with SIGKILL leaves the lock abandoned; the next run is told") {
+// The pids of `pid`'s children.
+std::vector<pid_t> children_of(pid_t pid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/task/" + std::to_string(pid) + "/children");
+  std::vector<pid_t> out;
+  for (pid_t c; in >> c;) out.push_back(c);
+  return out;
+}
+
+// True once `pid` is gone or a zombie (an orphan's reaper may be slow, or none), within `ms`.
+bool ends_within(pid_t pid, int ms) {
+  for (int waited = 0; waited <= ms; waited += 10) {
+    std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
+    std::string line;
+    if (!std::getline(stat, line)) return true;
+    const size_t paren = line.rfind(')');
+    if (paren != std::string::npos && paren + 2 < line.size() && line[paren + 2] == 'Z') return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  return false;
+}
+
+TEST_CASE("cli: a run killed with SIGKILL takes its command with it and leaves the lock abandoned; "
+          "the next run is told") {
   TempDir tmp;
   std::string dir = tmp.table();
   int out, err;
   pid_t victim = start({"run", dir, "jobs", "--", "sleep", "30"}, &out, &err);
   wait_held(dir, "jobs");
+  const std::vector<pid_t> command = children_of(victim);
+  REQUIRE(command.size() == 1);
   REQUIRE(::kill(victim, SIGKILL) == 0);
   wait_exit(victim);
-  kill_group(victim);  // the orphaned command too
+  // The locks are gone with run: its command must not go on without them.
+  CHECK(ends_within(command[0], 2000));
+  kill_group(victim);  // (so that a failure leaves no sleep behind)
   drain(out);
   drain(err);
 

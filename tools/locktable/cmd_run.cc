@@ -1,8 +1,17 @@
 // run: hold a lock while a command runs, like util-linux flock(1), but
 // crash-aware: if the previous holder died holding the lock, the command is
 // told so through LOCKTABLE_ABANDONED=1 and a warning on stderr.
+//
+// The locks belong to this process, not to the command (a lock's owner is a
+// thread, and exec() ends a thread's robust futexes). So the command never
+// runs without them: it is started with PR_SET_PDEATHSIG(SIGKILL), and dies
+// with this process if this process is killed (flock(1)'s command, which
+// inherits the lock's descriptor, outlives it holding the lock; here the
+// locks go to the next holder, told abandoned, so the command must not go
+// on).
+#include <fcntl.h>
 #include <signal.h>
-#include <spawn.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -29,6 +38,44 @@ volatile sig_atomic_t g_pending_signal = 0;
 void forward_signal(int sig) {
   if (g_child > 0) ::kill(pid_t(g_child), sig);
   else g_pending_signal = sig;
+}
+
+// Starts argv with env as this process's child that SIGKILL ends when this
+// process dies. Returns its pid, or -1 with the exec's errno in *err.
+pid_t start_command(const std::vector<char*>& argv, const std::vector<char*>& env, int* err) {
+  int report[2];  // the exec's errno, if it fails; closed by a successful exec
+  if (::pipe2(report, O_CLOEXEC) != 0) {
+    *err = errno;
+    return -1;
+  }
+  const pid_t parent = ::getpid();
+  const pid_t child = ::fork();
+  if (child == 0) {
+    // REQUIRES: async-signal-safe calls only, until exec (other threads of
+    // this process may have held locks at the fork).
+    ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (::getppid() != parent) ::_exit(127);  // it died before the line above
+    ::execvpe(argv[0], argv.data(), env.data());
+    const int e = errno;
+    (void)!::write(report[1], &e, sizeof e);
+    ::_exit(127);
+  }
+  *err = child < 0 ? errno : 0;
+  ::close(report[1]);
+  if (child > 0) {
+    int e = 0;
+    ssize_t n;
+    while ((n = ::read(report[0], &e, sizeof e)) < 0 && errno == EINTR) {
+    }
+    if (n == ssize_t(sizeof e)) {
+      int status = 0;
+      while (::waitpid(child, &status, 0) < 0 && errno == EINTR) {
+      }
+      *err = e;
+    }
+  }
+  ::close(report[0]);
+  return *err == 0 ? child : -1;
 }
 
 // The command's environment: ours without any LOCKTABLE_* variable of an
@@ -101,7 +148,9 @@ void register_run(CLI::App& app, int* rc) {
       "LOCKTABLE_ABANDONED=1 when any lock was taken over from a holder that died (0 otherwise) and "
       "LOCKTABLE_ABANDONED_NAMES (those names, one per line). If any was abandoned and the command exits 0, they "
       "are marked consistent; otherwise the next holder is told they were abandoned too. INT, TERM and HUP are "
-      "forwarded to the command; the locks are released after it ends.");
+      "forwarded to the command; the locks are released after it ends. If run itself is killed, the command gets "
+      "SIGKILL too (it must not go on without the locks); processes it started in the background are not "
+      "followed.");
   cmd->callback([a, rc] {
     const std::vector<std::string>& command = run_command();
     if (command.empty()) {
@@ -171,8 +220,8 @@ void register_run(CLI::App& app, int* rc) {
     std::vector<char*> argv;
     for (std::string& arg : args) argv.push_back(arg.data());
     argv.push_back(nullptr);
-    pid_t child = 0;
-    int err = posix_spawnp(&child, argv[0], nullptr, nullptr, argv.data(), env.data());
+    int err = 0;
+    const pid_t child = start_command(argv, env, &err);
     int status = 0;
     if (err != 0) {
       fmt::print(stderr, "locktable: cannot run '{}': {}\n", command[0], std::strerror(err));
