@@ -426,6 +426,42 @@ TEST_CASE("cli: check reports problems with exit 1") {
   CHECK(contains(r.out, "incarnation"));
 }
 
+// `command` run by sh under a file size limit of 0 (ulimit -f 0), its output
+// through a pipe (a file would be past the limit too), then "rc=N".
+std::string under_no_file_size(const std::string& command) {
+  FILE* p = ::popen(("ulimit -f 0; " + command + " 2>&1; echo rc=$?").c_str(), "r");
+  REQUIRE(p != nullptr);
+  std::string out;
+  char buf[512];
+  for (size_t n; (n = std::fread(buf, 1, sizeof buf, p)) > 0;) out.append(buf, n);
+  ::pclose(p);
+  return out;
+}
+
+TEST_CASE("cli: past the process's file size limit the tool says capacity, naming the file, and does not die of "
+          "SIGXFSZ") {
+  TempDir tmp;
+  const std::string dir = tmp.table();
+  REQUIRE(run({"run", dir, "existing", "--", "true"}).code == 0);
+  const std::string lt = "'" + cli_path() + "' ";
+  // A new name is an LMDB commit: refused, cleanly, and the table stays whole.
+  std::string out = under_no_file_size(lt + "run '" + dir + "' new-name -- true");
+  CHECK(contains(out, dir + "/data.mdb"));
+  CHECK(contains(out, "File too large"));
+  CHECK(contains(out, "rc=9"));
+  out = under_no_file_size(lt + "init '" + tmp.path() + "/other'");  // the table file's allocation
+  CHECK(contains(out, tmp.path() + "/other"));
+  CHECK(contains(out, "rc=9"));
+  Result r = run({"check", dir});
+  CHECK(r.code == 0);
+  CHECK(run({"ls", dir, "--json"}).out.find("new-name") == std::string::npos);
+  // The command run starts gets SIGXFSZ's default back (it dies of it, as without run).
+  out = under_no_file_size(lt + "run '" + dir + "' existing -- sh -c 'head -c 10 /dev/zero > " + tmp.path() + "/big'");
+  CHECK(contains(out, "rc=" + std::to_string(128 + SIGXFSZ)));
+  json l = json::parse(run({"ls", dir, "--json"}).out)[0];
+  CHECK(l["state"] == "free");
+}
+
 TEST_CASE("cli: bad input is a clear error with its exit code, never a crash") {
   TempDir tmp;
   std::string dir = tmp.table();

@@ -18,6 +18,7 @@ Code code_for_errno(int err) {
       return Code::permission_denied;
     case ENOSPC:
     case EDQUOT:
+    case EFBIG:  // past the process's file size limit (RLIMIT_FSIZE, with SIGXFSZ ignored)
       return Code::capacity;
     case ENOTDIR:
       return Code::invalid_argument;

@@ -55,6 +55,7 @@ pid_t start_command(const std::vector<char*>& argv, const std::vector<char*>& en
     // this process may have held locks at the fork).
     ::prctl(PR_SET_PDEATHSIG, SIGKILL);
     if (::getppid() != parent) ::_exit(127);  // it died before the line above
+    ::signal(SIGXFSZ, SIG_DFL);               // main() ignores it; an ignored signal stays so across exec
     ::execvpe(argv[0], argv.data(), env.data());
     const int e = errno;
     (void)!::write(report[1], &e, sizeof e);

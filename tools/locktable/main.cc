@@ -1,5 +1,6 @@
 // locktable: inspect and use a locktable table from the shell.
 #include <CLI/CLI.hpp>
+#include <csignal>
 #include <cstdio>
 #include <string_view>
 
@@ -7,6 +8,10 @@
 #include "commands.h"
 
 int main(int argc, char** argv) {
+  // Under a file size limit (ulimit -f), a write past it is EFBIG, reported
+  // as `capacity` naming the file, instead of SIGXFSZ killing the tool in
+  // the middle of a change (run's command gets the default back).
+  std::signal(SIGXFSZ, SIG_IGN);
   CLI::App app{"locktable: crash-aware named interprocess locks (inspect, recover, run commands under a lock)"};
   app.require_subcommand(1);
   app.set_help_all_flag("--help-all", "Show help for every subcommand");

@@ -35,10 +35,10 @@ Status LmdbEnv::error(int rc, std::string_view what) const {
   if (rc == EIO && file_system_full(path_)) {
     return Status(Code::capacity, fmt::format("{}: {}: no space left on the file system", path_, what));
   }
-  Code code = Code::io_error;
+  // LMDB's own codes are negative; the rest are errno values (posix_error.h).
+  Code code = rc > 0 ? code_for_errno(rc) : Code::io_error;
   switch (rc) {
     case MDB_MAP_FULL:
-    case ENOSPC:
       code = Code::capacity;
       break;
     case MDB_CORRUPTED:
@@ -48,14 +48,6 @@ Status LmdbEnv::error(int rc, std::string_view what) const {
       break;
     case MDB_VERSION_MISMATCH:
       code = Code::version_mismatch;
-      break;
-    case EACCES:
-    case EPERM:
-    case EROFS:
-      code = Code::permission_denied;
-      break;
-    case ENOENT:
-      code = Code::not_found;
       break;
     default:
       break;
