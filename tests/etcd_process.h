@@ -45,6 +45,7 @@ class EtcdProcess {
   // The last lines etcd wrote (for a failure message).
   std::string log_tail() const;
   bool started() const { return pid_ > 0; }
+  pid_t pid() const { return pid_; }
   const std::string& client() const { return client_; }
   // `query` starts with '?' (or is empty).
   std::string url(const std::string& prefix, const std::string& query = "") const {

@@ -445,6 +445,87 @@ TEST_CASE("etcd: a holder stopped past the TTL loses the lock: the next is told 
   REQUIRE(l.release().ok());
 }
 
+TEST_CASE("etcd: a holder cut off from etcd for longer than the TTL stops being told it holds; its release settles "
+          "it") {
+  testing::EtcdProcess alone(testing::free_loopback_ports(2), "cutoff");
+  REQUIRE(alone.ready());
+  const std::string url = alone.url("cut", "?ttl=2");
+  struct Report {
+    std::atomic<double> lost_at_ms{0};  // when the holder's token() first said 0
+    int release_code = -1;
+  };
+  Report* report = shared_memory<Report>();
+  Pipe held, resumed;
+  pid_t holder = spawn([&] {
+    std::unique_ptr<Table> t;
+    if (!Table::open(url, {}, &t).ok()) return 1;
+    Lock l;
+    if (!t->lookup("cut", &l).ok() || !l.acquire().held()) return 2;
+    held.send();
+    while (resumed.receive(20) == 0) {  // every 20 ms until the parent says etcd answers again
+      if (l.token() == 0 && report->lost_at_ms.load() == 0) report->lost_at_ms = testing::now_ms();
+    }
+    report->release_code = int(l.release().code());
+    return 0;
+  });
+  REQUIRE(held.receive(20000) == '.');
+  const double cut_at = testing::now_ms();
+  REQUIRE(::kill(alone.pid(), SIGSTOP) == 0);  // etcd stops answering: as a partition, for this holder
+  std::this_thread::sleep_for(std::chrono::milliseconds(3500));
+  ::kill(alone.pid(), SIGCONT);
+  resumed.send();
+  CHECK(wait_child(holder, 30000) == 0);
+  // Told once the TTL from its last renewal (at most a third of it before the cut) has passed: after
+  // 1.33 s, by 2 s (and a loaded machine's lateness in polling), not only at release as before.
+  REQUIRE(report->lost_at_ms.load() > 0);
+  CHECK(report->lost_at_ms.load() - cut_at > 1000);
+  CHECK(report->lost_at_ms.load() - cut_at < 3000);
+  // Whether etcd expired the lease before the holder renewed it again is a race: either way the
+  // release says what happened, and the next holder is told abandoned exactly when it was lost.
+  const int code = report->release_code;
+  CHECK((code == int(Code::ok) || code == int(Code::lock_lost)));
+  auto t = open_url(url);
+  Lock next;
+  REQUIRE(t->lookup("cut", &next).ok());
+  AcquireResult r = next.acquire(Mode::exclusive, Deadline::after(std::chrono::seconds(10)));
+  REQUIRE(r.held());
+  CHECK(r.abandoned() == (code == int(Code::lock_lost)));
+  if (r.abandoned()) CHECK(next.mark_consistent().ok());
+  CHECK(next.release().ok());
+}
+
+TEST_CASE("etcd: run sends TERM to its command once its lock is lost (cut off from etcd past the TTL), and exits 10") {
+  testing::EtcdProcess alone(testing::free_loopback_ports(2), "runcut");
+  REQUIRE(alone.ready());
+  const std::string url = alone.url("runcut", "?ttl=2");
+  const char* cli = std::getenv("LOCKTABLE_CLI");
+  REQUIRE(cli != nullptr);
+  TempDir tmp;
+  const std::string out = tmp.path() + "/out";
+  const double started = testing::now_ms();
+  pid_t runner = spawn([&] {
+    const int st = run_shell("'" + std::string(cli) + "' run '" + url + "' job -- sleep 30 > " + out + " 2>&1");
+    return WIFEXITED(st) ? WEXITSTATUS(st) : 99;
+  });
+  auto t = open_url(url);
+  std::vector<LockInfo> locks;
+  for (const double until = testing::now_ms() + 10000; testing::now_ms() < until;) {
+    REQUIRE(t->list(&locks).ok());
+    if (!locks.empty() && !locks[0].holders.empty()) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  REQUIRE((!locks.empty() && !locks[0].holders.empty()));
+  REQUIRE(::kill(alone.pid(), SIGSTOP) == 0);
+  std::this_thread::sleep_for(std::chrono::milliseconds(3500));
+  ::kill(alone.pid(), SIGCONT);
+  CHECK(wait_child(runner, 30000) == 10);
+  CHECK(testing::now_ms() - started < 20000);  // sleep 30 did not run to its end
+  std::ifstream in(out);
+  const std::string said((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  CHECK(said.find("lost") != std::string::npos);
+  CHECK(said.find("'job'") != std::string::npos);
+}
+
 TEST_CASE("etcd: with etcd's space quota used up, releases free the locks and nobody is told abandoned") {
   // An etcd of its own with a 2 MB quota; filled, it takes reads and deletions only.
   testing::EtcdProcess full(testing::free_loopback_ports(2), "full", {"--quota-backend-bytes=2000000"});

@@ -10,12 +10,15 @@
 // locks go to the next holder, told abandoned, so the command must not go
 // on).
 #include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
 #include <sys/prctl.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <cerrno>
+#include <chrono>
 #include <cmath>
 #include <cstring>
 
@@ -77,6 +80,43 @@ pid_t start_command(const std::vector<char*>& argv, const std::vector<char*>& en
   }
   ::close(report[0]);
   return *err == 0 ? child : -1;
+}
+
+// Waits for the command to end (its wait status in *status), looking every
+// 200 ms whether each lock is still held with the token it was taken with.
+// A lock can be lost while run lives only on a backend with leases (etcd:
+// cut off from it past the TTL, another process may hold it by now); then
+// the command is sent TERM (KILL 5 s later) and the lost lock's name is
+// returned ("" while none was lost).
+std::string wait_command(pid_t child, const std::vector<Lock>& locks, const std::vector<uint64_t>& tokens,
+                         int* status) {
+  const int pidfd = int(::syscall(SYS_pidfd_open, child, 0));  // readable once the child ends
+  std::string lost;
+  auto now_ms = [] {
+    return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now().time_since_epoch()).count();
+  };
+  double kill_at_ms = 0;
+  for (;;) {
+    const pid_t got = ::waitpid(child, status, pidfd >= 0 ? WNOHANG : 0);
+    if (got == child || (got < 0 && errno != EINTR)) break;
+    if (got < 0) continue;
+    pollfd ready{pidfd, POLLIN, 0};
+    (void)::poll(&ready, 1, 200);
+    for (size_t i = 0; i < locks.size() && lost.empty(); ++i) {
+      if (locks[i].token() == tokens[i]) continue;
+      lost = locks[i].name();
+      fmt::print(stderr, "locktable: lock {} was lost while the command ran (its lease was not renewed for its "
+                 "time to live: another process may hold it now); sending TERM to the command\n", quote_name(lost));
+      ::kill(child, SIGTERM);
+      kill_at_ms = now_ms() + 5000;
+    }
+    if (kill_at_ms != 0 && now_ms() >= kill_at_ms) {
+      ::kill(child, SIGKILL);
+      kill_at_ms = 0;
+    }
+  }
+  if (pidfd >= 0) ::close(pidfd);
+  return lost;
 }
 
 // The command's environment: ours without any LOCKTABLE_* variable of an
@@ -151,7 +191,8 @@ void register_run(CLI::App& app, int* rc) {
       "are marked consistent; otherwise the next holder is told they were abandoned too. INT, TERM and HUP are "
       "forwarded to the command; the locks are released after it ends. If run itself is killed, the command gets "
       "SIGKILL too (it must not go on without the locks); processes it started in the background are not "
-      "followed.");
+      "followed. A lock lost while the command runs (an etcd table cut off from etcd past its TTL) sends it TERM "
+      "(KILL 5 s later), and run exits 10.");
   cmd->callback([a, rc] {
     const std::vector<std::string>& command = run_command();
     if (command.empty()) {
@@ -230,10 +271,10 @@ void register_run(CLI::App& app, int* rc) {
     } else {
       g_child = child;
       if (g_pending_signal != 0) ::kill(child, g_pending_signal);
-      while (::waitpid(child, &status, 0) < 0 && errno == EINTR) {
-      }
+      const std::string lost = wait_command(child, locks, r.tokens, &status);
       g_child = 0;
       *rc = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+      if (!lost.empty()) *rc = kFailure;
     }
     if (err == 0 && *rc == 0) {
       for (size_t i : r.abandoned) (void)locks[i].mark_consistent();

@@ -65,7 +65,9 @@ class Lock {
   Status mark_consistent();
 
   // The fencing token of the calling thread's hold (AcquireResult::token),
-  // or 0 when it does not hold the lock.
+  // or 0 when it does not hold the lock, or may not any more (etcd: its
+  // lease unrenewed for the TTL, so another process may hold it; release()
+  // then says whether it was lost).
   uint64_t token() const;
 
   // Turns the calling thread's exclusive hold into a shared one, atomically:

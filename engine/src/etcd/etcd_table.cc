@@ -105,6 +105,7 @@ Status EtcdTable::open(const EtcdLocation& where, const Options& options) {
 
 Status EtcdTable::replace_lease(int64_t old) {
   if (lease_.load() != old) return Status::OK();  // another thread replaced it first
+  const uint64_t asked = monotonic_ns();
   json out;
   if (Status s = client_->call("lease/grant", json{{"TTL", std::to_string(ttl_.count())}}, &out); !s.ok()) return s;
   const int64_t id = json_int(out, "ID");
@@ -112,8 +113,28 @@ Status EtcdTable::replace_lease(int64_t old) {
   if (int64_t expected = old; !lease_.compare_exchange_strong(expected, id)) {
     // Another thread's grant landed first: this one is not needed.
     (void)client_->call("lease/revoke", json{{"ID", std::to_string(id)}}, &out, std::chrono::seconds(2));
+    return Status::OK();
   }
+  lease_until_ns_.store(asked + uint64_t(std::max<int64_t>(json_int(out, "TTL"), 0)) * 1'000'000'000);
   return Status::OK();
+}
+
+bool EtcdTable::renew(int64_t lease) {
+  const uint64_t asked = monotonic_ns();
+  json out;
+  if (!client_->call("lease/keepalive", json{{"ID", std::to_string(lease)}}, &out,
+                     std::chrono::milliseconds(ttl_) / 3)
+           .ok()) {
+    return false;
+  }
+  const json& result = out.contains("result") ? out["result"] : out;
+  const int64_t ttl = json_int(result, "TTL");
+  if (ttl <= 0) {
+    (void)replace_lease(lease);  // etcd no longer has it: its holds are lost
+  } else if (lease_.load() == lease) {
+    lease_until_ns_.store(asked + uint64_t(ttl) * 1'000'000'000);
+  }
+  return true;
 }
 
 // Renews the lease every third of its TTL. A lease found expired (the
@@ -126,12 +147,9 @@ void EtcdTable::keep_alive() {
   while (!lease_cv_.wait_for(guard, every, [this] { return stopping_; })) {
     guard.unlock();
     const int64_t lease = lease_.load();
-    json out;
     if (lease == 0) {
       (void)replace_lease(0);  // none granted yet (etcd was out of space)
-    } else if (client_->call("lease/keepalive", json{{"ID", std::to_string(lease)}}, &out, every).ok()) {
-      const json& result = out.contains("result") ? out["result"] : out;
-      if (json_int(result, "TTL") <= 0) (void)replace_lease(lease);
+    } else if (renew(lease)) {
       delete_orphans();
     }
     guard.lock();
@@ -209,7 +227,9 @@ EtcdTable::Hold* EtcdTable::find_hold(const NameState* l) {
   return it == holds_.end() ? nullptr : &it->second;
 }
 
-bool EtcdTable::still_held(const Hold* hold) const { return hold != nullptr && hold->lease == lease_.load(); }
+bool EtcdTable::still_held(const Hold* hold) const {
+  return hold != nullptr && hold->lease == lease_.load() && monotonic_ns() < lease_until_ns_.load();
+}
 
 // ---------------------------------------------------------------------------
 // Names.
@@ -298,6 +318,8 @@ AcquireResult EtcdTable::acquire(Lock& lock, Mode mode, const Deadline& deadline
   }
   if (lease_.load() == 0) {
     if (Status s = replace_lease(0); !s.ok()) return AcquireResult{s, {}};
+  } else if (const int64_t lease = lease_.load(); monotonic_ns() >= lease_until_ns_.load()) {
+    (void)renew(lease);  // unrenewed for a TTL (etcd out of reach, or this process stopped): ask before holding
   }
   Hold hold;
   hold.mode = mode;

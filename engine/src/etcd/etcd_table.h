@@ -36,7 +36,9 @@
 // lands (a compare on its revision) records it; holders after it, until the
 // lock is marked consistent, are told `abandoned` and record nothing new.
 // A holder whose lease ran out while it lived
-// (stopped, partitioned) finds its key gone at release: `lock_lost`. A
+// (stopped, partitioned) finds its key gone at release: `lock_lost`; from a
+// TTL after the last renewal etcd answered it is no longer told it holds
+// (token() 0), since etcd may have let the lease run out meanwhile. A
 // release that etcd refuses for want of space (its quota used up: it then
 // takes deletions only) deletes the hold's keys alone, the holder marker
 // with them unless the hold is still abandoned: no marker reads as free, so
@@ -126,6 +128,9 @@ class EtcdTable final : public Backend {
   // Grants a new lease in place of `old` (0: none yet), unless another
   // thread already replaced it: holds under the old one are lost.
   Status replace_lease(int64_t old);
+  // Renews `lease` once (a lease etcd no longer has is replaced) and moves
+  // lease_until_ns_ on. False if etcd did not answer.
+  bool renew(int64_t lease);
   // Merges `changes` into the table marker's settings (read, then put).
   Status update_settings(const nlohmann::json& changes);
   // Deletes a key of this process (a waiter that gave up, a release that
@@ -166,8 +171,10 @@ class EtcdTable final : public Backend {
   // The dead holder a hold was taken from, as markers and events store it
   // (owner_of reads it back, start time included).
   static nlohmann::json dead_value(const Hold& hold);
-  // False once the lease the hold's key is on has expired (it is lost; its
-  // release says so): the thread is never told it still holds.
+  // False once the lease the hold's key is on has expired, or may have (no
+  // renewal for a TTL: lease_until_ns_): it is lost (its release says so, or
+  // finds the key and releases it), and the thread is never told it still
+  // holds.
   bool still_held(const Hold* hold) const;
   // A lock's row from its queue, holder marker and readers' markers (one read).
   LockInfo describe(const NameState& l, const nlohmann::json& queue, const nlohmann::json& holder,
@@ -204,6 +211,12 @@ class EtcdTable final : public Backend {
   pid_t open_pid_ = 0;
   std::string host_;
   std::atomic<int64_t> lease_{0};  // 0 while etcd grants none (out of space)
+  // Monotonic ns until which lease_ surely lives: the time its grant or last
+  // renewal was asked for, plus the TTL etcd answered (etcd counts from when
+  // it received the request, later). Past it, with etcd out of reach, the
+  // lease may have run out and another process may hold this one's locks:
+  // its holds count as lost (still_held) until a renewal says otherwise.
+  std::atomic<uint64_t> lease_until_ns_{0};
   uint64_t writer_nonce_ = 0;      // names this process's history keys while it has no lease
   std::atomic<uint64_t> event_counter_{0};
   std::atomic<HistoryLevel> history_level_{HistoryLevel::persisted};
