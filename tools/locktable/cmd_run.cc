@@ -87,7 +87,8 @@ pid_t start_command(const std::vector<char*>& argv, const std::vector<char*>& en
 // A lock can be lost while run lives only on a backend with leases (etcd:
 // cut off from it past the TTL, another process may hold it by now); then
 // the command is sent TERM (KILL 5 s later) and the lost lock's name is
-// returned ("" while none was lost).
+// returned ("" while none was lost). Without pidfd_open (Linux < 5.3) it
+// only waits.
 std::string wait_command(pid_t child, const std::vector<Lock>& locks, const std::vector<uint64_t>& tokens,
                          int* status) {
   const int pidfd = int(::syscall(SYS_pidfd_open, child, 0));  // readable once the child ends

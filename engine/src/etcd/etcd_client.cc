@@ -144,7 +144,8 @@ Status EtcdClient::authenticate(void* handle, size_t e, uint64_t stale_epoch) {
   if (http == 200 && parsed.is_object() && parsed.value("token", "") != "") {
     curl_slist* list = curl_slist_append(curl_slist_append(nullptr, "Expect:"), "Content-Type: application/json");
     list = curl_slist_append(list, ("Authorization: " + parsed["token"].get<std::string>()).c_str());
-    fresh = std::shared_ptr<const void>(list, [](const void* l) { curl_slist_free_all((curl_slist*)l); });
+    fresh = std::shared_ptr<const void>(
+        list, [](const void* l) { curl_slist_free_all(const_cast<curl_slist*>(static_cast<const curl_slist*>(l))); });
   } else if (response.find("authentication is not enabled") != std::string::npos) {
     fresh = std::shared_ptr<const void>(base_headers(), [](const void*) {});  // an operator turned it off
   } else {
