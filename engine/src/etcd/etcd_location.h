@@ -5,7 +5,7 @@
 // The endpoints are tried in turn (failover); the prefix is where the table's
 // keys live (the lock named N queues under <prefix>/<N>/, as `etcdctl lock
 // <prefix>/<N>` does). `etcds://` speaks HTTPS to the members. Parameters
-// (values may be %XX-encoded), as etcdctl's flags of the same names:
+// (values may be %XX-encoded), as etcdctl's --cacert, --cert, --key, --user:
 //   ttl=SECONDS          the lease's time to live, 2 to 3600 (default 10)
 //   cacert=PATH          etcds: the CA that signed the members' certificates
 //                        (default: the system's CAs)
