@@ -6,6 +6,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import threading
 import time
 
@@ -242,4 +243,109 @@ def test_acquire_all_and_a_deadlock_between_two_threads(tmp_path):
     for th in threads:
         th.join(30)
     assert sorted(map(str, results)) == ["True", "deadlock"]
+    t.close()
+
+
+def free_loopback_ports(count):
+    """`count` consecutive loopback ports nothing is bound to, below the ephemeral range."""
+    import random
+    import socket
+    with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+        low = int(f.read().split()[0])
+    for _ in range(200):
+        base = random.randrange(10000, max(low, 11000) - count)
+        try:
+            socks = []
+            for p in range(base, base + count):
+                s = socket.socket()
+                socks.append(s)
+                s.bind(("127.0.0.1", p))
+            return base
+        except OSError:
+            continue
+        finally:
+            for s in socks:
+                s.close()
+    raise RuntimeError("no free loopback ports")
+
+
+@pytest.fixture(scope="module")
+def etcd_endpoint(tmp_path_factory):
+    """A single-member etcd of this module's own (Debian's etcd-server, which ./dev installs)."""
+    import shutil
+    if shutil.which("etcd") is None:
+        pytest.skip("etcd is not installed (apt-get install etcd-server)")
+    for _ in range(3):
+        port = free_loopback_ports(2)
+        data = tmp_path_factory.mktemp("etcd")
+        client, peer = f"127.0.0.1:{port}", f"http://127.0.0.1:{port + 1}"
+        proc = subprocess.Popen(
+            ["etcd", "--data-dir", str(data / "data"), "--name", "py", "--listen-client-urls", "http://" + client,
+             "--advertise-client-urls", "http://" + client, "--listen-peer-urls", peer,
+             "--initial-advertise-peer-urls", peer, "--initial-cluster", "py=" + peer],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.time() + 15
+        while time.time() < deadline and proc.poll() is None:
+            try:
+                locktable.open(f"etcd://{client}/ready").close()
+                break
+            except locktable.Error:
+                time.sleep(0.1)
+        if proc.poll() is None and time.time() < deadline:
+            yield client
+            proc.terminate()
+            proc.wait()
+            return
+        proc.kill()
+        proc.wait()
+    pytest.fail("etcd did not start")
+
+
+def test_an_etcd_table_from_python_waits_without_the_gil_and_reports_a_killed_holder(etcd_endpoint):
+    url = f"etcd://{etcd_endpoint}/py?ttl=2"
+    t = locktable.open(url)
+    # A holder in another process (it opens the table itself, as after any fork).
+    holder = subprocess.Popen(
+        [sys.executable, "-c",
+         "import locktable, signal, sys\n"
+         f"l = locktable.open({url!r}).lock('job')\n"
+         "assert l.acquire()\n"
+         "print('held', flush=True)\n"
+         "signal.pause()\n"],
+        stdout=subprocess.PIPE, env=os.environ.copy())
+    try:
+        assert holder.stdout.readline() == b"held\n"
+        ticks = []
+        stop = threading.Event()
+
+        def ticker():
+            while not stop.is_set():
+                ticks.append(1)
+                time.sleep(0.001)
+
+        th = threading.Thread(target=ticker)
+        th.start()
+        try:
+            assert t.lock("job").acquire(timeout=0.5) is False  # waits on etcd
+        finally:
+            stop.set()
+            th.join()
+        assert len(ticks) >= 20  # the other thread ran while this one waited on etcd
+    finally:
+        holder.kill()
+        holder.wait()
+    lock = t.lock("job")
+    assert lock.acquire(timeout=10) is True  # after the dead holder's lease ran out
+    assert lock.abandoned is True
+    assert lock.token > 0
+    lock.mark_consistent()
+    lock.release()
+    with pytest.raises(locktable.Error) as e:
+        locktable.open("etcd://127.0.0.1:1/py")
+    assert e.value.code == "io_error"
+    assert "127.0.0.1:1" in str(e.value)
+    with pytest.raises(locktable.Error) as e:
+        locktable.open(f"etcds://{etcd_endpoint}/py?cacert=/nonexistent/ca.pem")
+    assert e.value.code == "not_found"
+    assert "/nonexistent/ca.pem" in str(e.value)
     t.close()
