@@ -130,8 +130,8 @@ def test_a_downgrade_lets_readers_in_and_keeps_writers_out(table):
     lock.release(shared=True)
 
 
-def test_waiting_releases_the_gil(table):
-    pid = holder_child(table, "slow")
+def ticks_while(wait):
+    """Calls wait() while another thread counts millisecond ticks; returns (wait's result, the ticks)."""
     ticks = []
     stop = threading.Event()
 
@@ -143,13 +143,21 @@ def test_waiting_releases_the_gil(table):
     th = threading.Thread(target=ticker)
     th.start()
     try:
-        assert table.lock("slow").acquire(timeout=0.2) is False
+        return wait(), len(ticks)
     finally:
         stop.set()
         th.join()
+
+
+def test_waiting_releases_the_gil(table):
+    pid = holder_child(table, "slow")
+    try:
+        acquired, ticks = ticks_while(lambda: table.lock("slow").acquire(timeout=0.2))
+    finally:
         os.kill(pid, signal.SIGKILL)
         os.waitpid(pid, 0)
-    assert len(ticks) >= 20  # the other thread ran while this one waited
+    assert acquired is False
+    assert ticks >= 20  # the other thread ran while this one waited
 
 
 def test_list_and_history_have_the_cli_json_keys(table, tmp_path):
@@ -315,22 +323,9 @@ def test_an_etcd_table_from_python_waits_without_the_gil_and_reports_a_killed_ho
         stdout=subprocess.PIPE, env=os.environ.copy())
     try:
         assert holder.stdout.readline() == b"held\n"
-        ticks = []
-        stop = threading.Event()
-
-        def ticker():
-            while not stop.is_set():
-                ticks.append(1)
-                time.sleep(0.001)
-
-        th = threading.Thread(target=ticker)
-        th.start()
-        try:
-            assert t.lock("job").acquire(timeout=0.5) is False  # waits on etcd
-        finally:
-            stop.set()
-            th.join()
-        assert len(ticks) >= 20  # the other thread ran while this one waited on etcd
+        acquired, ticks = ticks_while(lambda: t.lock("job").acquire(timeout=0.5))  # waits on etcd
+        assert acquired is False
+        assert ticks >= 20  # the other thread ran while this one waited on etcd
     finally:
         holder.kill()
         holder.wait()
