@@ -12,6 +12,8 @@
 
 #include <fmt/format.h>
 
+#include "posix_error.h"
+
 namespace locktable::detail {
 
 using nlohmann::json;
@@ -36,6 +38,12 @@ curl_slist* base_headers() {
   static curl_slist* const headers =
       curl_slist_append(curl_slist_append(nullptr, "Expect:"), "Content-Type: application/json");
   return headers;
+}
+
+// The same, as headers() hands them out (never freed).
+const std::shared_ptr<const void>& plain_headers() {
+  static const std::shared_ptr<const void> plain(base_headers(), [](const void*) {});
+  return plain;
 }
 
 // gRPC's codes in the gateway's error answers.
@@ -95,19 +103,16 @@ Status EtcdClient::check_files() const {
                                                                {"password_file", &security_.password_file}};
   for (const auto& [what, path] : files) {
     if (!path->empty() && ::access(path->c_str(), R_OK) != 0) {
-      const int err = errno;
-      return Status(err == ENOENT ? Code::not_found : err == EACCES ? Code::permission_denied : Code::io_error,
-                    fmt::format("{}: {} {}: {}", location_, what, *path, std::strerror(err)));
+      return posix_error(location_, fmt::format("{} {}", what, *path), errno);
     }
   }
   return Status::OK();
 }
 
 std::shared_ptr<const void> EtcdClient::headers(uint64_t* epoch) {
-  static const std::shared_ptr<const void> plain(base_headers(), [](const void*) {});
   if (security_.user.empty()) {
     *epoch = 0;
-    return plain;
+    return plain_headers();
   }
   std::lock_guard<std::mutex> guard(mu_);
   *epoch = epoch_;
@@ -122,11 +127,7 @@ Status EtcdClient::authenticate(void* handle, size_t e, uint64_t stale_epoch) {
   std::string password;
   {
     std::ifstream in(security_.password_file);
-    if (!in) {
-      const int err = errno;
-      return Status(err == ENOENT ? Code::not_found : Code::permission_denied,
-                    fmt::format("{}: password file {}: {}", location_, security_.password_file, std::strerror(err)));
-    }
+    if (!in) return posix_error(location_, "password_file " + security_.password_file, errno);
     std::getline(in, password);
     if (!password.empty() && password.back() == '\r') password.pop_back();
   }
@@ -147,7 +148,7 @@ Status EtcdClient::authenticate(void* handle, size_t e, uint64_t stale_epoch) {
     fresh = std::shared_ptr<const void>(
         list, [](const void* l) { curl_slist_free_all(const_cast<curl_slist*>(static_cast<const curl_slist*>(l))); });
   } else if (response.find("authentication is not enabled") != std::string::npos) {
-    fresh = std::shared_ptr<const void>(base_headers(), [](const void*) {});  // an operator turned it off
+    fresh = plain_headers();  // an operator turned it off
   } else {
     const std::string message = parsed.is_object() ? parsed.value("message", response) : response;
     return Status(Code::permission_denied, fmt::format("{}: etcd at {} refused user '{}': {}", location_,
