@@ -16,6 +16,7 @@
 #include <thread>
 
 #include "helpers.h"
+#include "locktable/version.h"
 #include "table_format.h"
 
 using namespace locktable;
@@ -135,6 +136,14 @@ TEST_CASE("cli: every subcommand has --help; usage errors exit 2") {
   CHECK(contains(bogus.err, "unknown subcommand 'bogus'"));
   CHECK(run({"ls"}).code == 2);
   CHECK(run({"ls", "a", "b"}).code == 2);
+}
+
+TEST_CASE("cli: --version prints the library's version and exits 0, and --help names it") {
+  Result r = run({"--version"});
+  CHECK(r.code == 0);
+  CHECK(r.out == std::string("locktable ") + LOCKTABLE_VERSION + "\n");
+  CHECK(r.err.empty());
+  CHECK(contains(run({"--help"}).out, "--version"));
 }
 
 TEST_CASE("cli: init, ls, stat, rm happy paths") {
@@ -625,6 +634,7 @@ TEST_CASE("cli: the man pages and the bash completion come from the definitions 
   std::ifstream main_page(tmp.path() + "/locktable.1");
   const std::string text((std::istreambuf_iterator<char>(main_page)), {});
   CHECK(contains(text, "locktable\\-run(1)"));
+  CHECK(contains(text, "\\-\\-version"));  // the tool's own options too
   // The completion completes subcommands and a subcommand's options.
   const std::string script = tmp.path() + "/locktable.bash";
   auto complete = [&](const std::string& words, int cword) {
@@ -640,6 +650,7 @@ TEST_CASE("cli: the man pages and the bash completion come from the definitions 
   CHECK(contains(subs, "recover"));
   CHECK(contains(subs, "rm"));
   CHECK_FALSE(contains(subs, "ls"));
+  CHECK(contains(complete("locktable --v", 1), "--version"));
   CHECK(contains(complete("locktable run /tmp/x --ti", 3), "--timeout"));
   CHECK_FALSE(contains(complete("locktable r", 1), "generate-docs"));
 }

@@ -6,6 +6,7 @@
 
 #include "cli.h"
 #include "commands.h"
+#include "locktable/version.h"
 
 int main(int argc, char** argv) {
   // Under a file size limit (ulimit -f), a write past it is EFBIG, reported
@@ -15,6 +16,7 @@ int main(int argc, char** argv) {
   CLI::App app{"locktable: crash-aware named interprocess locks (inspect, recover, run commands under a lock)"};
   app.require_subcommand(1);
   app.set_help_all_flag("--help-all", "Show help for every subcommand");
+  app.set_version_flag("--version", std::string("locktable ") + LOCKTABLE_VERSION, "Print the version and exit");
   int rc = cli::kOk;
   cli::register_init(app, &rc);
   cli::register_ls(app, &rc);
@@ -43,6 +45,8 @@ int main(int argc, char** argv) {
   } catch (const CLI::CallForHelp& e) {
     return app.exit(e);
   } catch (const CLI::CallForAllHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::CallForVersion& e) {
     return app.exit(e);
   } catch (const CLI::ParseError& e) {
     bool known = false;
