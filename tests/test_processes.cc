@@ -1,5 +1,5 @@
 // Multi-process behaviour with real processes: exclusion, death of a holder
-// (SIGKILL, thread exit, pid reuse as seen by a forged record), fork.
+// (SIGKILL, thread exit, exec, pid reuse as seen by a forged record), fork.
 #include <signal.h>
 #include <sys/mman.h>
 #include <unistd.h>
@@ -177,6 +177,36 @@ TEST_CASE("a thread that exits holding a lock leaves it abandoned") {
   CHECK(r.dead_owner.tid == dead_tid);
   CHECK(r.dead_owner.pid == uint32_t(::getpid()));
   CHECK(l.release().ok());
+}
+
+TEST_CASE("a holder that execs a new program while holding leaves the lock abandoned, found at once") {
+  // After exec the process lives on with the same pid and start time, so the
+  // liveness check alone would call the holder alive for ever: only the
+  // kernel's robust-list walk at exec can free the lock.
+  TempDir tmp;
+  auto t = open_table(tmp.table());
+  Pipe held;
+  pid_t holder = spawn([&] {
+    std::unique_ptr<Table> tt;
+    Lock l = child_lock(tmp.table(), "exec", &tt);
+    if (!l.acquire().status.ok()) return 1;
+    held.send();
+    ::execl("/bin/sleep", "sleep", "30", static_cast<char*>(nullptr));
+    return 2;
+  });
+  REQUIRE(held.receive() == '.');
+  Lock l;
+  REQUIRE(t->lookup("exec", &l).ok());
+  double start = testing::now_ms();
+  AcquireResult r = l.acquire(Mode::exclusive, Deadline::after(std::chrono::seconds(10)));
+  CHECK(r.abandoned());
+  CHECK(r.dead_owner.pid == uint32_t(holder));
+  CHECK(testing::now_ms() - start < 1000);
+  CHECK(::kill(holder, 0) == 0);  // the process itself still runs (now as sleep)
+  CHECK(l.mark_consistent().ok());
+  CHECK(l.release().ok());
+  ::kill(holder, SIGKILL);
+  CHECK(wait_child(holder) == 128 + SIGKILL);
 }
 
 TEST_CASE("a holder that died without kernel notification is found by the liveness check") {

@@ -354,6 +354,59 @@ TEST_CASE("shared: a reader killed at any step of joining or leaving leaves a co
   expect_consistent(*t);
 }
 
+TEST_CASE("shared: a reader thread that exits holding leaves the lock abandoned to the next writer") {
+  TempDir tmp;
+  auto t = open_table(tmp.table());
+  Lock l;
+  REQUIRE(t->lookup("c", &l).ok());
+  uint32_t dead_tid = 0;
+  bool joined = false;
+  std::thread([&] {  // Catch2 assertions are not thread-safe: check after join
+    joined = l.acquire(Mode::shared).status.ok();
+    dead_tid = uint32_t(::gettid());
+  }).join();
+  REQUIRE(joined);
+  CHECK(l.try_acquire(Mode::shared).status.ok());  // a live reader shares with the dead one's leftover
+  CHECK(l.release(Mode::shared).ok());
+  double start = testing::now_ms();
+  AcquireResult r = l.acquire(Mode::exclusive, Deadline::after(std::chrono::seconds(10)));
+  CHECK(r.abandoned());
+  CHECK(r.dead_owner.tid == dead_tid);
+  CHECK(r.dead_owner.pid == uint32_t(::getpid()));
+  CHECK(testing::now_ms() - start < 1000);
+  CHECK(l.mark_consistent().ok());
+  CHECK(l.release().ok());
+  expect_consistent(*t);
+}
+
+TEST_CASE("shared: a reader that execs a new program while holding leaves the lock abandoned to the next writer") {
+  TempDir tmp;
+  auto t = open_table(tmp.table());
+  Pipe held;
+  pid_t reader = spawn([&] {
+    std::unique_ptr<Table> tt;
+    Lock rl = child_lock(tmp.table(), "c", &tt);
+    if (!rl.acquire(Mode::shared).status.ok()) return 1;
+    held.send();
+    ::execl("/bin/sleep", "sleep", "30", static_cast<char*>(nullptr));
+    return 2;
+  });
+  REQUIRE(held.receive() == '.');
+  Lock l;
+  REQUIRE(t->lookup("c", &l).ok());
+  double start = testing::now_ms();
+  AcquireResult r = l.acquire(Mode::exclusive, Deadline::after(std::chrono::seconds(10)));
+  CHECK(r.abandoned());
+  CHECK(r.dead_owner.pid == uint32_t(reader));
+  CHECK(testing::now_ms() - start < 1000);
+  CHECK(::kill(reader, 0) == 0);  // still running, as sleep: only the kernel's mark tells
+  CHECK(l.mark_consistent().ok());
+  CHECK(l.release().ok());
+  ::kill(reader, SIGKILL);
+  CHECK(wait_child(reader) == 128 + SIGKILL);
+  expect_consistent(*t);
+}
+
 TEST_CASE("shared: dead readers are found by a waiting writer without recover") {
   TempDir tmp;
   auto t = open_table(tmp.table());
