@@ -87,17 +87,24 @@ void lt_options_set_retention(lt_options* options, uint64_t count, uint64_t age_
 
 /* ---- Tables. ---- */
 /* Opens the table at `location` (a folder, file:///path, or another backend's
- * URL), creating it when missing. *table is NULL on failure. */
+ * URL), creating it when missing. *table is NULL on failure. Errors:
+ * LT_INVALID_ARGUMENT (bad options or location), LT_NOT_FOUND (no table and
+ * not creating), LT_CORRUPT, LT_VERSION_MISMATCH, LT_UNSUPPORTED (an unknown
+ * scheme, a network file system, another PID namespace), LT_PERMISSION_DENIED,
+ * LT_IO_ERROR (etcd: unreachable, naming the endpoints). */
 int lt_table_open(const char* location, lt_table** table);
 int lt_table_open_with(const char* location, const lt_options* options, lt_table** table);
 /* Closes the handle (locks obtained from it stay usable until freed). NULL is a no-op. */
 void lt_table_close(lt_table* table);
 
-/* A handle for `name` (1 to 255 bytes, no NUL), creating the name. */
+/* A handle for `name` (1 to 255 bytes, no NUL), creating the name. Errors:
+ * LT_INVALID_ARGUMENT (a bad name), LT_CAPACITY (the table is at its maximum
+ * size). */
 int lt_lookup(lt_table* table, const char* name, lt_lock** lock);
 /* The same for a name of `len` bytes; `create` 0: fail with LT_NOT_FOUND for an unknown name. */
 int lt_lookup_n(lt_table* table, const char* name, size_t len, int create, lt_lock** lock);
-/* Removes a name (LT_BUSY while held). */
+/* Removes a name; its handles then fail with LT_STALE_HANDLE. Errors:
+ * LT_NOT_FOUND, LT_BUSY (held, in either mode). */
 int lt_remove(lt_table* table, const char* name);
 
 /* ---- Locks. ---- */
@@ -106,7 +113,13 @@ const char* lt_lock_name(const lt_lock* lock);
 
 /* Acquires, exclusive (shared = 0) or shared. timeout_ns < 0: wait for ever;
  * 0: try once; > 0: wait at most that long. Returns LT_OK or LT_ABANDONED
- * (held), LT_TIMED_OUT, or another code. */
+ * (held), or an error: LT_TIMED_OUT, LT_ALREADY_HELD (this thread holds it, in
+ * either mode), LT_STALE_HANDLE (the name was removed), LT_DEADLOCK (not
+ * acquired: picked to break a cycle of waits), LT_CAPACITY (shared: no free
+ * reader record; etcd: its space quota is used up), LT_INVALID_ARGUMENT (a
+ * NULL handle), and on etcd LT_UNSUPPORTED (a parent's handle in a forked
+ * child), LT_IO_ERROR and LT_PERMISSION_DENIED (unreachable, or refusing the
+ * user). */
 int lt_acquire(lt_lock* lock, int shared, int64_t timeout_ns);
 
 /* What lt_acquire_info reports about a successful acquire. */
@@ -122,9 +135,12 @@ typedef struct lt_acquired {
 /* lt_acquire, and on success fills *info (may be NULL). */
 int lt_acquire_info(lt_lock* lock, int shared, int64_t timeout_ns, lt_acquired* info);
 
+/* Releases this thread's hold in that mode. Errors: LT_NOT_OWNER (not held
+ * by this thread in that mode), LT_STALE_HANDLE, LT_LOCK_LOST (etcd: the hold
+ * ended when its lease ran out; it is over all the same), LT_INVALID_ARGUMENT. */
 int lt_release(lt_lock* lock, int shared);
 /* The holder declares repaired what a dead holder left: the lock stops
- * reporting abandoned. */
+ * reporting abandoned. Errors: LT_NOT_OWNER, LT_INVALID_ARGUMENT. */
 int lt_mark_consistent(lt_lock* lock);
 /* 1 while this thread holds the lock abandoned and not marked consistent. */
 int lt_abandoned(const lt_lock* lock);

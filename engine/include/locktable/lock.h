@@ -17,6 +17,17 @@
 //      already_held  this thread holds it already (no silent recursion)
 //      stale_handle  the name was removed since this handle was made
 //      not_owner     (release) this thread does not hold it
+//    and, more rarely (each call below lists its own):
+//      deadlock      (acquire) not acquired: this waiter closed a cycle of
+//                    waits and was picked to break it (Options::deadlock_timeout)
+//      capacity      (shared acquire) no free reader record; (etcd) the
+//                    cluster's space quota is used up
+//      lock_lost     (etcd release) the hold ended without this thread: its
+//                    lease ran out, so another process may have taken the lock
+//      invalid_argument  an empty handle
+//      unsupported   (etcd) a handle of the parent used in a forked child
+//      io_error, permission_denied  (etcd) the cluster is unreachable or
+//                    refuses the user; the message names the endpoints
 //
 //  * The standard Lockable, TimedLockable, SharedLockable and
 //    SharedTimedLockable members, so std::unique_lock, std::scoped_lock and
@@ -49,11 +60,15 @@ class Lock {
   const std::string& name() const { return name_; }
   uint32_t slot() const { return index_; }
 
-  // Acquire in `mode`, waiting at most until `deadline`.
+  // Acquire in `mode`, waiting at most until `deadline`. Errors: timed_out,
+  // already_held, stale_handle, deadlock, capacity, invalid_argument (and the
+  // etcd ones above); ok and abandoned are held (AcquireResult::held()).
   AcquireResult acquire(Mode mode = Mode::exclusive, Deadline deadline = Deadline::never());
   AcquireResult try_acquire(Mode mode = Mode::exclusive) { return acquire(mode, Deadline::now()); }
 
-  // Release a lock this thread holds in `mode`.
+  // Release a lock this thread holds in `mode`. Errors: not_owner (not held
+  // by this thread, or not in `mode`), stale_handle, lock_lost (etcd: the
+  // hold is over all the same), invalid_argument.
   Status release(Mode mode = Mode::exclusive);
 
   // True when the calling thread holds this lock and got it abandoned, and has
@@ -61,7 +76,8 @@ class Lock {
   bool abandoned() const;
 
   // Declare that the calling thread (the holder) has repaired what a dead
-  // holder left half-done: the lock stops reporting "abandoned".
+  // holder left half-done: the lock stops reporting "abandoned". Errors:
+  // not_owner (this thread does not hold it), invalid_argument.
   Status mark_consistent();
 
   // The fencing token of the calling thread's hold (AcquireResult::token),
