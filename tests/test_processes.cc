@@ -297,6 +297,47 @@ TEST_CASE("a child after fork does not own its parent's locks") {
   CHECK(wait_child(kid) == 0);
 }
 
+TEST_CASE("a child after fork that shares its parent's lock and is killed takes none of the parent's holds with it") {
+  // The child inherits the thread's robust list and its table of shared
+  // holds; neither may make the parent's holds the child's, before or at its
+  // death: only the child's own shared hold is left abandoned.
+  TempDir tmp;
+  auto t = open_table(tmp.table());
+  Lock s, x;
+  REQUIRE(t->lookup("s", &s).ok());
+  REQUIRE(t->lookup("x", &x).ok());
+  REQUIRE(s.acquire(Mode::shared).status.ok());
+  REQUIRE(x.acquire().status.ok());
+  Pipe joined;
+  pid_t kid = spawn([&] {
+    if (s.release(Mode::shared).code() != Code::not_owner) return 1;  // the parent's hold, not the child's
+    if (x.release().code() != Code::not_owner) return 2;
+    if (x.try_acquire().status.code() != Code::timed_out) return 3;  // held by the parent
+    if (!s.try_acquire(Mode::shared).status.ok()) return 4;         // a reader of its own, beside the parent
+    if (!s.release(Mode::shared).ok()) return 5;
+    if (!s.try_acquire(Mode::shared).status.ok()) return 6;
+    joined.send();
+    ::pause();  // killed holding s shared
+    return 7;
+  });
+  REQUIRE(joined.receive() == '.');
+  ::kill(kid, SIGKILL);
+  CHECK(wait_child(kid) == 128 + SIGKILL);
+  Code other_thread = Code::ok;  // Catch2 assertions are not thread-safe: check after join
+  std::thread([&] { other_thread = x.try_acquire().status.code(); }).join();
+  CHECK(other_thread == Code::timed_out);  // still the parent's
+  CHECK(x.release().ok());
+  CHECK(s.release(Mode::shared).ok());
+  AcquireResult rx = x.acquire(Mode::exclusive, Deadline::after(std::chrono::seconds(10)));
+  CHECK(rx.status.ok());  // released by its live holder: not abandoned
+  CHECK(x.release().ok());
+  AcquireResult rs = s.acquire(Mode::exclusive, Deadline::after(std::chrono::seconds(10)));
+  CHECK(rs.abandoned());  // the child's reader died in it
+  CHECK(rs.dead_owner.pid == uint32_t(kid));
+  CHECK(s.mark_consistent().ok());
+  CHECK(s.release().ok());
+}
+
 TEST_CASE("a table used after fork refuses LMDB work in the child, locks keep working") {
   TempDir tmp;
   auto t = open_table(tmp.table());
