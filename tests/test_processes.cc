@@ -13,6 +13,7 @@
 #include <thread>
 
 #include "atomic128.h"
+#include "proc_thread.h"
 #include "helpers.h"
 #include "thread_self.h"
 
@@ -231,6 +232,69 @@ TEST_CASE("a holder that died without kernel notification is found by the livene
   CHECK(r.abandoned());
   CHECK(r.dead_owner.pid == uint32_t(kid));
   CHECK(testing::now_ms() - start < 1000);
+  CHECK(l.release().ok());
+}
+
+TEST_CASE("a holder that died without kernel notification and is not yet reaped (a zombie) is found dead") {
+  // As above, but the parent does not wait for the child until after the
+  // acquire: the pid and tid still exist, with the right start time, as a
+  // zombie, which must count as dead.
+  TempDir tmp;
+  auto t = open_table(tmp.table());
+  Lock l;
+  REQUIRE(t->lookup("z", &l).ok());
+  pid_t kid = spawn([&] {
+    testing::RawTable raw(tmp.table());
+    detail::ThreadSelf& me = detail::thread_self();
+    detail::Word128 cur = detail::load128(&raw.slot(l.slot())->owner);
+    detail::Word128 mine = detail::make_word(me.tid, me.pid, me.start, detail::generation(cur) + 1);
+    return detail::cas128(&raw.slot(l.slot())->owner, cur, mine) ? 0 : 1;
+  });
+  char state = 0;
+  uint64_t start_time = 0;
+  for (int i = 0; i < 10000 && state != 'Z'; ++i) {
+    if (!detail::read_thread_stat(uint32_t(kid), uint32_t(kid), &start_time, &state)) break;
+    if (state != 'Z') std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  REQUIRE(state == 'Z');
+  REQUIRE(::kill(kid, 0) == 0);  // the pid still exists
+  double start = testing::now_ms();
+  AcquireResult r = l.acquire(Mode::exclusive, Deadline::after(std::chrono::seconds(10)));
+  CHECK(r.abandoned());
+  CHECK(r.dead_owner.pid == uint32_t(kid));
+  CHECK(testing::now_ms() - start < 1000);
+  CHECK(l.release().ok());
+  CHECK(wait_child(kid) == 0);
+}
+
+TEST_CASE("a stopped holder (SIGSTOP) is alive: waiters time out, and after SIGCONT it releases normally") {
+  TempDir tmp;
+  auto t = open_table(tmp.table());
+  Lock l;
+  REQUIRE(t->lookup("stopped", &l).ok());
+  Pipe held, release;
+  pid_t holder = spawn([&] {
+    std::unique_ptr<Table> tt;
+    Lock hl = child_lock(tmp.table(), "stopped", &tt);
+    if (!hl.acquire().status.ok()) return 1;
+    held.send();
+    if (release.receive() != '.') return 2;
+    return hl.release().ok() ? 0 : 3;
+  });
+  REQUIRE(held.receive() == '.');
+  REQUIRE(::kill(holder, SIGSTOP) == 0);
+  // Long enough for every liveness check of the waiting schedule (up to 50 ms apart).
+  AcquireResult r = l.acquire(Mode::exclusive, Deadline::after(std::chrono::milliseconds(400)));
+  CHECK(r.status.code() == Code::timed_out);
+  CHECK(l.try_acquire(Mode::shared).status.code() == Code::timed_out);
+  std::vector<Recovery> actions;
+  REQUIRE(t->recover(false, &actions).ok());
+  CHECK(actions.empty());  // recover frees nothing of a live holder
+  release.send();  // read when it runs again
+  REQUIRE(::kill(holder, SIGCONT) == 0);
+  AcquireResult after = l.acquire(Mode::exclusive, Deadline::after(std::chrono::seconds(10)));
+  CHECK(after.status.ok());  // released by its holder: not abandoned
+  CHECK(wait_child(holder) == 0);
   CHECK(l.release().ok());
 }
 

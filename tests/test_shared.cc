@@ -407,6 +407,38 @@ TEST_CASE("shared: a reader that execs a new program while holding leaves the lo
   expect_consistent(*t);
 }
 
+TEST_CASE("shared: a stopped reader (SIGSTOP) is alive: a writer times out, recover removes nothing, SIGCONT and it leaves") {
+  TempDir tmp;
+  auto t = open_table(tmp.table());
+  Lock l;
+  REQUIRE(t->lookup("c", &l).ok());
+  Pipe in, leave;
+  pid_t reader = spawn([&] {
+    std::unique_ptr<Table> tt;
+    Lock rl = child_lock(tmp.table(), "c", &tt);
+    if (!rl.acquire(Mode::shared).status.ok()) return 1;
+    in.send();
+    if (leave.receive() != '.') return 2;
+    return rl.release(Mode::shared).ok() ? 0 : 3;
+  });
+  REQUIRE(in.receive() == '.');
+  REQUIRE(::kill(reader, SIGSTOP) == 0);
+  AcquireResult w = l.acquire(Mode::exclusive, Deadline::after(std::chrono::milliseconds(400)));
+  CHECK(w.status.code() == Code::timed_out);
+  std::vector<Recovery> actions;
+  REQUIRE(t->recover(false, &actions).ok());
+  CHECK(actions.empty());
+  CHECK(l.try_acquire(Mode::shared).status.ok());  // readers still share with it
+  CHECK(l.release(Mode::shared).ok());
+  leave.send();
+  REQUIRE(::kill(reader, SIGCONT) == 0);
+  AcquireResult after = l.acquire(Mode::exclusive, Deadline::after(std::chrono::seconds(10)));
+  CHECK(after.status.ok());  // left by a live reader: not abandoned
+  CHECK(wait_child(reader) == 0);
+  CHECK(l.release().ok());
+  expect_consistent(*t);
+}
+
 TEST_CASE("shared: dead readers are found by a waiting writer without recover") {
   TempDir tmp;
   auto t = open_table(tmp.table());
