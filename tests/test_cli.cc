@@ -480,7 +480,17 @@ TEST_CASE("cli: bad input is a clear error with its exit code, never a crash") {
   r = run({"ls", tmp.path()});  // a folder, but not a table
   CHECK(r.code == 3);
   CHECK(contains(r.err, tmp.path() + "/table"));
+  // A bad name is refused before the table is created.
+  r = run({"run", dir, "ok", "", "--", "true"});
+  CHECK(r.code == 2);
+  CHECK(contains(r.err, "lock name is empty"));
+  CHECK(!std::filesystem::exists(dir));
+  r = run({"run", dir, "twice", "other", "twice", "--", "true"});
+  CHECK(r.code == 2);
+  CHECK(contains(r.err, "'twice': lock name given twice"));
+  CHECK(!std::filesystem::exists(dir));
   REQUIRE(run({"init", dir}).code == 0);
+  CHECK(run({"history", dir, "--limit", "-1"}).code == 2);
   CHECK(run({"run", dir, "", "--", "true"}).code == 2);
   CHECK(run({"run", dir, std::string(256, 'n'), "--", "true"}).code == 2);
   CHECK(run({"run", dir, "x", "--timeout", "-1", "--", "true"}).code == 2);

@@ -657,12 +657,17 @@ TEST_CASE("etcd: bad URLs, unreachable endpoints and a foreign prefix are clear 
   for (const char* bad : {"etcd://", "etcd://host/x", "etcd://h:99999/x", "etcd://h:1", "etcd://h:1/x?ttl=abc",
                           "etcd://h:1/x?colour=red", "etcd://h:1/x?ttl=", "etcd://h:1/x?ttl=5&ttl=6",
                           "etcd://h:1/x?user=app", "etcd://h:1/x?password_file=/pw", "etcd://app:pw@h:1/x",
-                          "etcd://h:1/x?cacert=/ca.pem", "etcds://h:1/x?cert=/c.pem", "etcds://h:1/x?key=/c.key"}) {
+                          "etcd://h:1/x?cacert=/ca.pem", "etcds://h:1/x?cert=/c.pem", "etcds://h:1/x?key=/c.key",
+                          "etcd://[::1/x", "etcd://[::1:1/x", "etcd://[zz]:1/x", "etcd://a[b]:1/x", "etcd://:1/x",
+                          "etcd://a:b:1/x"}) {
     Status b = Table::open(bad, {}, &t);
     INFO(bad << ": " << b.to_string());
     CHECK(b.code() == Code::invalid_argument);
     CHECK(b.message().find(bad) != std::string::npos);
   }
+  s = Table::open("etcd://[::1]:1/x", {}, &t);  // an IPv6 literal is an endpoint like any other
+  CHECK(s.code() == Code::io_error);
+  CHECK(s.message().find("[::1]:1") != std::string::npos);
   // A dead endpoint first, a live one second: the table opens and works.
   const std::string prefix = fresh_prefix();
   auto both = open_url("etcd://127.0.0.1:1," + etcd().client() + "/" + prefix);

@@ -69,7 +69,7 @@ void register_history(CLI::App& app, int* rc) {
   cmd->add_option("--event", a->kind, "Only events of this kind")
       ->check(CLI::IsMember(all_event_kinds()));
   cmd->add_option("--since", a->since, "Only events at or after TIME (RFC 3339, epoch seconds, or 30s/10m/1h/2d ago)");
-  cmd->add_option("--limit", a->limit, "Keep only the newest N events");
+  cmd->add_option("--limit", a->limit, "Keep only the newest N events")->check(CLI::NonNegativeNumber);
   cmd->add_flag("--json", a->json, "JSON Lines: one object per event");
   cmd->add_flag("--follow,-f", a->follow, "Keep printing new events until interrupted");
   cmd->add_option("--svg", a->svg, "Draw the events as a timeline picture into FILE (SVG) instead of printing them")

@@ -17,6 +17,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <chrono>
 #include <cmath>
@@ -200,6 +201,17 @@ void register_run(CLI::App& app, int* rc) {
       fmt::print(stderr, "locktable: run: no command: write it after --, as in: locktable run DIR NAME -- CMD\n");
       *rc = kUsage;
       return;
+    }
+    // Bad names are refused before the table is opened (and perhaps created).
+    for (size_t i = 0; i < a->names.size(); ++i) {
+      Status bad = validate_name(a->names[i]);
+      if (bad.ok() && std::find(a->names.begin(), a->names.begin() + i, a->names[i]) != a->names.begin() + i) {
+        bad = Status(Code::invalid_argument, fmt::format("{}: lock name given twice", quote_name(a->names[i])));
+      }
+      if (!bad.ok()) {
+        *rc = fail(bad);
+        return;
+      }
     }
     std::unique_ptr<Table> t;
     Status s = open_table(a->dir, !a->no_create, &t);

@@ -14,14 +14,26 @@ Status bad(const std::string& url, std::string_view why) {
   return Status(Code::invalid_argument, fmt::format("{}: {} (expected {})", url, why, kEtcdLocationForm));
 }
 
+// A host name or IPv4 address (letters, digits, '.', '-'), or an IPv6
+// literal in brackets ("[::1]": hex digits, ':' and '.' inside), then ":port".
+bool valid_host(std::string_view h) {
+  if (h.empty()) return false;
+  const bool bracketed = h.front() == '[';
+  if (bracketed) {
+    if (h.size() < 3 || h.back() != ']') return false;
+    h = h.substr(1, h.size() - 2);
+  }
+  for (char c : h) {
+    const bool ok = bracketed ? std::isxdigit(static_cast<unsigned char>(c)) || c == ':' || c == '.'
+                              : std::isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '-';
+    if (!ok) return false;
+  }
+  return true;
+}
+
 bool valid_endpoint(std::string_view e) {
   const size_t colon = e.rfind(':');
-  if (colon == std::string_view::npos || colon == 0 || colon + 1 == e.size()) return false;
-  for (char c : e.substr(0, colon)) {
-    if (!std::isalnum(static_cast<unsigned char>(c)) && c != '.' && c != '-' && c != '[' && c != ']' && c != ':') {
-      return false;
-    }
-  }
+  if (colon == std::string_view::npos || colon + 1 == e.size() || !valid_host(e.substr(0, colon))) return false;
   unsigned port = 0;
   auto port_text = e.substr(colon + 1);
   auto [end, ec] = std::from_chars(port_text.data(), port_text.data() + port_text.size(), port);
