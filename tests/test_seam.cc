@@ -75,28 +75,31 @@ TEST_CASE("seam: a scheme is letters, digits, + - . before ://, else the locatio
 TEST_CASE("seam: bad options are refused before the folder or any file is created") {
   TempDir tmp;
   const std::string dir = tmp.path() + "/never";
-  auto refused = [&](Options o) {
+  auto refused = [&](Options o, const char* naming) {  // the message names the option
     std::unique_ptr<Table> t;
     Status s = Table::open(dir, o, &t);
     CHECK(s.code() == Code::invalid_argument);
-    CHECK_THAT(s.message(), Catch::Contains(dir));
+    CHECK_THAT(s.message(), Catch::Contains(dir) && Catch::Contains(naming));
     CHECK(!exists(dir));
   };
   Options o;
   o.ring_entries = 100;  // not a power of two
-  refused(o);
+  refused(o, "ring_entries 100");
   o = Options{};
   o.max_slots = uint64_t{1} << 31;
-  refused(o);
+  refused(o, "max_slots 2147483648");
   o = Options{};
   o.initial_slots = 0;
-  refused(o);
+  refused(o, "initial_slots 0");
+  o = Options{};
+  o.initial_slots = (uint32_t{1} << 30) + 1;
+  refused(o, "initial_slots 1073741825");
   o = Options{};
   o.history = HistoryLevel(7);
-  refused(o);
+  refused(o, "history level 7");
   o = Options{};
   o.lmdb_map_size = 4096;
-  refused(o);
+  refused(o, "lmdb_map_size");
   std::unique_ptr<Table> t;
   CHECK(Table::open("", {}, &t).code() == Code::invalid_argument);
 }

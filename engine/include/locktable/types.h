@@ -88,7 +88,7 @@ struct Options {
   std::chrono::milliseconds deadlock_timeout{1000};
 
   // Creation only (ignored when the table exists).
-  uint32_t initial_slots = 64;            // rounded up to a power of two, at least 8
+  uint32_t initial_slots = 64;            // 1 to 2^30, rounded up to a power of two, at least 8
   uint64_t max_slots = uint64_t{1} << 24; // growth limit (at most 2^30)
   // History ring size (64-byte units), a power of two: about 2048 per thread
   // that appends history at once (64 threads by default), each holding about

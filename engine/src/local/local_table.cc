@@ -39,11 +39,18 @@ uint32_t round_up_pow2(uint64_t v) {
 // is refused before the folder or any file is created.
 Status check_options(const std::string& dir, const Options& o) {
   if (dir.empty()) return Status(Code::invalid_argument, "empty table folder name");
-  if (o.initial_slots == 0 || o.max_slots == 0 || o.max_slots > format::kMaxSlotsLimit ||
-      o.ring_entries < format::kMinRingEntries || o.ring_entries > format::kMaxRingEntries ||
+  if (o.initial_slots == 0 || o.initial_slots > format::kMaxSlotsLimit) {
+    return Status(Code::invalid_argument,
+                  fmt::format("{}: initial_slots {}: must be from 1 to 2^30", dir, o.initial_slots));
+  }
+  if (o.max_slots == 0 || o.max_slots > format::kMaxSlotsLimit) {
+    return Status(Code::invalid_argument, fmt::format("{}: max_slots {}: must be from 1 to 2^30", dir, o.max_slots));
+  }
+  if (o.ring_entries < format::kMinRingEntries || o.ring_entries > format::kMaxRingEntries ||
       (o.ring_entries & (o.ring_entries - 1)) != 0) {
     return Status(Code::invalid_argument,
-                  fmt::format("{}: bad creation options (slots 1..2^30, ring a power of two in 64..2^24)", dir));
+                  fmt::format("{}: ring_entries {}: must be a power of two from {} to 2^24", dir, o.ring_entries,
+                              format::kMinRingEntries));
   }
   if (uint32_t(o.history) > format::kMaxHistoryLevel) {
     return Status(Code::invalid_argument, fmt::format("{}: bad history level {}", dir, uint32_t(o.history)));
