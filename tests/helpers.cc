@@ -49,18 +49,31 @@ locktable::Lock child_lock(const std::string& dir, const std::string& name, std:
   return lock;
 }
 
-pid_t spawn_holder(const std::string& dir, const std::string& name, locktable::Mode mode) {
+namespace {
+
+pid_t spawn_holder_then(const std::string& dir, const std::string& name, locktable::Mode mode, bool exec_sleep) {
   Pipe holding;
   pid_t pid = spawn([&] {
     std::unique_ptr<locktable::Table> keep;
     locktable::Lock lock = child_lock(dir, name, &keep);
     if (!lock.acquire(mode).status.ok()) return 1;
     holding.send();
+    if (exec_sleep) ::execl("/bin/sleep", "sleep", "30", static_cast<char*>(nullptr));
     ::pause();
     return 0;
   });
   REQUIRE(holding.receive() == '.');
   return pid;
+}
+
+}  // namespace
+
+pid_t spawn_holder(const std::string& dir, const std::string& name, locktable::Mode mode) {
+  return spawn_holder_then(dir, name, mode, false);
+}
+
+pid_t spawn_exec_holder(const std::string& dir, const std::string& name, locktable::Mode mode) {
+  return spawn_holder_then(dir, name, mode, true);
 }
 
 pid_t spawn(const std::function<int()>& fn) {

@@ -44,6 +44,10 @@ pid_t spawn(const std::function<int()>& fn);
 pid_t spawn_holder(const std::string& dir, const std::string& name,
                    locktable::Mode mode = locktable::Mode::exclusive);
 
+// The same, but once it holds the lock the child execs /bin/sleep 30: the
+// process lives on (same pid and start time) as another program.
+pid_t spawn_exec_holder(const std::string& dir, const std::string& name, locktable::Mode mode);
+
 // Waits for a child: its exit status, or 128 + signal. Kills it and returns
 // -1 after timeout_ms.
 int wait_child(pid_t pid, int timeout_ms = 60000);

@@ -35,6 +35,19 @@ struct Counter {
   volatile int overlaps = 0;
 };
 
+// A child that writes itself in as the owner of `slot` with a bare CAS, as a
+// process whose robust list is unusable would, and exits 0 (1 if the CAS
+// failed): the kernel does not mark the record at its death.
+pid_t spawn_unmarked_owner(const std::string& dir, uint32_t slot) {
+  return spawn([&] {
+    testing::RawTable raw(dir);
+    detail::ThreadSelf& me = detail::thread_self();
+    detail::Word128 cur = detail::load128(&raw.slot(slot)->owner);
+    detail::Word128 mine = detail::make_word(me.tid, me.pid, me.start, detail::generation(cur) + 1);
+    return detail::cas128(&raw.slot(slot)->owner, cur, mine) ? 0 : 1;
+  });
+}
+
 }  // namespace
 
 TEST_CASE("N processes incrementing a shared counter under the lock lose no increment") {
@@ -186,16 +199,7 @@ TEST_CASE("a holder that execs a new program while holding leaves the lock aband
   // kernel's robust-list walk at exec can free the lock.
   TempDir tmp;
   auto t = open_table(tmp.table());
-  Pipe held;
-  pid_t holder = spawn([&] {
-    std::unique_ptr<Table> tt;
-    Lock l = child_lock(tmp.table(), "exec", &tt);
-    if (!l.acquire().status.ok()) return 1;
-    held.send();
-    ::execl("/bin/sleep", "sleep", "30", static_cast<char*>(nullptr));
-    return 2;
-  });
-  REQUIRE(held.receive() == '.');
+  pid_t holder = testing::spawn_exec_holder(tmp.table(), "exec", Mode::exclusive);
   Lock l;
   REQUIRE(t->lookup("exec", &l).ok());
   double start = testing::now_ms();
@@ -218,13 +222,7 @@ TEST_CASE("a holder that died without kernel notification is found by the livene
   auto t = open_table(tmp.table());
   Lock l;
   REQUIRE(t->lookup("p", &l).ok());
-  pid_t kid = spawn([&] {
-    testing::RawTable raw(tmp.table());
-    detail::ThreadSelf& me = detail::thread_self();
-    detail::Word128 cur = detail::load128(&raw.slot(l.slot())->owner);
-    detail::Word128 mine = detail::make_word(me.tid, me.pid, me.start, detail::generation(cur) + 1);
-    return detail::cas128(&raw.slot(l.slot())->owner, cur, mine) ? 0 : 1;
-  });
+  pid_t kid = spawn_unmarked_owner(tmp.table(), l.slot());
   REQUIRE(wait_child(kid) == 0);
   CHECK(l.try_acquire().status.code() == Code::timed_out);  // a try does not wait for a check
   double start = testing::now_ms();
@@ -243,13 +241,7 @@ TEST_CASE("a holder that died without kernel notification and is not yet reaped 
   auto t = open_table(tmp.table());
   Lock l;
   REQUIRE(t->lookup("z", &l).ok());
-  pid_t kid = spawn([&] {
-    testing::RawTable raw(tmp.table());
-    detail::ThreadSelf& me = detail::thread_self();
-    detail::Word128 cur = detail::load128(&raw.slot(l.slot())->owner);
-    detail::Word128 mine = detail::make_word(me.tid, me.pid, me.start, detail::generation(cur) + 1);
-    return detail::cas128(&raw.slot(l.slot())->owner, cur, mine) ? 0 : 1;
-  });
+  pid_t kid = spawn_unmarked_owner(tmp.table(), l.slot());
   char state = 0;
   uint64_t start_time = 0;
   for (int i = 0; i < 10000 && state != 'Z'; ++i) {

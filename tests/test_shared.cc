@@ -382,16 +382,7 @@ TEST_CASE("shared: a reader thread that exits holding leaves the lock abandoned 
 TEST_CASE("shared: a reader that execs a new program while holding leaves the lock abandoned to the next writer") {
   TempDir tmp;
   auto t = open_table(tmp.table());
-  Pipe held;
-  pid_t reader = spawn([&] {
-    std::unique_ptr<Table> tt;
-    Lock rl = child_lock(tmp.table(), "c", &tt);
-    if (!rl.acquire(Mode::shared).status.ok()) return 1;
-    held.send();
-    ::execl("/bin/sleep", "sleep", "30", static_cast<char*>(nullptr));
-    return 2;
-  });
-  REQUIRE(held.receive() == '.');
+  pid_t reader = testing::spawn_exec_holder(tmp.table(), "c", Mode::shared);
   Lock l;
   REQUIRE(t->lookup("c", &l).ok());
   double start = testing::now_ms();
