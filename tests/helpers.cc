@@ -10,6 +10,8 @@
 #include <chrono>
 #include <cstdlib>
 #include <filesystem>
+#include <fstream>
+#include <string>
 #include <thread>
 
 namespace testing {
@@ -145,6 +147,28 @@ void Pipe::close_write() {
 double now_ms() {
   using namespace std::chrono;
   return duration<double, std::milli>(steady_clock::now().time_since_epoch()).count();
+}
+
+bool ends_within(pid_t pid, int ms) {
+  for (int waited = 0; waited <= ms; waited += 10) {
+    std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
+    std::string line;
+    if (!std::getline(stat, line)) return true;
+    const size_t paren = line.rfind(')');
+    if (paren != std::string::npos && paren + 2 < line.size() && line[paren + 2] == 'Z') return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  return false;
+}
+
+locktable::Owner expect_takeover(locktable::Lock& lock, pid_t dead) {
+  const double start = now_ms();
+  locktable::AcquireResult r =
+      lock.acquire(locktable::Mode::exclusive, locktable::Deadline::after(std::chrono::seconds(10)));
+  CHECK(r.abandoned());
+  CHECK(r.dead_owner.pid == uint32_t(dead));
+  CHECK(now_ms() - start < 1000);
+  return r.dead_owner;
 }
 
 }  // namespace testing

@@ -70,6 +70,16 @@ class Pipe {
 // Milliseconds since an arbitrary start (monotonic).
 double now_ms();
 
+// True once `pid` is gone or a zombie (an orphan's reaper may be slow, or
+// none), within `ms`. For a child of the caller not yet waited for, true
+// means a zombie.
+bool ends_within(pid_t pid, int ms);
+
+// Acquires `lock` exclusively, waiting at most 10 s, and CHECKs that it was
+// taken over from a holder of process `dead` within 1 s, told abandoned.
+// Returns the dead owner it was told.
+locktable::Owner expect_takeover(locktable::Lock& lock, pid_t dead);
+
 // A T in memory shared with the children forked after this call (never freed).
 template <class T>
 T* shared_memory() {

@@ -21,6 +21,7 @@
 
 using namespace locktable;
 using nlohmann::json;
+using testing::ends_within;
 using testing::TempDir;
 
 namespace {
@@ -215,19 +216,6 @@ std::vector<pid_t> children_of(pid_t pid) {
   std::vector<pid_t> out;
   for (pid_t c; in >> c;) out.push_back(c);
   return out;
-}
-
-// True once `pid` is gone or a zombie (an orphan's reaper may be slow, or none), within `ms`.
-bool ends_within(pid_t pid, int ms) {
-  for (int waited = 0; waited <= ms; waited += 10) {
-    std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
-    std::string line;
-    if (!std::getline(stat, line)) return true;
-    const size_t paren = line.rfind(')');
-    if (paren != std::string::npos && paren + 2 < line.size() && line[paren + 2] == 'Z') return true;
-    std::this_thread::sleep_for(std::chrono::milliseconds(10));
-  }
-  return false;
 }
 
 TEST_CASE("cli: a run killed with SIGKILL takes its command with it and leaves the lock abandoned; "
