@@ -8,6 +8,8 @@
 #include <sys/mman.h>
 #include <sys/types.h>
 
+#include <atomic>
+
 #include <functional>
 #include <memory>
 #include <new>
@@ -79,6 +81,16 @@ bool ends_within(pid_t pid, int ms);
 // taken over from a holder of process `dead` within 1 s, told abandoned.
 // Returns the dead owner it was told.
 locktable::Owner expect_takeover(locktable::Lock& lock, pid_t dead);
+
+// A WaitInterrupt that says stop once another thread sets `stop`; counts the asks.
+struct FlagInterrupt final : locktable::WaitInterrupt {
+  std::atomic<bool> stop{false};
+  std::atomic<int> asks{0};
+  bool requested() override {
+    asks.fetch_add(1);
+    return stop.load();
+  }
+};
 
 // A T in memory shared with the children forked after this call (never freed).
 template <class T>

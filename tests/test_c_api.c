@@ -149,6 +149,54 @@ static void test_a_holder_killed_leaves_the_lock_abandoned(lt_table* t) {
   close(pipefd[1]);
 }
 
+/* stop for lt_acquire_interruptible: nonzero from the 20th call on (about
+ * 20 ms of waiting at the most frequent asking). */
+static int stop_after_20_asks(void* arg) {
+  int* asks = (int*)arg;
+  return ++*asks >= 20;
+}
+
+static void test_an_interrupted_wait_is_not_acquired(void) {
+  char table_dir[300];
+  snprintf(table_dir, sizeof table_dir, "%s/interrupt", dir);
+  lt_table* t = NULL;
+  REQUIRE(lt_table_open(table_dir, &t) == LT_OK);
+  lt_lock* l = NULL;
+  REQUIRE(lt_lookup(t, "interruptible", &l) == LT_OK);
+  int pipefd[2];
+  REQUIRE(pipe(pipefd) == 0);
+  pid_t kid = fork();
+  if (kid == 0) {
+    char c = lt_acquire(l, 0, -1) == LT_OK ? 'y' : 'n';
+    (void)!write(pipefd[1], &c, 1);
+    pause();
+    _exit(0);
+  }
+  char c = 0;
+  REQUIRE(read(pipefd[0], &c, 1) == 1 && c == 'y');
+  int asks = 0;
+  lt_acquired info;
+  CHECK(lt_acquire_interruptible(l, 0, -1, stop_after_20_asks, &asks, &info) == LT_INTERRUPTED);
+  CHECK(asks == 20);
+  CHECK(strstr(lt_last_error(), "interrupted") != NULL);
+  CHECK(strcmp(lt_code_name(LT_INTERRUPTED), "interrupted") == 0);
+  asks = 0;
+  CHECK(lt_acquire_interruptible(l, 1, -1, stop_after_20_asks, &asks, NULL) == LT_INTERRUPTED);  /* shared */
+  asks = 0;
+  CHECK(lt_acquire_interruptible(l, 0, 0, stop_after_20_asks, &asks, NULL) == LT_TIMED_OUT);  /* a try */
+  CHECK(asks == 0);
+  CHECK(lt_acquire_interruptible(l, 0, 1000000, NULL, NULL, NULL) == LT_TIMED_OUT);  /* no stop: a timed acquire */
+  kill(kid, SIGKILL);
+  waitpid(kid, NULL, 0);
+  CHECK(lt_acquire_interruptible(l, 0, -1, stop_after_20_asks, &asks, NULL) == LT_ABANDONED);
+  CHECK(lt_mark_consistent(l) == LT_OK);
+  CHECK(lt_release(l, 0) == LT_OK);
+  lt_lock_free(l);
+  lt_table_close(t);
+  close(pipefd[0]);
+  close(pipefd[1]);
+}
+
 struct listing {
   int count;
   int saw_held_by_me;
@@ -268,6 +316,7 @@ int main(void) {
   REQUIRE(lt_table_open(table_dir, &t) == LT_OK);
   test_acquire_release_try_timeout(t);
   test_a_holder_killed_leaves_the_lock_abandoned(t);
+  test_an_interrupted_wait_is_not_acquired();
   test_list_stats_history_remove(t);
   lt_table_close(t);
 

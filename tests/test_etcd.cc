@@ -194,6 +194,49 @@ TEST_CASE("etcd: one holder across processes; try and timed acquire; per-thread 
   REQUIRE(l.release().ok());
 }
 
+TEST_CASE("etcd: an interrupted wait gives up its place in the queue; the next taker is not kept behind it") {
+  const std::string url = etcd().url(fresh_prefix());
+  auto t = open_url(url);
+  Lock l;
+  REQUIRE(t->lookup("job", &l).ok());
+  Pipe holding, let_go;
+  pid_t holder = spawn([&] {
+    std::unique_ptr<Table> tt;
+    if (!Table::open(url, {}, &tt).ok()) return 1;
+    Lock hl;
+    if (!tt->lookup("job", &hl).ok() || !hl.acquire().held()) return 2;
+    holding.send();
+    if (let_go.receive(30000) != '.') return 3;
+    return hl.release().ok() ? 0 : 4;
+  });
+  REQUIRE(holding.receive(20000) == '.');
+  testing::FlagInterrupt f;
+  std::thread stopper([&] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(400));  // past the quick polls: in a watch
+    f.stop = true;
+  });
+  const double start = testing::now_ms();
+  AcquireResult r = l.acquire(Mode::exclusive, Deadline::after(std::chrono::seconds(30)).interruptible_by(&f));
+  const double waited = testing::now_ms() - start;
+  stopper.join();
+  CHECK(r.status.code() == Code::interrupted);
+  CHECK(waited >= 390);
+  CHECK(waited < 2000);  // a watch is cut to 100 ms when the wait is interruptible
+  let_go.send();
+  CHECK(wait_child(holder) == 0);
+  // The interrupted waiter's queue entry is gone: a try gets the free lock.
+  pid_t next = spawn([&] {
+    std::unique_ptr<Table> tt;
+    if (!Table::open(url, {}, &tt).ok()) return 1;
+    Lock nl;
+    if (!tt->lookup("job", &nl).ok()) return 2;
+    AcquireResult got = nl.try_acquire();
+    if (got.status.code() != Code::ok) return 3;
+    return nl.release().ok() ? 0 : 4;
+  });
+  CHECK(wait_child(next) == 0);
+}
+
 TEST_CASE("etcd: list(busy) names the held locks only, with how long each holder has held") {
   const std::string url = etcd().url(fresh_prefix());
   auto t = open_url(url);

@@ -1,5 +1,8 @@
 // Acquire/release semantics within one process (threads), names and handles.
 #include <catch2/catch.hpp>
+#include <signal.h>
+
+#include <atomic>
 #include <mutex>
 #include <shared_mutex>
 #include <thread>
@@ -65,6 +68,141 @@ TEST_CASE("try and timed acquire give up") {
     CHECK_FALSE(a.try_lock());
   }).join();
   CHECK(a.release().ok());
+}
+
+namespace {
+
+volatile sig_atomic_t usr1_seen = 0;
+void on_usr1(int) { usr1_seen = 1; }
+
+// Stops when SIGUSR1 has been handled.
+struct SignalInterrupt final : WaitInterrupt {
+  bool requested() override { return usr1_seen != 0; }
+};
+
+}  // namespace
+
+TEST_CASE("a wait ends with interrupted when its WaitInterrupt says so, leaving the lock as a timeout does") {
+  TempDir tmp;
+  auto t = open_table(tmp.table());
+  Lock l;
+  REQUIRE(t->lookup("queue", &l).ok());
+  testing::FlagInterrupt f;
+  const Deadline forever = Deadline::never().interruptible_by(&f);
+
+  SECTION("an exclusive waiter, the holder in another process") {
+    pid_t holder = testing::spawn_holder(tmp.table(), "queue", Mode::exclusive);
+    std::thread stopper([&] {
+      std::this_thread::sleep_for(std::chrono::milliseconds(200));
+      f.stop = true;
+    });
+    double start = testing::now_ms();
+    AcquireResult r = l.acquire(Mode::exclusive, forever);
+    double waited = testing::now_ms() - start;
+    stopper.join();
+    CHECK(r.status.code() == Code::interrupted);
+    CHECK_FALSE(r.held());
+    CHECK(r.status.message().find("interrupted") != std::string::npos);
+    CHECK(waited >= 190);
+    CHECK(waited < 2000);
+    CHECK(f.asks.load() >= 4);  // asked while it waited, not only once
+    // The holder still holds; once it dies the next acquire is told so.
+    CHECK(l.try_acquire().status.code() == Code::timed_out);
+    ::kill(holder, SIGKILL);
+    CHECK(testing::wait_child(holder) == 128 + SIGKILL);
+    testing::expect_takeover(l, holder);
+    CHECK(l.mark_consistent().ok());
+    CHECK(l.release().ok());
+  }
+  SECTION("an interrupted writer no longer keeps new readers out") {
+    pid_t reader = testing::spawn_holder(tmp.table(), "queue", Mode::shared);
+    Code writer_code = Code::ok;
+    std::thread writer([&] { writer_code = l.acquire(Mode::exclusive, forever).status.code(); });
+    // While the writer waits, a new reader is kept out ...
+    bool kept_out = false;
+    for (int i = 0; i < 200 && !kept_out; ++i) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+      pid_t probe = testing::spawn([&] {
+        std::unique_ptr<Table> tt;
+        Lock pl = testing::child_lock(tmp.table(), "queue", &tt);
+        AcquireResult pr = pl.try_acquire(Mode::shared);
+        if (pr.held()) (void)pl.release(Mode::shared);
+        return pr.held() ? 1 : 0;
+      });
+      kept_out = testing::wait_child(probe) == 0;
+    }
+    CHECK(kept_out);
+    f.stop = true;
+    writer.join();
+    CHECK(writer_code == Code::interrupted);
+    // ... and once it gave up, readers get in again.
+    Lock r2;
+    REQUIRE(t->lookup("queue", &r2).ok());
+    AcquireResult in = r2.try_acquire(Mode::shared);
+    CHECK(in.status.ok());
+    CHECK(r2.release(Mode::shared).ok());
+    ::kill(reader, SIGKILL);
+    testing::wait_child(reader);
+  }
+  SECTION("a shared waiter, behind a writer in another process") {
+    pid_t holder = testing::spawn_holder(tmp.table(), "queue", Mode::exclusive);
+    std::thread stopper([&] {
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+      f.stop = true;
+    });
+    AcquireResult r = l.acquire(Mode::shared, forever);
+    stopper.join();
+    CHECK(r.status.code() == Code::interrupted);
+    ::kill(holder, SIGKILL);
+    testing::wait_child(holder);
+    AcquireResult after = l.acquire(Mode::shared, Deadline::after(std::chrono::seconds(5)));
+    CHECK(after.status.code() == Code::abandoned);  // the writer died: the reader is told
+    CHECK(l.release(Mode::shared).ok());
+  }
+  SECTION("a signal handler's flag ends the wait at once, although the deadline is far") {
+    pid_t holder = testing::spawn_holder(tmp.table(), "queue", Mode::exclusive);
+    struct sigaction sa {};
+    sa.sa_handler = on_usr1;  // no SA_RESTART: the futex sleep ends with EINTR
+    struct sigaction old {};
+    REQUIRE(::sigaction(SIGUSR1, &sa, &old) == 0);
+    usr1_seen = 0;
+    SignalInterrupt by_signal;
+    double start = 0, waited = 0;
+    AcquireResult r;
+    std::thread waiter([&] {
+      start = testing::now_ms();
+      r = l.acquire(Mode::exclusive, Deadline::after(std::chrono::seconds(30)).interruptible_by(&by_signal));
+      waited = testing::now_ms() - start;
+    });
+    std::this_thread::sleep_for(std::chrono::milliseconds(300));  // asleep on the futex by now
+    double sent = testing::now_ms();
+    ::pthread_kill(waiter.native_handle(), SIGUSR1);
+    waiter.join();
+    ::sigaction(SIGUSR1, &old, nullptr);
+    CHECK(r.status.code() == Code::interrupted);
+    CHECK(start + waited - sent < 1000);
+    ::kill(holder, SIGKILL);
+    testing::wait_child(holder);
+  }
+  SECTION("a try, or a free lock, never asks") {
+    f.stop = true;
+    pid_t holder = testing::spawn_holder(tmp.table(), "queue", Mode::exclusive);
+    CHECK(l.acquire(Mode::exclusive, Deadline::now().interruptible_by(&f)).status.code() == Code::timed_out);
+    ::kill(holder, SIGKILL);
+    testing::wait_child(holder);
+    testing::expect_takeover(l, holder);
+    CHECK(l.mark_consistent().ok());
+    CHECK(l.release().ok());
+    CHECK(l.acquire(Mode::exclusive, forever).status.ok());
+    CHECK(l.release().ok());
+    CHECK(l.acquire(Mode::shared, forever).status.ok());
+    CHECK(l.release(Mode::shared).ok());
+    CHECK(f.asks.load() == 0);
+  }
+  // No wait of this thread stays published.
+  std::vector<LockInfo> locks;
+  REQUIRE(t->list(&locks).ok());
+  for (const LockInfo& info : locks) CHECK(info.waiting.empty());
 }
 
 TEST_CASE("a blocked thread gets the lock when it is released") {

@@ -4,6 +4,7 @@ program sees them, with real processes (os.fork, SIGKILL). Run by
 PYTHONPATH)."""
 import json
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -147,6 +148,56 @@ def ticks_while(wait):
     finally:
         stop.set()
         th.join()
+
+
+def test_ctrl_c_ends_a_waiting_acquire_with_keyboard_interrupt(table, tmp_path):
+    pid = holder_child(table, "busy")
+    waiter = tmp_path / "waiter.py"
+    waiter.write_text(
+        "import locktable, threading\n"
+        f"t = locktable.open({str(tmp_path / 't')!r})\n"
+        "lock = t.lock('busy')\n"
+        "print('waiting', flush=True)\n"
+        "for how in ('acquire', 'with', 'acquire_all'):\n"
+        "    try:\n"
+        "        if how == 'acquire': lock.acquire()\n"
+        "        elif how == 'with':\n"
+        "            with lock: pass\n"
+        "        else: t.acquire_all([(lock, True)])\n"
+        "        print(how, 'acquired', flush=True)\n"
+        "    except KeyboardInterrupt:\n"
+        "        print(how, 'interrupted', lock.acquire(timeout=0), flush=True)\n"
+        "    input()\n"  # the next SIGINT comes after this line is answered
+        # A thread other than the main one does not run Python's handlers: it times out.
+        "r = []\n"
+        "th = threading.Thread(target=lambda: r.append(lock.acquire(timeout=0.3)))\n"
+        "th.start(); th.join()\n"
+        "print('thread', r, flush=True)\n"
+    )
+    p = subprocess.Popen([sys.executable, str(waiter)], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    try:
+        assert p.stdout.readline() == b"waiting\n"
+        lines = []
+        for how in ("acquire", "with", "acquire_all"):
+            time.sleep(0.3)  # asleep in the acquire by now
+            sent = time.monotonic()
+            p.send_signal(signal.SIGINT)
+            # Within about 50 ms; without the interruption never (the holder never releases).
+            assert select.select([p.stdout], [], [], 5)[0], f"{how}: still waiting 5 s after SIGINT"
+            lines.append(p.stdout.readline())
+            assert time.monotonic() - sent < 5
+            p.stdin.write(b"\n")
+            p.stdin.flush()
+        out, _ = p.communicate(timeout=10)
+        assert lines == [b"acquire interrupted False\n", b"with interrupted False\n", b"acquire_all interrupted False\n"]
+        assert out == b"thread [False]\n"
+        assert p.returncode == 0
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
 
 
 def test_waiting_releases_the_gil(table):

@@ -125,6 +125,30 @@ TEST_CASE("wait clock: a deadline expires on time, and sleeps never overshoot it
   CHECK(c.waited_ns() >= 35'000'000);
 }
 
+TEST_CASE("wait clock: an interrupt is asked at most every millisecond; once it says stop the wait is interrupted") {
+  testing::FlagInterrupt f;
+  detail::WaitClock c(Deadline::after(std::chrono::seconds(30)).interruptible_by(&f));
+  for (int i = 0; i < 1000; ++i) c.tick();  // far less than a millisecond for most of them
+  CHECK(f.asks.load() >= 1);
+  CHECK(f.asks.load() < 50);
+  CHECK(!c.expired());
+  CHECK(c.expiry() == Code::timed_out);
+  CHECK(c.sleep_ns() <= detail::kMaxCheckNs);
+  f.stop = true;
+  std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  c.tick();
+  CHECK(c.expired());
+  CHECK(c.expiry() == Code::interrupted);
+  const int asked = f.asks.load();
+  std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  c.tick();
+  CHECK(f.asks.load() == asked);  // not asked again once it said stop
+  detail::WaitClock try_clock(Deadline::now().interruptible_by(&f));
+  try_clock.tick();
+  CHECK(try_clock.expiry() == Code::timed_out);  // a try never asks
+  CHECK(f.asks.load() == asked);
+}
+
 TEST_CASE("wait clock: liveness checks come 1 ms after watching starts, then at doubling intervals up to 50 ms") {
   detail::WaitClock c(Deadline::never());
   c.tick();

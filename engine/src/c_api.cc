@@ -33,7 +33,8 @@ static_assert(LT_STALE_HANDLE == int(Code::stale_handle) && LT_INVALID_ARGUMENT 
 static_assert(LT_CORRUPT == int(Code::corrupt) && LT_VERSION_MISMATCH == int(Code::version_mismatch));
 static_assert(LT_UNSUPPORTED == int(Code::unsupported) && LT_PERMISSION_DENIED == int(Code::permission_denied));
 static_assert(LT_CAPACITY == int(Code::capacity) && LT_IO_ERROR == int(Code::io_error) &&
-              LT_DEADLOCK == int(Code::deadlock) && LT_LOCK_LOST == int(Code::lock_lost));
+              LT_DEADLOCK == int(Code::deadlock) && LT_LOCK_LOST == int(Code::lock_lost) &&
+              LT_INTERRUPTED == int(Code::interrupted));
 static_assert(LT_SHARED == int(Mode::shared) && LT_HISTORY_PERSISTED == int(HistoryLevel::persisted));
 static_assert(LT_STATE_DEAD_OWNER == int(LockState::dead_owner) && LT_EVENT_DOWNGRADED == int(EventKind::downgraded));
 
@@ -69,12 +70,23 @@ Deadline deadline_of(int64_t timeout_ns) {
 
 lt_owner to_c(const Owner& o) { return lt_owner{o.pid, o.tid, o.start_time}; }
 
+// lt_acquire_interruptible's stop(arg) as a WaitInterrupt.
+class CallbackInterrupt final : public WaitInterrupt {
+ public:
+  CallbackInterrupt(int (*stop)(void*), void* arg) : stop_(stop), arg_(arg) {}
+  bool requested() override { return stop_(arg_) != 0; }
+
+ private:
+  int (*stop_)(void*);
+  void* arg_;
+};
+
 }  // namespace
 
 extern "C" {
 
 const char* lt_code_name(int code) {
-  if (code < int(Code::ok) || code > int(Code::lock_lost)) return "unknown";
+  if (code < int(Code::ok) || code > int(Code::interrupted)) return "unknown";
   return code_name(Code(code));
 }
 
@@ -172,9 +184,17 @@ const char* lt_lock_name(const lt_lock* lock) { return lock == nullptr ? "" : lo
 int lt_acquire(lt_lock* lock, int shared, int64_t timeout_ns) { return lt_acquire_info(lock, shared, timeout_ns, nullptr); }
 
 int lt_acquire_info(lt_lock* lock, int shared, int64_t timeout_ns, lt_acquired* info) {
+  return lt_acquire_interruptible(lock, shared, timeout_ns, nullptr, nullptr, info);
+}
+
+int lt_acquire_interruptible(lt_lock* lock, int shared, int64_t timeout_ns, int (*stop)(void* arg), void* arg,
+                             lt_acquired* info) {
   if (lock == nullptr) return fail(Code::invalid_argument, "lt_acquire: lock is NULL");
   return guarded([&]() -> int {
-    AcquireResult r = lock->lock.acquire(shared ? Mode::shared : Mode::exclusive, deadline_of(timeout_ns));
+    CallbackInterrupt interrupt{stop, arg};
+    const Deadline deadline = deadline_of(timeout_ns);
+    AcquireResult r = lock->lock.acquire(shared ? Mode::shared : Mode::exclusive,
+                                         stop != nullptr ? deadline.interruptible_by(&interrupt) : deadline);
     if (r.held() && info != nullptr) *info = lt_acquired{r.token, to_c(r.dead_owner)};
     return report(r.status);
   });

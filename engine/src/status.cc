@@ -21,6 +21,7 @@ const char* code_name(Code code) {
     case Code::io_error: return "io_error";
     case Code::deadlock: return "deadlock";
     case Code::lock_lost: return "lock_lost";
+    case Code::interrupted: return "interrupted";
   }
   return "unknown";
 }

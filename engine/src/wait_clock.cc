@@ -16,10 +16,17 @@ WaitClock::WaitClock(const Deadline& d) : deadline_(d), start_(d.is_now() ? 0 : 
 }
 
 void WaitClock::tick() {
-  if (!deadline_.is_now()) now_ = monotonic_ns();
+  if (deadline_.is_now()) return;
+  now_ = monotonic_ns();
+  if (WaitInterrupt* interrupt = deadline_.interrupt(); interrupt != nullptr && !interrupted_ && now_ >= next_ask_) {
+    next_ask_ = now_ + kInterruptAskNs;
+    interrupted_ = interrupt->requested();
+  }
 }
 
-bool WaitClock::expired() const { return deadline_.is_now() || (!deadline_.is_never() && now_ >= end_); }
+bool WaitClock::expired() const {
+  return deadline_.is_now() || interrupted_ || (!deadline_.is_never() && now_ >= end_);
+}
 
 uint64_t WaitClock::waited_ns() const { return start_ == 0 ? 0 : monotonic_ns() - start_; }
 
@@ -50,6 +57,7 @@ int64_t WaitClock::sleep_ns() const {
   uint64_t until = next_check_ > now_ ? next_check_ : now_ + uint64_t(kFirstCheckNs);
   if (next_walk_ != 0 && next_walk_ < until) until = next_walk_ > now_ ? next_walk_ : now_;
   if (!deadline_.is_never() && end_ < until) until = end_;
+  if (deadline_.interrupt() != nullptr && until > now_ + uint64_t(kMaxCheckNs)) until = now_ + uint64_t(kMaxCheckNs);
   return until > now_ ? int64_t(until - now_) : 0;
 }
 

@@ -5,6 +5,10 @@
 // kMaxCheckNs, so a dead holder the kernel did not report is found quickly
 // without burning CPU.
 //
+// The deadline's WaitInterrupt, when it has one, is asked in tick(), at most
+// every kInterruptAskNs, and no sleep is longer than kMaxCheckNs then: once
+// it says stop the clock is expired() and expiry() is Code::interrupted.
+//
 // Nothing reads the clock for a try (Deadline::now()): a try never waits.
 #pragma once
 
@@ -17,15 +21,19 @@ namespace locktable::detail {
 inline constexpr int64_t kFirstCheckNs = 1'000'000;   // 1 ms
 inline constexpr int64_t kMaxCheckNs = 50'000'000;    // 50 ms
 inline constexpr uint64_t kWalkIntervalNs = 50'000'000;  // 50 ms between deadlock walks
+inline constexpr uint64_t kInterruptAskNs = 1'000'000;   // 1 ms between WaitInterrupt::requested() calls
 
 class WaitClock {
  public:
   explicit WaitClock(const Deadline& deadline);
 
   // Reads the clock: once per wait iteration, the rest use that reading.
+  // Asks the deadline's WaitInterrupt when one is due.
   void tick();
 
   bool expired() const;
+  // Why expired() is true: Code::timed_out, or Code::interrupted.
+  Code expiry() const { return interrupted_ ? Code::interrupted : Code::timed_out; }
   // Time since the clock was made (0 for a try).
   uint64_t waited_ns() const;
 
@@ -51,6 +59,8 @@ class WaitClock {
   int64_t interval_ = kFirstCheckNs;
   uint64_t next_check_ = 0;
   uint64_t next_walk_ = 0;  // 0: no walks
+  uint64_t next_ask_ = 0;   // when the WaitInterrupt is next asked
+  bool interrupted_ = false;
 };
 
 }  // namespace locktable::detail

@@ -15,6 +15,7 @@ int exit_code(const Status& s) {
       return kOk;
     case Code::timed_out:
     case Code::deadlock:
+    case Code::interrupted:
       return kNotAcquired;
     case Code::invalid_argument:
       return kUsage;

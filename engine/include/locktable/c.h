@@ -48,7 +48,8 @@ enum {
   LT_CAPACITY = 13,         /* the table is full */
   LT_IO_ERROR = 14,         /* any other failure */
   LT_DEADLOCK = 15,         /* not acquired: this waiter closed a cycle of waits and was picked to break it */
-  LT_LOCK_LOST = 16         /* lt_release: the hold ended without this thread (its etcd lease ran out) */
+  LT_LOCK_LOST = 16,        /* lt_release: the hold ended without this thread (its etcd lease ran out) */
+  LT_INTERRUPTED = 17       /* not acquired: the wait was interrupted (the C++ API's WaitInterrupt) */
 };
 
 /* Lock modes, history levels, lock states and event kinds: the numbers of the
@@ -134,6 +135,16 @@ typedef struct lt_acquired {
 } lt_acquired;
 /* lt_acquire, and on success fills *info (may be NULL). */
 int lt_acquire_info(lt_lock* lock, int shared, int64_t timeout_ns, lt_acquired* info);
+
+/* lt_acquire_info whose wait also ends when stop(arg) returns nonzero: then
+ * LT_INTERRUPTED (not acquired; recorded as a timeout). stop is called on
+ * the waiting thread while it waits, at most every millisecond and at least
+ * every 50 ms (100 ms on etcd), and at once when a signal interrupts its
+ * sleep: a SIGINT handler that sets a flag stop reads ends the wait. It is
+ * never called for a try (timeout_ns 0) or a free lock. stop NULL: as
+ * lt_acquire_info. */
+int lt_acquire_interruptible(lt_lock* lock, int shared, int64_t timeout_ns, int (*stop)(void* arg), void* arg,
+                             lt_acquired* info);
 
 /* Releases this thread's hold in that mode. Errors: LT_NOT_OWNER (not held
  * by this thread in that mode), LT_STALE_HANDLE, LT_LOCK_LOST (etcd: the hold

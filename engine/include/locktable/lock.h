@@ -20,6 +20,8 @@
 //    and, more rarely (each call below lists its own):
 //      deadlock      (acquire) not acquired: this waiter closed a cycle of
 //                    waits and was picked to break it (Options::deadlock_timeout)
+//      interrupted   (acquire) not acquired: the deadline's WaitInterrupt
+//                    (Deadline::interruptible_by) stopped the wait
 //      capacity      (shared acquire) no free reader record; (etcd) the
 //                    cluster's space quota is used up
 //      lock_lost     (etcd release) the hold ended without this thread: its
@@ -61,8 +63,9 @@ class Lock {
   uint32_t slot() const { return index_; }
 
   // Acquire in `mode`, waiting at most until `deadline`. Errors: timed_out,
-  // already_held, stale_handle, deadlock, capacity, invalid_argument (and the
-  // etcd ones above); ok and abandoned are held (AcquireResult::held()).
+  // interrupted, already_held, stale_handle, deadlock, capacity,
+  // invalid_argument (and the etcd ones above); ok and abandoned are held
+  // (AcquireResult::held()).
   AcquireResult acquire(Mode mode = Mode::exclusive, Deadline deadline = Deadline::never());
   AcquireResult try_acquire(Mode mode = Mode::exclusive) { return acquire(mode, Deadline::now()); }
 

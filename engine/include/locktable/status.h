@@ -29,6 +29,7 @@ enum class Code : int {
   io_error,           // any other system call failure
   deadlock,           // the waiter closed a cycle of waits and was picked to break it (not acquired)
   lock_lost,          // (release) the hold ended without this thread: its lease ran out (etcd)
+  interrupted,        // the wait was stopped by its Deadline's WaitInterrupt (not acquired)
 };
 
 // Stable lower-case name of a code ("timed_out"), for logs and JSON.

@@ -92,7 +92,7 @@ class Table {
   // order they list the locks in. On a timeout or any error the locks taken
   // so far are released again (an abandoned one stays abandoned). Errors:
   // invalid_argument (an empty handle, one of another table, a name twice),
-  // and those of Lock::acquire (timed_out, deadlock, already_held, ...).
+  // and those of Lock::acquire (timed_out, interrupted, deadlock, already_held, ...).
   AcquireAllResult acquire_all(const std::vector<LockRequest>& requests, Deadline deadline = Deadline::never());
   // Releases every lock of `requests` (in the reverse order); the first error.
   Status release_all(const std::vector<LockRequest>& requests);

@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "locktable/status.h"
@@ -30,7 +31,26 @@ struct Owner {
   bool operator==(const Owner&) const = default;
 };
 
+// What stops a blocking acquire before its deadline, from outside the
+// waiting code: a flag a signal handler sets, another thread asking it to
+// stop, Python's Ctrl-C. A waiting thread asks requested() at most every
+// millisecond and at least every 50 ms while it waits (and at once when a
+// signal interrupts its sleep; etcd tables: at least every 100 ms). When it
+// returns true, the acquire gives up as at its deadline, with
+// Code::interrupted, and leaves the lock as a timed-out waiter does.
+// requested() runs on the waiting thread, which holds none of the library's
+// internal locks then; it is never asked for a try (Deadline::now()), or when
+// the lock is free.
+class WaitInterrupt {
+ public:
+  virtual bool requested() = 0;
+
+ protected:
+  ~WaitInterrupt() = default;
+};
+
 // When a blocking acquire gives up. Measured on the monotonic clock.
+// Trivially copyable and two words: it is passed in registers on the hot path.
 class Deadline {
  public:
   using clock = std::chrono::steady_clock;
@@ -47,14 +67,25 @@ class Deadline {
     return Deadline(current + ns);
   }
 
+  // The same deadline, and the wait also ends when `interrupt` says so.
+  // REQUIRES: *interrupt outlives every acquire given this deadline.
+  Deadline interruptible_by(WaitInterrupt* interrupt) const {
+    Deadline d = *this;
+    d.interrupt_ = interrupt;
+    return d;
+  }
+
   bool is_never() const { return when_ == clock::time_point::max(); }
   bool is_now() const { return when_ == clock::time_point::min(); }
   clock::time_point when() const { return when_; }
+  WaitInterrupt* interrupt() const { return interrupt_; }
 
  private:
   explicit Deadline(clock::time_point when) : when_(when) {}
   clock::time_point when_;
+  WaitInterrupt* interrupt_ = nullptr;
 };
+static_assert(sizeof(Deadline) == 16 && std::is_trivially_copyable_v<Deadline>, "two registers on the hot path");
 
 // Result of Lock::acquire. The lock is held when held() is true: status is ok, or
 // abandoned (then dead_owner names the holder that died and the caller must

@@ -407,11 +407,16 @@ AcquireResult EtcdTable::acquire_slow(NameState& l, Mode mode, const Deadline& d
     if (!mine) return lost("while it waited");
     if (!blocked) break;
     const auto now = Deadline::clock::now();
-    if (deadline.is_now() || (!deadline.is_never() && now >= deadline.when())) {
+    // Asked once a round (rounds are 1 ms apart at least); a wait given up
+    // early is recorded as a timeout.
+    const bool interrupted = !deadline.is_now() && deadline.interrupt() != nullptr && deadline.interrupt()->requested();
+    if (interrupted || deadline.is_now() || (!deadline.is_never() && now >= deadline.when())) {
       json ops = json::array({delete_op(hold->key)});
       if (history_on()) ops.push_back(event_put(EventKind::timeout, mode, &l, json{{"wait_ns", monotonic_ns() - started}}));
       if (!txn(json::array(), ops, json::array(), &out).ok()) withdraw(hold->key);
-      return AcquireResult{Status(Code::timed_out, fmt::format("lock {}: timed out", quote_name(l.name))), {}};
+      return AcquireResult{interrupted ? Status(Code::interrupted, fmt::format("lock {}: wait interrupted", quote_name(l.name)))
+                                       : Status(Code::timed_out, fmt::format("lock {}: timed out", quote_name(l.name))),
+                           {}};
     }
     if (deadlock_timeout_.count() > 0 && monotonic_ns() >= next_deadlock_look) {
       // Then every 100 ms, backing off to every second (each look reads every queue).
@@ -444,6 +449,7 @@ AcquireResult EtcdTable::acquire_slow(NameState& l, Mode mode, const Deadline& d
       nap = std::min(nap, std::chrono::duration_cast<std::chrono::milliseconds>(deadline.when() - now) +
                               std::chrono::milliseconds(1));
     }
+    if (deadline.interrupt() != nullptr) nap = std::min(nap, std::chrono::milliseconds(100));
     bool slept = false;
     if (watching) {
       const json& header = queue.contains("header") ? queue["header"] : json::object();

@@ -322,11 +322,14 @@ AcquireResult LocalTable::acquire(Lock& lock, Mode mode, const Deadline& deadlin
                            a.dead_owner, a.token};
     }
     case Code::timed_out:
+    case Code::interrupted:  // a wait given up early: counted and recorded as a timeout
       count_timeout(slot, a.wait_ns);
       // In the lock's order after the generation the waiter gave up at.
       ring_->record(RingEvent{format::kEventTimeout, m, format::kEventAfterGeneration, index, inc, 0, a.wait_ns,
                               a.generation});
-      return AcquireResult{Status(Code::timed_out, fmt::format("lock {}: timed out", quote_name(name))), {}};
+      return AcquireResult{Status(a.code, fmt::format("lock {}: {}", quote_name(name),
+                                                      a.code == Code::timed_out ? "timed out" : "wait interrupted")),
+                           {}};
     case Code::deadlock:
       ring_->record(RingEvent{format::kEventDeadlock, m, format::kEventAfterGeneration, index, inc, 0, a.wait_ns,
                               a.generation});

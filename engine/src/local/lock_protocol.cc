@@ -412,7 +412,7 @@ Acquired acquire_exclusive(TableFile& file, format::Slot* s, uint32_t slot_index
       }
       if (clock().expired()) {
         produced = generation(cur);  // a timeout sorts after the generation it gave up at
-        return done(Code::timed_out);
+        return done(clock().expiry());
       }
       // Wait a little before sleeping (kSpinPauses, kSpinYields above).
       if (spins == 0) {
@@ -445,7 +445,7 @@ Acquired acquire_exclusive(TableFile& file, format::Slot* s, uint32_t slot_index
     if (clock().expired()) {
       produced = generation(cur);  // a timeout sorts after the generation it gave up at
       withdraw_writer_waiting();
-      return done(Code::timed_out);
+      return done(clock().expiry());
     }
     if (WaitCycle cycle; deadlocked(&cycle)) {
       produced = generation(cur);

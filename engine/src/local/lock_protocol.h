@@ -18,7 +18,7 @@
 namespace locktable::detail {
 
 struct Acquired {
-  Code code = Code::ok;       // ok, abandoned, timed_out, already_held, stale_handle, capacity, deadlock
+  Code code = Code::ok;       // ok, abandoned, timed_out, interrupted, already_held, stale_handle, capacity, deadlock
   Owner dead_owner;           // abandoned: the holder that died
   uint64_t wait_ns = 0;       // time spent waiting (0 when it never slept)
   uint64_t token = 0;         // held: the fencing token (TOKENS in lock_protocol.cc)

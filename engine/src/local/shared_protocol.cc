@@ -154,7 +154,7 @@ Acquired acquire_shared(TableFile& file, format::Slot* s, uint32_t slot_index, u
         if (pw & kSharedWaiters) a.wake = PendingWake{s, cur, true};  // other readers may join now
         return a;
       }
-      if (clock_now().expired()) return fail(Code::timed_out);
+      if (clock_now().expired()) return fail(clock_now().expiry());
       if (WaitCycle cycle; deadlocked(&cycle)) return broken(std::move(cycle));
       if (!set_flags(s, cur, kWaiters, kSharedWaiters)) continue;
       sleep_on(s, tid_word(cur), clock_now().sleep_ns());
@@ -177,7 +177,7 @@ Acquired acquire_shared(TableFile& file, format::Slot* s, uint32_t slot_index, u
         stale_since = monotonic_ns();
       }
     }
-    if (clock_now().expired()) return fail(Code::timed_out);
+    if (clock_now().expired()) return fail(clock_now().expiry());
     if (WaitCycle cycle; deadlocked(&cycle)) return broken(std::move(cycle));
     if (!set_flags(s, cur, kWaiters, kSharedWaiters)) continue;
     sleep_on(s, tid_word(cur), std::min<int64_t>(clock_now().sleep_ns(), int64_t(kStaleWriterNs)));
