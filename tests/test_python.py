@@ -113,6 +113,32 @@ def test_shared_holders_together_writers_kept_out(table):
         os.waitpid(pid, 0)
 
 
+def test_hold_is_a_context_manager_in_either_mode_with_a_timeout(table):
+    pid = holder_child(table, "config", mode_shared=True)
+    try:
+        lock = table.lock("config")
+        with lock.hold(shared=True, timeout=1) as held:  # shared beside the other process's reader
+            assert held is lock
+            with pytest.raises(locktable.Error) as again:
+                lock.acquire(shared=True, timeout=0)
+            assert again.value.code == "already_held"  # this thread holds it
+        assert lock.acquire(shared=True, timeout=0) is True  # released on exit
+        lock.release(shared=True)
+        with pytest.raises(locktable.Error) as e:
+            with lock.hold(timeout=0.05):  # exclusive: kept out by the reader
+                pytest.fail("entered a lock held shared by another process")
+        assert e.value.code == "timed_out"
+        assert "config" in str(e.value)
+    finally:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+    with lock.hold() as held:  # the reader died: this writer is told
+        assert held.abandoned
+        held.mark_consistent()
+    assert lock.acquire(timeout=0) is True  # released on exit
+    lock.release()
+
+
 def test_a_downgrade_lets_readers_in_and_keeps_writers_out(table):
     lock = table.lock("doc")
     assert lock.acquire() is True

@@ -7,6 +7,7 @@
 //   lock.abandoned                               # held abandoned by this thread, not yet repaired
 //   lock.mark_consistent(); lock.release()
 //   with t.lock("orders") as l: ...              # exclusive, released on exit
+//   with lock.hold(shared=True, timeout=5): ...  # either mode, with a timeout
 //   t.list(), t.history(name=None, limit=None)   # lists of dicts: `ls --json`, `history --json`
 //
 // Errors raise locktable.Error; its `code` is the code's name ("busy",
@@ -114,6 +115,24 @@ void raise_if_interrupted(const Status& s) {
   if (s.code() == Code::interrupted && PyErr_Occurred() != nullptr) throw py::error_already_set();
 }
 
+// What Lock.hold() returns: a context manager that acquires on entry (or
+// raises locktable.Error, code "timed_out", when `timeout` passes) and
+// releases on exit, in its mode.
+struct Hold {
+  Lock* lock;
+  bool shared;
+  std::optional<double> timeout_s;
+};
+
+bool acquire(Lock& lock, bool shared, const std::optional<double>& timeout_s);
+
+Lock& enter(Hold& h) {
+  if (!acquire(*h.lock, h.shared, h.timeout_s)) {
+    raise(Status(Code::timed_out, "lock " + quote_name(h.lock->name()) + ": timed out"));
+  }
+  return *h.lock;
+}
+
 bool acquire(Lock& lock, bool shared, const std::optional<double>& timeout_s) {
   AcquireResult r;
   PythonSignals signals;
@@ -191,6 +210,18 @@ PYBIND11_MODULE(locktable, m) {
            py::return_value_policy::reference_internal)
       .def("__exit__", [](Lock& l, py::object, py::object, py::object) {
         check(l.release());
+        return false;
+      })
+      .def(
+          "hold", [](Lock& l, bool shared, std::optional<double> timeout) { return Hold{&l, shared, timeout}; },
+          py::arg("shared") = false, py::arg("timeout") = py::none(), py::keep_alive<0, 1>(),
+          "A context manager: `with lock.hold(shared=True, timeout=5) as l:` acquires in that mode on "
+          "entry (raising locktable.Error, code 'timed_out', when the timeout passes) and releases on exit.");
+
+  py::class_<Hold>(m, "Hold", "Lock.hold(): acquires on entry, releases on exit.")
+      .def("__enter__", &enter, py::return_value_policy::reference)
+      .def("__exit__", [](Hold& h, py::object, py::object, py::object) {
+        check(h.lock->release(h.shared ? Mode::shared : Mode::exclusive));
         return false;
       });
 
