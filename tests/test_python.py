@@ -293,6 +293,32 @@ def test_errors_name_the_problem(tmp_path):
     assert e.value.code == "invalid_argument"
 
 
+def test_open_takes_the_creation_and_opening_options(tmp_path):
+    for bad in ({"deadlock_timeout": -1}, {"drain_interval": float("nan")}, {"retention_age": -5}):
+        with pytest.raises(locktable.Error) as e:
+            locktable.open(str(tmp_path / "bad"), **bad)
+        assert e.value.code == "invalid_argument"
+        assert next(iter(bad)) in str(e.value)
+    assert not (tmp_path / "bad").exists()  # refused before anything is created
+    with pytest.raises(locktable.Error) as e:
+        locktable.open(str(tmp_path / "bad"), max_slots=1 << 31)
+    assert e.value.code == "invalid_argument" and "max_slots" in str(e.value)
+    t = locktable.open(str(tmp_path / "t"), initial_slots=8, max_slots=8, retention_count=3, retention_age=0,
+                       history="persisted")
+    for i in range(8):
+        t.lock(f"n{i}")
+    with pytest.raises(locktable.Error) as e:
+        t.lock("one-too-many")  # max_slots reached
+    assert e.value.code == "capacity"
+    lock = t.lock("n0")
+    for _ in range(5):
+        assert lock.acquire() is True
+        lock.release()
+    t.drain_history()
+    assert len(t.history()) == 3  # retention_count
+    t.close()
+
+
 def test_stats_recover_and_check(table):
     table.lock("a")
     st = table.stats()

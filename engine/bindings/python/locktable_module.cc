@@ -327,14 +327,29 @@ PYBIND11_MODULE(locktable, m) {
       "open",
       [](const std::string& location, bool create, std::optional<std::string> history,
          std::optional<uint32_t> initial_slots, std::optional<uint32_t> ring_entries,
-         std::optional<double> drain_interval, std::optional<double> deadlock_timeout) {
+         std::optional<double> drain_interval, std::optional<double> deadlock_timeout, std::optional<uint64_t> max_slots,
+         std::optional<uint64_t> retention_count, std::optional<double> retention_age, bool allow_network_fs,
+         std::optional<size_t> lmdb_map_size) {
         Options o;
         o.create_if_missing = create;
+        o.allow_network_fs = allow_network_fs;
         if (auto level = level_from(history)) o.history = *level;
         if (initial_slots) o.initial_slots = *initial_slots;
+        if (max_slots) o.max_slots = *max_slots;
         if (ring_entries) o.ring_entries = *ring_entries;
+        if (retention_count) o.retention_count = *retention_count;
+        if (lmdb_map_size) o.lmdb_map_size = *lmdb_map_size;
+        for (const auto& [name, seconds] : {std::pair{"drain_interval", drain_interval},
+                                            std::pair{"deadlock_timeout", deadlock_timeout},
+                                            std::pair{"retention_age", retention_age}}) {
+          if (seconds && !(*seconds >= 0 && *seconds < 1e9)) {
+            raise(Status(Code::invalid_argument, std::string(name) + " must be a number of seconds from 0 to 1e9, not " +
+                                                     py::str(py::float_(*seconds)).cast<std::string>()));
+          }
+        }
         if (drain_interval) o.drain_interval = std::chrono::milliseconds(int64_t(*drain_interval * 1000));
         if (deadlock_timeout) o.deadlock_timeout = std::chrono::milliseconds(int64_t(*deadlock_timeout * 1000));
+        if (retention_age) o.retention_age = std::chrono::seconds(int64_t(*retention_age));
         std::unique_ptr<Table> t;
         check(Table::open(location, o, &t));
         return PyTable{std::shared_ptr<Table>(std::move(t))};
@@ -342,6 +357,11 @@ PYBIND11_MODULE(locktable, m) {
       py::arg("location"), py::arg("create") = true, py::arg("history") = py::none(),
       py::arg("initial_slots") = py::none(), py::arg("ring_entries") = py::none(),
       py::arg("drain_interval") = py::none(), py::arg("deadlock_timeout") = py::none(),
+      py::arg("max_slots") = py::none(), py::arg("retention_count") = py::none(), py::arg("retention_age") = py::none(),
+      py::arg("allow_network_fs") = false, py::arg("lmdb_map_size") = py::none(),
       "Opens (and unless create=False creates) the table at `location`: a folder, a file:/// URL, or an "
-      "etcd:// or etcds:// URL. deadlock_timeout: seconds a waiter waits before it looks for a cycle (0: never).");
+      "etcd:// or etcds:// URL. The options are Options' (times in seconds): deadlock_timeout, how long a waiter "
+      "waits before it looks for a cycle (0: never); drain_interval (0: no background drainer); lmdb_map_size "
+      "(bytes) and allow_network_fs; on creation history ('off', 'ring', 'persisted'), initial_slots, max_slots, "
+      "ring_entries, retention_count and retention_age (0: unlimited).");
 }
