@@ -74,6 +74,21 @@ pid_t spawn_holder(const std::string& dir, const std::string& name, locktable::M
   return spawn_holder_then(dir, name, mode, false);
 }
 
+pid_t spawn_releasing_holder(const std::string& dir, const std::string& name, locktable::Mode mode,
+                             const Pipe& release) {
+  Pipe holding;
+  pid_t pid = spawn([&] {
+    std::unique_ptr<locktable::Table> keep;
+    locktable::Lock lock = child_lock(dir, name, &keep);
+    if (!lock.acquire(mode).status.ok()) return 1;
+    holding.send();
+    if (release.receive() != '.') return 2;
+    return lock.release(mode).ok() ? 0 : 3;
+  });
+  REQUIRE(holding.receive() == '.');
+  return pid;
+}
+
 pid_t spawn_exec_holder(const std::string& dir, const std::string& name, locktable::Mode mode) {
   return spawn_holder_then(dir, name, mode, true);
 }

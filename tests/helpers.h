@@ -46,8 +46,16 @@ pid_t spawn(const std::function<int()>& fn);
 pid_t spawn_holder(const std::string& dir, const std::string& name,
                    locktable::Mode mode = locktable::Mode::exclusive);
 
-// The same, but once it holds the lock the child execs /bin/sleep 30: the
-// process lives on (same pid and start time) as another program.
+class Pipe;
+
+// A holder that, once it holds, waits for a byte on `release` and then
+// releases: it exits 0 when the release succeeded (and not abandoned), else
+// nonzero. Returns once it holds the lock (REQUIREs that it got there).
+pid_t spawn_releasing_holder(const std::string& dir, const std::string& name, locktable::Mode mode,
+                             const Pipe& release);
+
+// The same as spawn_holder, but once it holds the lock the child execs
+// /bin/sleep 30: the process lives on (same pid and start time) as another program.
 pid_t spawn_exec_holder(const std::string& dir, const std::string& name, locktable::Mode mode);
 
 // Waits for a child: its exit status, or 128 + signal. Kills it and returns

@@ -245,16 +245,8 @@ TEST_CASE("a stopped holder (SIGSTOP) is alive: waiters time out, and after SIGC
   auto t = open_table(tmp.table());
   Lock l;
   REQUIRE(t->lookup("stopped", &l).ok());
-  Pipe held, release;
-  pid_t holder = spawn([&] {
-    std::unique_ptr<Table> tt;
-    Lock hl = child_lock(tmp.table(), "stopped", &tt);
-    if (!hl.acquire().status.ok()) return 1;
-    held.send();
-    if (release.receive() != '.') return 2;
-    return hl.release().ok() ? 0 : 3;
-  });
-  REQUIRE(held.receive() == '.');
+  Pipe release;
+  pid_t holder = testing::spawn_releasing_holder(tmp.table(), "stopped", Mode::exclusive, release);
   REQUIRE(::kill(holder, SIGSTOP) == 0);
   // Long enough for every liveness check of the waiting schedule (up to 50 ms apart).
   AcquireResult r = l.acquire(Mode::exclusive, Deadline::after(std::chrono::milliseconds(400)));

@@ -73,16 +73,8 @@ TEST_CASE("shared: a writer is excluded while any reader holds, and gets in afte
   auto t = open_table(tmp.table());
   Lock l;
   REQUIRE(t->lookup("catalog", &l).ok());
-  Pipe held, go;
-  pid_t reader = spawn([&] {
-    std::unique_ptr<Table> tt;
-    Lock rl = child_lock(tmp.table(), "catalog", &tt);
-    if (!rl.acquire(Mode::shared).status.ok()) return 1;
-    held.send();
-    if (go.receive() != '.') return 2;
-    return rl.release(Mode::shared).ok() ? 0 : 3;
-  });
-  REQUIRE(held.receive() == '.');
+  Pipe go;
+  pid_t reader = testing::spawn_releasing_holder(tmp.table(), "catalog", Mode::shared, go);
   CHECK(l.acquire(Mode::exclusive, Deadline::after(std::chrono::milliseconds(100))).status.code() == Code::timed_out);
   CHECK(l.try_acquire(Mode::shared).status.ok());  // readers still share (no writer waiting now)
   CHECK(l.release(Mode::shared).ok());
@@ -394,16 +386,8 @@ TEST_CASE("shared: a stopped reader (SIGSTOP) is alive: a writer times out, reco
   auto t = open_table(tmp.table());
   Lock l;
   REQUIRE(t->lookup("c", &l).ok());
-  Pipe in, leave;
-  pid_t reader = spawn([&] {
-    std::unique_ptr<Table> tt;
-    Lock rl = child_lock(tmp.table(), "c", &tt);
-    if (!rl.acquire(Mode::shared).status.ok()) return 1;
-    in.send();
-    if (leave.receive() != '.') return 2;
-    return rl.release(Mode::shared).ok() ? 0 : 3;
-  });
-  REQUIRE(in.receive() == '.');
+  Pipe leave;
+  pid_t reader = testing::spawn_releasing_holder(tmp.table(), "c", Mode::shared, leave);
   REQUIRE(::kill(reader, SIGSTOP) == 0);
   AcquireResult w = l.acquire(Mode::exclusive, Deadline::after(std::chrono::milliseconds(400)));
   CHECK(w.status.code() == Code::timed_out);
