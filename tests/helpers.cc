@@ -53,14 +53,22 @@ locktable::Lock child_lock(const std::string& dir, const std::string& name, std:
 
 namespace {
 
-pid_t spawn_holder_then(const std::string& dir, const std::string& name, locktable::Mode mode, bool exec_sleep) {
+// What a holder does once it holds: stay (pause), exec sleep, or release on a byte.
+enum class Then { pause, exec_sleep, release_on_byte };
+
+pid_t spawn_holder_then(const std::string& dir, const std::string& name, locktable::Mode mode, Then then,
+                        const Pipe* release = nullptr) {
   Pipe holding;
   pid_t pid = spawn([&] {
     std::unique_ptr<locktable::Table> keep;
     locktable::Lock lock = child_lock(dir, name, &keep);
     if (!lock.acquire(mode).status.ok()) return 1;
     holding.send();
-    if (exec_sleep) ::execl("/bin/sleep", "sleep", "30", static_cast<char*>(nullptr));
+    if (then == Then::exec_sleep) ::execl("/bin/sleep", "sleep", "30", static_cast<char*>(nullptr));
+    if (then == Then::release_on_byte) {
+      if (release->receive() != '.') return 2;
+      return lock.release(mode).ok() ? 0 : 3;
+    }
     ::pause();
     return 0;
   });
@@ -71,26 +79,16 @@ pid_t spawn_holder_then(const std::string& dir, const std::string& name, locktab
 }  // namespace
 
 pid_t spawn_holder(const std::string& dir, const std::string& name, locktable::Mode mode) {
-  return spawn_holder_then(dir, name, mode, false);
+  return spawn_holder_then(dir, name, mode, Then::pause);
 }
 
 pid_t spawn_releasing_holder(const std::string& dir, const std::string& name, locktable::Mode mode,
                              const Pipe& release) {
-  Pipe holding;
-  pid_t pid = spawn([&] {
-    std::unique_ptr<locktable::Table> keep;
-    locktable::Lock lock = child_lock(dir, name, &keep);
-    if (!lock.acquire(mode).status.ok()) return 1;
-    holding.send();
-    if (release.receive() != '.') return 2;
-    return lock.release(mode).ok() ? 0 : 3;
-  });
-  REQUIRE(holding.receive() == '.');
-  return pid;
+  return spawn_holder_then(dir, name, mode, Then::release_on_byte, &release);
 }
 
 pid_t spawn_exec_holder(const std::string& dir, const std::string& name, locktable::Mode mode) {
-  return spawn_holder_then(dir, name, mode, true);
+  return spawn_holder_then(dir, name, mode, Then::exec_sleep);
 }
 
 pid_t spawn(const std::function<int()>& fn) {

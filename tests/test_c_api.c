@@ -118,12 +118,13 @@ static void test_acquire_release_try_timeout(lt_table* t) {
   lt_lock_free(a);
 }
 
-static void test_a_holder_killed_leaves_the_lock_abandoned(lt_table* t) {
-  lt_lock* l = NULL;
-  REQUIRE(lt_lookup(t, "jobs", &l) == LT_OK);
+/* A child that takes `l` exclusively and holds it until killed; returns its
+ * pid once it holds it. */
+static pid_t fork_holder(lt_lock* l) {
   int pipefd[2];
   REQUIRE(pipe(pipefd) == 0);
   pid_t kid = fork();
+  REQUIRE(kid >= 0);
   if (kid == 0) {
     char c = lt_acquire(l, 0, -1) == LT_OK ? 'y' : 'n';
     (void)!write(pipefd[1], &c, 1);
@@ -132,6 +133,15 @@ static void test_a_holder_killed_leaves_the_lock_abandoned(lt_table* t) {
   }
   char c = 0;
   REQUIRE(read(pipefd[0], &c, 1) == 1 && c == 'y');
+  close(pipefd[0]);
+  close(pipefd[1]);
+  return kid;
+}
+
+static void test_a_holder_killed_leaves_the_lock_abandoned(lt_table* t) {
+  lt_lock* l = NULL;
+  REQUIRE(lt_lookup(t, "jobs", &l) == LT_OK);
+  pid_t kid = fork_holder(l);
   kill(kid, SIGKILL);
   waitpid(kid, NULL, 0);
   lt_acquired info;
@@ -145,8 +155,6 @@ static void test_a_holder_killed_leaves_the_lock_abandoned(lt_table* t) {
   CHECK(lt_acquire(l, 0, 0) == LT_OK);  /* consistent again: plain ok */
   CHECK(lt_release(l, 0) == LT_OK);
   lt_lock_free(l);
-  close(pipefd[0]);
-  close(pipefd[1]);
 }
 
 /* stop for lt_acquire_interruptible: nonzero from the 20th call on (about
@@ -163,17 +171,7 @@ static void test_an_interrupted_wait_is_not_acquired(void) {
   REQUIRE(lt_table_open(table_dir, &t) == LT_OK);
   lt_lock* l = NULL;
   REQUIRE(lt_lookup(t, "interruptible", &l) == LT_OK);
-  int pipefd[2];
-  REQUIRE(pipe(pipefd) == 0);
-  pid_t kid = fork();
-  if (kid == 0) {
-    char c = lt_acquire(l, 0, -1) == LT_OK ? 'y' : 'n';
-    (void)!write(pipefd[1], &c, 1);
-    pause();
-    _exit(0);
-  }
-  char c = 0;
-  REQUIRE(read(pipefd[0], &c, 1) == 1 && c == 'y');
+  pid_t kid = fork_holder(l);
   int asks = 0;
   lt_acquired info;
   CHECK(lt_acquire_interruptible(l, 0, -1, stop_after_20_asks, &asks, &info) == LT_INTERRUPTED);
@@ -193,8 +191,6 @@ static void test_an_interrupted_wait_is_not_acquired(void) {
   CHECK(lt_release(l, 0) == LT_OK);
   lt_lock_free(l);
   lt_table_close(t);
-  close(pipefd[0]);
-  close(pipefd[1]);
 }
 
 struct listing {
