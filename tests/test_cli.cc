@@ -278,6 +278,46 @@ TEST_CASE("cli: signals to run reach the command, and the lock is released after
   CHECK(l["abandoned"] == false);
 }
 
+TEST_CASE("cli: run waiting for its lock dies of INT, TERM or HUP at once, without running its command, its wait withdrawn") {
+  TempDir tmp;
+  std::string dir = tmp.table();
+  int hout, herr;
+  pid_t holder = start({"run", dir, "w", "--", "sleep", "30"}, &hout, &herr);
+  wait_held(dir, "w");
+  const std::string marker = tmp.path() + "/ran";
+  auto lock_w = [&] {
+    for (const json& l : json::parse(run({"ls", dir, "--json"}).out)) {
+      if (l["name"] == "w") return l;
+    }
+    FAIL("no lock w");
+    return json();
+  };
+  for (int sig : {SIGINT, SIGTERM, SIGHUP}) {
+    INFO("signal " << sig);
+    int out, err;
+    pid_t waiter = start({"run", dir, "w", "--", "touch", marker}, &out, &err);
+    const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+    while (lock_w()["waiters"].empty() && std::chrono::steady_clock::now() < until) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    REQUIRE(lock_w()["waiters"].size() == 1);
+    REQUIRE(::kill(waiter, sig) == 0);
+    CHECK(testing::ends_within(waiter, 1000));
+    CHECK(wait_exit(waiter) == 128 + sig);
+    drain(out);
+    drain(err);
+    CHECK(::access(marker.c_str(), F_OK) != 0);  // the command never ran
+    json l = lock_w();
+    CHECK(l["state"] == "held");  // the holder's lock, untouched
+    CHECK(l["holders"][0]["pid"] == holder);
+    CHECK(l["waiters"].empty());  // the wait was withdrawn
+  }
+  kill_group(holder);
+  wait_exit(holder);
+  drain(hout);
+  drain(herr);
+}
+
 TEST_CASE("cli: run --shared lets readers in together and keeps writers out") {
   TempDir tmp;
   std::string dir = tmp.table();

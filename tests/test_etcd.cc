@@ -194,22 +194,44 @@ TEST_CASE("etcd: one holder across processes; try and timed acquire; per-thread 
   REQUIRE(l.release().ok());
 }
 
+// A child that opens `url`, takes `name`, and releases it when `let_go`
+// says so (exit 0 when the release succeeded). Returns once it holds.
+pid_t etcd_releasing_holder(const std::string& url, const std::string& name, const Pipe& let_go) {
+  Pipe holding;
+  pid_t pid = spawn([&] {
+    std::unique_ptr<Table> t;
+    if (!Table::open(url, {}, &t).ok()) return 1;
+    Lock l;
+    if (!t->lookup(name, &l).ok() || !l.acquire().held()) return 2;
+    holding.send();
+    if (let_go.receive(30000) != '.') return 3;
+    return l.release().ok() ? 0 : 4;
+  });
+  REQUIRE(holding.receive(20000) == '.');
+  return pid;
+}
+
+// Whether another process gets the free lock `name` within `ms` (and lets go):
+// nothing left in the queue ahead of it.
+bool next_taker_gets_it_within(const std::string& url, const std::string& name, int ms) {
+  pid_t next = spawn([&] {
+    std::unique_ptr<Table> t;
+    if (!Table::open(url, {}, &t).ok()) return 1;
+    Lock l;
+    if (!t->lookup(name, &l).ok()) return 2;
+    if (l.acquire(Mode::exclusive, Deadline::after(std::chrono::milliseconds(ms))).status.code() != Code::ok) return 3;
+    return l.release().ok() ? 0 : 4;
+  });
+  return wait_child(next) == 0;
+}
+
 TEST_CASE("etcd: an interrupted wait gives up its place in the queue; the next taker is not kept behind it") {
   const std::string url = etcd().url(fresh_prefix());
   auto t = open_url(url);
   Lock l;
   REQUIRE(t->lookup("job", &l).ok());
-  Pipe holding, let_go;
-  pid_t holder = spawn([&] {
-    std::unique_ptr<Table> tt;
-    if (!Table::open(url, {}, &tt).ok()) return 1;
-    Lock hl;
-    if (!tt->lookup("job", &hl).ok() || !hl.acquire().held()) return 2;
-    holding.send();
-    if (let_go.receive(30000) != '.') return 3;
-    return hl.release().ok() ? 0 : 4;
-  });
-  REQUIRE(holding.receive(20000) == '.');
+  Pipe let_go;
+  pid_t holder = etcd_releasing_holder(url, "job", let_go);
   testing::FlagInterrupt f;
   std::thread stopper([&] {
     std::this_thread::sleep_for(std::chrono::milliseconds(400));  // past the quick polls: in a watch
@@ -224,17 +246,27 @@ TEST_CASE("etcd: an interrupted wait gives up its place in the queue; the next t
   CHECK(waited < 2000);  // a watch is cut to 100 ms when the wait is interruptible
   let_go.send();
   CHECK(wait_child(holder) == 0);
-  // The interrupted waiter's queue entry is gone: a try gets the free lock.
-  pid_t next = spawn([&] {
-    std::unique_ptr<Table> tt;
-    if (!Table::open(url, {}, &tt).ok()) return 1;
-    Lock nl;
-    if (!tt->lookup("job", &nl).ok()) return 2;
-    AcquireResult got = nl.try_acquire();
-    if (got.status.code() != Code::ok) return 3;
-    return nl.release().ok() ? 0 : 4;
-  });
-  CHECK(wait_child(next) == 0);
+  CHECK(next_taker_gets_it_within(url, "job", 0));  // a try: the interrupted waiter's entry is gone
+}
+
+TEST_CASE("etcd: run waiting for its lock dies of INT at once and withdraws its place, not left for its lease's TTL") {
+  const std::string url = etcd().url(fresh_prefix(), "?ttl=10");
+  const char* cli = std::getenv("LOCKTABLE_CLI");
+  REQUIRE(cli != nullptr);
+  TempDir tmp;
+  const std::string marker = tmp.path() + "/ran";
+  Pipe let_go;
+  pid_t holder = etcd_releasing_holder(url, "job", let_go);
+  pid_t waiter = start_process({cli, "run", url, "job", "--", "touch", marker});
+  std::this_thread::sleep_for(std::chrono::milliseconds(1000));  // queued and waiting
+  REQUIRE(::kill(waiter, SIGINT) == 0);
+  CHECK(testing::ends_within(waiter, 1000));
+  CHECK(wait_child(waiter) == 128 + SIGINT);
+  CHECK(::access(marker.c_str(), F_OK) != 0);  // the command never ran
+  let_go.send();
+  CHECK(wait_child(holder) == 0);
+  // A dead waiter's queue entry would keep every later taker out until its lease ran out (10 s).
+  CHECK(next_taker_gets_it_within(url, "job", 3000));
 }
 
 TEST_CASE("etcd: list(busy) names the held locks only, with how long each holder has held") {

@@ -21,6 +21,7 @@
 #include <cerrno>
 #include <chrono>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 
 #include <fmt/format.h>
@@ -42,6 +43,23 @@ volatile sig_atomic_t g_pending_signal = 0;
 void forward_signal(int sig) {
   if (g_child > 0) ::kill(pid_t(g_child), sig);
   else g_pending_signal = sig;
+}
+
+// While run waits for its locks, INT, TERM or HUP end the wait (so that the
+// wait's traces, an etcd queue entry above all, are withdrawn at once rather
+// than left to the lease's TTL), and run then dies of that signal.
+struct SignalArrived final : WaitInterrupt {
+  bool requested() override { return g_pending_signal != 0; }
+};
+
+[[noreturn]] void die_of_pending_signal() {
+  const int sig = g_pending_signal;
+  struct sigaction dfl {};
+  dfl.sa_handler = SIG_DFL;
+  sigemptyset(&dfl.sa_mask);
+  sigaction(sig, &dfl, nullptr);
+  ::raise(sig);
+  std::_Exit(128 + sig);  // (not reached: the default action of these signals ends the process)
 }
 
 // Starts argv with env as this process's child that SIGKILL ends when this
@@ -190,8 +208,10 @@ void register_run(CLI::App& app, int* rc) {
       "name, one per line), LOCKTABLE_TOKEN (the fencing token of each name, in NAMES order, space-separated), "
       "LOCKTABLE_ABANDONED=1 when any lock was taken over from a holder that died (0 otherwise) and "
       "LOCKTABLE_ABANDONED_NAMES (those names, one per line). If any was abandoned and the command exits 0, they "
-      "are marked consistent; otherwise the next holder is told they were abandoned too. INT, TERM and HUP are "
-      "forwarded to the command; the locks are released after it ends. If run itself is killed, the command gets "
+      "are marked consistent; otherwise the next holder is told they were abandoned too. While run waits for the "
+      "locks, INT, TERM and HUP end the wait (withdrawn at once, an etcd queue entry too) and run dies of that "
+      "signal without starting the command; once it runs they are forwarded to the command, and the locks are "
+      "released after it ends. If run itself is killed, the command gets "
       "SIGKILL too (it must not go on without the locks); processes it started in the background are not "
       "followed. A lock lost while the command runs (an etcd table cut off from etcd past its TTL) sends it TERM "
       "(KILL 5 s later), and run exits 10.");
@@ -231,7 +251,17 @@ void register_run(CLI::App& app, int* rc) {
     Deadline deadline = Deadline::never();
     if (a->timeout == 0) deadline = Deadline::now();
     else if (a->timeout > 0) deadline = Deadline::after(std::chrono::duration<double>(a->timeout));
-    AcquireAllResult r = t->acquire_all(requests, deadline);
+    // Forwarded to the command once it runs; until then they end the wait.
+    struct sigaction sa {};
+    sa.sa_handler = forward_signal;  // no SA_RESTART: a sleeping waiter wakes at once
+    sigemptyset(&sa.sa_mask);
+    for (int sig : {SIGINT, SIGTERM, SIGHUP}) sigaction(sig, &sa, nullptr);
+    SignalArrived signalled;
+    AcquireAllResult r = t->acquire_all(requests, deadline.interruptible_by(&signalled));
+    if (g_pending_signal != 0) {  // interrupted, or held just as the signal came: the command never starts
+      if (r.held()) (void)t->release_all(requests);
+      die_of_pending_signal();
+    }
     if (r.status.code() == Code::timed_out || r.status.code() == Code::deadlock) {
       if (r.status.code() == Code::timed_out) {
         fmt::print(stderr, "locktable: timed out waiting for {} {} in {}\n", a->names.size() == 1 ? "lock" : "locks",
@@ -256,10 +286,6 @@ void register_run(CLI::App& app, int* rc) {
                  quote_name(a->names[i]), r.dead_owners[k].pid, r.dead_owners[k].tid);
     }
 
-    struct sigaction sa {};
-    sa.sa_handler = forward_signal;
-    sigemptyset(&sa.sa_mask);
-    for (int sig : {SIGINT, SIGTERM, SIGHUP}) sigaction(sig, &sa, nullptr);
 
     std::vector<std::string> tokens;
     for (uint64_t token : r.tokens) tokens.push_back(std::to_string(token));
