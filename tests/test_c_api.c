@@ -193,6 +193,61 @@ static void test_an_interrupted_wait_is_not_acquired(void) {
   lt_table_close(t);
 }
 
+static void test_several_locks_at_once(void) {
+  char table_dir[300];
+  snprintf(table_dir, sizeof table_dir, "%s/all", dir);
+  lt_table* t = NULL;
+  REQUIRE(lt_table_open(table_dir, &t) == LT_OK);
+  CHECK(strcmp(lt_table_location(t), table_dir) == 0);
+  CHECK(strcmp(lt_table_location(NULL), "") == 0);
+  lt_lock* a = NULL;
+  lt_lock* b = NULL;
+  REQUIRE(lt_lookup(t, "a", &a) == LT_OK && lt_lookup(t, "b", &b) == LT_OK);
+  lt_request reqs[2];
+  memset(reqs, 0, sizeof reqs);
+  reqs[0].lock = b; /* listed out of the canonical order */
+  reqs[0].shared = 1;
+  reqs[1].lock = a;
+
+  /* b held by another process: a timeout, and a is not held either. */
+  pid_t kid = fork_holder(b);
+  CHECK(lt_acquire_all(t, reqs, 2, 50 * 1000 * 1000) == LT_TIMED_OUT);
+  CHECK(strstr(lt_last_error(), "timed out") != NULL);
+  CHECK(lt_acquire(a, 0, 0) == LT_OK);
+  CHECK(lt_release(a, 0) == LT_OK);
+
+  /* The holder dies: both held, b told abandoned with its dead holder. */
+  kill(kid, SIGKILL);
+  waitpid(kid, NULL, 0);
+  CHECK(lt_acquire_all(t, reqs, 2, 5LL * 1000 * 1000 * 1000) == LT_ABANDONED);
+  CHECK(reqs[0].abandoned == 1 && reqs[0].dead_owner.pid == (uint32_t)kid);
+  CHECK(reqs[1].abandoned == 0 && reqs[1].dead_owner.pid == 0);
+  CHECK(reqs[0].token > 0 && reqs[1].token > 0);
+  CHECK(lt_token(a) == reqs[1].token);
+  CHECK(lt_acquire(b, 0, 0) == LT_ALREADY_HELD);  /* this thread holds it (shared) */
+  CHECK(lt_mark_consistent(b) == LT_OK);
+  CHECK(lt_release_all(t, reqs, 2) == LT_OK);
+  CHECK(lt_release_all(t, reqs, 2) == LT_NOT_OWNER);  /* nothing held any more */
+  CHECK(lt_acquire_all(t, reqs, 2, 0) == LT_OK);      /* consistent again: plain ok */
+  CHECK(reqs[0].abandoned == 0);
+  CHECK(lt_release_all(t, reqs, 2) == LT_OK);
+
+  /* Bad requests. */
+  reqs[1].lock = b;
+  CHECK(lt_acquire_all(t, reqs, 2, 0) == LT_INVALID_ARGUMENT);  /* a name twice */
+  CHECK(strstr(lt_last_error(), "'b'") != NULL);
+  reqs[1].lock = NULL;
+  CHECK(lt_acquire_all(t, reqs, 2, 0) == LT_INVALID_ARGUMENT);
+  CHECK(strstr(lt_last_error(), "request 1") != NULL);
+  CHECK(lt_acquire_all(NULL, reqs, 1, 0) == LT_INVALID_ARGUMENT);
+  CHECK(lt_acquire_all(t, NULL, 0, 0) == LT_OK);  /* nothing to take */
+  CHECK(lt_acquire(b, 0, 0) == LT_OK);           /* the refusals took nothing */
+  CHECK(lt_release(b, 0) == LT_OK);
+  lt_lock_free(a);
+  lt_lock_free(b);
+  lt_table_close(t);
+}
+
 struct listing {
   int count;
   int saw_held_by_me;
@@ -313,6 +368,7 @@ int main(void) {
   test_acquire_release_try_timeout(t);
   test_a_holder_killed_leaves_the_lock_abandoned(t);
   test_an_interrupted_wait_is_not_acquired();
+  test_several_locks_at_once();
   test_list_stats_history_remove(t);
   lt_table_close(t);
 

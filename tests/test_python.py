@@ -293,7 +293,7 @@ def test_errors_name_the_problem(tmp_path):
     assert e.value.code == "invalid_argument"
 
 
-def test_open_takes_the_creation_and_opening_options(tmp_path):
+def test_open_takes_every_option_and_history_settings_change_later(tmp_path):
     for bad in ({"deadlock_timeout": -1}, {"drain_interval": float("nan")}, {"retention_age": -5}):
         with pytest.raises(locktable.Error) as e:
             locktable.open(str(tmp_path / "bad"), **bad)
@@ -316,6 +316,23 @@ def test_open_takes_the_creation_and_opening_options(tmp_path):
         lock.release()
     t.drain_history()
     assert len(t.history()) == 3  # retention_count
+    t.set_retention(count=0, age=0)  # unlimited from now on
+    t.set_history_level("off")
+    assert lock.acquire() is True
+    lock.release()
+    t.set_history_level("persisted")
+    for _ in range(3):
+        assert lock.acquire() is True
+        lock.release()
+    t.drain_history()
+    events = t.history()
+    assert len(events) == 3 + 6  # none while off; none dropped since
+    with pytest.raises(locktable.Error) as e:
+        t.set_history_level("loud")
+    assert e.value.code == "invalid_argument"
+    with pytest.raises(locktable.Error) as e:
+        t.set_retention(count=1, age=-1)
+    assert e.value.code == "invalid_argument"
     t.close()
 
 

@@ -81,6 +81,19 @@ class CallbackInterrupt final : public WaitInterrupt {
   void* arg_;
 };
 
+// reqs[0..n) as the C++ API's requests; false (and *error, the code, set) on a NULL lock.
+bool to_requests(const char* call, const lt_request* reqs, size_t n, std::vector<LockRequest>* out, int* error) {
+  for (size_t i = 0; i < n; ++i) {
+    if (reqs[i].lock == nullptr) {
+      const std::string message = std::string(call) + ": the lock of request " + std::to_string(i) + " is NULL";
+      *error = fail(Code::invalid_argument, message.c_str());
+      return false;
+    }
+    out->push_back(LockRequest{&reqs[i].lock->lock, reqs[i].shared ? Mode::shared : Mode::exclusive});
+  }
+  return true;
+}
+
 }  // namespace
 
 extern "C" {
@@ -148,6 +161,8 @@ void lt_table_close(lt_table* table) {
   }
 }
 
+const char* lt_table_location(const lt_table* table) { return table == nullptr ? "" : table->table->dir().c_str(); }
+
 int lt_lookup(lt_table* table, const char* name, lt_lock** lock) {
   if (name == nullptr) return fail(Code::invalid_argument, "lt_lookup: name is NULL");
   return lt_lookup_n(table, name, std::char_traits<char>::length(name), 1, lock);
@@ -197,6 +212,40 @@ int lt_acquire_interruptible(lt_lock* lock, int shared, int64_t timeout_ns, int 
                                          stop != nullptr ? deadline.interruptible_by(&interrupt) : deadline);
     if (r.held() && info != nullptr) *info = lt_acquired{r.token, to_c(r.dead_owner)};
     return report(r.status);
+  });
+}
+
+int lt_acquire_all(lt_table* table, lt_request* reqs, size_t n, int64_t timeout_ns) {
+  if (table == nullptr || (reqs == nullptr && n != 0)) {
+    return fail(Code::invalid_argument, "lt_acquire_all: table or requests is NULL");
+  }
+  return guarded([&]() -> int {
+    std::vector<LockRequest> requests;
+    if (int error = 0; !to_requests("lt_acquire_all", reqs, n, &requests, &error)) return error;
+    AcquireAllResult r = table->table->acquire_all(requests, deadline_of(timeout_ns));
+    if (r.held()) {
+      for (size_t i = 0; i < n; ++i) {
+        reqs[i].token = r.tokens[i];
+        reqs[i].abandoned = 0;
+        reqs[i].dead_owner = lt_owner{0, 0, 0};
+      }
+      for (size_t k = 0; k < r.abandoned.size(); ++k) {
+        reqs[r.abandoned[k]].abandoned = 1;
+        reqs[r.abandoned[k]].dead_owner = to_c(r.dead_owners[k]);
+      }
+    }
+    return report(r.status);
+  });
+}
+
+int lt_release_all(lt_table* table, const lt_request* reqs, size_t n) {
+  if (table == nullptr || (reqs == nullptr && n != 0)) {
+    return fail(Code::invalid_argument, "lt_release_all: table or requests is NULL");
+  }
+  return guarded([&]() -> int {
+    std::vector<LockRequest> requests;
+    if (int error = 0; !to_requests("lt_release_all", reqs, n, &requests, &error)) return error;
+    return report(table->table->release_all(requests));
   });
 }
 

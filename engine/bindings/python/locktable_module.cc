@@ -315,6 +315,22 @@ PYBIND11_MODULE(locktable, m) {
             check(table_of(t).release_all(reqs));
           },
           py::arg("locks"))
+      .def(
+          "set_history_level",
+          [](PyTable& t, const std::string& level) {
+            check(table_of(t).set_history_level(*level_from(std::optional<std::string>(level))));
+          },
+          py::arg("level"), "History from now on, for every process: 'off', 'ring' or 'persisted'.")
+      .def(
+          "set_retention",
+          [](PyTable& t, uint64_t count, double age) {
+            if (!(age >= 0 && age < 1e12)) {
+              raise(Status(Code::invalid_argument, "retention age must be a number of seconds from 0, not " +
+                                                       py::str(py::float_(age)).cast<std::string>()));
+            }
+            check(table_of(t).set_retention(count, std::chrono::seconds(int64_t(age))));
+          },
+          py::arg("count"), py::arg("age"), "History records kept: at most `count`, none older than `age` seconds (0: unlimited).")
       .def_property_readonly("location", [](PyTable& t) { return table_of(t).dir(); })
       .def("close", [](PyTable& t) { t.table.reset(); }, "Closes this handle (its Locks keep the table open).")
       .def("__enter__", [](PyTable& t) -> PyTable& { return t; }, py::return_value_policy::reference_internal)

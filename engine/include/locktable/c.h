@@ -97,6 +97,8 @@ int lt_table_open(const char* location, lt_table** table);
 int lt_table_open_with(const char* location, const lt_options* options, lt_table** table);
 /* Closes the handle (locks obtained from it stay usable until freed). NULL is a no-op. */
 void lt_table_close(lt_table* table);
+/* The location the table was opened at, as the tool prints it ("" for NULL). */
+const char* lt_table_location(const lt_table* table);
 
 /* A handle for `name` (1 to 255 bytes, no NUL), creating the name. Errors:
  * LT_INVALID_ARGUMENT (a bad name), LT_CAPACITY (the table is at its maximum
@@ -161,6 +163,27 @@ uint64_t lt_token(const lt_lock* lock);
  * gets in between). Release it with lt_release(lock, 1). Errors:
  * LT_NOT_OWNER, LT_STALE_HANDLE, LT_CAPACITY. */
 int lt_downgrade(lt_lock* lock);
+
+/* ---- Several locks at once. ---- */
+/* One lock of lt_acquire_all: `lock` and `shared` are the caller's; the rest
+ * lt_acquire_all fills when it returns LT_OK or LT_ABANDONED. */
+typedef struct lt_request {
+  lt_lock* lock;
+  int shared;          /* 0: exclusive, 1: shared */
+  uint64_t token;      /* the fencing token of this hold */
+  int abandoned;       /* 1: taken over from a holder that died (then dead_owner) */
+  lt_owner dead_owner;
+} lt_request;
+/* Takes every lock of reqs[0..n), each in its mode, all or nothing, in one
+ * canonical order (by name), so that callers never deadlock with one another
+ * whatever order they list them in; timeout_ns as lt_acquire's. Returns
+ * LT_OK or LT_ABANDONED (all held; each request says whether it was
+ * abandoned: repair, then lt_mark_consistent it), or an error with none
+ * held: LT_TIMED_OUT, LT_DEADLOCK, LT_INVALID_ARGUMENT (a NULL table,
+ * request or lock, a lock of another table, a name twice) and lt_acquire's. */
+int lt_acquire_all(lt_table* table, lt_request* reqs, size_t n, int64_t timeout_ns);
+/* Releases every lock of reqs[0..n) (in the reverse order); the first error. */
+int lt_release_all(lt_table* table, const lt_request* reqs, size_t n);
 
 /* ---- Listing: one call of `visit` per named lock, in name order. ---- */
 typedef struct lt_holder {
