@@ -184,6 +184,22 @@ TEST_CASE("a wait ends with interrupted when its WaitInterrupt says so, leaving 
     ::kill(holder, SIGKILL);
     testing::wait_child(holder);
   }
+  SECTION("a std::jthread's request_stop() ends its wait (StopTokenInterrupt)") {
+    pid_t holder = testing::spawn_holder(tmp.table(), "queue", Mode::shared);
+    Code code = Code::ok;
+    std::jthread waiter([&](std::stop_token token) {
+      StopTokenInterrupt stop(token);
+      code = l.acquire(Mode::exclusive, Deadline::never().interruptible_by(&stop)).status.code();
+    });
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    const double asked = testing::now_ms();
+    waiter.request_stop();
+    waiter.join();
+    CHECK(testing::now_ms() - asked < 1000);
+    CHECK(code == Code::interrupted);
+    ::kill(holder, SIGKILL);
+    testing::wait_child(holder);
+  }
   SECTION("a try, or a free lock, never asks") {
     f.stop = true;
     pid_t holder = testing::spawn_holder(tmp.table(), "queue", Mode::exclusive);

@@ -5,8 +5,10 @@
 #include <chrono>
 #include <cstdint>
 #include <optional>
+#include <stop_token>
 #include <string>
 #include <type_traits>
+#include <utility>
 #include <vector>
 
 #include "locktable/status.h"
@@ -47,6 +49,19 @@ class WaitInterrupt {
 
  protected:
   ~WaitInterrupt() = default;
+};
+
+// A std::stop_token as a WaitInterrupt (std::jthread's request_stop() ends
+// the wait within 50 ms):
+//   StopTokenInterrupt stop(token);
+//   lock.acquire(Mode::exclusive, Deadline::never().interruptible_by(&stop));
+class StopTokenInterrupt final : public WaitInterrupt {
+ public:
+  explicit StopTokenInterrupt(std::stop_token token) : token_(std::move(token)) {}
+  bool requested() override { return token_.stop_requested(); }
+
+ private:
+  std::stop_token token_;
 };
 
 // When a blocking acquire gives up. Measured on the monotonic clock.
