@@ -287,7 +287,10 @@ def test_errors_name_the_problem(tmp_path):
     with pytest.raises(locktable.Error) as e:
         lock.acquire()
     assert e.value.code == "stale_handle"
+    assert repr(t) == f"<locktable.Table '{tmp_path / 't'}'>"
+    assert repr(t.lock("orders")) == f"<locktable.Lock 'orders' slot {t.lock('orders').slot}>"
     t.close()
+    assert repr(t) == "<locktable.Table (closed)>"
     with pytest.raises(locktable.Error) as e:
         t.lock("x")
     assert e.value.code == "invalid_argument"

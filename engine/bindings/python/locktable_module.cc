@@ -189,6 +189,10 @@ PYBIND11_MODULE(locktable, m) {
   py::class_<Lock>(m, "Lock", "A handle to one named lock; ownership is per thread.")
       .def_property_readonly("name", [](const Lock& l) { return py::bytes(l.name()).attr("decode")("utf-8", "replace"); })
       .def_property_readonly("slot", &Lock::slot)
+      .def("__repr__",
+           [](const Lock& l) {
+             return "<locktable.Lock " + quote_name(l.name()) + " slot " + std::to_string(l.slot()) + ">";
+           })
       .def("acquire", &acquire, py::arg("shared") = false, py::arg("timeout") = py::none(),
            "Waits at most `timeout` seconds (None: for ever, 0: try once). True when held (see "
            "`abandoned`), False on timeout.")
@@ -332,6 +336,11 @@ PYBIND11_MODULE(locktable, m) {
           },
           py::arg("count"), py::arg("age"), "History records kept: at most `count`, none older than `age` seconds (0: unlimited).")
       .def_property_readonly("location", [](PyTable& t) { return table_of(t).dir(); })
+      .def("__repr__",
+           [](const PyTable& t) {
+             return t.table == nullptr ? std::string("<locktable.Table (closed)>")
+                                       : "<locktable.Table '" + t.table->dir() + "'>";
+           })
       .def("close", [](PyTable& t) { t.table.reset(); }, "Closes this handle (its Locks keep the table open).")
       .def("__enter__", [](PyTable& t) -> PyTable& { return t; }, py::return_value_policy::reference_internal)
       .def("__exit__", [](PyTable& t, py::object, py::object, py::object) {
