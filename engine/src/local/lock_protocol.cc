@@ -80,7 +80,11 @@
 // the waiter bits it finds, and one that slept sets WAITERS again, since others
 // may still sleep; at worst one futile wake-up ends a contended period. A
 // waiter that dies or times out leaves at most that one futile wake-up behind:
-// the bit heals itself, where a counter would be wrong for ever.
+// the bit heals itself, where a counter would be wrong for ever. A waiter
+// gives up at its deadline, or when its deadline's WaitInterrupt says so
+// (asked in WaitClock::tick; a sleep with one is at most 50 ms, and a signal
+// ends it at once with EINTR): both leave the same way, Code::timed_out or
+// Code::interrupted, having withdrawn WRITER_WAITING and its published wait.
 //
 // DEATH. A holder is dead when (a) the kernel has set OWNER_DIED in tid_word
 // (thread exit, SIGKILL, exec: immediate, and it wakes a waiter), or (b) its
