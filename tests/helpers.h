@@ -9,7 +9,6 @@
 #include <sys/types.h>
 
 #include <atomic>
-
 #include <functional>
 #include <memory>
 #include <new>

@@ -286,7 +286,6 @@ void register_run(CLI::App& app, int* rc) {
                  quote_name(a->names[i]), r.dead_owners[k].pid, r.dead_owners[k].tid);
     }
 
-
     std::vector<std::string> tokens;
     for (uint64_t token : r.tokens) tokens.push_back(std::to_string(token));
     std::vector<std::string> storage;

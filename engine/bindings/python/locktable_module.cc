@@ -169,6 +169,14 @@ py::object acquire_all(PyTable& t, std::vector<std::pair<Lock*, bool>> requests,
   return out;
 }
 
+// A time option in seconds: refuses a negative, NaN or absurd one, naming it.
+void check_seconds(const char* name, double seconds) {
+  if (!(seconds >= 0 && seconds < 1e9)) {
+    raise(Status(Code::invalid_argument, std::string(name) + " must be a number of seconds from 0 to 1e9, not " +
+                                             py::str(py::float_(seconds)).cast<std::string>()));
+  }
+}
+
 std::optional<HistoryLevel> level_from(const std::optional<std::string>& name) {
   if (!name) return std::nullopt;
   if (*name == "off") return HistoryLevel::off;
@@ -328,10 +336,7 @@ PYBIND11_MODULE(locktable, m) {
       .def(
           "set_retention",
           [](PyTable& t, uint64_t count, double age) {
-            if (!(age >= 0 && age < 1e12)) {
-              raise(Status(Code::invalid_argument, "retention age must be a number of seconds from 0, not " +
-                                                       py::str(py::float_(age)).cast<std::string>()));
-            }
+            check_seconds("age", age);
             check(table_of(t).set_retention(count, std::chrono::seconds(int64_t(age))));
           },
           py::arg("count"), py::arg("age"), "History records kept: at most `count`, none older than `age` seconds (0: unlimited).")
@@ -367,10 +372,7 @@ PYBIND11_MODULE(locktable, m) {
         for (const auto& [name, seconds] : {std::pair{"drain_interval", drain_interval},
                                             std::pair{"deadlock_timeout", deadlock_timeout},
                                             std::pair{"retention_age", retention_age}}) {
-          if (seconds && !(*seconds >= 0 && *seconds < 1e9)) {
-            raise(Status(Code::invalid_argument, std::string(name) + " must be a number of seconds from 0 to 1e9, not " +
-                                                     py::str(py::float_(*seconds)).cast<std::string>()));
-          }
+          if (seconds) check_seconds(name, *seconds);
         }
         if (drain_interval) o.drain_interval = std::chrono::milliseconds(int64_t(*drain_interval * 1000));
         if (deadlock_timeout) o.deadlock_timeout = std::chrono::milliseconds(int64_t(*deadlock_timeout * 1000));
