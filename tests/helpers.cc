@@ -11,8 +11,10 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <set>
 #include <string>
 #include <thread>
+#include <vector>
 
 namespace testing {
 
@@ -172,6 +174,42 @@ bool ends_within(pid_t pid, int ms) {
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
   }
   return false;
+}
+
+void check_prefix_listing(locktable::Table& t) {
+  using locktable::ListScope;
+  // "jobs0" and "jobt" sort after every "jobs/..." ('0' and 't' follow '/'),
+  // "job" and "jobs" before; "jobs/\xff" is the last name with the prefix
+  // bytewise; ".h" starts with the byte etcd's encoding escapes at the front.
+  const std::vector<std::string> names = {"job",     "jobs",   "jobs/1", "jobs/2", "jobs/\xff",
+                                          "jobs0",   "jobt",   ".hidden", ".h",    "orders"};
+  std::vector<locktable::Lock> locks;
+  REQUIRE(t.lookup(names, &locks).ok());
+  REQUIRE(locks[3].acquire().held());                          // jobs/2
+  REQUIRE(locks[9].acquire(locktable::Mode::shared).held());  // orders
+  auto listed = [&](ListScope scope, std::string_view prefix) {
+    std::vector<locktable::LockInfo> ls;
+    REQUIRE(t.list(&ls, scope, prefix).ok());
+    std::set<std::string> out;
+    for (const locktable::LockInfo& l : ls) out.insert(l.name);
+    CHECK(out.size() == ls.size());
+    return out;
+  };
+  using Set = std::set<std::string>;
+  CHECK(listed(ListScope::all, "jobs/") == Set{"jobs/1", "jobs/2", "jobs/\xff"});
+  CHECK(listed(ListScope::all, "jobs") == Set{"jobs", "jobs/1", "jobs/2", "jobs/\xff", "jobs0"});
+  CHECK(listed(ListScope::all, "jobs/2") == Set{"jobs/2"});
+  CHECK(listed(ListScope::all, ".h") == Set{".h", ".hidden"});
+  CHECK(listed(ListScope::all, "jobs/3").empty());
+  CHECK(listed(ListScope::all, "zzz").empty());
+  CHECK(listed(ListScope::all, "").size() == names.size());
+  CHECK(listed(ListScope::busy, "jobs/") == Set{"jobs/2"});
+  CHECK(listed(ListScope::busy, "or") == Set{"orders"});
+  CHECK(listed(ListScope::busy, "job") == Set{"jobs/2"});
+  CHECK(listed(ListScope::busy, "jobs/1").empty());
+  CHECK(listed(ListScope::busy, "") == Set{"jobs/2", "orders"});
+  CHECK(locks[3].release().ok());
+  CHECK(locks[9].release(locktable::Mode::shared).ok());
 }
 
 locktable::Owner expect_takeover(locktable::Lock& lock, pid_t dead) {

@@ -89,6 +89,11 @@ bool ends_within(pid_t pid, int ms);
 // Returns the dead owner it was told.
 locktable::Owner expect_takeover(locktable::Lock& lock, pid_t dead);
 
+// CHECKs the promise of Table::list with a prefix on an empty table `t`
+// (either backend): exactly the names that begin with it, in both scopes,
+// among neighbours that sort just before and after them.
+void check_prefix_listing(locktable::Table& t);
+
 // A WaitInterrupt that says stop once another thread sets `stop`; counts the asks.
 struct FlagInterrupt final : locktable::WaitInterrupt {
   std::atomic<bool> stop{false};

@@ -23,6 +23,7 @@
 #include "helpers.h"
 
 using namespace locktable;
+using testing::check_prefix_listing;
 using testing::Pipe;
 using testing::shared_memory;
 using testing::spawn;
@@ -292,6 +293,39 @@ TEST_CASE("etcd: list(busy) names the held locks only, with how long each holder
     ::kill(p, SIGKILL);
     wait_child(p);
   }
+}
+
+TEST_CASE("etcd: list with a prefix names exactly the names that begin with it (a key range), held or not") {
+  auto t = open_url(etcd().url(fresh_prefix()));
+  check_prefix_listing(*t);
+}
+
+TEST_CASE("etcd: a name that is not UTF-8 comes back exactly, also in history; a thread name that is not UTF-8 "
+          "stops no lock") {
+  auto t = open_url(etcd().url(fresh_prefix()));
+  const std::string name = "bin\xff\xfe/x";
+  Lock l;
+  REQUIRE(t->lookup(name, &l).ok());
+  Status acquired, released;
+  std::thread([&] {
+    ::pthread_setname_np(::pthread_self(), "w\xff\xfe");  // comm is stored in every owner value
+    acquired = l.acquire().status;
+    released = l.release();
+  }).join();
+  CHECK(acquired.to_string() == "ok");
+  CHECK(released.to_string() == "ok");
+  std::vector<LockInfo> ls;
+  REQUIRE(t->list(&ls, ListScope::all, "bin\xff").ok());
+  REQUIRE(ls.size() == 1);
+  CHECK(ls[0].name == name);
+  std::vector<Event> events;
+  HistoryQuery q;
+  q.name = name;
+  REQUIRE(t->history(q, &events).ok());
+  std::multiset<EventKind> kinds;
+  for (const Event& e : events) kinds.insert(e.kind);
+  CHECK(kinds == std::multiset<EventKind>{EventKind::created, EventKind::acquired, EventKind::released});
+  CHECK(t->remove(name).ok());
 }
 
 TEST_CASE("etcd: a downgrade lets the waiting reader in and keeps the writer queued behind it out") {

@@ -10,6 +10,7 @@
 #include "helpers.h"
 
 using namespace locktable;
+using testing::check_prefix_listing;
 using testing::open_table;
 using testing::TempDir;
 
@@ -351,6 +352,12 @@ TEST_CASE("a waiter never hangs when the name is removed under it") {
     CHECK((outcome == int(Code::ok) || outcome == int(Code::stale_handle)));
     CHECK(a.acquire().status.code() == Code::stale_handle);
   }
+}
+
+TEST_CASE("list with a prefix names exactly the names that begin with it, held or not") {
+  TempDir tmp;
+  auto t = open_table(tmp.table());
+  check_prefix_listing(*t);
 }
 
 TEST_CASE("list shows holders and state") {

@@ -75,7 +75,7 @@ class Backend {
   virtual uint64_t token(const Lock& lock) = 0;
 
   // --- inspection and maintenance ---
-  virtual Status list_each(const LockVisitor& visit, ListScope scope) = 0;
+  virtual Status list_each(const LockVisitor& visit, ListScope scope, std::string_view prefix) = 0;
   virtual Status stats(TableStats* stats) = 0;
   virtual Status recover(bool dry_run, std::vector<Recovery>* actions) = 0;
   virtual Status check(std::vector<std::string>* problems) = 0;

@@ -270,7 +270,7 @@ int lt_downgrade(lt_lock* lock) {
 
 namespace {
 
-int list_scope(lt_table* table, lt_lock_visitor visit, void* context, ListScope scope) {
+int list_scope(lt_table* table, lt_lock_visitor visit, void* context, ListScope scope, std::string_view prefix = {}) {
   if (table == nullptr || visit == nullptr) return fail(Code::invalid_argument, "lt_list: table or visit is NULL");
   return guarded([&]() -> int {
     std::vector<lt_holder> holders;
@@ -291,7 +291,7 @@ int list_scope(lt_table* table, lt_lock_visitor visit, void* context, ListScope 
         return Status(Code::busy, "stopped by the visitor");
       }
       return Status::OK();
-    }, scope);
+    }, scope, prefix);
     return stopped ? LT_OK : report(s);
   });
 }
@@ -304,6 +304,12 @@ int lt_list(lt_table* table, lt_lock_visitor visit, void* context) {
 
 int lt_list_busy(lt_table* table, lt_lock_visitor visit, void* context) {
   return list_scope(table, visit, context, ListScope::busy);
+}
+
+int lt_list_prefix(lt_table* table, const char* prefix, size_t len, int busy, lt_lock_visitor visit, void* context) {
+  if (prefix == nullptr && len != 0) return fail(Code::invalid_argument, "lt_list_prefix: prefix is NULL");
+  return list_scope(table, visit, context, busy ? ListScope::busy : ListScope::all,
+                    prefix == nullptr ? std::string_view() : std::string_view(prefix, len));
 }
 
 int lt_stats_get(lt_table* table, lt_stats* out) {

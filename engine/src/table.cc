@@ -109,17 +109,17 @@ Status Table::release_all(const std::vector<LockRequest>& requests) {
   return first;
 }
 
-Status Table::list(std::vector<LockInfo>* locks, ListScope scope) {
+Status Table::list(std::vector<LockInfo>* locks, ListScope scope, std::string_view prefix) {
   locks->clear();
   return backend_->list_each(
       [locks](const LockInfo& info) {
         locks->push_back(info);
         return Status::OK();
       },
-      scope);
+      scope, prefix);
 }
-Status Table::list(const std::function<Status(const LockInfo&)>& visit, ListScope scope) {
-  return backend_->list_each(visit, scope);
+Status Table::list(const std::function<Status(const LockInfo&)>& visit, ListScope scope, std::string_view prefix) {
+  return backend_->list_each(visit, scope, prefix);
 }
 
 Status Table::stats(TableStats* stats) { return backend_->stats(stats); }

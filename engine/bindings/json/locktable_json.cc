@@ -11,6 +11,36 @@ using nlohmann::json;
 
 namespace {
 
+// Text from the system (a lock name, a thread's comm) as a JSON string: as is
+// when it is UTF-8 (the usual case: ASCII is checked without a copy),
+// otherwise with U+FFFD for each bad byte, as dump()'s replace handler
+// writes it (dump() would throw on it).
+bool is_utf8(const std::string& s) {
+  if (std::all_of(s.begin(), s.end(), [](char c) { return static_cast<unsigned char>(c) < 0x80; })) return true;
+  try {
+    (void)json(s).dump();
+    return true;
+  } catch (const json::type_error&) {
+    return false;
+  }
+}
+
+json text(const std::string& s) {
+  if (is_utf8(s)) return json(s);
+  return json::parse(json(s).dump(-1, ' ', false, json::error_handler_t::replace));
+}
+
+// A lock name under "name" (text()); one that is not UTF-8 also under
+// "name_hex", its exact bytes in hexadecimal.
+void put_name(json& j, const std::string& name) {
+  j["name"] = text(name);
+  if (!is_utf8(name)) {
+    std::string hex;
+    for (unsigned char c : name) hex += fmt::format("{:02x}", c);
+    j["name_hex"] = hex;
+  }
+}
+
 json owner(const Owner& o) { return json{{"pid", o.pid}, {"tid", o.tid}, {"start_time", o.start_time}}; }
 
 }  // namespace
@@ -55,7 +85,7 @@ const char* level_name(HistoryLevel level) {
 
 json holder(const HolderInfo& h) {
   json j = owner(h.owner);
-  j["comm"] = h.comm;
+  j["comm"] = text(h.comm);
   j["alive"] = h.alive;
   j["held_for_ms"] = h.held_for_ms ? json(*h.held_for_ms) : json(nullptr);
   j["token"] = h.token;
@@ -64,7 +94,7 @@ json holder(const HolderInfo& h) {
 
 json waiter(const WaiterInfo& w) {
   json j = owner(w.owner);
-  j["comm"] = w.comm;
+  j["comm"] = text(w.comm);
   j["mode"] = mode_name(w.mode);
   j["waiting_ms"] = w.waiting_ms;
   return j;
@@ -84,7 +114,7 @@ json lock_info(const LockInfo& l) {
   // Built in place (operator[] and moves): an initializer list copies every
   // element, and `ls --json` builds one of these per lock of a million.
   json j = json::object();
-  j["name"] = l.name;
+  put_name(j, l.name);
   j["slot"] = l.slot;
   j["state"] = state_name(l.state);
   j["mode"] = l.state == LockState::free ? json(nullptr) : json(mode_name(l.mode));
@@ -104,11 +134,12 @@ json event(const Event& e, int time_digits) {
   json j{{"seq", e.seq},
          {"time", rfc3339(e.time_ns, time_digits)},
          {"event", event_kind_name(e.kind)},
-         {"name", e.name.empty() ? json(nullptr) : json(e.name)},
+         {"name", nullptr},
          {"slot", e.name.empty() ? json(nullptr) : json(e.slot)},
          {"pid", e.pid},
          {"tid", e.tid},
-         {"comm", e.comm}};
+         {"comm", text(e.comm)}};
+  if (!e.name.empty()) put_name(j, e.name);
   switch (e.kind) {
     case EventKind::acquired:
       j["mode"] = mode_name(e.mode);
@@ -176,11 +207,13 @@ json stats(const TableStats& st) {
 }
 
 json recovery(const Recovery& r) {
-  return json{{"name", r.name},
-              {"slot", r.slot},
-              {"mode", mode_name(r.mode)},
-              {"dead_owner", owner(r.dead_owner)},
-              {"action", r.action}};
+  json j{{"name", nullptr},
+         {"slot", r.slot},
+         {"mode", mode_name(r.mode)},
+         {"dead_owner", owner(r.dead_owner)},
+         {"action", r.action}};
+  put_name(j, r.name);
+  return j;
 }
 
 }  // namespace locktable::json

@@ -249,19 +249,19 @@ PYBIND11_MODULE(locktable, m) {
       .def("remove", [](PyTable& t, const std::string& name) { check(table_of(t).remove(name)); })
       .def(
           "list",
-          [](PyTable& t, bool busy) {
+          [](PyTable& t, bool busy, const std::string& prefix) {
             py::list out;
             check(table_of(t).list(
                 [&](const LockInfo& l) {
                   out.append(to_python(json::lock_info(l)));
                   return Status::OK();
                 },
-                busy ? ListScope::busy : ListScope::all));
+                busy ? ListScope::busy : ListScope::all, prefix));
             return out;
           },
-          py::arg("busy") = false,
+          py::arg("busy") = false, py::arg("prefix") = "",
           "Every lock as a dict (the keys of `locktable ls --json`); busy=True: only those held, abandoned or "
-          "waited for.")
+          "waited for; prefix: only the names that begin with it.")
       .def(
           "history",
           [](PyTable& t, std::optional<std::string> name, std::optional<size_t> limit, std::optional<std::string> kind) {

@@ -220,6 +220,11 @@ int lt_list(lt_table* table, lt_lock_visitor visit, void* context);
  * abandoned or waited for, in no particular order; a mapped table finds them
  * from its slots without reading every name. */
 int lt_list_busy(lt_table* table, lt_lock_visitor visit, void* context);
+/* Only the names that begin with the `len` bytes at `prefix`, read as a range
+ * (cheap among millions of names); with busy nonzero, of those only the busy
+ * ones (as lt_list_busy). Errors: LT_INVALID_ARGUMENT (table or visit NULL,
+ * or prefix NULL with len > 0), and those of lt_list. */
+int lt_list_prefix(lt_table* table, const char* prefix, size_t len, int busy, lt_lock_visitor visit, void* context);
 
 /* ---- Statistics. ---- */
 typedef struct lt_stats {

@@ -98,11 +98,13 @@ class Table {
   Status release_all(const std::vector<LockRequest>& requests);
 
   // Every named lock with its state, holders and waiters, in name order (or
-  // only the busy ones: ListScope).
-  Status list(std::vector<LockInfo>* locks, ListScope scope = ListScope::all);
+  // only the busy ones: ListScope); with a `prefix`, only the names that begin
+  // with it (read as a range: a few among millions is cheap).
+  Status list(std::vector<LockInfo>* locks, ListScope scope = ListScope::all, std::string_view prefix = {});
   // The same, one lock at a time, without holding them all in memory; a
   // non-ok status returned by `visit` stops the listing and is returned.
-  Status list(const std::function<Status(const LockInfo&)>& visit, ListScope scope = ListScope::all);
+  Status list(const std::function<Status(const LockInfo&)>& visit, ListScope scope = ListScope::all,
+              std::string_view prefix = {});
   Status stats(TableStats* stats);
 
   // Frees locks whose holders are dead (the next acquirer is still told

@@ -71,14 +71,20 @@ LockInfo EtcdTable::describe(const NameState& l, const json& queue, const json& 
 }
 
 // etcd has no cheaper way to the busy locks than reading every name's queue:
-// ListScope::busy filters the full listing.
-Status EtcdTable::list_each(const LockVisitor& visit, ListScope scope) {
+// ListScope::busy filters the full listing. A prefix is a key range: the
+// name encoding maps each byte alone, so a name's prefix encodes to a
+// prefix of its key.
+Status EtcdTable::list_each(const LockVisitor& visit, ListScope scope, std::string_view prefix) {
   if (Status s = check_process(); !s.ok()) return s;
   json names;
-  if (Status s = client_->call("kv/range", range_op(meta("names/"), true)["request_range"], &names); !s.ok()) return s;
+  const std::string range = meta("names/") + encode_name_segment(prefix);
+  if (Status s = client_->call("kv/range", range_op(range, true)["request_range"], &names); !s.ok()) return s;
   for (const Kv& kv : kvs_of(names)) {
     std::string name;
-    if (!decode_name_segment(std::string_view(kv.key).substr(meta("names/").size()), &name)) continue;
+    if (!decode_name_segment(std::string_view(kv.key).substr(meta("names/").size()), &name) ||
+        !std::string_view(name).starts_with(prefix)) {
+      continue;
+    }
     NameState l{name, encode_name_segment(name), kv.create};
     json out;
     if (Status s = txn(json::array(),
@@ -186,7 +192,7 @@ Status EtcdTable::history(const HistoryQuery& q, std::vector<Event>* events) {
     e.pid = v.value("pid", 0u);
     e.tid = v.value("tid", 0u);
     e.comm = v.value("comm", "");
-    e.name = v.value("name", "");
+    e.name = name_of(v);
     e.wait_ns = v.value("wait_ns", uint64_t{0});
     e.hold_ns = v.value("hold_ns", uint64_t{0});
     e.token = v.value("token_is_seq", false) ? e.seq : v.value("token", uint64_t{0});

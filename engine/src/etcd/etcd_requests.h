@@ -11,6 +11,7 @@
 #include <nlohmann/json.hpp>
 
 #include "etcd_client.h"
+#include "etcd_location.h"
 #include "locktable/types.h"
 
 namespace locktable::detail::etcd {
@@ -41,8 +42,40 @@ inline json range_op(const std::string& key, bool prefix = false, bool by_create
   return json{{"request_range", r}};
 }
 
+// A stored value's bytes. Strings that are not UTF-8 (a thread's comm, a host
+// name) are written with U+FFFD in place of their bad bytes rather than
+// refused: dump() would throw. A lock name, which must survive exactly, goes
+// in as name_fields() says.
+inline std::string dump_value(const json& value) { return value.dump(-1, ' ', false, json::error_handler_t::replace); }
+
+// True when `s` is UTF-8 as JSON needs it (nlohmann's own check).
+inline bool is_utf8(const std::string& s) {
+  try {
+    (void)json(s).dump();
+    return true;
+  } catch (const json::type_error&) {
+    return false;
+  }
+}
+
+// A lock name in a stored value: {"name": N} when N is UTF-8, otherwise
+// {"name_segment": N as its key segment} (schema/README.md, etcd tables).
+inline json name_fields(const std::string& name) {
+  if (is_utf8(name)) return json{{"name", name}};
+  return json{{"name", ""}, {"name_segment", encode_name_segment(name)}};
+}
+
+// The name name_fields() wrote ("" when there is none or it does not decode).
+inline std::string name_of(const json& value) {
+  std::string name;
+  if (auto it = value.find("name_segment"); it != value.end() && it->is_string()) {
+    return decode_name_segment(it->get<std::string>(), &name) ? name : std::string();
+  }
+  return value.value("name", "");
+}
+
 inline json put_op(const std::string& key, const json& value, int64_t lease = 0) {
-  json p{{"key", base64_encode(key)}, {"value", base64_encode(value.dump())}};
+  json p{{"key", base64_encode(key)}, {"value", base64_encode(dump_value(value))}};
   if (lease != 0) p["lease"] = std::to_string(lease);
   return json{{"request_put", p}};
 }
@@ -65,7 +98,7 @@ inline json create_is(const std::string& key, const char* result, int64_t revisi
 // does not exist).
 inline json value_is(const std::string& key, const json& value) {
   return json{{"target", "VALUE"}, {"key", base64_encode(key)}, {"result", "EQUAL"},
-              {"value", base64_encode(value.dump())}};
+              {"value", base64_encode(dump_value(value))}};
 }
 
 // The holder marker of a lock whose last holder released it, consistent.

@@ -196,11 +196,11 @@ json EtcdTable::owner_value() const {
   return json{{"pid", me.pid}, {"tid", me.tid}, {"start", me.start}, {"host", host_}, {"comm", me.comm}};
 }
 
-json EtcdTable::event_put(EventKind kind, Mode mode, const NameState* l, const json& extra) {
+json EtcdTable::event_put(EventKind kind, Mode mode, const std::string& name, const json& extra) {
   json e = owner_value();
   e["kind"] = int(kind);
   e["mode"] = int(mode);
-  e["name"] = l ? l->name : "";
+  e.update(name_fields(name));
   e["time_ns"] = realtime_ns();
   e.update(extra);
   const int64_t lease = lease_.load();
@@ -249,7 +249,7 @@ Status EtcdTable::lookup(const std::shared_ptr<Backend>& self, std::string_view 
   } else {
     // A new name's holder marker says free, so that its first acquire can take the uncontended path.
     json ops = json::array({put_op(key, json{{"created_ns", realtime_ns()}}), put_op(holder_key_of(segment), free_marker())});
-    if (history_on()) ops.push_back(event_put(EventKind::created, Mode::exclusive, nullptr, json{{"name", name}}));
+    if (history_on()) ops.push_back(event_put(EventKind::created, Mode::exclusive, std::string(name), json::object()));
     if (Status s = txn(json::array({create_is(key, "EQUAL", 0)}), ops, json::array({range_op(key)}), &out_json);
         !s.ok()) {
       return s;
@@ -288,7 +288,7 @@ Status EtcdTable::remove(std::string_view name) {
   NameState l{std::string(name), encode_name_segment(name), 0};
   const std::string key = meta("names/" + l.segment);
   json ops = json::array({delete_op(key), delete_op(holder_key(l)), delete_op(readers_prefix(l), true)});
-  if (history_on()) ops.push_back(event_put(EventKind::removed, Mode::exclusive, &l, json::object()));
+  if (history_on()) ops.push_back(event_put(EventKind::removed, Mode::exclusive, l.name, json::object()));
   json out;
   if (Status s = txn(json::array({create_is(key, "GREATER", 0), create_is(queue_prefix(l), "EQUAL", 0, true)}), ops,
                      json::array({range_op(key)}), &out);
@@ -412,7 +412,7 @@ AcquireResult EtcdTable::acquire_slow(NameState& l, Mode mode, const Deadline& d
     const bool interrupted = !deadline.is_now() && deadline.interrupt() != nullptr && deadline.interrupt()->requested();
     if (interrupted || deadline.is_now() || (!deadline.is_never() && now >= deadline.when())) {
       json ops = json::array({delete_op(hold->key)});
-      if (history_on()) ops.push_back(event_put(EventKind::timeout, mode, &l, json{{"wait_ns", monotonic_ns() - started}}));
+      if (history_on()) ops.push_back(event_put(EventKind::timeout, mode, l.name, json{{"wait_ns", monotonic_ns() - started}}));
       if (!txn(json::array(), ops, json::array(), &out).ok()) withdraw(hold->key);
       return AcquireResult{interrupted ? Status(Code::interrupted, fmt::format("lock {}: wait interrupted", quote_name(l.name)))
                                        : Status(Code::timed_out, fmt::format("lock {}: timed out", quote_name(l.name))),
@@ -426,7 +426,7 @@ AcquireResult EtcdTable::acquire_slow(NameState& l, Mode mode, const Deadline& d
       if (deadlocked(hold->key, &watch, &message)) {
         json ops = json::array({delete_op(hold->key)});
         if (history_on()) {
-          ops.push_back(event_put(EventKind::deadlock, mode, &l, json{{"wait_ns", monotonic_ns() - started}}));
+          ops.push_back(event_put(EventKind::deadlock, mode, l.name, json{{"wait_ns", monotonic_ns() - started}}));
         }
         if (!txn(json::array(), ops, json::array(), &out).ok()) withdraw(hold->key);
         return AcquireResult{Status(Code::deadlock, message), {}};
@@ -517,7 +517,7 @@ EtcdTable::Ownership EtcdTable::ownership_ops(const NameState& l, const Hold& ho
     json extra{{"wait_ns", waited_ns}, {"abandoned", false}};
     if (hold.revision != 0) extra["token"] = hold.revision;
     else extra["token_is_seq"] = true;
-    o.event = event_put(EventKind::acquired, hold.mode, &l, extra);
+    o.event = event_put(EventKind::acquired, hold.mode, l.name, extra);
     o.ops.push_back(o.event);
   }
   return o;
@@ -586,13 +586,13 @@ void EtcdTable::settle_ownership(const NameState& l, Hold* hold, const json& out
     json value = json::parse(raw, nullptr, false);
     if (value.is_object()) {
       value["abandoned"] = true;
-      event["request_put"]["value"] = base64_encode(value.dump());
+      event["request_put"]["value"] = base64_encode(dump_value(value));
       relabel.push_back(event);
     }
   }
   for (const json& op : relabel) fix.push_back(op);
   if (takeover && history_on()) {
-    fix.push_back(event_put(EventKind::recovered, hold->mode, &l, json{{"dead", dead_value(*hold)}}));
+    fix.push_back(event_put(EventKind::recovered, hold->mode, l.name, json{{"dead", dead_value(*hold)}}));
   }
   // Failure: another reader's takeover landed first; this one is after it.
   if (!fix.empty()) (void)txn(compare, fix, relabel, &ignored);
@@ -620,7 +620,7 @@ Status EtcdTable::release(Lock& lock, Mode mode) {
   }
   if (history_on()) {
     const uint64_t now = realtime_ns();
-    ops.push_back(event_put(EventKind::released, mode, l,
+    ops.push_back(event_put(EventKind::released, mode, l->name,
                             json{{"hold_ns", now > hold.since_ns ? now - hold.since_ns : 0},
                                  {"abandoned", hold.abandoned},
                                  {"token", hold.revision}}));
@@ -712,7 +712,7 @@ Status EtcdTable::downgrade(Lock& lock) {
   reader["since_ns"] = hold.since_ns;  // one hold, exclusive and then shared
   json ops = json::array({put_op(hold.key, shared, hold.lease), put_op(reader_key(*l, hold.key), reader),
                           put_op(holder_key(*l), marker_after(hold))});
-  if (history_on()) ops.push_back(event_put(EventKind::downgraded, Mode::shared, l, json{{"token", hold.revision}}));
+  if (history_on()) ops.push_back(event_put(EventKind::downgraded, Mode::shared, l->name, json{{"token", hold.revision}}));
   json out;
   if (Status s = txn(json::array({create_is(hold.key, "EQUAL", hold.revision)}), ops, json::array(), &out); !s.ok()) {
     return s;

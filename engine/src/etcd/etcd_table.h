@@ -85,7 +85,7 @@ class EtcdTable final : public Backend {
   Status downgrade(Lock& lock) override;
   uint64_t token(const Lock& lock) override;
 
-  Status list_each(const LockVisitor& visit, ListScope scope) override;
+  Status list_each(const LockVisitor& visit, ListScope scope, std::string_view prefix) override;
   Status stats(TableStats* stats) override;
   Status recover(bool dry_run, std::vector<Recovery>* actions) override;
   Status check(std::vector<std::string>* problems) override;
@@ -151,7 +151,7 @@ class EtcdTable final : public Backend {
   // Transactions (the JSON of /v3/kv/txn).
   Status txn(const nlohmann::json& compare, const nlohmann::json& success, const nlohmann::json& failure,
              nlohmann::json* out);
-  nlohmann::json event_put(EventKind kind, Mode mode, const NameState* l, const nlohmann::json& extra);
+  nlohmann::json event_put(EventKind kind, Mode mode, const std::string& name, const nlohmann::json& extra);
   nlohmann::json owner_value() const;
 
   AcquireResult acquire_slow(NameState& l, Mode mode, const Deadline& deadline, Hold* hold);

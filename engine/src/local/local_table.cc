@@ -514,7 +514,7 @@ LockInfo LocalTable::describe(std::string_view name, const format::NameRecord& r
   return info;
 }
 
-Status LocalTable::list_each(const LockVisitor& visit, ListScope scope) {
+Status LocalTable::list_each(const LockVisitor& visit, ListScope scope, std::string_view prefix) {
   Status s = check_same_process();
   if (!s.ok()) return s;
   Txn txn(*lmdb_, false);
@@ -538,7 +538,7 @@ Status LocalTable::list_each(const LockVisitor& visit, ListScope scope) {
       if (incarnation == 0 || (pid_word(w) & format::kRetired)) continue;
       if (w.lo == 0 && !std::binary_search(waited.begin(), waited.end(), uint32_t(i))) continue;
       if (s = name_of_slot(txn, uint32_t(i), incarnation, &name); !s.ok()) return s;
-      if (name.empty()) continue;  // being created or removed right now
+      if (name.empty() || !name.starts_with(prefix)) continue;  // empty: being created or removed right now
       format::NameRecord rec;
       rec.slot = uint32_t(i);
       rec.incarnation = incarnation;
@@ -552,7 +552,7 @@ Status LocalTable::list_each(const LockVisitor& visit, ListScope scope) {
   s = names_->for_each(txn, [&](std::string_view name, const format::NameRecord& rec) {
     stopped = visit(describe(name, rec, now, waits));
     return stopped.ok();
-  });
+  }, prefix);
   return s.ok() ? stopped : s;
 }
 

@@ -51,7 +51,7 @@ class LocalTable final : public Backend, public DeathLog {
   Status downgrade(Lock& lock) override;
   uint64_t token(const Lock& lock) override;
 
-  Status list_each(const LockVisitor& visit, ListScope scope) override;
+  Status list_each(const LockVisitor& visit, ListScope scope, std::string_view prefix) override;
   Status stats(TableStats* stats) override;
   Status recover(bool dry_run, std::vector<Recovery>* actions) override;
   Status check(std::vector<std::string>* problems) override;

@@ -202,13 +202,15 @@ Status NameMap::reconcile_after_reboot() {
   });
 }
 
-Status NameMap::for_each(const Txn& txn, const Visit& visit) {
+Status NameMap::for_each(const Txn& txn, const Visit& visit, std::string_view prefix) {
   Status bad;
+  // From the first key >= prefix (LMDB orders keys bytewise), to the first that does not begin with it.
   Status s = txn.for_each(lmdb_.dbi().names, [&](std::string_view name, std::string_view value) {
+    if (!name.starts_with(prefix)) return false;
     format::NameRecord rec;
     bad = with_context(lmdb_.path(), format::decode_name_record(value, &rec, name));
     return bad.ok() && visit(name, rec);
-  });
+  }, prefix);
   return s.ok() ? bad : s;
 }
 

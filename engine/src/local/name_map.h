@@ -53,11 +53,12 @@ class NameMap {
   // again (a power loss may have kept one and lost the other's last write).
   Status reconcile_after_reboot();
 
-  // Calls visit(name, record) for each name in name order until it returns
-  // false. A record that does not decode is an error naming it.
+  // Calls visit(name, record) for each name that begins with `prefix` (every
+  // name: empty), in name order, until it returns false. A record that does
+  // not decode is an error naming it.
   // REQUIRES: `txn` is open (read or write).
   using Visit = std::function<bool(std::string_view name, const format::NameRecord& rec)>;
-  Status for_each(const Txn& txn, const Visit& visit);
+  Status for_each(const Txn& txn, const Visit& visit, std::string_view prefix = {});
 
  private:
   // Takes a slot for a new name: a freed one, or the next never-used one.
