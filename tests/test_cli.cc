@@ -12,6 +12,7 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <regex>
+#include <set>
 #include <sstream>
 #include <thread>
 
@@ -145,6 +146,28 @@ TEST_CASE("cli: --version prints the library's version and exits 0, and --help n
   CHECK(r.out == std::string("locktable ") + LOCKTABLE_VERSION + "\n");
   CHECK(r.err.empty());
   CHECK(contains(run({"--help"}).out, "--version"));
+}
+
+TEST_CASE("cli: ls --prefix lists only its names; a name that is not UTF-8 is in --json as name_hex, exactly") {
+  TempDir tmp;
+  const std::string dir = tmp.table();
+  for (const std::string name : {"jobs/1", "jobs/2", "jobs0", "orders", "bad\xff"}) {
+    REQUIRE(run({"run", dir, name, "--", "true"}).code == 0);
+  }
+  Result r = run({"ls", dir, "--prefix", "jobs/", "--json"});
+  REQUIRE(r.code == 0);
+  std::set<std::string> names;
+  for (const json& l : json::parse(r.out)) names.insert(l["name"].get<std::string>());
+  CHECK(names == std::set<std::string>{"jobs/1", "jobs/2"});
+  r = run({"ls", dir, "--prefix", "bad", "--json"});
+  REQUIRE(r.code == 0);
+  const json ls = json::parse(r.out);
+  REQUIRE(ls.size() == 1);
+  CHECK(ls[0]["name_hex"] == "626164ff");
+  r = run({"history", dir, "--name", "bad\xff", "--json"});
+  REQUIRE(r.code == 0);
+  CHECK(contains(r.out, "\"name_hex\":\"626164ff\""));
+  CHECK(run({"ls", dir, "--prefix", "jobs", "--waits"}).code == 2);
 }
 
 TEST_CASE("cli: init, ls, stat, rm happy paths") {
