@@ -305,6 +305,17 @@ static void test_list_stats_history_remove(lt_table* t) {
   CHECK(busy.count == 1);  /* only held */
   CHECK(busy.saw_held_by_me == 1);
 
+  /* A prefix: its names only, in both scopes; an empty one is every name. */
+  struct listing with_j = {0, 0}, with_h = {0, 0}, busy_h = {0, 0}, busy_o = {0, 0}, longer = {0, 0}, all = {0, 0};
+  CHECK(lt_list_prefix(t, "j", 1, 0, visit_lock, &with_j) == LT_OK && with_j.count == 1);
+  CHECK(lt_list_prefix(t, "hel", 3, 0, visit_lock, &with_h) == LT_OK && with_h.count == 1 && with_h.saw_held_by_me);
+  CHECK(lt_list_prefix(t, "h", 1, 1, visit_lock, &busy_h) == LT_OK && busy_h.count == 1 && busy_h.saw_held_by_me);
+  CHECK(lt_list_prefix(t, "o", 1, 1, visit_lock, &busy_o) == LT_OK && busy_o.count == 0);  /* orders is free */
+  CHECK(lt_list_prefix(t, "jobsX", 5, 0, visit_lock, &longer) == LT_OK && longer.count == 0);
+  CHECK(lt_list_prefix(t, NULL, 0, 0, visit_lock, &all) == LT_OK && all.count == 3);
+  CHECK(lt_list_prefix(t, NULL, 1, 0, visit_lock, &all) == LT_INVALID_ARGUMENT);
+  CHECK(lt_list_prefix(t, "j", 1, 0, NULL, NULL) == LT_INVALID_ARGUMENT);
+
   /* Each lock's counters, acquisitions in both modes. */
   lt_lock* c = NULL;
   REQUIRE(lt_lookup(t, "counted", &c) == LT_OK);

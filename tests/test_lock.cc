@@ -4,10 +4,13 @@
 
 #include <atomic>
 #include <mutex>
+#include <nlohmann/json.hpp>
+#include <random>
 #include <shared_mutex>
 #include <thread>
 
 #include "helpers.h"
+#include "locktable/names.h"
 
 using namespace locktable;
 using testing::check_prefix_listing;
@@ -291,6 +294,56 @@ TEST_CASE("names are validated") {
   CHECK(t->lookup("missing", &l, Lookup::existing).code() == Code::not_found);
   Lock empty;
   CHECK(empty.acquire().status.code() == Code::invalid_argument);
+}
+
+// nlohmann-json's own check, the one whose throw is_utf8() exists to avoid.
+static bool json_accepts(const std::string& s) {
+  try {
+    (void)nlohmann::json(s).dump();
+    return true;
+  } catch (const nlohmann::json::type_error&) {
+    return false;
+  }
+}
+
+TEST_CASE("is_utf8 accepts exactly what JSON accepts") {
+  // Every string of one and two bytes, then every lead byte followed by
+  // continuation-range bytes (overlong forms, surrogates, > U+10FFFF), then
+  // random strings biased towards bytes above 0x7f.
+  for (int a = 0; a < 256; ++a) {
+    std::string one(1, char(a));
+    REQUIRE(is_utf8(one) == json_accepts(one));
+    for (int b = 0; b < 256; ++b) {
+      std::string two{char(a), char(b)};
+      INFO("bytes " << a << " " << b);
+      REQUIRE(is_utf8(two) == json_accepts(two));
+    }
+  }
+  for (int lead = 0xc0; lead < 0x100; ++lead) {
+    for (int b = 0x70; b < 0xd0; ++b) {
+      for (int c = 0x70; c < 0xd0; c += 3) {
+        std::string three{char(lead), char(b), char(c)};
+        std::string four{char(lead), char(b), char(c), char(0x80 + (c & 0x3f))};
+        INFO("bytes " << lead << " " << b << " " << c);
+        REQUIRE(is_utf8(three) == json_accepts(three));
+        REQUIRE(is_utf8(four) == json_accepts(four));
+      }
+    }
+  }
+  std::mt19937 random(42);
+  int accepted = 0;
+  for (int i = 0; i < 20000; ++i) {
+    std::string s(1 + random() % 12, '\0');
+    for (char& c : s) c = char(random() % 3 == 0 ? random() % 0x80 : 0x80 + random() % 0x80);
+    if (random() % 2 == 0) s = "\xf0\x9f\x94\x92 " + s;  // a valid 4-byte form first
+    bool ours = is_utf8(s);
+    INFO("string " << escape_name(s));
+    REQUIRE(ours == json_accepts(s));
+    accepted += ours;
+  }
+  CHECK(accepted > 100);  // the random half is not all rejects
+  CHECK(is_utf8(""));
+  CHECK(is_utf8("orders/2026 \xc3\xa9t\xc3\xa9 \xe2\x82\xac \xf0\x9f\x94\x92"));
 }
 
 TEST_CASE("a handle to a removed or re-created name fails cleanly") {

@@ -5,40 +5,35 @@
 
 #include <fmt/format.h>
 
+#include "locktable/names.h"
+
 namespace locktable::json {
 
 using nlohmann::json;
 
 namespace {
 
-// Text from the system (a lock name, a thread's comm) as a JSON string: as is
-// when it is UTF-8 (the usual case: ASCII is checked without a copy),
-// otherwise with U+FFFD for each bad byte, as dump()'s replace handler
-// writes it (dump() would throw on it).
-bool is_utf8(const std::string& s) {
-  if (std::all_of(s.begin(), s.end(), [](char c) { return static_cast<unsigned char>(c) < 0x80; })) return true;
-  try {
-    (void)json(s).dump();
-    return true;
-  } catch (const json::type_error&) {
-    return false;
-  }
-}
-
-json text(const std::string& s) {
-  if (is_utf8(s)) return json(s);
+// Text that is not UTF-8 as a JSON string, with U+FFFD for each bad byte,
+// as dump()'s replace handler writes it (dump() would throw on it).
+json replaced_text(const std::string& s) {
   return json::parse(json(s).dump(-1, ' ', false, json::error_handler_t::replace));
 }
 
-// A lock name under "name" (text()); one that is not UTF-8 also under
-// "name_hex", its exact bytes in hexadecimal.
+// Text from the system (a thread's comm) as a JSON string: as is when it is
+// UTF-8, otherwise replaced_text().
+json text(const std::string& s) { return is_utf8(s) ? json(s) : replaced_text(s); }
+
+// A lock name under "name"; one that is not UTF-8 is there as
+// replaced_text() and also under "name_hex", its exact bytes in hexadecimal.
 void put_name(json& j, const std::string& name) {
-  j["name"] = text(name);
-  if (!is_utf8(name)) {
-    std::string hex;
-    for (unsigned char c : name) hex += fmt::format("{:02x}", c);
-    j["name_hex"] = hex;
+  if (is_utf8(name)) {
+    j["name"] = name;
+    return;
   }
+  j["name"] = replaced_text(name);
+  std::string hex;
+  for (unsigned char c : name) hex += fmt::format("{:02x}", c);
+  j["name_hex"] = hex;
 }
 
 json owner(const Owner& o) { return json{{"pid", o.pid}, {"tid", o.tid}, {"start_time", o.start_time}}; }

@@ -20,4 +20,9 @@ std::string escape_name(std::string_view name);
 // escape_name() in single quotes: 'orders'.
 std::string quote_name(std::string_view name);
 
+// True when `text` is well-formed UTF-8 (RFC 3629: no overlong form, no
+// surrogate, nothing above U+10FFFF), as JSON needs it. A lock name need not
+// be; whatever writes one into JSON or a text protocol asks this first.
+bool is_utf8(std::string_view text);
+
 }  // namespace locktable

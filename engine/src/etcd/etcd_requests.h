@@ -12,6 +12,7 @@
 
 #include "etcd_client.h"
 #include "etcd_location.h"
+#include "locktable/names.h"
 #include "locktable/types.h"
 
 namespace locktable::detail::etcd {
@@ -47,16 +48,6 @@ inline json range_op(const std::string& key, bool prefix = false, bool by_create
 // refused: dump() would throw. A lock name, which must survive exactly, goes
 // in as name_fields() says.
 inline std::string dump_value(const json& value) { return value.dump(-1, ' ', false, json::error_handler_t::replace); }
-
-// True when `s` is UTF-8 as JSON needs it (nlohmann's own check).
-inline bool is_utf8(const std::string& s) {
-  try {
-    (void)json(s).dump();
-    return true;
-  } catch (const json::type_error&) {
-    return false;
-  }
-}
 
 // A lock name in a stored value: {"name": N} when N is UTF-8, otherwise
 // {"name_segment": N as its key segment} (schema/README.md, etcd tables).
