@@ -405,6 +405,18 @@ TEST_CASE("cli: history prints JSON Lines with the contract's keys, and filters"
   CHECK(json_lines(run({"history", dir, "--json", "--since", "2100-01-01T00:00:00Z"}).out).empty());
   CHECK(json_lines(run({"history", dir, "--json", "--since", "1h"}).out).size() == 8);
   CHECK(run({"history", dir, "--since", "yesterday-ish"}).code == 2);
+  // Times too far for 64 bits of nanoseconds, ago or ahead, are the edges of
+  // time: everything, or nothing (not an overflow, not an exception).
+  for (const char* ago : {"99999999999999999999999s", "99999999999s", "300000000000d"}) {
+    INFO(ago);
+    CHECK(json_lines(run({"history", dir, "--json", "--since", ago}).out).size() == 8);
+  }
+  for (const char* ahead : {"99999999999999999999", "99999999999999", "9999-01-01T00:00:00.5Z"}) {
+    INFO(ahead);
+    Result far = run({"history", dir, "--json", "--since", ahead});
+    CHECK(far.code == 0);
+    CHECK(json_lines(far.out).empty());
+  }
   CHECK(run({"history", dir, "--event", "exploded"}).code == 2);
   r = run({"history", dir});
   CHECK(r.code == 0);

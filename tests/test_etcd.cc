@@ -9,6 +9,8 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <cctype>
+#include <clocale>
 #include <catch2/catch.hpp>
 #include <curl/curl.h>
 #include <cstdlib>
@@ -938,6 +940,39 @@ TEST_CASE("etcd: every name has one key segment, and it decodes back to the name
   std::string junk;
   CHECK_FALSE(detail::decode_name_segment("%4", &junk));
   CHECK_FALSE(detail::decode_name_segment("%zz", &junk));
+}
+
+TEST_CASE("etcd: a name is one key in every locale: a process in a Latin-1 locale is kept out of a held name") {
+  // In fr_FR.ISO-8859-1, <cctype>'s isalnum(0xE9) is true: a key encoding
+  // that asked it would give that process another key for the same name,
+  // and a second holder. The locale is compiled here (localedef, from
+  // Debian's `locales` data) so that the test needs no system locale.
+  TempDir locales;
+  const std::string locale = "fr_FR.ISO-8859-1";
+  REQUIRE(run_shell("localedef -i fr_FR -f ISO-8859-1 " + locales.path() + "/" + locale + " 2>/dev/null") == 0);
+  const std::string url = etcd().url(fresh_prefix());
+  auto t = open_url(url);
+  const std::string name = "\xe9t\xe9";  // "été" in Latin-1
+  Lock l;
+  REQUIRE(t->lookup(name, &l).ok());
+  REQUIRE(l.acquire().held());
+  pid_t kid = spawn([&] {
+    ::setenv("LOCPATH", locales.path().c_str(), 1);
+    if (std::setlocale(LC_CTYPE, locale.c_str()) == nullptr) return 10;
+    if (!std::isalnum(0xE9)) return 11;  // the locale is not what the test needs
+    std::unique_ptr<Table> tt;
+    if (!Table::open(url, {}, &tt).ok()) return 4;
+    Lock cl;
+    if (!tt->lookup(name, &cl).ok()) return 5;
+    if (cl.try_acquire().status.code() != Code::timed_out) return 6;  // a second holder
+    return detail::encode_name_segment(name) == "%E9t%E9" ? 0 : 3;
+  });
+  CHECK(wait_child(kid) == 0);
+  std::vector<LockInfo> listed;
+  REQUIRE(t->list(&listed).ok());
+  REQUIRE(listed.size() == 1);  // the child made no second name
+  CHECK(listed[0].name == name);
+  CHECK(l.release().ok());
 }
 
 namespace {

@@ -1,8 +1,9 @@
 #include "backend_registry.h"
 
-#include <cctype>
 
 #include <fmt/format.h>
+
+#include "ascii.h"
 
 #include "local/local_table.h"
 #ifdef LOCKTABLE_HAVE_ETCD
@@ -46,9 +47,9 @@ std::string_view location_scheme(std::string_view location) {
   size_t sep = location.find("://");
   if (sep == std::string_view::npos || sep == 0) return {};
   std::string_view scheme = location.substr(0, sep);
-  if (!std::isalpha(static_cast<unsigned char>(scheme[0]))) return {};
+  if (!ascii_alpha(static_cast<unsigned char>(scheme[0]))) return {};
   for (char c : scheme) {
-    if (!std::isalnum(static_cast<unsigned char>(c)) && c != '+' && c != '-' && c != '.') return {};
+    if (!ascii_alnum(static_cast<unsigned char>(c)) && c != '+' && c != '-' && c != '.') return {};
   }
   return scheme;
 }

@@ -1,6 +1,9 @@
 #include "cli.h"
 
+#include <charconv>
+#include <cstdint>
 #include <ctime>
+#include <string_view>
 
 #include <fmt/format.h>
 
@@ -57,19 +60,42 @@ std::string human_duration_ms(uint64_t ms) {
   return fmt::format("{}h{:02}m", ms / 3'600'000, ms / 60'000 % 60);
 }
 
+namespace {
+
+// n * scale, or UINT64_MAX when that does not fit.
+uint64_t saturating_mul(uint64_t n, uint64_t scale) {
+  uint64_t product;
+  return __builtin_mul_overflow(n, scale, &product) ? UINT64_MAX : product;
+}
+
+// All of `digits` as a number (false when it is not only digits); a number
+// too large for 64 bits is UINT64_MAX.
+bool parse_digits(std::string_view digits, uint64_t* n) {
+  if (digits.empty() || digits.find_first_not_of("0123456789") != std::string_view::npos) return false;
+  if (std::from_chars(digits.data(), digits.data() + digits.size(), *n).ec == std::errc::result_out_of_range) {
+    *n = UINT64_MAX;
+  }
+  return true;
+}
+
+}  // namespace
+
+// Times past what 64 bits of nanoseconds hold (the year 2554) are UINT64_MAX
+// (after every event); a time ago longer than since 1970 is 0.
 bool parse_time(const std::string& text, uint64_t* out) {
   if (text.empty()) return false;
-  char unit = text.back();
-  const uint64_t now = uint64_t(std::time(nullptr)) * 1'000'000'000u;
-  uint64_t scale = unit == 's' ? 1 : unit == 'm' ? 60 : unit == 'h' ? 3600 : unit == 'd' ? 86400 : 0;
-  if (scale != 0 && text.size() > 1 && text.find_first_not_of("0123456789") == text.size() - 1) {
-    uint64_t n = std::stoull(text.substr(0, text.size() - 1));
-    uint64_t ago = n * scale * 1'000'000'000u;
+  constexpr uint64_t kNsPerSecond = 1'000'000'000u;
+  const char unit = text.back();
+  const uint64_t scale = unit == 's' ? 1 : unit == 'm' ? 60 : unit == 'h' ? 3600 : unit == 'd' ? 86400 : 0;
+  uint64_t n = 0;
+  if (scale != 0 && parse_digits(std::string_view(text).substr(0, text.size() - 1), &n)) {
+    const uint64_t now = uint64_t(std::time(nullptr)) * kNsPerSecond;
+    const uint64_t ago = saturating_mul(saturating_mul(n, scale), kNsPerSecond);
     *out = ago > now ? 0 : now - ago;
     return true;
   }
-  if (text.find_first_not_of("0123456789") == std::string::npos && text.size() < 15) {
-    *out = std::stoull(text) * 1'000'000'000u;
+  if (parse_digits(text, &n)) {
+    *out = saturating_mul(n, kNsPerSecond);
     return true;
   }
   std::tm tm{};
@@ -93,7 +119,8 @@ bool parse_time(const std::string& text, uint64_t* out) {
   if (*rest != '\0') return false;
   time_t secs = timegm(&tm);
   if (secs < 0) return false;
-  *out = uint64_t(secs) * 1'000'000'000u + frac_ns;
+  const uint64_t whole = saturating_mul(uint64_t(secs), kNsPerSecond);
+  *out = whole > UINT64_MAX - frac_ns ? UINT64_MAX : whole + frac_ns;
   return true;
 }
 

@@ -1,10 +1,11 @@
 #include "etcd_location.h"
 
-#include <cctype>
 #include <charconv>
 #include <set>
 
 #include <fmt/format.h>
+
+#include "ascii.h"
 
 namespace locktable::detail {
 
@@ -24,8 +25,8 @@ bool valid_host(std::string_view h) {
     h = h.substr(1, h.size() - 2);
   }
   for (char c : h) {
-    const bool ok = bracketed ? std::isxdigit(static_cast<unsigned char>(c)) || c == ':' || c == '.'
-                              : std::isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '-';
+    const auto b = static_cast<unsigned char>(c);
+    const bool ok = bracketed ? ascii_xdigit(b) || c == ':' || c == '.' : ascii_alnum(b) || c == '.' || c == '-';
     if (!ok) return false;
   }
   return true;
@@ -118,7 +119,9 @@ std::string encode_name_segment(std::string_view name) {
   std::string out;
   for (size_t i = 0; i < name.size(); ++i) {
     const auto c = static_cast<unsigned char>(name[i]);
-    const bool plain = std::isalnum(c) || c == '-' || c == '_' || (c == '.' && i != 0);
+    // ASCII classes, not <cctype>'s: the key must be the same in every
+    // process, whatever its locale.
+    const bool plain = ascii_alnum(c) || c == '-' || c == '_' || (c == '.' && i != 0);
     if (plain) {
       out.push_back(char(c));
     } else {
