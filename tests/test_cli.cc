@@ -227,6 +227,11 @@ TEST_CASE("cli: run passes the command's exit status through, and holds the lock
   CHECK(timed.code == 1);
   CHECK(contains(timed.err, "timed out"));
   CHECK(run({"run", dir, "x", "-w", "0", "-E", "42", "--", "true"}).code == 42);
+  // A timeout longer than the clock can count is a wait for ever: this run
+  // waits for the holder's `sleep 2` to end, then runs.
+  Result patient = run({"run", dir, "x", "--timeout", "1e300", "--", "sh", "-c", "echo in"});
+  CHECK(patient.code == 0);
+  CHECK(patient.out == "in\n");
   kill_group(holder);
   wait_exit(holder);
   drain(out);

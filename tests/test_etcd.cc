@@ -157,7 +157,20 @@ TEST_CASE("etcd: one holder across processes; try and timed acquire; per-thread 
     return 0;
   });
   CHECK(wait_child(kid) == 0);
+  // A timeout longer than the clock can count is a wait for ever, not an immediate timeout.
+  pid_t patient = spawn([&] {
+    std::unique_ptr<Table> tt;
+    if (!Table::open(url, {}, &tt).ok()) return 1;
+    Lock cl;
+    if (!tt->lookup("job", &cl).ok()) return 2;
+    if (!cl.try_lock_for(std::chrono::duration<double>(1e300))) return 3;
+    return cl.release().ok() ? 0 : 4;
+  });
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  const pid_t gave_up = waitpid(patient, nullptr, WNOHANG);
+  CHECK(gave_up == 0);  // still waiting
   REQUIRE(l.release().ok());
+  if (gave_up == 0) CHECK(wait_child(patient) == 0);
   CHECK(l.release().code() == Code::not_owner);
 
   // Many processes incrementing a counter under the lock lose nothing.

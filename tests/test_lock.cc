@@ -3,6 +3,8 @@
 #include <signal.h>
 
 #include <atomic>
+#include <cmath>
+#include <limits>
 #include <mutex>
 #include <nlohmann/json.hpp>
 #include <random>
@@ -72,6 +74,68 @@ TEST_CASE("try and timed acquire give up") {
     CHECK_FALSE(a.try_lock());
   }).join();
   CHECK(a.release().ok());
+}
+
+TEST_CASE("a timeout or time point past the clock's range is a wait for ever or none, never a wrapped-around count") {
+  using std::chrono::duration;
+  const double inf = std::numeric_limits<double>::infinity();
+  CHECK(Deadline::after(duration<double>(inf)).is_never());
+  CHECK(Deadline::after(duration<double>(1e300)).is_never());
+  CHECK(Deadline::after(duration<double>(1e12)).is_never());  // 31,000 years of nanoseconds: past int64
+  CHECK(Deadline::after(std::chrono::seconds::max()).is_never());
+  CHECK(Deadline::after(std::chrono::hours(24 * 365 * 1000)).is_never());
+  CHECK(Deadline::after(duration<double>(std::nan(""))).is_now());  // no number: no wait
+  CHECK(Deadline::after(duration<double>(-inf)).is_now());
+  const auto before = Deadline::clock::now();
+  const Deadline ten_years = Deadline::after(std::chrono::hours(24 * 3650));
+  CHECK_FALSE(ten_years.is_never());
+  CHECK(ten_years.when() - before >= std::chrono::hours(24 * 3650));
+  CHECK(ten_years.when() - before < std::chrono::hours(24 * 3650) + std::chrono::seconds(5));
+  // Time points of other clocks, at and past their ends.
+  using std::chrono::system_clock;
+  CHECK(Deadline::until(system_clock::time_point::min()).is_now());
+  CHECK(Deadline::until(system_clock::time_point::max()).is_never());
+  CHECK(Deadline::until(std::chrono::time_point<system_clock, std::chrono::seconds>::max()).is_never());
+  CHECK(Deadline::until(std::chrono::time_point<system_clock, std::chrono::seconds>::min()).is_now());
+  CHECK(Deadline::until(system_clock::now() - std::chrono::seconds(1)).is_now());
+  const Deadline soon = Deadline::until(system_clock::now() + std::chrono::seconds(2));
+  CHECK_FALSE(soon.is_never());
+  CHECK(soon.when() - Deadline::clock::now() > std::chrono::milliseconds(1500));
+  CHECK(soon.when() - Deadline::clock::now() <= std::chrono::seconds(2));
+
+  // A waiter given such a timeout waits, and gets the lock when it is released.
+  TempDir tmp;
+  auto t = open_table(tmp.table());
+  Lock a;
+  REQUIRE(t->lookup("jobs", &a).ok());
+  REQUIRE(a.acquire().status.ok());
+  // A time point long past gives up at once (it used to wrap around into a
+  // wait for ever: this one would get the lock when it is released below).
+  std::atomic<int> past{-1};
+  std::thread past_waiter([&] {
+    if (a.try_lock_until(system_clock::time_point::min())) {
+      past = 1;
+      (void)a.release();
+      return;
+    }
+    const Deadline oldest = Deadline::at(Deadline::clock::time_point::min() + std::chrono::nanoseconds(1));
+    AcquireResult r = a.acquire(Mode::exclusive, oldest);
+    past = r.status.code() == Code::timed_out ? 0 : 2;
+    if (r.held()) (void)a.release();
+  });
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  CHECK(past.load() == 0);  // done, not waiting
+  std::atomic<int> got{-1};
+  std::thread waiter([&] {
+    got = a.try_lock_for(duration<double>(1e300)) ? 1 : 0;
+    if (got == 1) (void)a.release();
+  });
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  CHECK(got.load() == -1);  // still waiting, not given up
+  CHECK(a.release().ok());
+  waiter.join();
+  past_waiter.join();
+  CHECK(got.load() == 1);
 }
 
 namespace {

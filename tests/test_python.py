@@ -75,6 +75,36 @@ def test_a_held_lock_times_out_in_another_process(table):
         os.waitpid(pid, 0)
 
 
+def test_an_infinite_timeout_waits_and_a_nan_timeout_is_refused(table):
+    pid = holder_child(table, "forever")
+    lock = table.lock("forever")
+    try:
+        result = []
+
+        def wait_for_ever():
+            result.append(lock.acquire(timeout=float("inf")))
+            result.append(lock.abandoned)  # this thread holds it
+            lock.mark_consistent()
+            lock.release()
+
+        waiter = threading.Thread(target=wait_for_ever)
+        waiter.start()
+        waiter.join(0.3)
+        assert waiter.is_alive()  # waiting, not timed out at once
+        with pytest.raises(locktable.Error, match="timeout") as e:
+            lock.acquire(timeout=float("nan"))
+        assert e.value.code == "invalid_argument"
+        with pytest.raises(locktable.Error, match="timeout"):
+            table.acquire_all([(table.lock("other"), False)], timeout=float("nan"))
+    finally:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+    waiter.join(10)
+    assert result == [True, True]  # held, taken over from the killed holder
+    assert lock.acquire(timeout=0) is True
+    lock.release()
+
+
 def test_a_holder_killed_is_reported_abandoned_until_marked_consistent(table):
     pid = holder_child(table, "jobs")
     os.kill(pid, signal.SIGKILL)

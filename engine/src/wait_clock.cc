@@ -10,8 +10,11 @@ namespace locktable::detail {
 WaitClock::WaitClock(const Deadline& d) : deadline_(d), start_(d.is_now() ? 0 : monotonic_ns()) {
   now_ = start_;
   if (!d.is_never() && !d.is_now()) {
-    auto left = std::chrono::duration_cast<std::chrono::nanoseconds>(d.when() - Deadline::clock::now()).count();
-    end_ = start_ + uint64_t(std::max<int64_t>(left, 0));
+    // Compared before subtracting: a deadline near time_point::min() would
+    // wrap around into a wait for ever.
+    const auto now = Deadline::clock::now();
+    const int64_t left = d.when() > now ? std::chrono::duration_cast<std::chrono::nanoseconds>(d.when() - now).count() : 0;
+    end_ = start_ + uint64_t(left);
   }
 }
 

@@ -19,6 +19,7 @@
 #include <pybind11/stl.h>
 
 #include <chrono>
+#include <cmath>
 #include <optional>
 #include <string>
 
@@ -69,6 +70,9 @@ py::object to_python(const nlohmann::json& j) {
 
 Deadline deadline_of(const std::optional<double>& timeout_s) {
   if (!timeout_s) return Deadline::never();
+  if (std::isnan(*timeout_s)) {
+    raise(Status(Code::invalid_argument, "timeout must be a number of seconds (None or inf: for ever), not nan"));
+  }
   if (*timeout_s <= 0) return Deadline::now();
   return Deadline::after(std::chrono::duration<double>(*timeout_s));
 }
@@ -136,9 +140,10 @@ Lock& enter(Hold& h) {
 bool acquire(Lock& lock, bool shared, const std::optional<double>& timeout_s) {
   AcquireResult r;
   PythonSignals signals;
+  const Deadline deadline = interruptible(deadline_of(timeout_s), &signals);  // may raise: with the GIL
   {
     py::gil_scoped_release unlocked;
-    r = lock.acquire(shared ? Mode::shared : Mode::exclusive, interruptible(deadline_of(timeout_s), &signals));
+    r = lock.acquire(shared ? Mode::shared : Mode::exclusive, deadline);
   }
   if (r.held()) return true;
   if (r.status.code() == Code::timed_out) return false;
@@ -154,9 +159,10 @@ py::object acquire_all(PyTable& t, std::vector<std::pair<Lock*, bool>> requests,
   for (const auto& [lock, shared] : requests) reqs.push_back(LockRequest{lock, shared ? Mode::shared : Mode::exclusive});
   AcquireAllResult r;
   PythonSignals signals;
+  const Deadline deadline = interruptible(deadline_of(timeout_s), &signals);  // may raise: with the GIL
   {
     py::gil_scoped_release unlocked;
-    r = table.acquire_all(reqs, interruptible(deadline_of(timeout_s), &signals));
+    r = table.acquire_all(reqs, deadline);
   }
   if (r.status.code() == Code::timed_out) return py::bool_(false);
   raise_if_interrupted(r.status);
@@ -202,7 +208,7 @@ PYBIND11_MODULE(locktable, m) {
              return "<locktable.Lock " + quote_name(l.name()) + " slot " + std::to_string(l.slot()) + ">";
            })
       .def("acquire", &acquire, py::arg("shared") = false, py::arg("timeout") = py::none(),
-           "Waits at most `timeout` seconds (None: for ever, 0: try once). True when held (see "
+           "Waits at most `timeout` seconds (None or inf: for ever, 0: try once). True when held (see "
            "`abandoned`), False on timeout.")
       .def(
           "release", [](Lock& l, bool shared) { check(l.release(shared ? Mode::shared : Mode::exclusive)); },

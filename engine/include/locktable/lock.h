@@ -107,7 +107,7 @@ class Lock {
   }
   template <class Clock, class Duration>
   bool try_lock_until(const std::chrono::time_point<Clock, Duration>& t) {
-    return timed(Mode::exclusive, Deadline::after(t - Clock::now()));
+    return timed(Mode::exclusive, Deadline::until(t));
   }
 
   // SharedLockable / SharedTimedLockable.
@@ -120,7 +120,7 @@ class Lock {
   }
   template <class Clock, class Duration>
   bool try_lock_shared_until(const std::chrono::time_point<Clock, Duration>& t) {
-    return timed(Mode::shared, Deadline::after(t - Clock::now()));
+    return timed(Mode::shared, Deadline::until(t));
   }
 
  private:

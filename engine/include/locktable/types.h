@@ -73,13 +73,32 @@ class Deadline {
   static Deadline never() { return Deadline(clock::time_point::max()); }
   static Deadline now() { return Deadline(clock::time_point::min()); }
   static Deadline at(clock::time_point when) { return Deadline(when); }
+  // `d` from now: now() when d is zero, negative or NaN; never() when it
+  // reaches within a second of the clock's end (about 292 years of
+  // nanoseconds from boot), an infinity and seconds::max() included. The
+  // bound is compared in floating point, where no count overflows.
   template <class Rep, class Period>
   static Deadline after(std::chrono::duration<Rep, Period> d) {
-    if (d <= d.zero()) return now();
-    auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(d);
-    auto current = clock::now();
-    if (ns > clock::time_point::max() - current) return never();
-    return Deadline(current + ns);
+    if (!(d > d.zero())) return now();
+    const auto current = clock::now();
+    using seconds_fp = std::chrono::duration<double>;
+    if (seconds_fp(d) >= seconds_fp(clock::time_point::max() - current) - seconds_fp(1)) return never();
+    return Deadline(current + std::chrono::duration_cast<clock::duration>(d));
+  }
+  // `t` on any clock (system_clock, say), as after(t - Clock::now()) but
+  // with no overflow: time_point::max() is never(), and a time point past
+  // the range of nanoseconds from now either way (time_point::min(), the
+  // max() of a coarse duration) is now() or never(), not a wrapped count.
+  template <class Clock, class Duration>
+  static Deadline until(const std::chrono::time_point<Clock, Duration>& t) {
+    if (t == std::chrono::time_point<Clock, Duration>::max()) return never();  // the usual "no end"
+    const auto current = Clock::now();
+    using seconds_fp = std::chrono::duration<double>;
+    const seconds_fp rough = seconds_fp(t.time_since_epoch()) - seconds_fp(current.time_since_epoch());
+    // Within a billion seconds (31 years) of each other both counts fit the
+    // finer duration, and the exact difference is taken.
+    if (rough > seconds_fp(1e9) || rough < seconds_fp(-1e9)) return after(rough);
+    return after(t - current);
   }
 
   // The same deadline, and the wait also ends when `interrupt` says so.

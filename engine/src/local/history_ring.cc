@@ -71,7 +71,30 @@ SegmentRef* HistoryRing::claim_segment(ThreadSelf& me) {
       me.segments[i] = me.segments[--me.segment_count];
     }
   }
-  if (me.segment_count == kSegmentRefs) return nullptr;  // a thread of this many open tables keeps the first ones
+  // Refs full (a thread appending in more open tables than kSegmentRefs): the
+  // last ref is forgotten, not its segment, which stays claimed by this
+  // thread in its table, and is found again by the scan below on the
+  // thread's next event there. Ref 0, the one the inline paths look at,
+  // stays.
+  if (me.segment_count == kSegmentRefs) --me.segment_count;
+  // A segment this thread claimed before through this open, whose ref it
+  // forgot: its appends go on at its head (no other thread appends there).
+  {
+    std::lock_guard<std::mutex> g(claims_mu_);
+    for (const auto& [h, claimed] : claims_) {
+      const Word128 now = load128(&h->ident);
+      if (now.lo != claimed.lo || now.hi != claimed.hi || tid_word(claimed) != me.tid || pid_word(claimed) != me.pid ||
+          aux_word(claimed) != me.start) {
+        continue;
+      }
+      const uint32_t k = uint32_t((reinterpret_cast<format::RingEntry*>(h) - base_) / units_);
+      const uint64_t head = std::atomic_ref<uint64_t>(h->head).load(std::memory_order_acquire);
+      SegmentRef& ref = me.segments[me.segment_count++];
+      ref = SegmentRef{table_id_, h, const_cast<format::RingEntry*>(entries(k)), head, capacity(),
+                       uint32_t(head % capacity())};
+      return &ref;
+    }
+  }
   // A free segment first; else one whose owner is dead (its events stay for
   // the drainers: every entry names its writer).
   for (int pass = 0; pass < 2; ++pass) {

@@ -42,7 +42,7 @@ struct SegmentRef {
 
 inline constexpr uint32_t kInlineSharedHolds = 16;  // more go to a vector (lock_protocol.cc)
 inline constexpr uint32_t kReaderCacheSize = 4;     // per thread, all tables together
-inline constexpr uint32_t kSegmentRefs = 4;         // tables a thread appends history to at once
+inline constexpr uint32_t kSegmentRefs = 4;         // segment refs kept (one forgotten is found again: history_ring.cc)
 
 struct ThreadSelf {
   uint32_t ready;     // 1 once filled in for this thread in this process
