@@ -184,18 +184,34 @@ int main(int argc, char** argv) {
   std::unique_ptr<Table> table;
   Status s = Table::open(dir, {}, &table);
   if (!s.ok()) return 1;
-  pid_t victim = 0;
-  for (int attempt = 0; attempt < 2000 && victim == 0; ++attempt) {
+  // The holder of 'orders' while its journal is on disk, or 0.
+  auto orders_holder = [&]() -> pid_t {
     std::vector<LockInfo> locks;
-    if (table->list(&locks).ok()) {
-      for (const LockInfo& l : locks) {
-        if (l.name == "orders" && l.state == LockState::held && !l.holders.empty() && l.holders[0].alive &&
-            std::filesystem::exists(journal_path(dir, "orders"))) {
-          victim = pid_t(l.holders[0].owner.pid);
-        }
+    if (!table->list(&locks).ok()) return 0;
+    for (const LockInfo& l : locks) {
+      if (l.name == "orders" && l.state == LockState::held && !l.holders.empty() && l.holders[0].alive &&
+          std::filesystem::exists(journal_path(dir, "orders"))) {
+        return pid_t(l.holders[0].owner.pid);
       }
     }
-    if (victim == 0) std::this_thread::sleep_for(std::chrono::milliseconds(2));
+    return 0;
+  };
+  // The victim is frozen (SIGSTOP) before it is checked again, so that it
+  // cannot finish its update and release between the choice, the `ls` that
+  // shows it holding, and the SIGKILL.
+  pid_t victim = 0;
+  for (int attempt = 0; attempt < 2000 && victim == 0; ++attempt) {
+    if (pid_t candidate = orders_holder(); candidate != 0) {
+      int status = 0;
+      ::kill(candidate, SIGSTOP);
+      ::waitpid(candidate, &status, WUNTRACED);  // a worker is this process's child
+      if (orders_holder() == candidate) {
+        victim = candidate;
+        break;
+      }
+      ::kill(candidate, SIGCONT);
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
   }
   run_tool(tool, {"ls", dir});
   say("");
