@@ -1,6 +1,5 @@
 #include "backend_registry.h"
 
-
 #include <fmt/format.h>
 
 #include "ascii.h"

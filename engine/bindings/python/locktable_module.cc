@@ -73,8 +73,7 @@ Deadline deadline_of(const std::optional<double>& timeout_s) {
   if (std::isnan(*timeout_s)) {
     raise(Status(Code::invalid_argument, "timeout must be a number of seconds (None or inf: for ever), not nan"));
   }
-  if (*timeout_s <= 0) return Deadline::now();
-  return Deadline::after(std::chrono::duration<double>(*timeout_s));
+  return Deadline::after(std::chrono::duration<double>(*timeout_s));  // 0 or less: now()
 }
 
 // A Table shared by the Locks made from it (a Lock keeps its table open).

@@ -62,6 +62,13 @@ RingRead ring_read(const format::RingEntry* entries, uint32_t capacity, uint64_t
   return __atomic_load_n(&words[0], __ATOMIC_RELAXED) == s1 ? RingRead::complete : RingRead::overwritten;
 }
 
+SegmentRef* HistoryRing::add_ref(ThreadSelf& me, uint32_t k, uint64_t head) {
+  SegmentRef& ref = me.segments[me.segment_count++];
+  ref = SegmentRef{table_id_, segment(k), const_cast<format::RingEntry*>(entries(k)), head, capacity(),
+                   uint32_t(head % capacity())};
+  return &ref;
+}
+
 SegmentRef* HistoryRing::claim_segment(ThreadSelf& me) {
   // Forget the refs of tables closed since (their opens freed the segments).
   for (uint32_t i = 0; i < me.segment_count;) {
@@ -82,17 +89,10 @@ SegmentRef* HistoryRing::claim_segment(ThreadSelf& me) {
   {
     std::lock_guard<std::mutex> g(claims_mu_);
     for (const auto& [h, claimed] : claims_) {
-      const Word128 now = load128(&h->ident);
-      if (now.lo != claimed.lo || now.hi != claimed.hi || tid_word(claimed) != me.tid || pid_word(claimed) != me.pid ||
-          aux_word(claimed) != me.start) {
-        continue;
-      }
-      const uint32_t k = uint32_t((reinterpret_cast<format::RingEntry*>(h) - base_) / units_);
-      const uint64_t head = std::atomic_ref<uint64_t>(h->head).load(std::memory_order_acquire);
-      SegmentRef& ref = me.segments[me.segment_count++];
-      ref = SegmentRef{table_id_, h, const_cast<format::RingEntry*>(entries(k)), head, capacity(),
-                       uint32_t(head % capacity())};
-      return &ref;
+      const bool mine = tid_word(claimed) == me.tid && pid_word(claimed) == me.pid && aux_word(claimed) == me.start;
+      if (!mine || load128(&h->ident) != claimed) continue;  // another thread's, or freed since
+      const auto k = uint32_t((reinterpret_cast<format::RingEntry*>(h) - base_) / units_);
+      return add_ref(me, k, std::atomic_ref<uint64_t>(h->head).load(std::memory_order_acquire));
     }
   }
   // A free segment first; else one whose owner is dead (its events stay for
@@ -115,10 +115,7 @@ SegmentRef* HistoryRing::claim_segment(ThreadSelf& me) {
       std::memcpy(h->prev_comm, h->comm, sizeof h->prev_comm);
       std::atomic_ref<uint64_t>(h->base).store(head, std::memory_order_release);
       std::memcpy(h->comm, me.comm, sizeof h->comm);
-      SegmentRef& ref = me.segments[me.segment_count++];
-      ref = SegmentRef{table_id_, h, const_cast<format::RingEntry*>(entries(k)), head, capacity(),
-                       uint32_t(head % capacity())};
-      return &ref;
+      return add_ref(me, k, head);
     }
   }
   return nullptr;

@@ -133,6 +133,9 @@ class HistoryRing {
     return nullptr;
   }
   SegmentRef* claim_segment(ThreadSelf& me);
+  // Appends a ref to segment k, whose next event is `head`, to me.segments.
+  // REQUIRES: the calling thread `me` claimed segment k; a ref slot is free.
+  SegmentRef* add_ref(ThreadSelf& me, uint32_t k, uint64_t head);
 
   static void store_relaxed(uint64_t* p, uint64_t v) { __atomic_store_n(p, v, __ATOMIC_RELAXED); }
 
