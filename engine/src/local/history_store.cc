@@ -320,6 +320,20 @@ bool is_late(const format::RingEntry& e, const format::SlotOrder& stored) {
 // ---------------------------------------------------------------------------
 // Draining.
 // ---------------------------------------------------------------------------
+Status HistoryStore::lost_undrained(const Txn& txn, uint64_t* lost) {
+  uint64_t seen = 0;
+  if (Status s = txn.get_u64(format::kMetaUnsegmentedSeen, &seen, 0); !s.ok()) return s;
+  *lost = std::atomic_ref<uint64_t>(file_.header()->unsegmented_lost).load(std::memory_order_relaxed) - seen;
+  const uint64_t capacity = ring_.capacity();
+  for (uint32_t k = 0; k < ring_.segment_count(); ++k) {
+    format::SegmentState st;
+    if (Status s = read_state(txn, k, &st); !s.ok()) return s;
+    const uint64_t head = ring_.head(k);
+    if (head > st.drained + capacity) *lost += head - capacity - st.drained;
+  }
+  return Status::OK();
+}
+
 Status HistoryStore::drain(uint64_t* drained) {
   *drained = 0;
   if (ring_.level() != format::kHistoryPersisted) return Status::OK();
@@ -563,12 +577,15 @@ Status HistoryStore::query(const HistoryQuery& q, std::vector<Event>* events) {
   if (!bad.ok()) return bad;
 
   // Level "ring": the events not drained live only in the ring; read what it
-  // still holds, merged as a drain would, numbered after the stored ones.
+  // still holds, merged as a drain would, numbered after the stored ones,
+  // after one `lost` event for what it no longer holds (as a drain stores it).
   if (level == format::kHistoryRing) {
     uint64_t next_seq = 1;
     if (s = txn.get_u64(format::kMetaNextSeq, &next_seq, 1); !s.ok()) return s;
     const uint32_t segments = ring_.segment_count();
     const uint64_t capacity = ring_.capacity();
+    uint64_t lost = 0;
+    if (s = lost_undrained(txn, &lost); !s.ok()) return s;
     Merger merger(segments);
     for (uint32_t k = 0; k < segments; ++k) {
       format::SegmentState st;
@@ -576,8 +593,16 @@ Status HistoryStore::query(const HistoryQuery& q, std::vector<Event>* events) {
       const uint64_t head = ring_.head(k);
       for (uint64_t i = std::max(st.drained, head > capacity ? head - capacity : 0); i < head; ++i) {
         format::RingEntry e;
-        if (ring_read(ring_.entries(k), uint32_t(capacity), i, &e) == RingRead::complete) merger.add(k, i, e);
+        if (ring_read(ring_.entries(k), uint32_t(capacity), i, &e) == RingRead::complete) {
+          merger.add(k, i, e);
+        } else {
+          ++lost;  // overwritten while being read
+        }
       }
+    }
+    if (lost > 0) {
+      Event ev = to_event(next_seq++, lost_record(lost));
+      if (matches(q, ev)) out.push_back(std::move(ev));
     }
     Names names(txn);
     for (Queued qd; merger.next(&qd);) {
@@ -600,10 +625,12 @@ Status HistoryStore::counts(HistoryCounts* c) {
   Txn txn(lmdb_, false);
   Status s = txn.begin();
   if (!s.ok()) return s;
-  uint64_t seen = 0;
+  uint64_t seen = 0, lost_now = 0;
   if (s = txn.get_u64(format::kMetaAccounted, &c->accounted, 0); !s.ok()) return s;
   if (s = txn.get_u64(format::kMetaLostTotal, &c->lost, 0); !s.ok()) return s;
   if (s = txn.get_u64(format::kMetaUnsegmentedSeen, &seen, 0); !s.ok()) return s;
+  if (s = lost_undrained(txn, &lost_now); !s.ok()) return s;
+  c->lost += lost_now;
   uint64_t undrained = std::atomic_ref<uint64_t>(file_.header()->unsegmented_lost).load(std::memory_order_relaxed) - seen;
   for (uint32_t k = 0; k < ring_.segment_count(); ++k) {
     format::SegmentState st;

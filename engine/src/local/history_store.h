@@ -41,7 +41,7 @@ namespace locktable::detail {
 struct HistoryCounts {
   uint64_t appended = 0;   // events appended (or counted lost for want of a segment) so far
   uint64_t accounted = 0;  // of those, stored in LMDB or counted lost
-  uint64_t lost = 0;       // counted lost so far
+  uint64_t lost = 0;       // counted lost so far, and lost but not yet drained (lost_undrained)
   uint32_t segments_in_use = 0;
 };
 
@@ -75,6 +75,10 @@ class HistoryStore {
   // With `force`, a batch that could take none takes the oldest anyway.
   // REQUIRES: drain_mu_ held.
   Status drain_batch(const std::vector<uint64_t>& heads, bool force, uint64_t* drained, bool* done, bool* stuck);
+
+  // The events no drain has taken that no drain can: lapped in their segment,
+  // or appended by a thread without a segment since the last drain.
+  Status lost_undrained(const Txn& txn, uint64_t* lost);
 
   TableFile& file_;
   LmdbEnv& lmdb_;
