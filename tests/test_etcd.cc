@@ -807,6 +807,34 @@ TEST_CASE("etcd: bad URLs, unreachable endpoints and a foreign prefix are clear 
   CHECK(s.message().find("not a locktable table") != std::string::npos);
 }
 
+TEST_CASE("etcd: a table is not created inside another table's prefix, whose lock of that name would wait for ever") {
+  const std::string outer = fresh_prefix();
+  auto t = open_url(etcd().url(outer));
+  std::unique_ptr<Table> inner;
+  for (const std::string& p : {outer + "/jobs", outer + "/jobs/nightly", outer + "/.locktable/x"}) {
+    Status s = Table::open(etcd().url(p), {}, &inner);
+    INFO(p << ": " << s.to_string());
+    CHECK(s.code() == Code::invalid_argument);
+    CHECK(s.message().find("inside the table at '" + outer + "'") != std::string::npos);
+  }
+  // Also while the outer table's lock of that name is held (the prefix is not empty then).
+  Lock jobs;
+  REQUIRE(t->lookup("jobs", &jobs).ok());
+  REQUIRE(jobs.acquire().held());
+  Status s = Table::open(etcd().url(outer + "/jobs"), {}, &inner);
+  CHECK(s.code() == Code::invalid_argument);
+  REQUIRE(jobs.release().ok());
+  // The outer lock named like the refused tables is free to take.
+  REQUIRE(jobs.try_acquire().held());
+  REQUIRE(jobs.release().ok());
+  // A sibling prefix that merely begins the same is another table.
+  auto sibling = open_url(etcd().url(outer + "-jobs"));
+  Lock l;
+  REQUIRE(sibling->lookup("x", &l).ok());
+  REQUIRE(l.try_acquire().held());
+  REQUIRE(l.release().ok());
+}
+
 // A child that opens `url`, finds `name` held (a try fails), says so, and
 // then waits up to 20 s for it: 0 once it held and released it.
 pid_t etcd_waiter(const std::string& url, const std::string& name, Pipe* waiting) {

@@ -71,20 +71,41 @@ Status EtcdTable::open(const EtcdLocation& where, const Options& options) {
       if (json_int(out, "count") > 0) return foreign;
       return Status(Code::not_found, fmt::format("{}: no table", location_));
     }
-    // Created only on an empty prefix, in one transaction: another process
-    // opening the same new table at the same moment creates it or finds it.
+    // Created only on an empty prefix and outside every other table, in one
+    // transaction: another process opening the same new table at the same
+    // moment creates it or finds it. A table at a/b inside the table at a
+    // would put its keys in the queue of a's lock b, which would then wait
+    // for ever (the table at a, created after, is refused as not empty).
     const json settings{{"format", kFormat},
                         {"history", int(options.history)},
                         {"retention_count", options.retention_count},
                         {"retention_age_s", uint64_t(options.retention_age.count())},
                         {"created_ns", realtime_ns()}};
-    if (Status s = txn(json::array({create_is(prefix_ + "/", "EQUAL", 0, true)}),
-                       json::array({put_op(meta("table"), settings), range_op(meta("table"))}),
-                       json::array({range_op(meta("table"))}), &out);
+    json compares = json::array({create_is(prefix_ + "/", "EQUAL", 0, true)});
+    json on_failure = json::array({range_op(meta("table"))});
+    std::vector<std::string> ancestors;
+    for (size_t slash = prefix_.find('/'); slash != std::string::npos; slash = prefix_.find('/', slash + 1)) {
+      if (slash == 0) continue;
+      ancestors.push_back(prefix_.substr(0, slash));
+      compares.push_back(create_is(ancestors.back() + "/.locktable/table", "EQUAL", 0));
+      on_failure.push_back(range_op(ancestors.back() + "/.locktable/table"));
+    }
+    if (Status s = txn(compares, json::array({put_op(meta("table"), settings), range_op(meta("table"))}), on_failure,
+                       &out);
         !s.ok()) {
       return s;
     }
-    marker = kvs_of(response(out, out.value("succeeded", false) ? 1 : 0, "response_range"));
+    const bool created = out.value("succeeded", false);
+    marker = kvs_of(response(out, created ? 1 : 0, "response_range"));
+    for (size_t i = 0; !created && marker.empty() && i < ancestors.size(); ++i) {
+      if (!kvs_of(response(out, i + 1, "response_range")).empty()) {
+        const std::string_view inner = std::string_view(prefix_).substr(ancestors[i].size() + 1);
+        return Status(Code::invalid_argument,
+                      fmt::format("{}: the prefix '{}' lies inside the table at '{}' (its lock '{}' would wait "
+                                  "for ever behind this table's keys): choose a prefix outside it",
+                                  location_, prefix_, ancestors[i], inner.substr(0, inner.find('/'))));
+      }
+    }
     if (marker.empty()) return foreign;
   }
   if (marker.empty() || !marker[0].value.is_object() || marker[0].value.value("format", 0) != kFormat) {
