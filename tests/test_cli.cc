@@ -3,6 +3,7 @@
 #include <poll.h>
 #include <signal.h>
 #include <spawn.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -688,6 +689,51 @@ TEST_CASE("cli: ls shows what each waiter waits for, and ls --waits prints the c
   for (pid_t k : kids) testing::wait_child(k);
   // Nobody waits any more.
   CHECK(contains(run({"ls", dir, "--waits"}).out, "no thread waits"));
+}
+
+TEST_CASE("cli: a thread name with escape sequences or a line break is printed escaped, never raw") {
+  TempDir tmp;
+  std::string dir = tmp.table();
+  testing::open_table(dir);
+  const std::string comm = "e\x1b[2J\nvil";  // 10 bytes: clear the screen, break the line
+  testing::Pipe held, done;
+  auto named_thread = [&](bool holder) {
+    return testing::spawn([&, holder] {
+      ::prctl(PR_SET_NAME, comm.c_str(), 0, 0, 0);
+      std::unique_ptr<Table> t;
+      Lock l;
+      if (!Table::open(dir, {}, &t).ok() || !t->lookup("named", &l).ok()) return 1;
+      if (!holder) return l.acquire(Mode::exclusive, Deadline::after(std::chrono::seconds(30))).held() ? 0 : 2;
+      if (!l.acquire().held()) return 3;
+      held.send();
+      done.receive();
+      return l.release().ok() ? 0 : 4;
+    });
+  };
+  const pid_t holder = named_thread(true);
+  REQUIRE(held.receive() != 0);
+  const pid_t waiter = named_thread(false);
+  for (int i = 0; i < 400 && json::parse(run({"ls", dir, "--json"}).out)[0]["waiters"].empty(); ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  const json ls = json::parse(run({"ls", dir, "--json"}).out);
+  CHECK(ls[0]["owner"]["comm"] == comm);  // JSON carries it exactly
+  REQUIRE(ls[0]["waiters"].size() == 1);
+  std::vector<std::pair<std::string, Result>> outputs;
+  for (const std::vector<std::string>& args : std::vector<std::vector<std::string>>{
+           {"ls", dir}, {"ls", dir, "--waits"}, {"top", dir}, {"history", dir}}) {
+    outputs.emplace_back(args[0] + (args.size() > 2 ? " " + args[2] : ""), run(args));
+  }
+  done.send();
+  CHECK(testing::wait_child(holder) == 0);
+  CHECK(testing::wait_child(waiter) == 0);
+  for (const auto& [what, r] : outputs) {
+    INFO(what << ":\n" << r.out << r.err);
+    CHECK(r.code == 0);
+    CHECK(r.out.find('\x1b') == std::string::npos);
+    CHECK(contains(r.out, "e\\x1b[2J\\x0avil"));
+    CHECK(!contains(r.out, "\nvil"));
+  }
 }
 
 TEST_CASE("cli: the man pages and the bash completion come from the definitions --help prints") {

@@ -53,6 +53,10 @@ Status open_table(const std::string& dir, bool create, std::unique_ptr<Table>* t
   return Table::open(dir, o, table);
 }
 
+std::string thread_label(uint32_t pid, uint32_t tid, std::string_view comm) {
+  return comm.empty() ? fmt::format("{}/{}", pid, tid) : fmt::format("{}/{} {}", pid, tid, escape_name(comm));
+}
+
 std::string human_duration_ms(uint64_t ms) {
   if (ms < 1000) return fmt::format("{}ms", ms);
   if (ms < 60'000) return fmt::format("{:.1f}s", double(ms) / 1000.0);

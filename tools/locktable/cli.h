@@ -5,6 +5,7 @@
 
 #include <memory>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -46,6 +47,11 @@ locktable::Status open_table(const std::string& dir, bool create, std::unique_pt
 std::string human_duration_ms(uint64_t ms);
 // Parses "2026-11-22T03:12:00Z", "2026-11-22 03:12:00", "1h"/"30m"/"10s"/"2d" (ago), or epoch seconds.
 bool parse_time(const std::string& text, uint64_t* ns_since_epoch);
+
+// "PID/TID COMM" for text output: the thread name escaped as names are
+// (escape_name), since any process names its own threads and a terminal
+// must not take one for escape sequences or a line break.
+std::string thread_label(uint32_t pid, uint32_t tid, std::string_view comm);
 
 // Left-aligned columns, two spaces apart.
 void print_table(const std::vector<std::string>& header, const std::vector<std::vector<std::string>>& rows);

@@ -97,7 +97,7 @@ void register_history(CLI::App& app, int* rc) {
       return std::vector<std::string>{std::to_string(e.seq), locktable::json::rfc3339(e.time_ns, digits),
                                       event_kind_name(e.kind),
                                       e.name.empty() ? "-" : escape_name(e.name),
-                                      fmt::format("{}/{} {}", e.pid, e.tid, e.comm), event_detail(e)};
+                                      thread_label(e.pid, e.tid, e.comm), event_detail(e)};
     };
     const std::vector<std::string> header{"SEQ", "TIME (UTC)", "EVENT", "NAME", "PID/TID COMM", "DETAIL"};
     auto print = [&](const std::vector<Event>& events, bool aligned) {

@@ -14,9 +14,7 @@ using namespace locktable;
 
 namespace {
 
-std::string thread_label(const Owner& o, const std::string& comm) {
-  return fmt::format("{}/{}{}", o.pid, o.tid, comm.empty() ? "" : " " + comm);
-}
+std::string thread_label(const Owner& o, const std::string& comm) { return cli::thread_label(o.pid, o.tid, comm); }
 
 // `ls --waits`: every published wait as an edge waiter -> lock -> holders,
 // then the cycles among them. The listing reads lock after lock, so a cycle
@@ -156,8 +154,7 @@ void register_ls(CLI::App& app, int* rc) {
       if (!l.holders.empty()) {
         std::vector<std::string> parts;
         for (const HolderInfo& h : l.holders) {
-          parts.push_back(fmt::format("{}/{}{}{}", h.owner.pid, h.owner.tid, h.comm.empty() ? "" : " " + h.comm,
-                                      h.alive ? "" : " (dead)"));
+          parts.push_back(thread_label(h.owner, h.comm) + (h.alive ? "" : " (dead)"));
         }
         owner = fmt::format("{}", fmt::join(parts, ", "));
         held = l.holders[0].held_for_ms ? human_duration_ms(*l.holders[0].held_for_ms) : "?";

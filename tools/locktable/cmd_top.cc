@@ -95,8 +95,7 @@ std::vector<Line> lines(const Snapshot& now, const Snapshot* before, const Basel
     if (l->abandoned) line.state += " (abandoned)";
     std::vector<std::string> who;
     for (const HolderInfo& h : l->holders) {
-      who.push_back(fmt::format("{}/{}{}{}", h.owner.pid, h.owner.tid, h.comm.empty() ? "" : " " + h.comm,
-                                h.alive ? "" : " (dead)"));
+      who.push_back(thread_label(h.owner.pid, h.owner.tid, h.comm) + (h.alive ? "" : " (dead)"));
     }
     line.holders = who.empty() ? "-" : fmt::format("{}", fmt::join(who, ", "));
     line.held = l->holders.empty() ? "-" : human_duration_ms(held_ms(*l));
