@@ -559,7 +559,20 @@ TEST_CASE("cli: bad input is a clear error with its exit code, never a crash") {
   CHECK(contains(r.err, "'twice': lock name given twice"));
   CHECK(!std::filesystem::exists(dir));
   REQUIRE(run({"init", dir}).code == 0);
-  CHECK(run({"history", dir, "--limit", "-1"}).code == 2);
+  for (const char* limit : {"-1", "1.5", "many", ""}) {
+    r = run({"history", dir, "--limit", limit});
+    INFO("--limit '" << limit << "': " << r.err);
+    CHECK(r.code == 2);
+    CHECK(contains(r.err, "--limit"));
+    CHECK(r.err.size() < 200);  // the reason, not a range of 300 digits
+  }
+  // A picture that cannot be written says why, with the exit code of the cause.
+  r = run({"history", dir, "--svg", tmp.path() + "/no-such-folder/t.svg"});
+  CHECK(r.code == 3);
+  CHECK(contains(r.err, tmp.path() + "/no-such-folder/t.svg: cannot write the picture: No such file or directory"));
+  r = run({"history", dir, "--svg", tmp.path()});
+  CHECK(r.code == 10);
+  CHECK(contains(r.err, "Is a directory"));
   CHECK(run({"run", dir, "", "--", "true"}).code == 2);
   CHECK(run({"run", dir, std::string(256, 'n'), "--", "true"}).code == 2);
   CHECK(run({"run", dir, "x", "--timeout", "-1", "--", "true"}).code == 2);

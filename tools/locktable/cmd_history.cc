@@ -69,7 +69,14 @@ void register_history(CLI::App& app, int* rc) {
   cmd->add_option("--event", a->kind, "Only events of this kind")
       ->check(CLI::IsMember(all_event_kinds()));
   cmd->add_option("--since", a->since, "Only events at or after TIME (RFC 3339, epoch seconds, or 30s/10m/1h/2d ago)");
-  cmd->add_option("--limit", a->limit, "Keep only the newest N events")->check(CLI::NonNegativeNumber);
+  cmd->add_option("--limit", a->limit, "Keep only the newest N events")
+      ->check(CLI::Validator(
+          [](const std::string& v) {
+            // Digits only: CLI11 would read "-1" into a size_t as its largest value.
+            const bool digits = !v.empty() && v.find_first_not_of("0123456789") == std::string::npos;
+            return digits ? std::string() : std::string("must be a whole number, 0 or more");
+          },
+          "N"));
   cmd->add_flag("--json", a->json, "JSON Lines: one object per event");
   cmd->add_flag("--follow,-f", a->follow, "Keep printing new events until interrupted");
   cmd->add_option("--svg", a->svg, "Draw the events as a timeline picture into FILE (SVG) instead of printing them")

@@ -4,7 +4,10 @@
 #include <cairo.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <cmath>
+#include <cstdio>
+#include <cstring>
 #include <ctime>
 #include <map>
 #include <tuple>
@@ -28,6 +31,26 @@ struct Interval {
 };
 
 enum class Mark { takeover, timeout, deadlock };
+
+// The SVG's file, written through cairo's stream callback; `error` keeps the
+// first write's errno.
+struct SvgFile {
+  std::FILE* file = nullptr;
+  int error = 0;
+  static cairo_status_t write(void* self, const unsigned char* data, unsigned int length) {
+    auto* f = static_cast<SvgFile*>(self);
+    if (f->error == 0 && std::fwrite(data, 1, length, f->file) != length) f->error = errno != 0 ? errno : EIO;
+    return f->error == 0 ? CAIRO_STATUS_SUCCESS : CAIRO_STATUS_WRITE_ERROR;
+  }
+};
+
+Status write_error(const std::string& path, int err) {
+  const Code code = err == EACCES || err == EPERM || err == EROFS ? Code::permission_denied
+                    : err == ENOENT || err == ENOTDIR       ? Code::not_found
+                    : err == ENOSPC || err == EDQUOT || err == EFBIG ? Code::capacity
+                                                                    : Code::io_error;
+  return Status(code, fmt::format("{}: cannot write the picture: {}", path, std::strerror(err)));
+}
 
 struct Row {
   std::string name;
@@ -172,7 +195,12 @@ Status write_timeline_svg(const std::vector<Event>& events, const std::string& p
 
   const double width = kLeft + kPlot + 30;
   const double height = kTop + double(std::max<size_t>(rows.size(), 1)) * (kRowHeight + kRowGap) + kLegend;
-  cairo_surface_t* surface = cairo_svg_surface_create(path.c_str(), width, height);
+  // The file is opened here, not by cairo, so that a failure names its cause
+  // (cairo says only "error while writing to output stream").
+  SvgFile out;
+  out.file = std::fopen(path.c_str(), "we");
+  if (out.file == nullptr) return write_error(path, errno);
+  cairo_surface_t* surface = cairo_svg_surface_create_for_stream(&SvgFile::write, &out, width, height);
   cairo_t* cr = cairo_create(surface);
   auto x_of = [&](uint64_t t) { return kLeft + kPlot * double(t - t0) / double(t1 - t0); };
   cairo_set_source_rgb(cr, 1, 1, 1);
@@ -307,6 +335,8 @@ Status write_timeline_svg(const std::vector<Event>& events, const std::string& p
   cairo_surface_finish(surface);
   const cairo_status_t status = cairo_surface_status(surface);
   cairo_surface_destroy(surface);
+  if (std::fclose(out.file) != 0 && out.error == 0) out.error = errno;
+  if (out.error != 0) return write_error(path, out.error);
   if (status != CAIRO_STATUS_SUCCESS) {
     return Status(Code::io_error, fmt::format("{}: cannot write the picture: {}", path, cairo_status_to_string(status)));
   }

@@ -14,8 +14,9 @@ namespace cli {
 // thin lines before their acquisition, abandoned takeovers and timeouts
 // marked, a UTC time axis. Holds narrower than a pixel are added up per
 // pixel column and drawn as one shaded column (dense stretches aggregated,
-// not smeared). At most `max_locks` rows, the busiest. Errors: io_error
-// naming the file.
+// not smeared). At most `max_locks` rows, the busiest. Errors, naming the
+// file and the cause: permission_denied, not_found (no such folder),
+// capacity (no space), io_error.
 locktable::Status write_timeline_svg(const std::vector<locktable::Event>& events, const std::string& path,
                                      const std::string& title, size_t max_locks = 50);
 
