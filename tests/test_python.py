@@ -326,6 +326,18 @@ def test_errors_name_the_problem(tmp_path):
     assert e.value.code == "invalid_argument"
 
 
+def test_open_takes_a_path_as_str_bytes_or_pathlib_path(tmp_path):
+    folder = tmp_path / "by-path"
+    with locktable.open(folder) as t:  # a pathlib.Path, as the os module's calls take it
+        with t.lock("x"):
+            pass
+    for same in (str(folder), os.fsencode(folder)):
+        with locktable.open(same, create=False) as t:
+            assert [l["name"] for l in t.list()] == ["x"]
+    with pytest.raises(TypeError):
+        locktable.open(42)
+
+
 def test_open_takes_every_option_and_history_settings_change_later(tmp_path):
     for bad in ({"deadlock_timeout": -1}, {"drain_interval": float("nan")}, {"retention_age": -5}):
         with pytest.raises(locktable.Error) as e:

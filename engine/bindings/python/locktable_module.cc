@@ -360,11 +360,14 @@ PYBIND11_MODULE(locktable, m) {
 
   m.def(
       "open",
-      [](const std::string& location, bool create, std::optional<std::string> history,
+      [](const py::object& where, bool create, std::optional<std::string> history,
          std::optional<uint32_t> initial_slots, std::optional<uint32_t> ring_entries,
          std::optional<double> drain_interval, std::optional<double> deadlock_timeout, std::optional<uint64_t> max_slots,
          std::optional<uint64_t> retention_count, std::optional<double> retention_age, bool allow_network_fs,
          std::optional<size_t> lmdb_map_size) {
+        // A str, bytes or os.PathLike (pathlib.Path), as Python's own open()
+        // takes a path: os.fsencode gives the bytes the system sees.
+        const std::string location = py::bytes(py::module_::import("os").attr("fsencode")(where));
         Options o;
         o.create_if_missing = create;
         o.allow_network_fs = allow_network_fs;
@@ -391,7 +394,8 @@ PYBIND11_MODULE(locktable, m) {
       py::arg("drain_interval") = py::none(), py::arg("deadlock_timeout") = py::none(),
       py::arg("max_slots") = py::none(), py::arg("retention_count") = py::none(), py::arg("retention_age") = py::none(),
       py::arg("allow_network_fs") = false, py::arg("lmdb_map_size") = py::none(),
-      "Opens (and unless create=False creates) the table at `location`: a folder, a file:/// URL, or an "
+      "Opens (and unless create=False creates) the table at `location` (str, bytes or os.PathLike): a folder, a "
+      "file:/// URL, or an "
       "etcd:// or etcds:// URL. The options are Options' (times in seconds): deadlock_timeout, how long a waiter "
       "waits before it looks for a cycle (0: never); drain_interval (0: no background drainer); lmdb_map_size "
       "(bytes) and allow_network_fs; on creation history ('off', 'ring', 'persisted'), initial_slots, max_slots, "
