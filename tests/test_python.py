@@ -319,6 +319,8 @@ def test_errors_name_the_problem(tmp_path):
     assert e.value.code == "stale_handle"
     assert repr(t) == f"<locktable.Table '{tmp_path / 't'}'>"
     assert repr(t.lock("orders")) == f"<locktable.Lock 'orders' slot {t.lock('orders').slot}>"
+    for name in ("caf\u00e9", "esc\x1b[2J\nape"):  # as repr(str) shows it: readable, control bytes escaped
+        assert repr(t.lock(name)) == f"<locktable.Lock {name!r} slot {t.lock(name).slot}>"
     t.close()
     assert repr(t) == "<locktable.Table (closed)>"
     with pytest.raises(locktable.Error) as e:

@@ -199,12 +199,17 @@ PYBIND11_MODULE(locktable, m) {
   m.attr("__version__") = LOCKTABLE_VERSION;
   main_thread_ident = py::module_::import("threading").attr("main_thread")().attr("ident").cast<unsigned long>();
 
+  // A name as Python shows it: decoded as UTF-8 (bad bytes U+FFFD; list()
+  // and history() give them exactly in name_hex).
+  auto name_of = [](const Lock& l) { return py::bytes(l.name()).attr("decode")("utf-8", "replace"); };
   py::class_<Lock>(m, "Lock", "A handle to one named lock; ownership is per thread.")
-      .def_property_readonly("name", [](const Lock& l) { return py::bytes(l.name()).attr("decode")("utf-8", "replace"); })
+      .def_property_readonly("name", name_of)
       .def_property_readonly("slot", &Lock::slot)
       .def("__repr__",
-           [](const Lock& l) {
-             return "<locktable.Lock " + quote_name(l.name()) + " slot " + std::to_string(l.slot()) + ">";
+           [name_of](const Lock& l) {
+             // repr() of the name: 'café' as a str shows, control characters escaped.
+             return "<locktable.Lock " + py::repr(name_of(l)).cast<std::string>() + " slot " +
+                    std::to_string(l.slot()) + ">";
            })
       .def("acquire", &acquire, py::arg("shared") = false, py::arg("timeout") = py::none(),
            "Waits at most `timeout` seconds (None or inf: for ever, 0: try once). True when held (see "
