@@ -60,6 +60,28 @@ TEST_CASE("seam: a file:// URL opens the same table as its path") {
   CHECK(!exists("relative"));
 }
 
+TEST_CASE("seam: a file:// URL's path is percent-encoded; bad escapes, %00, a query or a fragment are refused") {
+  TempDir tmp;
+  const std::string folder = tmp.path() + "/my locks #1";
+  auto by_path = testing::open_table(folder);
+  Lock a;
+  REQUIRE(by_path->lookup("orders", &a).ok());
+  // As Python's Path.as_uri() writes it.
+  auto by_url = testing::open_table("file://" + tmp.path() + "/my%20locks%20%231");
+  Lock b;
+  REQUIRE(by_url->lookup("orders", &b, Lookup::existing).ok());
+  CHECK(b.slot() == a.slot());
+  for (const char* bad : {"/x%2", "/x%zz", "/x%00y", "/x?mode=ro", "/x#frag"}) {
+    const std::string url = "file://" + tmp.path() + bad;
+    std::unique_ptr<Table> t;
+    Status s = Table::open(url, {}, &t);
+    INFO(url << ": " << s.to_string());
+    CHECK(s.code() == Code::invalid_argument);
+    CHECK_THAT(s.message(), Catch::Contains(url));
+  }
+  CHECK(std::distance(std::filesystem::directory_iterator(tmp.path()), {}) == 1);  // nothing else was created
+}
+
 TEST_CASE("seam: a scheme is letters, digits, + - . before ://, else the location is a path") {
   using detail::location_scheme;
   CHECK(location_scheme("etcd://h:2379/p") == "etcd");

@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include "ascii.h"
+#include "percent_encoding.h"
 
 #include "local/local_table.h"
 #ifdef LOCKTABLE_HAVE_ETCD
@@ -21,14 +22,23 @@ struct Scheme {
   std::string_view form;  // for messages: what a location of this scheme looks like
 };
 
+// file:///PATH or file://localhost/PATH (RFC 8089), the path percent-encoded
+// as Python's Path.as_uri() and other URL makers write it ("%20" a space).
 Status open_file_url(const std::string& location, const Options& options, std::shared_ptr<Backend>* out) {
+  auto bad = [&](std::string_view why) {
+    return Status(Code::invalid_argument,
+                  fmt::format("{}: {} (expected file:///absolute/folder, the path %-encoded)", location, why));
+  };
   std::string_view rest = std::string_view(location).substr(std::string_view("file://").size());
   if (rest.rfind("localhost/", 0) == 0) rest.remove_prefix(std::string_view("localhost").size());
-  if (rest.empty() || rest[0] != '/') {
-    return Status(Code::invalid_argument,
-                  fmt::format("{}: a file URL names an absolute path (file:///var/lib/app/locks)", location));
+  if (rest.empty() || rest[0] != '/') return bad("a file URL names an absolute path on this machine");
+  if (rest.find_first_of("?#") != std::string_view::npos) {
+    return bad("a file URL takes no query or fragment (write '?' as %3F and '#' as %23)");
   }
-  return open_local_table(std::string(rest), location, options, out);
+  std::string path;
+  if (!percent_decode(rest, &path)) return bad("a '%' not followed by two hex digits");
+  if (path.find('\0') != std::string::npos) return bad("a path cannot hold a NUL byte (%00)");
+  return open_local_table(path, location, options, out);
 }
 
 // Every backend this build has, by scheme.

@@ -6,6 +6,7 @@
 #include <fmt/format.h>
 
 #include "ascii.h"
+#include "percent_encoding.h"
 
 namespace locktable::detail {
 
@@ -131,21 +132,6 @@ std::string encode_name_segment(std::string_view name) {
   return out;
 }
 
-bool decode_name_segment(std::string_view s, std::string* name) {
-  name->clear();
-  for (size_t i = 0; i < s.size(); ++i) {
-    if (s[i] != '%') {
-      name->push_back(s[i]);
-      continue;
-    }
-    if (i + 2 >= s.size()) return false;  // %XX needs two more bytes
-    unsigned v = 0;
-    auto [end, ec] = std::from_chars(s.data() + i + 1, s.data() + i + 3, v, 16);
-    if (ec != std::errc() || end != s.data() + i + 3) return false;
-    name->push_back(char(v));
-    i += 2;
-  }
-  return true;
-}
+bool decode_name_segment(std::string_view s, std::string* name) { return percent_decode(s, name); }
 
 }  // namespace locktable::detail
