@@ -1,7 +1,12 @@
 // history: drain the ring, then print events oldest first.
 #include <signal.h>
 
+#include <algorithm>
 #include <chrono>
+#include <cstddef>
+#include <functional>
+#include <map>
+#include <optional>
 #include <thread>
 
 #include <fmt/format.h>
@@ -52,6 +57,61 @@ std::string event_detail(const Event& e) {
     default:
       return "";
   }
+}
+
+constexpr std::chrono::milliseconds kFollowInterval{200};
+
+// An event as it reads, its seq aside.
+std::string identity(const Event& e) {
+  nlohmann::json j = locktable::json::event(e, 9);
+  j.erase("seq");
+  return j.dump();
+}
+
+// --follow at level ring. Nothing is drained there, and an event's seq is its
+// place in what the ring holds now, which moves as the ring laps: polling
+// after the last seq printed stopped printing once the ring was full. Each
+// poll reads what the ring holds and prints the events it did not hold at
+// the poll before (a multiset: events that read the same are counted), after
+// one `lost` event for those that came and went between two polls. The
+// first poll prints its newest `limit` events (0: all).
+Status follow_ring(Table& t, const HistoryQuery& q, size_t limit,
+                   const std::function<void(const std::vector<Event>&, bool first)>& print) {
+  std::map<std::string, size_t> held;  // identity -> how many the last poll read
+  uint64_t lost = 0;                   // the last poll's lost count
+  for (bool first = true; first || !g_stop; first = false) {
+    if (!first) std::this_thread::sleep_for(kFollowInterval);
+    std::vector<Event> now, fresh;
+    if (Status s = t.history(q, &now); !s.ok()) return s;
+    std::map<std::string, size_t> counts;
+    std::optional<Event> gap;
+    uint64_t now_lost = 0;
+    for (Event& e : now) {
+      if (e.kind == EventKind::lost) {
+        now_lost += e.count;
+        if (!gap) gap = e;
+        continue;
+      }
+      const std::string id = identity(e);
+      if (++counts[id] > held[id]) fresh.push_back(std::move(e));
+    }
+    // Of the events that left the ring since the last poll (its lost count
+    // grew by that many), those the last poll read were printed already.
+    uint64_t gone_seen = 0;
+    for (const auto& [id, n] : held) {
+      auto it = counts.find(id);
+      gone_seen += n - std::min(n, it == counts.end() ? size_t{0} : it->second);
+    }
+    if (gap && now_lost > lost + gone_seen) {
+      gap->count = now_lost - lost - gone_seen;
+      fresh.insert(fresh.begin(), *gap);
+    }
+    if (first && limit > 0 && fresh.size() > limit) fresh.erase(fresh.begin(), fresh.end() - ptrdiff_t(limit));
+    print(fresh, first);
+    held = std::move(counts);
+    lost = now_lost;
+  }
+  return Status::OK();
 }
 
 }  // namespace
@@ -119,6 +179,13 @@ void register_history(CLI::App& app, int* rc) {
       }
       std::fflush(stdout);
     };
+    if (a->follow && st.history_level == HistoryLevel::ring) {
+      signal(SIGINT, stop);
+      signal(SIGTERM, stop);
+      q.limit = 0;
+      if (s = follow_ring(*t, q, a->limit, print); !s.ok()) *rc = fail(s);
+      return;
+    }
     std::vector<Event> events;
     if (s = t->history(q, &events); !s.ok()) {
       *rc = fail(s);
@@ -140,7 +207,7 @@ void register_history(CLI::App& app, int* rc) {
     q.limit = 0;
     uint64_t last = events.empty() ? 0 : events.back().seq;
     while (!g_stop) {
-      std::this_thread::sleep_for(std::chrono::milliseconds(200));
+      std::this_thread::sleep_for(kFollowInterval);
       q.after_seq = last;
       if (s = t->history(q, &events); !s.ok()) {
         *rc = fail(s);

@@ -120,7 +120,10 @@ class Table {
   // History. drain_history moves the events appended before the call from the
   // ring into LMDB, counting those the ring no longer holds as lost (a no-op
   // unless the history level is persisted); events appended during the call
-  // wait for the next drain. history() drains, then reads.
+  // wait for the next drain. history() drains, then reads. At level ring
+  // nothing is stored: history() reads what the ring holds, numbered after
+  // the stored events in the order a drain would store them, so an event's
+  // seq (and what after_seq selects) moves as the ring laps.
   Status drain_history(uint64_t* drained = nullptr);
   Status history(const HistoryQuery& query, std::vector<Event>* events);
   Status set_history_level(HistoryLevel level);
