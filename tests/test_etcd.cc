@@ -770,6 +770,15 @@ TEST_CASE("etcd: the tool runs on the URL, and history is readable from any proc
   CHECK(events.front().kind == EventKind::created);
   CHECK(events.back().kind == EventKind::removed);
   for (size_t i = 1; i < events.size(); ++i) CHECK(events[i].seq > events[i - 1].seq);
+  // A retention age whose nanoseconds overflow 64 bits keeps every event.
+  for (int64_t age : {int64_t{1} << 40, int64_t{1} << 55, INT64_MAX}) {
+    INFO("age " << age << " s");
+    REQUIRE(t->set_retention(0, std::chrono::seconds(age)).ok());
+    std::vector<Event> kept;
+    REQUIRE(t->history(HistoryQuery{}, &kept).ok());
+    REQUIRE(t->history(HistoryQuery{}, &kept).ok());  // retention was applied by the read before
+    CHECK(kept.size() == events.size());
+  }
 }
 
 TEST_CASE("etcd: bad URLs, unreachable endpoints and a foreign prefix are clear errors; failover to a live endpoint") {

@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <catch2/catch.hpp>
+#include <filesystem>
 #include <fmt/format.h>
 #include <atomic>
 #include <condition_variable>
@@ -369,6 +370,32 @@ TEST_CASE("history: drains racing a tight-loop writer account for every ticket o
   ::kill(child, SIGKILL);
   CHECK(wait_child(child) == 128 + SIGKILL);
   expect_accounted(*t);  // every ticket, drained or lost, exactly once
+}
+
+TEST_CASE("history: a retention age longer than the clock's past keeps every record; a negative one is refused") {
+  TempDir tmp;
+  auto t = open_table(tmp.table());
+  Lock a;
+  REQUIRE(t->lookup("a", &a).ok());  // 1 event
+  size_t appended = 1;
+  // 2^55 s: its nanoseconds wrap to 0 in 64 bits, which made the cutoff now.
+  for (int64_t age : {int64_t{1} << 55, int64_t{1} << 40, INT64_MAX}) {
+    INFO("age " << age << " s");
+    REQUIRE(t->set_retention(0, std::chrono::seconds(age)).ok());
+    REQUIRE(a.acquire().held());
+    REQUIRE(a.release().ok());
+    appended += 2;
+    CHECK(all_events(*t).size() == appended);  // drained under that retention: nothing went
+  }
+  Status s = t->set_retention(0, std::chrono::seconds(-1));
+  CHECK(s.code() == Code::invalid_argument);
+  CHECK(s.message().find(tmp.table()) != std::string::npos);
+  TempDir other;
+  Options o;
+  o.retention_age = std::chrono::seconds(-5);
+  std::unique_ptr<Table> refused;
+  CHECK(Table::open(other.table(), o, &refused).code() == Code::invalid_argument);
+  CHECK(!std::filesystem::exists(other.table()));
 }
 
 TEST_CASE("history: retention by count and by age, with the name index") {

@@ -136,7 +136,8 @@ void lt_options_set_ring_entries(lt_options* o, uint32_t v) { o->options.ring_en
 void lt_options_set_history(lt_options* o, int level) { o->options.history = HistoryLevel(level); }
 void lt_options_set_retention(lt_options* o, uint64_t count, uint64_t age_s) {
   o->options.retention_count = count;
-  o->options.retention_age = std::chrono::seconds(age_s);
+  // Beyond any age a record can have: as long as the clock's range allows.
+  o->options.retention_age = std::chrono::seconds(int64_t(std::min<uint64_t>(age_s, INT64_MAX)));
 }
 
 int lt_table_open(const char* location, lt_table** table) { return lt_table_open_with(location, nullptr, table); }
@@ -372,7 +373,8 @@ int lt_set_history_level(lt_table* table, int level) {
 
 int lt_set_retention(lt_table* table, uint64_t count, uint64_t age_s) {
   if (table == nullptr) return fail(Code::invalid_argument, "lt_set_retention: table is NULL");
-  return guarded([&]() -> int { return report(table->table->set_retention(count, std::chrono::seconds(age_s))); });
+  const auto age = std::chrono::seconds(int64_t(std::min<uint64_t>(age_s, INT64_MAX)));
+  return guarded([&]() -> int { return report(table->table->set_retention(count, age)); });
 }
 
 int lt_recover(lt_table* table, int dry_run, lt_recovery_visitor visit, void* context) {

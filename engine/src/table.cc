@@ -12,6 +12,9 @@
 namespace locktable {
 
 Status Table::open(const std::string& location, const Options& options, std::unique_ptr<Table>* table) {
+  if (options.retention_age.count() < 0) {
+    return Status(Code::invalid_argument, fmt::format("{}: negative retention_age", location));
+  }
   std::shared_ptr<detail::Backend> backend;
   Status s = detail::open_backend(location, options, &backend);
   if (!s.ok()) return s;
@@ -136,6 +139,9 @@ Status Table::history(const HistoryQuery& query, std::vector<Event>* events) {
   return backend_->history(query, events);
 }
 Status Table::set_history_level(HistoryLevel level) { return backend_->set_history_level(level); }
-Status Table::set_retention(uint64_t count, std::chrono::seconds age) { return backend_->set_retention(count, age); }
+Status Table::set_retention(uint64_t count, std::chrono::seconds age) {
+  if (age.count() < 0) return Status(Code::invalid_argument, fmt::format("{}: negative retention age", dir()));
+  return backend_->set_retention(count, age);
+}
 
 }  // namespace locktable

@@ -164,13 +164,12 @@ Status EtcdTable::history(const HistoryQuery& q, std::vector<Event>* events) {
   // Retention: the oldest beyond the count, and those older than the age, go
   // (at most 128 per call: one transaction).
   const uint64_t keep = retention_count_.load();
-  const uint64_t age_ns = retention_age_s_.load() * 1'000'000'000ull;
-  const uint64_t now = realtime_ns();
+  const uint64_t cutoff = retention_cutoff_ns(realtime_ns(), retention_age_s_.load());
   size_t expired = 0;
   while (expired < all.size() && expired < 128 &&
          ((keep != 0 && all.size() - expired > keep) ||
-          (age_ns != 0 && all[expired].value.is_object() &&
-           all[expired].value.value("time_ns", uint64_t{0}) + age_ns < now))) {
+          (cutoff != 0 && all[expired].value.is_object() &&
+           all[expired].value.value("time_ns", uint64_t{0}) < cutoff))) {
     ++expired;
   }
   if (expired > 0) {

@@ -260,7 +260,7 @@ Status apply_retention(Txn& txn) {
   if (Status s = txn.get_u64(format::kMetaRetentionAge, &age_s, 0); !s.ok()) return s;
   if (Status s = txn.entries(db.history, &count); !s.ok()) return s;
   const uint64_t now = realtime_ns();
-  const uint64_t cutoff = age_s ? now - std::min<uint64_t>(now, age_s * 1'000'000'000u) : 0;
+  const uint64_t cutoff = retention_cutoff_ns(now, age_s);
   Cursor cur(txn, db.history);
   for (bool more = cur.first(); more;) {
     format::HistoryRecord r;
