@@ -3,13 +3,14 @@
 // retention, levels, corrupt records, a drainer killed before committing.
 #include <lmdb.h>
 #include <signal.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <catch2/catch.hpp>
-#include <filesystem>
 #include <fmt/format.h>
 #include <atomic>
 #include <condition_variable>
+#include <filesystem>
 #include <future>
 #include <map>
 #include <optional>
@@ -459,6 +460,29 @@ TEST_CASE("history: levels off, ring and persisted") {
   REQUIRE(t->stats(&st).ok());
   CHECK(st.history_records == 4);  // the ring-only events are drained too once persisted
   CHECK(ev.size() == 4);
+}
+
+TEST_CASE("history: a drain interval of milliseconds::max() drains once in a century, not without pause") {
+  TempDir tmp;
+  Options o;
+  o.drain_interval = std::chrono::milliseconds::max();
+  o.deadlock_timeout = std::chrono::milliseconds::max();
+  auto t = open_table(tmp.table(), o);
+  Lock a;
+  REQUIRE(t->lookup("slow", &a).ok());
+  REQUIRE(a.acquire().held());
+  REQUIRE(a.release().ok());
+  auto cpu_s = [] {
+    rusage u{};
+    ::getrusage(RUSAGE_SELF, &u);
+    return double(u.ru_utime.tv_sec + u.ru_stime.tv_sec) + double(u.ru_utime.tv_usec + u.ru_stime.tv_usec) / 1e6;
+  };
+  const double before = cpu_s();
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  CHECK(cpu_s() - before < 0.1);  // the drainer sleeps (it spun: 0.5 s of CPU in 0.5 s)
+  TableStats st;
+  REQUIRE(t->stats(&st).ok());
+  CHECK(st.history_records == 0);  // nothing drained yet
 }
 
 TEST_CASE("history: the background drainer empties the ring without being asked") {

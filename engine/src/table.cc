@@ -11,10 +11,21 @@
 
 namespace locktable {
 
-Status Table::open(const std::string& location, const Options& options, std::unique_ptr<Table>* table) {
-  if (options.retention_age.count() < 0) {
+namespace {
+// A century: a longer interval or timeout is for ever. Clamped to it, every
+// conversion to nanoseconds and every addition to a clock's now() stays in
+// range (milliseconds::max() as drain_interval made the drainer's wait_for
+// wrap into the past: it drained without pause, a core's worth).
+constexpr std::chrono::milliseconds kForever = std::chrono::hours(24 * 366 * 100);
+}  // namespace
+
+Status Table::open(const std::string& location, const Options& given, std::unique_ptr<Table>* table) {
+  if (given.retention_age.count() < 0) {
     return Status(Code::invalid_argument, fmt::format("{}: negative retention_age", location));
   }
+  Options options = given;
+  options.drain_interval = std::min(options.drain_interval, kForever);
+  options.deadlock_timeout = std::min(options.deadlock_timeout, kForever);
   std::shared_ptr<detail::Backend> backend;
   Status s = detail::open_backend(location, options, &backend);
   if (!s.ok()) return s;
