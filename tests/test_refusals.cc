@@ -6,6 +6,7 @@
 #include <sched.h>
 #include <signal.h>
 #include <sys/mount.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -169,6 +170,40 @@ TEST_CASE("files are created 0660 under the umask, never world-writable") {
   CHECK(mode(tmp.path() + "/u/table") == 0640);
   CHECK(mode(tmp.path() + "/u/data.mdb") == 0640);
   CHECK((mode(tmp.path() + "/u") & 0002) == 0);
+}
+
+TEST_CASE("more address space than the process may map is a capacity error naming the file; the table opens later") {
+  TempDir big, small;
+  pid_t kid = spawn([&] {
+    // Room for this process as it is and 256 MiB more: not for the 1 GiB of
+    // a table's growth to 2^24 slots, nor for a 1 GiB LMDB map.
+    long pages = 0;
+    std::ifstream("/proc/self/statm") >> pages;
+    const rlim_t limit = rlim_t(pages) * rlim_t(::sysconf(_SC_PAGESIZE)) + (rlim_t{256} << 20);
+    rlimit r{limit, limit};
+    if (::setrlimit(RLIMIT_AS, &r) != 0) return 10;
+    auto refused = [](const std::string& dir, const Options& o, const std::string& file, const char* option) {
+      std::unique_ptr<Table> t;
+      Status s = Table::open(dir, o, &t);
+      if (s.code() != Code::capacity) return false;
+      return s.message().find(dir + "/" + file) != std::string::npos && s.message().find(option) != std::string::npos;
+    };
+    Options o;
+    o.max_slots = uint64_t{1} << 24;
+    if (!refused(big.table(), o, "table", "max_slots")) return 1;
+    o.max_slots = 1024;
+    o.lmdb_map_size = size_t{1} << 30;
+    if (!refused(small.table(), o, "data.mdb", "lmdb_map_size")) return 2;
+    return 0;
+  });
+  CHECK(wait_child(kid) == 0);
+  for (const TempDir* d : {&big, &small}) {
+    auto t = open_table(d->table());  // what the refused open made is a table all the same
+    Lock l;
+    REQUIRE(t->lookup("after", &l).ok());
+    CHECK(l.try_acquire().held());
+    CHECK(l.release().ok());
+  }
 }
 
 TEST_CASE("a table the user may not write is refused with permission_denied") {

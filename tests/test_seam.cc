@@ -122,6 +122,11 @@ TEST_CASE("seam: bad options are refused before the folder or any file is create
   o = Options{};
   o.lmdb_map_size = 4096;
   refused(o, "lmdb_map_size");
+  o.lmdb_map_size = SIZE_MAX;  // more than any address space
+  refused(o, "lmdb_map_size 18446744073709551615");
+  o = Options{};
+  o.retention_age = std::chrono::seconds(-1);
+  refused(o, "retention_age");
   std::unique_ptr<Table> t;
   CHECK(Table::open("", {}, &t).code() == Code::invalid_argument);
 }

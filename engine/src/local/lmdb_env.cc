@@ -74,6 +74,11 @@ Status LmdbEnv::open(const std::string& dir, size_t map_size, bool create, int g
   // MDB_NOMETASYNC: one fsync per commit instead of two; a power loss may undo
   // the last commit, never corrupt (the reboot reset then reconciles slots).
   rc = mdb_env_open(e->env_, dir.c_str(), MDB_NOTLS | MDB_NOMETASYNC, 0660);
+  if (rc == ENOMEM) {
+    return Status(Code::capacity, fmt::format("{}: cannot map {} bytes (Options::lmdb_map_size): not enough address "
+                                              "space for this process (its limit: ulimit -v)",
+                                              e->path_, map_size));
+  }
   if (rc != 0) return e->error(rc, "open");
   // A file larger than map_size (another process, with a larger map, grew
   // it): LMDB maps only its used part, and the next write that needs a page

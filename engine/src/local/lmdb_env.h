@@ -55,6 +55,10 @@ struct Dbis {
 // from begin to end, and a begin refused so adopts the file's size under it
 // exclusively (adopt_grown_map), then begins again. A process that opens a
 // file already larger than its map adopts the size the file records at once.
+// The largest map Options::lmdb_map_size may ask for: far beyond any table,
+// well inside x86-64's 128 TiB of user address space.
+inline constexpr size_t kMaxLmdbMapSize = size_t{1} << 46;
+
 class LmdbEnv {
  public:
   // Opens (creating if `create`) the environment in `dir` (data.mdb, lock.mdb).

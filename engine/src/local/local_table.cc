@@ -58,8 +58,9 @@ Status check_options(const std::string& dir, const Options& o) {
   if (o.deadlock_timeout.count() < 0) {
     return Status(Code::invalid_argument, fmt::format("{}: negative deadlock_timeout", dir));
   }
-  if (o.lmdb_map_size < (size_t{1} << 20)) {
-    return Status(Code::invalid_argument, fmt::format("{}: lmdb_map_size below 1 MiB", dir));
+  if (o.lmdb_map_size < (size_t{1} << 20) || o.lmdb_map_size > kMaxLmdbMapSize) {
+    return Status(Code::invalid_argument,
+                  fmt::format("{}: lmdb_map_size {}: must be from 1 MiB to 64 TiB", dir, o.lmdb_map_size));
   }
   return Status::OK();
 }

@@ -168,6 +168,12 @@ Status TableFile::reserve_and_map() {
   const format::ExtentGeometry& last = geometry_.back();
   reserved_ = size_t(last.offset + last.bytes);
   void* p = ::mmap(nullptr, reserved_, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  if (p == MAP_FAILED && errno == ENOMEM) {
+    return Status(Code::capacity, fmt::format("{}: cannot reserve {} bytes of address space for the table as it "
+                                              "may grow (its max_slots): not enough for this process (its limit: "
+                                              "ulimit -v)",
+                                              path_, reserved_));
+  }
   if (p == MAP_FAILED) return posix_error(path_, "reserve address space", errno);
   base_ = static_cast<char*>(p);
   try {
