@@ -175,6 +175,51 @@ TEST_CASE("history: a scripted scenario comes out in order with the right fields
   expect_accounted(*t);
 }
 
+TEST_CASE("history: a limit gives the newest matching events, the same as the whole history's tail") {
+  // A limit reads the stored records backwards, and at level ring the ring's
+  // events come first: every filter must give the tail of the full answer.
+  const HistoryLevel level = GENERATE(HistoryLevel::persisted, HistoryLevel::ring);
+  INFO("history level " << level_name(level));
+  TempDir tmp;
+  auto t = open_table(tmp.table());
+  Lock a, b;
+  REQUIRE(t->lookup("a", &a).ok());
+  REQUIRE(t->lookup("b", &b).ok());
+  auto rounds = [&](int n) {
+    for (int i = 0; i < n; ++i) {
+      Lock& l = i % 3 == 0 ? b : a;
+      REQUIRE(l.acquire(i % 2 ? Mode::shared : Mode::exclusive).held());
+      REQUIRE(l.release(i % 2 ? Mode::shared : Mode::exclusive).ok());
+    }
+  };
+  rounds(40);  // stored
+  REQUIRE(t->set_history_level(level).ok());
+  rounds(20);  // stored, or (level ring) in the ring only
+  std::vector<HistoryQuery> queries(6);
+  queries[1].name = "b";
+  queries[2].kind = EventKind::released;
+  queries[3].after_seq = 70;
+  queries[4].name = "a";
+  queries[4].kind = EventKind::acquired;
+  queries[5].name = "nobody";
+  for (size_t k = 0; k < queries.size(); ++k) {
+    const std::vector<Event> all = all_events(*t, queries[k]);
+    for (size_t limit : {size_t{1}, size_t{5}, size_t{30}, size_t{1000}}) {
+      INFO("query " << k << ", limit " << limit);
+      HistoryQuery q = queries[k];
+      q.limit = limit;
+      std::vector<Event> got = all_events(*t, q);
+      const size_t n = std::min(limit, all.size());
+      REQUIRE(got.size() == n);
+      for (size_t i = 0; i < n; ++i) CHECK(got[i].seq == all[all.size() - n + i].seq);
+      q.newest_first = true;
+      got = all_events(*t, q);
+      REQUIRE(got.size() == n);
+      if (n > 0) CHECK(got.front().seq == all.back().seq);
+    }
+  }
+}
+
 TEST_CASE("history: a writer killed in the middle of an append leaves no event and loses no other") {
   TempDir tmp;
   auto t = open_table(tmp.table());

@@ -546,36 +546,6 @@ Status HistoryStore::query(const HistoryQuery& q, std::vector<Event>* events) {
   if (!s.ok()) return s;
 
   std::vector<Event> out;
-  Status bad;
-  // Decodes one stored record; false (and `bad` set) when it is malformed.
-  auto take = [&](std::string_view key, std::string_view value) {
-    uint64_t seq = 0;
-    if (!format::decode_u64_key(key, &seq)) {
-      bad = Status(Code::corrupt, fmt::format("{}: history key of {} bytes", lmdb_.path(), key.size()));
-      return false;
-    }
-    format::HistoryRecord r;
-    bad = with_context(lmdb_.path(), format::decode_history_record(value, &r, seq));
-    if (!bad.ok()) return false;
-    Event e = to_event(seq, r);
-    if (matches(q, e)) out.push_back(std::move(e));
-    return true;
-  };
-
-  if (q.name) {  // through the name index
-    s = txn.for_each_duplicate(db.history_by_name, *q.name, [&](std::string_view, std::string_view seq_key) {
-      std::string_view v;
-      bool found = false;
-      if (bad = txn.get(db.history, seq_key, &v, &found); !bad.ok()) return false;
-      return !found || take(seq_key, v);
-    });
-  } else {
-    std::string from = q.after_seq > 0 ? format::encode_u64_key(q.after_seq + 1) : std::string();
-    s = txn.for_each(db.history, take, from);
-  }
-  if (!s.ok()) return s;
-  if (!bad.ok()) return bad;
-
   // Level "ring": the events not drained live only in the ring; read what it
   // still holds, merged as a drain would, numbered after the stored ones,
   // after one `lost` event for what it no longer holds (as a drain stores it).
@@ -612,6 +582,52 @@ Status HistoryStore::query(const HistoryQuery& q, std::vector<Event>* events) {
       if (matches(q, ev)) out.push_back(std::move(ev));
     }
   }
+
+  // The stored records, older than the ring's. With a limit only the newest
+  // are wanted: read backwards from the last until enough match, rather than
+  // decode a million records to keep ten.
+  const size_t wanted = q.limit == 0 ? SIZE_MAX : q.limit > out.size() ? q.limit - out.size() : 0;
+  const bool backward = q.limit != 0;
+  size_t taken = 0;
+  Status bad;
+  // Decodes one stored record; false when enough are taken, or (with `bad`
+  // set) when it is malformed.
+  auto take = [&](std::string_view key, std::string_view value) {
+    uint64_t seq = 0;
+    if (!format::decode_u64_key(key, &seq)) {
+      bad = Status(Code::corrupt, fmt::format("{}: history key of {} bytes", lmdb_.path(), key.size()));
+      return false;
+    }
+    if (backward && seq <= q.after_seq) return false;
+    format::HistoryRecord r;
+    bad = with_context(lmdb_.path(), format::decode_history_record(value, &r, seq));
+    if (!bad.ok()) return false;
+    Event e = to_event(seq, r);
+    if (matches(q, e)) {
+      out.push_back(std::move(e));
+      ++taken;
+    }
+    return taken < wanted;
+  };
+  if (wanted == 0) {
+    // The ring's events are enough.
+  } else if (q.name) {  // through the name index
+    auto by_seq = [&](std::string_view, std::string_view seq_key) {
+      std::string_view v;
+      bool found = false;
+      if (bad = txn.get(db.history, seq_key, &v, &found); !bad.ok()) return false;
+      return !found || take(seq_key, v);
+    };
+    s = backward ? txn.for_each_duplicate_backward(db.history_by_name, *q.name, by_seq)
+                 : txn.for_each_duplicate(db.history_by_name, *q.name, by_seq);
+  } else if (backward) {
+    s = txn.for_each_backward(db.history, take);
+  } else {
+    std::string from = q.after_seq > 0 ? format::encode_u64_key(q.after_seq + 1) : std::string();
+    s = txn.for_each(db.history, take, from);
+  }
+  if (!s.ok()) return s;
+  if (!bad.ok()) return bad;
 
   std::sort(out.begin(), out.end(), [](const Event& a, const Event& b) { return a.seq < b.seq; });
   if (q.limit > 0 && out.size() > q.limit) out.erase(out.begin(), out.end() - ptrdiff_t(q.limit));

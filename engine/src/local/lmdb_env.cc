@@ -307,23 +307,32 @@ Status Txn::entries(MDB_dbi dbi, uint64_t* count) const {
   return Status::OK();
 }
 
-Status Txn::walk(MDB_dbi dbi, std::string_view key, int first, int next, const Visit& visit) const {
+Status Txn::walk(MDB_dbi dbi, std::string_view key, int first, int then, int next, const Visit& visit) const {
   MDB_cursor* cur = nullptr;
   int rc = mdb_cursor_open(txn_, dbi, &cur);
   if (rc != 0) return env_.error(rc, "open cursor");
   MDB_val k = to_val(key), v;
   rc = mdb_cursor_get(cur, &k, &v, MDB_cursor_op(first));
+  if (rc == 0 && then != -1) rc = mdb_cursor_get(cur, &k, &v, MDB_cursor_op(then));
   while (rc == 0 && visit(from_val(k), from_val(v))) rc = mdb_cursor_get(cur, &k, &v, MDB_cursor_op(next));
   mdb_cursor_close(cur);
   return rc == 0 || rc == MDB_NOTFOUND ? Status::OK() : env_.error(rc, "read");
 }
 
 Status Txn::for_each(MDB_dbi dbi, const Visit& visit, std::string_view from) const {
-  return walk(dbi, from, from.empty() ? MDB_FIRST : MDB_SET_RANGE, MDB_NEXT, visit);
+  return walk(dbi, from, from.empty() ? MDB_FIRST : MDB_SET_RANGE, -1, MDB_NEXT, visit);
 }
 
 Status Txn::for_each_duplicate(MDB_dbi dbi, std::string_view key, const Visit& visit) const {
-  return walk(dbi, key, MDB_SET, MDB_NEXT_DUP, visit);
+  return walk(dbi, key, MDB_SET, -1, MDB_NEXT_DUP, visit);
+}
+
+Status Txn::for_each_backward(MDB_dbi dbi, const Visit& visit) const {
+  return walk(dbi, {}, MDB_LAST, -1, MDB_PREV, visit);
+}
+
+Status Txn::for_each_duplicate_backward(MDB_dbi dbi, std::string_view key, const Visit& visit) const {
+  return walk(dbi, key, MDB_SET, MDB_LAST_DUP, MDB_PREV_DUP, visit);
 }
 
 Cursor::Cursor(const Txn& txn, MDB_dbi dbi) : txn_(txn) { rc_ = mdb_cursor_open(txn.get(), dbi, &cur_); }

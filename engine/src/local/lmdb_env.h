@@ -137,11 +137,15 @@ class Txn {
   Status for_each(MDB_dbi dbi, const Visit& visit, std::string_view from = {}) const;
   // The same over the sorted duplicates of `key` in a MDB_DUPSORT database.
   Status for_each_duplicate(MDB_dbi dbi, std::string_view key, const Visit& visit) const;
+  // Both backwards, from the last key (duplicate) to the first.
+  Status for_each_backward(MDB_dbi dbi, const Visit& visit) const;
+  Status for_each_duplicate_backward(MDB_dbi dbi, std::string_view key, const Visit& visit) const;
 
  private:
-  // The cursor walk behind for_each and for_each_duplicate: position with
-  // `first` (an MDB_cursor_op) at `key`, then step with `next`.
-  Status walk(MDB_dbi dbi, std::string_view key, int first, int next, const Visit& visit) const;
+  // The cursor walk behind the for_each calls: position with `first` (an
+  // MDB_cursor_op) at `key`, then with `then` if it is not -1, then step
+  // with `next`.
+  Status walk(MDB_dbi dbi, std::string_view key, int first, int then, int next, const Visit& visit) const;
 
   // One attempt of begin(); MDB_MAP_RESIZED comes back as *rc.
   Status try_begin(int* rc);
