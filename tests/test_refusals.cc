@@ -210,6 +210,44 @@ TEST_CASE("more address space than the process may map is a capacity error namin
   }
 }
 
+TEST_CASE("with every LMDB reader slot taken by live processes a lookup is a capacity error; a dead one's come back") {
+  TempDir tmp;
+  open_table(tmp.table());
+  testing::Pipe full, report, killed;
+  // Takes every reader slot with raw LMDB read transactions, and keeps them.
+  pid_t filler = spawn([&] {
+    MDB_env* env = nullptr;
+    if (mdb_env_create(&env) != 0) return 1;
+    mdb_env_set_maxdbs(env, 8);
+    if (mdb_env_open(env, tmp.table().c_str(), MDB_NOTLS | MDB_RDONLY, 0660) != 0) return 2;
+    MDB_txn* txn = nullptr;
+    int taken = 0;
+    while (mdb_txn_begin(env, nullptr, MDB_RDONLY, &txn) == 0) ++taken;
+    full.send();
+    ::pause();
+    return taken > 0 ? 0 : 3;
+  });
+  REQUIRE(full.receive() != 0);
+  pid_t reader = spawn([&] {
+    std::unique_ptr<Table> t;
+    if (!Table::open(tmp.table(), {}, &t).ok()) return 1;
+    Lock l;
+    Status s = t->lookup("x", &l);  // a read transaction: no slot left
+    std::fprintf(stderr, "%s\n", s.to_string().c_str());
+    const bool clear = s.code() == Code::capacity && s.message().find(tmp.table() + "/data.mdb") != std::string::npos &&
+                       s.message().find("reader slots") != std::string::npos;
+    report.send();
+    if (!clear) return 2;
+    killed.receive();
+    return t->lookup("x", &l).ok() ? 0 : 3;  // the dead filler's slots are found and freed
+  });
+  REQUIRE(report.receive() != 0);
+  ::kill(filler, SIGKILL);
+  CHECK(wait_child(filler) == 128 + SIGKILL);
+  killed.send();
+  CHECK(wait_child(reader) == 0);
+}
+
 TEST_CASE("a table the user may not write is refused with permission_denied") {
   TempDir tmp;
   open_table(tmp.table());

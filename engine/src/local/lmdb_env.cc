@@ -219,6 +219,21 @@ Status Txn::try_begin(int* rc) {
   OfdGuard reader_gate;
   if (Status s = env_.lock_gate(reader_gate, format::kReaderMutexByte); !s.ok()) return refused(0, s);
   int code = mdb_txn_begin(env_.env(), nullptr, write_ ? 0 : MDB_RDONLY, &txn_);
+  if (code == MDB_READERS_FULL) {
+    // Dead processes' reader slots come back by a reader check (the reader
+    // gate is held: LMDB's call directly, not reader_check(), which takes it).
+    int dead = 0;
+    if (mdb_reader_check(env_.env(), &dead) == 0 && dead > 0) {
+      code = mdb_txn_begin(env_.env(), nullptr, MDB_RDONLY, &txn_);
+    }
+  }
+  if (code == MDB_READERS_FULL) {
+    unsigned slots = 0;
+    mdb_env_get_maxreaders(env_.env(), &slots);
+    return refused(code, Status(Code::capacity, fmt::format("{}: all {} LMDB reader slots are taken by threads of live "
+                                                            "processes (as many read the table at once at most)",
+                                                            env_.path(), slots)));
+  }
   if (code != 0) return refused(code, env_.error(code, write_ ? "begin write transaction" : "begin read transaction"));
   return Status::OK();
 }
