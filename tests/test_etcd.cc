@@ -992,6 +992,31 @@ TEST_CASE("etcd: every name has one key segment, and it decodes back to the name
   CHECK_FALSE(detail::decode_name_segment("%zz", &junk));
 }
 
+TEST_CASE("etcd: a URL's prefix is percent-decoded, as etcdctl's prefix is typed; a bad escape is refused") {
+  detail::EtcdLocation loc;
+  REQUIRE(detail::parse_etcd_location("etcd://h:1/my%20app%2Fjobs%3F/", &loc).ok());
+  CHECK(loc.prefix == "my app/jobs?");
+  REQUIRE(detail::parse_etcd_location("etcd://h:1/app%2F%2F", &loc).ok());  // trailing slashes go, encoded or not
+  CHECK(loc.prefix == "app");
+  for (const char* bad : {"etcd://h:1/app%2", "etcd://h:1/a%zzb", "etcd://h:1/%2F"}) {
+    Status s = detail::parse_etcd_location(bad, &loc);
+    INFO(bad << ": " << s.to_string());
+    CHECK(s.code() == Code::invalid_argument);
+    CHECK(s.message().find(bad) != std::string::npos);
+  }
+  // The same lock as etcdctl's on the decoded prefix.
+  const std::string prefix = fresh_prefix() + " spaced";
+  std::string encoded;
+  for (char c : prefix) encoded += c == ' ' ? std::string("%20") : std::string(1, c);
+  auto t = open_url(etcd().url(encoded));
+  Lock l;
+  REQUIRE(t->lookup("N", &l).ok());
+  REQUIRE(l.acquire().held());
+  CHECK(run_shell("ETCDCTL_API=3 etcdctl --endpoints " + etcd().client() + " get --prefix --keys-only '" + prefix +
+                  "/N/' | grep -q .") == 0);
+  REQUIRE(l.release().ok());
+}
+
 TEST_CASE("etcd: a name is one key in every locale: a process in a Latin-1 locale is kept out of a held name") {
   // In fr_FR.ISO-8859-1, <cctype>'s isalnum(0xE9) is true: a key encoding
   // that asked it would give that process another key for the same name,

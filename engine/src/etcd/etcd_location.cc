@@ -63,8 +63,11 @@ Status parse_etcd_location(const std::string& url, EtcdLocation* out) {
   const size_t slash = rest.find('/');
   if (slash == std::string_view::npos) return bad(url, "no prefix");
   std::string_view hosts = rest.substr(0, slash);
-  std::string_view prefix = rest.substr(slash + 1);
-  while (!prefix.empty() && prefix.back() == '/') prefix.remove_suffix(1);
+  // The prefix is percent-encoded, as a URL's path is: "my%20app" is the
+  // prefix `etcdctl lock "my app/N"` uses.
+  std::string prefix;
+  if (!percent_decode(rest.substr(slash + 1), &prefix)) return bad(url, "a '%' in the prefix not followed by two hex digits");
+  while (!prefix.empty() && prefix.back() == '/') prefix.pop_back();
   if (prefix.empty()) return bad(url, "an empty prefix");
   if (hosts.find('@') != std::string_view::npos) {
     return bad(url, "credentials do not go in the URL (user=NAME&password_file=PATH)");
@@ -78,7 +81,7 @@ Status parse_etcd_location(const std::string& url, EtcdLocation* out) {
     hosts.remove_prefix(comma + 1);
   }
   if (loc.endpoints.empty()) return bad(url, "no endpoint");
-  loc.prefix = std::string(prefix);
+  loc.prefix = std::move(prefix);
   std::set<std::string, std::less<>> seen;
   while (!query.empty()) {
     const size_t amp = query.find('&');

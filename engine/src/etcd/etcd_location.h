@@ -41,8 +41,9 @@ inline constexpr const char* kEtcdLocationForm =
     "etcd[s]://host:port[,host:port...]/prefix[?ttl=SECONDS][&user=NAME&password_file=PATH]"
     "[&cacert=PATH][&cert=PATH&key=PATH]";
 
-// Errors: invalid_argument, naming the URL and what is wrong with it (the
-// files it names are not opened here).
+// The prefix and the parameters' values are percent-decoded. Errors:
+// invalid_argument, naming the URL and what is wrong with it (the files it
+// names are not opened here).
 Status parse_etcd_location(const std::string& url, EtcdLocation* out);
 
 // A lock name as one etcd key segment: bytes other than letters, digits,
