@@ -15,7 +15,8 @@
 // virtual call, no allocation). Everything else goes through this interface.
 //
 // Every call may be made from any thread of the process that opened the
-// backend; a backend says itself what it refuses in a child after fork().
+// backend; a backend says itself what it refuses in a child after fork(),
+// with used_after_fork() (below).
 #pragma once
 
 #include <chrono>
@@ -32,6 +33,11 @@
 #include "locktable/types.h"
 
 namespace locktable::detail {
+
+// What a backend opened by process `opener` answers a call it refuses in a
+// child after fork(), alike on every backend: unsupported, naming the
+// location and both processes.
+Status used_after_fork(const std::string& location, int opener);
 
 enum class BackendKind : uint8_t {
   none = 0,   // an empty Lock

@@ -1,6 +1,8 @@
 // Table: every call goes to the backend the location chose.
 #include "locktable/table.h"
 
+#include <unistd.h>
+
 #include <algorithm>
 #include <numeric>
 
@@ -10,6 +12,12 @@
 #include "backend_registry.h"
 
 namespace locktable {
+
+Status detail::used_after_fork(const std::string& location, int opener) {
+  return Status(Code::unsupported, fmt::format("{}: opened by process {}, used in process {} after fork(): open the "
+                                               "table again in the child",
+                                               location, opener, ::getpid()));
+}
 
 namespace {
 // A century: a longer interval or timeout is for ever. Clamped to it, every

@@ -10,9 +10,10 @@
 // does not have is refused with `unsupported`. See the top README for
 // semantics and engine/README.md for the protocol.
 //
-// A Table object may be used by any number of threads. It must not be used in
-// a child after fork(): open the table again in the child (Locks obtained
-// before the fork keep working for acquire/release).
+// A Table object may be used by any number of threads. In a child after
+// fork() its calls fail with `unsupported`: open the table again in the child
+// (Locks of a mapped table obtained before the fork keep working for
+// acquire/release).
 #pragma once
 
 #include <functional>

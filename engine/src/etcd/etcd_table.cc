@@ -194,10 +194,7 @@ void EtcdTable::delete_orphans() {
 }
 
 Status EtcdTable::check_process() const {
-  if (::getpid() == open_pid_) return Status::OK();
-  return Status(Code::unsupported, fmt::format("{}: opened by process {}: after fork(), open the table again in "
-                                               "the child",
-                                               location_, open_pid_));
+  return ::getpid() == open_pid_ ? Status::OK() : used_after_fork(location_, open_pid_);
 }
 
 std::string EtcdTable::queue_key(const NameState& l, int64_t lease, uint32_t tid, Mode mode) const {

@@ -192,12 +192,7 @@ bool LocalTable::process_holds_locks() {
 }
 
 Status LocalTable::check_same_process() const {
-  if (::getpid() != open_pid_) {
-    return Status(Code::invalid_argument,
-                  fmt::format("{}: table opened in process {} used in process {} after fork(); open it again in "
-                              "the child", dir_, open_pid_, ::getpid()));
-  }
-  return Status::OK();
+  return ::getpid() == open_pid_ ? Status::OK() : used_after_fork(dir_, open_pid_);
 }
 
 // ---------------------------------------------------------------------------
