@@ -294,6 +294,37 @@ def test_list_and_history_have_the_cli_json_keys(table, tmp_path):
     held.release()
 
 
+def test_history_filters_as_the_cli_does(table):
+    a = table.lock("a")
+    with a:
+        pass
+    between = time.time()
+    time.sleep(0.02)  # past the coarse clock's tick
+    with a:
+        pass
+    pid = os.fork()
+    if pid == 0:
+        try:
+            with a:  # the parent's Lock, taken by the child: its events carry the child's pid
+                pass
+        finally:
+            os._exit(0)
+    os.waitpid(pid, 0)
+    everything = table.history()
+    seqs = [e["seq"] for e in everything]
+    assert [e["seq"] for e in table.history(newest_first=True)] == seqs[::-1]
+    assert [e["seq"] for e in table.history(after_seq=seqs[2])] == seqs[3:]
+    later = table.history(since=between)
+    assert later and all(e["seq"] > seqs[2] for e in later)
+    assert [e["seq"] for e in table.history(until=between)] == seqs[:3]  # created, acquired, released
+    assert {e["pid"] for e in table.history(pid=pid)} == {pid}
+    assert [e["seq"] for e in table.history(newest_first=True, limit=2)] == seqs[:-3:-1]
+    for bad in ({"since": -1.0}, {"until": float("nan")}):
+        with pytest.raises(locktable.Error) as e:
+            table.history(**bad)
+        assert e.value.code == "invalid_argument"
+
+
 def test_errors_name_the_problem(tmp_path):
     with pytest.raises(locktable.Error) as e:
         locktable.open(str(tmp_path / "missing"), create=False)

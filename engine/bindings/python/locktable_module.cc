@@ -182,6 +182,16 @@ void check_seconds(const char* name, double seconds) {
   }
 }
 
+// A time as time.time() gives it (seconds since the epoch) in nanoseconds;
+// past 2^64 ns (the year 2554), the last one.
+uint64_t epoch_ns(const char* name, double seconds) {
+  if (!(seconds >= 0)) {
+    raise(Status(Code::invalid_argument, std::string(name) + " must be seconds since the epoch (time.time()), not " +
+                                             py::str(py::float_(seconds)).cast<std::string>()));
+  }
+  return seconds * 1e9 >= 18446744073709551615.0 ? UINT64_MAX : uint64_t(seconds * 1e9);
+}
+
 std::optional<HistoryLevel> level_from(const std::optional<std::string>& name) {
   if (!name) return std::nullopt;
   if (*name == "off") return HistoryLevel::off;
@@ -274,10 +284,17 @@ PYBIND11_MODULE(locktable, m) {
           "waited for; prefix: only the names that begin with it.")
       .def(
           "history",
-          [](PyTable& t, std::optional<std::string> name, std::optional<size_t> limit, std::optional<std::string> kind) {
+          [](PyTable& t, std::optional<std::string> name, std::optional<size_t> limit, std::optional<std::string> kind,
+             std::optional<uint32_t> pid, std::optional<double> since, std::optional<double> until, uint64_t after_seq,
+             bool newest_first) {
             HistoryQuery q;
             q.name = std::move(name);
             q.limit = limit.value_or(0);
+            q.pid = pid;
+            if (since) q.since_ns = epoch_ns("since", *since);
+            if (until) q.until_ns = epoch_ns("until", *until);
+            q.after_seq = after_seq;
+            q.newest_first = newest_first;
             if (kind) {
               q.kind = event_kind_from_name(*kind);
               if (!q.kind) raise(Status(Code::invalid_argument, "unknown event kind '" + *kind + "'"));
@@ -298,7 +315,12 @@ PYBIND11_MODULE(locktable, m) {
             for (const Event& e : events) out.append(to_python(json::event(e, t.time_digits)));
             return out;
           },
-          py::arg("name") = py::none(), py::arg("limit") = py::none(), py::arg("kind") = py::none())
+          py::arg("name") = py::none(), py::arg("limit") = py::none(), py::arg("kind") = py::none(),
+          py::arg("pid") = py::none(), py::arg("since") = py::none(), py::arg("until") = py::none(),
+          py::arg("after_seq") = 0, py::arg("newest_first") = false,
+          "Events as dicts with the keys of `locktable history --json`, oldest first (newest_first: the other way): "
+          "only those of lock `name`, of `kind`, of process `pid`, at or after `since` and before `until` (seconds "
+          "since the epoch, as time.time()), with a seq above `after_seq`; the newest `limit` of them.")
       .def("stats",
            [](PyTable& t) {
              TableStats st;
