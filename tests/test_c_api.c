@@ -251,6 +251,7 @@ static void test_several_locks_at_once(void) {
 struct listing {
   int count;
   int saw_held_by_me;
+  uint64_t held_token; /* the holder's token, as listed */
 };
 
 static int visit_lock(void* ctx, const lt_lock_info* info) {
@@ -259,6 +260,7 @@ static int visit_lock(void* ctx, const lt_lock_info* info) {
   if (info->name_len == 4 && memcmp(info->name, "held", 4) == 0 && info->state == LT_STATE_HELD &&
       info->holder_count == 1 && info->holders[0].owner.pid == (uint32_t)getpid() && info->holders[0].alive) {
     s->saw_held_by_me = 1;
+    s->held_token = info->holders[0].token;
   }
   return 0;
 }
@@ -278,6 +280,7 @@ struct events {
   int acquired_jobs;
   int recovered;
   int abandoned_acquired;
+  uint64_t held_tokens[2]; /* lock "held": its acquisition's token, its release's */
 };
 
 static int visit_event(void* ctx, const lt_event* e) {
@@ -285,6 +288,10 @@ static int visit_event(void* ctx, const lt_event* e) {
   if (e->kind == LT_EVENT_ACQUIRED && e->name_len == 4 && memcmp(e->name, "jobs", 4) == 0) {
     ++s->acquired_jobs;
     if (e->abandoned) ++s->abandoned_acquired;
+  }
+  if ((e->kind == LT_EVENT_ACQUIRED || e->kind == LT_EVENT_RELEASED) && e->name_len == 4 &&
+      memcmp(e->name, "held", 4) == 0) {
+    s->held_tokens[e->kind == LT_EVENT_RELEASED] = e->token;
   }
   if (e->kind == LT_EVENT_RECOVERED) ++s->recovered;
   return 0;
@@ -294,19 +301,22 @@ static void test_list_stats_history_remove(lt_table* t) {
   lt_lock* h = NULL;
   REQUIRE(lt_lookup(t, "held", &h) == LT_OK);
   REQUIRE(lt_acquire(h, 0, -1) == LT_OK);
-  struct listing s = {0, 0};
+  const uint64_t held_token = lt_token(h);
+  struct listing s = {0, 0, 0};
   CHECK(lt_list(t, visit_lock, &s) == LT_OK);
   CHECK(s.count == 3);  /* held, jobs, orders */
   CHECK(s.saw_held_by_me == 1);
+  CHECK(held_token > 0 && s.held_token == held_token);
   int seen = 0;
   CHECK(lt_list(t, stop_at_first, &seen) == LT_OK && seen == 1);
-  struct listing busy = {0, 0};
+  struct listing busy = {0, 0, 0};
   CHECK(lt_list_busy(t, visit_lock, &busy) == LT_OK);
   CHECK(busy.count == 1);  /* only held */
   CHECK(busy.saw_held_by_me == 1);
 
   /* A prefix: its names only, in both scopes; an empty one is every name. */
-  struct listing with_j = {0, 0}, with_h = {0, 0}, busy_h = {0, 0}, busy_o = {0, 0}, longer = {0, 0}, all = {0, 0};
+  struct listing with_j = {0, 0, 0}, with_h = {0, 0, 0}, busy_h = {0, 0, 0}, busy_o = {0, 0, 0}, longer = {0, 0, 0},
+                 all = {0, 0, 0};
   CHECK(lt_list_prefix(t, "j", 1, 0, visit_lock, &with_j) == LT_OK && with_j.count == 1);
   CHECK(lt_list_prefix(t, "hel", 3, 0, visit_lock, &with_h) == LT_OK && with_h.count == 1 && with_h.saw_held_by_me);
   CHECK(lt_list_prefix(t, "h", 1, 1, visit_lock, &busy_h) == LT_OK && busy_h.count == 1 && busy_h.saw_held_by_me);
@@ -342,8 +352,9 @@ static void test_list_stats_history_remove(lt_table* t) {
   CHECK(lt_remove(t, "held") == LT_NOT_FOUND);
   lt_lock_free(h);
 
-  struct events ev = {0, 0, 0};
+  struct events ev = {0, 0, 0, {0, 0}};
   CHECK(lt_history(t, NULL, visit_event, &ev) == LT_OK);
+  CHECK(ev.held_tokens[0] == held_token && ev.held_tokens[1] == held_token);
   CHECK(ev.acquired_jobs == 3);  /* the child's, the takeover, the plain one */
   CHECK(ev.abandoned_acquired == 1);
   CHECK(ev.recovered == 1);
@@ -352,7 +363,7 @@ static void test_list_stats_history_remove(lt_table* t) {
   q.name = "jobs";
   q.kind = LT_EVENT_ACQUIRED;
   q.limit = 1;
-  struct events only = {0, 0, 0};
+  struct events only = {0, 0, 0, {0, 0}};
   CHECK(lt_history(t, &q, visit_event, &only) == LT_OK);
   CHECK(only.acquired_jobs == 1);
   q.kind = 99;

@@ -280,7 +280,7 @@ int list_scope(lt_table* table, lt_lock_visitor visit, void* context, ListScope 
       holders.clear();
       for (const HolderInfo& h : l.holders) {
         holders.push_back(lt_holder{to_c(h.owner), h.comm.c_str(), h.alive ? 1 : 0,
-                                    h.held_for_ms ? int64_t(*h.held_for_ms) : -1});
+                                    h.held_for_ms ? int64_t(*h.held_for_ms) : -1, h.token});
       }
       const LockCounters& c = l.counters;
       lt_lock_info info{l.name.data(), l.name.size(), l.slot,     int(l.state), int(l.mode), holders.data(),
@@ -351,7 +351,7 @@ int lt_history(lt_table* table, const lt_history_query* query, lt_event_visitor 
     for (const Event& e : events) {
       lt_event c{e.seq,        e.time_ns,       int(e.kind), int(e.mode), e.abandoned ? 1 : 0, e.pid,
                  e.tid,        e.comm.c_str(),  e.name.data(), e.name.size(), e.slot,          e.wait_ns,
-                 e.hold_ns,    to_c(e.dead_owner), e.count};
+                 e.hold_ns,    to_c(e.dead_owner), e.count, e.token};
       if (visit(context, &c) != 0) break;
     }
     return LT_OK;

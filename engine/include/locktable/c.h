@@ -191,6 +191,7 @@ typedef struct lt_holder {
   const char* comm;    /* thread name, "" when gone */
   int alive;
   int64_t held_for_ms; /* -1: unknown */
+  uint64_t token;      /* the hold's fencing token (0: unknown) */
 } lt_holder;
 /* What a lock counted since its name was created (etcd tables: all 0). */
 typedef struct lt_counters {
@@ -268,6 +269,7 @@ typedef struct lt_event {
   uint64_t hold_ns;    /* released */
   lt_owner dead_owner; /* recovered */
   uint64_t count;      /* lost, grown, reset */
+  uint64_t token;      /* acquired, released, downgraded: the hold's fencing token */
 } lt_event;
 typedef int (*lt_event_visitor)(void* context, const lt_event* event);
 /* Drains the ring first. `query` may be NULL (everything). */
