@@ -377,6 +377,52 @@ static void test_list_stats_history_remove(lt_table* t) {
   CHECK(lt_set_retention(t, 1000, 3600) == LT_OK);
 }
 
+struct queue_view {
+  size_t waiting_count;
+  uint32_t first_pid;
+  int first_mode;
+  int first_has_comm;
+};
+
+static int waiters_of_queued(void* ctx, const lt_lock_info* info) {
+  struct queue_view* v = (struct queue_view*)ctx;
+  if (info->name_len == 6 && memcmp(info->name, "queued", 6) == 0) {
+    v->waiting_count = info->waiting_count;
+    if (info->waiting_count > 0) {
+      v->first_pid = info->waiting[0].owner.pid;
+      v->first_mode = info->waiting[0].mode;
+      v->first_has_comm = info->waiting[0].comm != NULL && info->waiting[0].comm[0] != '\0';
+    }
+  }
+  return 0;
+}
+
+static void test_list_shows_who_waits(lt_table* t) {
+  lt_lock* q = NULL;
+  REQUIRE(lt_lookup(t, "queued", &q) == LT_OK);
+  REQUIRE(lt_acquire(q, 0, -1) == LT_OK);
+  pid_t kid = fork();
+  REQUIRE(kid >= 0);
+  if (kid == 0) {
+    if (lt_acquire(q, 1, 20LL * 1000 * 1000 * 1000) != LT_OK) _exit(1);
+    _exit(lt_release(q, 1) == LT_OK ? 0 : 2);
+  }
+  struct queue_view v = {0, 0, -1, 0};
+  for (int i = 0; i < 500 && v.waiting_count == 0; ++i) {
+    usleep(10 * 1000);
+    CHECK(lt_list(t, waiters_of_queued, &v) == LT_OK);
+  }
+  CHECK(v.waiting_count == 1);
+  CHECK(v.first_pid == (uint32_t)kid);
+  CHECK(v.first_mode == LT_SHARED);
+  CHECK(v.first_has_comm);
+  CHECK(lt_release(q, 0) == LT_OK);
+  int status = 0;
+  CHECK(waitpid(kid, &status, 0) == kid && WIFEXITED(status) && WEXITSTATUS(status) == 0);
+  CHECK(lt_remove(t, "queued") == LT_OK);
+  lt_lock_free(q);
+}
+
 int main(void) {
   snprintf(dir, sizeof dir, "/tmp/locktable-c-XXXXXX");
   REQUIRE(mkdtemp(dir) != NULL);
@@ -392,6 +438,7 @@ int main(void) {
   test_an_interrupted_wait_is_not_acquired();
   test_several_locks_at_once();
   test_list_stats_history_remove(t);
+  test_list_shows_who_waits(t);
   lt_table_close(t);
 
   char cmd[400];

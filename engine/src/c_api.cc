@@ -275,6 +275,7 @@ int list_scope(lt_table* table, lt_lock_visitor visit, void* context, ListScope 
   if (table == nullptr || visit == nullptr) return fail(Code::invalid_argument, "lt_list: table or visit is NULL");
   return guarded([&]() -> int {
     std::vector<lt_holder> holders;
+    std::vector<lt_waiter> waiting;
     bool stopped = false;
     Status s = table->table->list([&](const LockInfo& l) {
       holders.clear();
@@ -282,11 +283,16 @@ int list_scope(lt_table* table, lt_lock_visitor visit, void* context, ListScope 
         holders.push_back(lt_holder{to_c(h.owner), h.comm.c_str(), h.alive ? 1 : 0,
                                     h.held_for_ms ? int64_t(*h.held_for_ms) : -1, h.token});
       }
+      waiting.clear();
+      for (const WaiterInfo& w : l.waiting) {
+        waiting.push_back(lt_waiter{to_c(w.owner), w.comm.c_str(), int(w.mode), w.waiting_ms});
+      }
       const LockCounters& c = l.counters;
       lt_lock_info info{l.name.data(), l.name.size(), l.slot,     int(l.state), int(l.mode), holders.data(),
                         holders.size(), l.waiters,     l.abandoned ? 1 : 0,
                         lt_counters{c.exclusive_acquisitions, c.shared_acquisitions, c.contended, c.timeouts,
-                                    c.abandoned, c.wait_total_ns, c.wait_max_ns}};
+                                    c.abandoned, c.wait_total_ns, c.wait_max_ns},
+                        waiting.data(), waiting.size()};
       if (visit(context, &info) != 0) {
         stopped = true;
         return Status(Code::busy, "stopped by the visitor");

@@ -202,6 +202,13 @@ typedef struct lt_counters {
   uint64_t abandoned;            /* acquisitions told abandoned */
   uint64_t wait_total_ns, wait_max_ns;
 } lt_counters;
+/* A thread asleep waiting for a lock (it published its wait). */
+typedef struct lt_waiter {
+  lt_owner owner;
+  const char* comm;    /* thread name */
+  int mode;            /* LT_EXCLUSIVE, LT_SHARED: what it waits for */
+  uint64_t waiting_ms;
+} lt_waiter;
 typedef struct lt_lock_info {
   const char* name;
   size_t name_len;
@@ -210,9 +217,11 @@ typedef struct lt_lock_info {
   int mode;            /* LT_EXCLUSIVE, LT_SHARED */
   const lt_holder* holders;
   size_t holder_count;
-  uint32_t waiters;
+  uint32_t waiters;    /* the slot's count of sleeping threads */
   int abandoned;       /* the next acquirer will be told abandoned */
   lt_counters counters;
+  const lt_waiter* waiting; /* the threads waiting, longest first (as `locktable ls --json`'s waiters) */
+  size_t waiting_count;
 } lt_lock_info;
 /* A nonzero return from `visit` stops the listing; lt_list then returns LT_OK. */
 typedef int (*lt_lock_visitor)(void* context, const lt_lock_info* lock);
