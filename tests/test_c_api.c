@@ -344,6 +344,10 @@ static void test_list_stats_history_remove(lt_table* t) {
   CHECK(lt_stats_get(t, &st) == LT_OK);
   CHECK(st.slots_used == 3);
   CHECK(st.history_level == LT_HISTORY_PERSISTED);
+  CHECK(strcmp(st.backend, "local") == 0);
+  CHECK(strlen(st.boot_id) == 36);  /* a UUID */
+  CHECK(st.time_resolution_ns > 0);
+  CHECK(st.counters.exclusive_acquisitions >= 3 && st.counters.abandoned >= 1);
 
   CHECK(lt_remove(t, "held") == LT_BUSY);
   CHECK(lt_release(h, 0) == LT_OK);

@@ -3,6 +3,7 @@
 // the C++ side may throw (std::bad_alloc, mostly) so that nothing crosses.
 #include "locktable/c.h"
 
+#include <cstdio>
 #include <exception>
 #include <string>
 #include <vector>
@@ -69,6 +70,10 @@ Deadline deadline_of(int64_t timeout_ns) {
 }
 
 lt_owner to_c(const Owner& o) { return lt_owner{o.pid, o.tid, o.start_time}; }
+lt_counters to_c(const LockCounters& c) {
+  return lt_counters{c.exclusive_acquisitions, c.shared_acquisitions, c.contended,  c.timeouts,
+                     c.abandoned,              c.wait_total_ns,       c.wait_max_ns};
+}
 
 // lt_acquire_interruptible's stop(arg) as a WaitInterrupt.
 class CallbackInterrupt final : public WaitInterrupt {
@@ -287,12 +292,9 @@ int list_scope(lt_table* table, lt_lock_visitor visit, void* context, ListScope 
       for (const WaiterInfo& w : l.waiting) {
         waiting.push_back(lt_waiter{to_c(w.owner), w.comm.c_str(), int(w.mode), w.waiting_ms});
       }
-      const LockCounters& c = l.counters;
-      lt_lock_info info{l.name.data(), l.name.size(), l.slot,     int(l.state), int(l.mode), holders.data(),
-                        holders.size(), l.waiters,     l.abandoned ? 1 : 0,
-                        lt_counters{c.exclusive_acquisitions, c.shared_acquisitions, c.contended, c.timeouts,
-                                    c.abandoned, c.wait_total_ns, c.wait_max_ns},
-                        waiting.data(), waiting.size()};
+      lt_lock_info info{l.name.data(),   l.name.size(), l.slot,           int(l.state), int(l.mode), holders.data(),
+                        holders.size(),  l.waiters,     l.abandoned ? 1 : 0, to_c(l.counters), waiting.data(),
+                        waiting.size()};
       if (visit(context, &info) != 0) {
         stopped = true;
         return Status(Code::busy, "stopped by the visitor");
@@ -328,7 +330,10 @@ int lt_stats_get(lt_table* table, lt_stats* out) {
                     st.reader_capacity,   st.readers_used,         st.extents,         st.table_file_bytes,
                     st.lmdb_file_bytes,   st.reset_count,          int(st.history_level), st.ring_entries,
                     st.ring_segments,     st.ring_segments_in_use, st.ring_appended,   st.ring_accounted,
-                    st.history_records,   st.history_lost,         st.retention_count, st.retention_age_s};
+                    st.history_records,   st.history_lost,         st.retention_count, st.retention_age_s,
+                    {},                   {},                      st.time_resolution_ns, to_c(st.counters)};
+    std::snprintf(out->backend, sizeof out->backend, "%s", st.backend.c_str());
+    std::snprintf(out->boot_id, sizeof out->boot_id, "%s", st.boot_id.c_str());
     return LT_OK;
   });
 }

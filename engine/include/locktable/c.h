@@ -249,6 +249,10 @@ typedef struct lt_stats {
   uint64_t ring_appended, ring_accounted;
   uint64_t history_records, history_lost;
   uint64_t retention_count, retention_age_s;
+  char backend[16];            /* "local" (the mapped table), "etcd" */
+  char boot_id[40];            /* the boot the table's locks belong to ("" on etcd) */
+  uint64_t time_resolution_ns; /* of the clock that stamps history events */
+  lt_counters counters;        /* every named lock's, added up */
 } lt_stats;
 int lt_stats_get(lt_table* table, lt_stats* stats);
 
