@@ -82,27 +82,6 @@ TEST_CASE("seam: a file:// URL's path is percent-encoded; bad escapes, %00, a qu
   CHECK(std::distance(std::filesystem::directory_iterator(tmp.path()), {}) == 1);  // nothing else was created
 }
 
-TEST_CASE("seam: a table used in a child after fork() is refused with unsupported, as on every backend; its Locks work") {
-  TempDir tmp;
-  auto t = testing::open_table(tmp.table());
-  Lock before;
-  REQUIRE(t->lookup("before", &before).ok());
-  pid_t kid = testing::spawn([&] {
-    Lock l;
-    Status s = t->lookup("x", &l);
-    std::vector<LockInfo> locks;
-    Status listed = t->list(&locks);
-    const bool refused = s.code() == Code::unsupported && listed.code() == Code::unsupported &&
-                         s.message().find(tmp.table()) != std::string::npos &&
-                         s.message().find("after fork()") != std::string::npos;
-    if (!refused) return 1;
-    if (!before.acquire().held() || !before.release().ok()) return 2;  // a Lock made before the fork
-    std::unique_ptr<Table> again;
-    return Table::open(tmp.table(), {}, &again).ok() && again->lookup("x", &l).ok() ? 0 : 3;
-  });
-  CHECK(testing::wait_child(kid) == 0);
-}
-
 TEST_CASE("seam: a scheme is letters, digits, + - . before ://, else the location is a path") {
   using detail::location_scheme;
   CHECK(location_scheme("etcd://h:2379/p") == "etcd");
