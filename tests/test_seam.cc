@@ -46,6 +46,10 @@ TEST_CASE("seam: a file:// URL opens the same table as its path") {
 
   auto by_url = testing::open_table("file://" + tmp.table());
   CHECK(by_url->dir() == "file://" + tmp.table());
+  auto upper = testing::open_table("FILE://" + tmp.table());  // a scheme in any case (RFC 3986)
+  Lock c;
+  REQUIRE(upper->lookup("orders", &c, Lookup::existing).ok());
+  CHECK(c.slot() == a.slot());
   Lock b;
   REQUIRE(by_url->lookup("orders", &b, Lookup::existing).ok());
   CHECK(b.slot() == a.slot());

@@ -63,9 +63,16 @@ std::string_view location_scheme(std::string_view location) {
   return scheme;
 }
 
-Status open_backend(const std::string& location, const Options& options, std::shared_ptr<Backend>* out) {
-  std::string_view scheme = location_scheme(location);
-  if (scheme.empty()) return open_local_table(location, location, options, out);
+Status open_backend(const std::string& given, const Options& options, std::shared_ptr<Backend>* out) {
+  std::string_view scheme = location_scheme(given);
+  if (scheme.empty()) return open_local_table(given, given, options, out);
+  // Schemes are case-insensitive (RFC 3986, 3.1): FILE:// and Etcd:// are
+  // handed on as file:// and etcd://.
+  std::string location = given;
+  for (size_t i = 0; i < scheme.size(); ++i) {
+    if (location[i] >= 'A' && location[i] <= 'Z') location[i] = char(location[i] - 'A' + 'a');
+  }
+  scheme = std::string_view(location).substr(0, scheme.size());
   std::string known;
   for (const Scheme& s : kSchemes) {
     if (s.name == scheme) return s.open(location, options, out);
@@ -73,7 +80,7 @@ Status open_backend(const std::string& location, const Options& options, std::sh
   }
   return Status(Code::unsupported,
                 fmt::format("{}: unsupported table location scheme '{}' (this build opens a folder path, {})",
-                            location, scheme, known));
+                            given, location_scheme(given), known));
 }
 
 }  // namespace locktable::detail

@@ -17,7 +17,8 @@
 
 namespace locktable::detail {
 
-// Opens the table at `location` with a backend that understands it.
+// Opens the table at `location` with a backend that understands it (the
+// scheme in any case, handed on in lower case).
 // Errors: unsupported (a scheme no backend handles, naming it), and whatever
 // the backend's own open returns.
 Status open_backend(const std::string& location, const Options& options, std::shared_ptr<Backend>* out);

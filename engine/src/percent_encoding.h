@@ -1,6 +1,6 @@
 // Percent-encoding (RFC 3986, section 2.1), as URLs carry bytes: "%XX" is
-// the byte with hex value XX. Used by file:// paths and etcd:// parameters
-// and key segments.
+// the byte with hex value XX. Used by file:// paths, etcd:// prefixes and
+// parameters, and etcd key segments.
 #pragma once
 
 #include <string>
