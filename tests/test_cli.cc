@@ -177,7 +177,14 @@ TEST_CASE("cli: init, ls, stat, rm happy paths") {
   Result r = run({"init", dir, "--slots", "16"});
   CHECK(r.code == 0);
   CHECK(contains(r.out, "created a table with 16 slots"));
-  CHECK(run({"init", dir}).code == 0);  // idempotent
+  r = run({"init", dir});  // idempotent
+  CHECK(r.code == 0);
+  CHECK(r.err.empty());
+  // Creation settings on an existing table are not applied, and it says so.
+  r = run({"init", dir, "--history", "ring", "--slots", "16", "--max-slots", "1024"});
+  CHECK(r.code == 0);
+  CHECK(contains(r.err, "not applied: --history ring (it is persisted), --max-slots 1024 (it is 16777216)"));
+  CHECK(!contains(r.err, "--slots 16"));  // what it has
   r = run({"ls", dir, "--json"});
   CHECK(r.code == 0);
   CHECK(json::parse(r.out) == json::array());

@@ -23,13 +23,32 @@ void register_init(CLI::App& app, int* rc) {
   cmd->add_option("--max-slots", a->max_slots, "Slot limit")->check(CLI::Range(uint64_t{8}, uint64_t{1} << 30));
   cmd->add_option("--ring", a->ring, "History ring entries (power of two)")->check(CLI::Range(64u, 1u << 24));
   cmd->add_option("--history", a->history, "History level")->check(CLI::IsMember({"off", "ring", "persisted"}));
-  cmd->callback([a, rc] {
+  cmd->callback([a, rc, cmd] {
     std::unique_ptr<Table> t;
     if (open_table(a->dir, false, &t).ok()) {
       TableStats st;
       (void)t->stats(&st);
       if (st.backend == "local") fmt::print("{}: already a table ({} slots); nothing to do\n", a->dir, st.slot_capacity);
       else fmt::print("{}: already a table ({} names); nothing to do\n", a->dir, st.slots_used);
+      // Creation settings asked for on an existing table are not applied: say
+      // which, so that a script does not take them for done.
+      std::vector<std::string> unapplied;
+      const std::string level = locktable::json::level_name(st.history_level);
+      if (cmd->count("--history") > 0 && a->history != level) {
+        unapplied.push_back(fmt::format("--history {} (it is {})", a->history, level));
+      }
+      if (cmd->count("--ring") > 0 && st.backend == "local" && a->ring != st.ring_entries) {
+        unapplied.push_back(fmt::format("--ring {} (it is {})", a->ring, st.ring_entries));
+      }
+      if (cmd->count("--max-slots") > 0 && st.backend == "local" && a->max_slots != st.max_slots) {
+        unapplied.push_back(fmt::format("--max-slots {} (it is {})", a->max_slots, st.max_slots));
+      }
+      if (cmd->count("--slots") > 0 && st.backend == "local" && a->slots != st.slot_capacity) {
+        unapplied.push_back(fmt::format("--slots {} (it has {})", a->slots, st.slot_capacity));
+      }
+      if (!unapplied.empty()) {
+        fmt::print(stderr, "locktable: note: {} exists; not applied: {}\n", a->dir, fmt::join(unapplied, ", "));
+      }
       return;
     }
     Options o;
