@@ -736,6 +736,8 @@ TEST_CASE("etcd: etcdctl lock P/N and locktable's N on etcd://.../P exclude each
     REQUIRE(t->list(&locks).ok());
   } while (locks[0].holders.empty() && testing::now_ms() < until);
   REQUIRE(locks[0].holders.size() == 1);
+  CHECK(locks[0].holders[0].comm.rfind("etcd session ", 0) == 0);  // no pid to show: its session, by lease
+  CHECK(locks[0].holders[0].comm.size() > std::string("etcd session ").size());
   CHECK(l.try_acquire().status.code() == Code::timed_out);
   const double start = testing::now_ms();
   REQUIRE(l.acquire(Mode::exclusive, Deadline::after(std::chrono::seconds(20))).held());

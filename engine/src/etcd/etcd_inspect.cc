@@ -34,7 +34,11 @@ LockInfo EtcdTable::describe(const NameState& l, const json& queue, const json& 
   bool holding = true;
   for (const Kv& kv : kvs_of(queue)) {
     const bool reader = is_reader_entry(kv);
-    const std::string comm = kv.value.is_object() ? kv.value.value("comm", "") : "";
+    // A key that is not locktable's (no JSON owner) is an etcdctl or Go
+    // clientv3 session's, named by its lease (P/N/<lease hex>): say so, where
+    // a thread name goes, since it has no pid to show.
+    const std::string comm = kv.value.is_object() ? kv.value.value("comm", "")
+                                                  : "etcd session " + kv.key.substr(kv.key.rfind('/') + 1);
     if (holding && (info.holders.empty() || (reader && info.mode == Mode::shared))) {
       HolderInfo h;
       h.owner = owner_of(kv.value);
