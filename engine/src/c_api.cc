@@ -69,6 +69,10 @@ Deadline deadline_of(int64_t timeout_ns) {
   return Deadline::after(std::chrono::nanoseconds(timeout_ns));
 }
 
+// A retention age in whole seconds, a u64 in C: beyond INT64_MAX it is as
+// long as the clock's range allows (longer than any record's age).
+std::chrono::seconds age_of(uint64_t age_s) { return std::chrono::seconds(int64_t(std::min<uint64_t>(age_s, INT64_MAX))); }
+
 lt_owner to_c(const Owner& o) { return lt_owner{o.pid, o.tid, o.start_time}; }
 lt_counters to_c(const LockCounters& c) {
   return lt_counters{c.exclusive_acquisitions, c.shared_acquisitions, c.contended,  c.timeouts,
@@ -141,8 +145,7 @@ void lt_options_set_ring_entries(lt_options* o, uint32_t v) { o->options.ring_en
 void lt_options_set_history(lt_options* o, int level) { o->options.history = HistoryLevel(level); }
 void lt_options_set_retention(lt_options* o, uint64_t count, uint64_t age_s) {
   o->options.retention_count = count;
-  // Beyond any age a record can have: as long as the clock's range allows.
-  o->options.retention_age = std::chrono::seconds(int64_t(std::min<uint64_t>(age_s, INT64_MAX)));
+  o->options.retention_age = age_of(age_s);
 }
 
 int lt_table_open(const char* location, lt_table** table) { return lt_table_open_with(location, nullptr, table); }
@@ -384,8 +387,7 @@ int lt_set_history_level(lt_table* table, int level) {
 
 int lt_set_retention(lt_table* table, uint64_t count, uint64_t age_s) {
   if (table == nullptr) return fail(Code::invalid_argument, "lt_set_retention: table is NULL");
-  const auto age = std::chrono::seconds(int64_t(std::min<uint64_t>(age_s, INT64_MAX)));
-  return guarded([&]() -> int { return report(table->table->set_retention(count, age)); });
+  return guarded([&]() -> int { return report(table->table->set_retention(count, age_of(age_s))); });
 }
 
 int lt_recover(lt_table* table, int dry_run, lt_recovery_visitor visit, void* context) {

@@ -5,7 +5,7 @@
 
 #include <fmt/format.h>
 
-namespace locktable::detail {
+namespace locktable {
 
 Code code_for_errno(int err) {
   switch (err) {
@@ -27,6 +27,8 @@ Code code_for_errno(int err) {
   }
 }
 
+namespace detail {
+
 Status posix_error(std::string_view context, std::string_view what, int err) {
   return posix_error_as(code_for_errno(err), context, what, err);
 }
@@ -41,4 +43,6 @@ Status with_context(std::string_view context, const Status& s) {
   return Status(s.code(), fmt::format("{}: {}", context, s.message()));
 }
 
-}  // namespace locktable::detail
+}  // namespace detail
+
+}  // namespace locktable

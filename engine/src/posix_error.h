@@ -8,10 +8,8 @@
 
 namespace locktable::detail {
 
-// The Code an errno value stands for: ENOENT not_found; EACCES, EPERM, EROFS,
-// ELOOP (a symbolic link refused by O_NOFOLLOW) permission_denied; ENOSPC,
-// EDQUOT capacity; ENOTDIR invalid_argument; anything else io_error.
-Code code_for_errno(int err);
+// The Code of an errno value is locktable::code_for_errno (locktable/status.h;
+// ELOOP is a symbolic link refused by O_NOFOLLOW).
 
 // "<context>: <what>: <strerror(err)>", or "<context>: <strerror(err)>"
 // when `what` is empty. Example: posix_error("/srv/t/table", "open", EACCES).

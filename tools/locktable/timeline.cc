@@ -45,11 +45,7 @@ struct SvgFile {
 };
 
 Status write_error(const std::string& path, int err) {
-  const Code code = err == EACCES || err == EPERM || err == EROFS ? Code::permission_denied
-                    : err == ENOENT || err == ENOTDIR       ? Code::not_found
-                    : err == ENOSPC || err == EDQUOT || err == EFBIG ? Code::capacity
-                                                                    : Code::io_error;
-  return Status(code, fmt::format("{}: cannot write the picture: {}", path, std::strerror(err)));
+  return Status(code_for_errno(err), fmt::format("{}: cannot write the picture: {}", path, std::strerror(err)));
 }
 
 struct Row {

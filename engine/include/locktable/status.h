@@ -35,6 +35,11 @@ enum class Code : int {
 // Stable lower-case name of a code ("timed_out"), for logs and JSON.
 const char* code_name(Code code);
 
+// The Code an errno value stands for, as the library's own errors use them:
+// ENOENT not_found; EACCES, EPERM, EROFS, ELOOP permission_denied; ENOSPC,
+// EDQUOT, EFBIG capacity; ENOTDIR invalid_argument; anything else io_error.
+Code code_for_errno(int err);
+
 class Status {
  public:
   Status() = default;  // ok
