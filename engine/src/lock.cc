@@ -13,65 +13,60 @@ namespace {
 
 Status empty_handle() { return Status(Code::invalid_argument, "empty lock handle"); }
 
-// The mapped table's uncontended paths are inlined into Lock::acquire and
-// Lock::release (callgrind: a call and a return into a second function cost
-// more than the registers the shared path then saves for the exclusive one,
-// exclusive pair 257 -> 250 instructions, shared 355 -> 335); the backend's
-// paths stay out of line.
-[[gnu::noinline]] AcquireResult acquire_backend(Lock& lock, Mode mode, const Deadline& deadline) {
+// The mapped table's uncontended exclusive pair runs inline in Lock::acquire
+// and Lock::release (hot_path.h), with no call but the acquire's clock read,
+// so that the compiler saves few registers around it; everything else is out
+// of line: the shared-mode paths, the backend, a failed fast path.
+[[gnu::noinline]] AcquireResult acquire_rest(Lock& lock, Mode mode, const Deadline& deadline) {
   detail::Backend* backend = detail::LockAccess::backend(lock);
   if (backend == nullptr) return AcquireResult{empty_handle(), {}};
+  if (detail::LockAccess::kind(lock) == BackendKind::local && mode == Mode::shared) {
+    uint64_t token;
+    if (detail::local_fast_acquire_shared(lock, &token)) return AcquireResult{Status(), {}, token};
+  }
   return backend->acquire(lock, mode, deadline);
 }
 
-[[gnu::always_inline]] inline AcquireResult acquire_local_exclusive(Lock& lock, const Deadline& deadline) {
-  uint64_t token;
-  if (detail::local_fast_acquire(lock, &token)) return AcquireResult{Status(), {}, token};
-  return acquire_backend(lock, Mode::exclusive, deadline);
-}
-
-[[gnu::always_inline]] inline AcquireResult acquire_local_shared(Lock& lock, const Deadline& deadline) {
-  uint64_t token;
-  if (detail::local_fast_acquire_shared(lock, &token)) return AcquireResult{Status(), {}, token};
-  return acquire_backend(lock, Mode::shared, deadline);
-}
-
-[[gnu::noinline]] Status release_backend(Lock& lock, Mode mode) {
+[[gnu::noinline]] Status release_rest(Lock& lock, Mode mode) {
   detail::Backend* backend = detail::LockAccess::backend(lock);
   if (backend == nullptr) return empty_handle();
-  return backend->release(lock, mode);
-}
-
-[[gnu::always_inline]] inline Status release_local_exclusive(Lock& lock) {
-  detail::ReleaseTail tail;
-  if (!detail::try_release_exclusive_fast(static_cast<format::Slot*>(detail::LockAccess::state(lock)),
-                                          detail::LockAccess::incarnation(lock),
-                                          detail::hot_of(lock)->history_level, &tail)) {
-    return release_backend(lock, Mode::exclusive);
+  if (detail::LockAccess::kind(lock) == BackendKind::local) {
+    const bool fast = mode == Mode::shared ? detail::local_fast_release_shared(lock)
+                                           : detail::release_exclusive_fast_recorded(lock);
+    if (fast) return Status::OK();
   }
-  if (__builtin_expect(detail::release_tail_pending(tail), 0)) detail::finish_fast_release(lock, tail);
-  return Status::OK();
-}
-
-[[gnu::always_inline]] inline Status release_local_shared(Lock& lock) {
-  if (detail::local_fast_release_shared(lock)) return Status::OK();
-  return release_backend(lock, Mode::shared);
+  return backend->release(lock, mode);
 }
 
 }  // namespace
 
 AcquireResult Lock::acquire(Mode mode, Deadline deadline) {
-  if (kind_ == uint8_t(BackendKind::local)) {
-    return mode == Mode::exclusive ? acquire_local_exclusive(*this, deadline) : acquire_local_shared(*this, deadline);
+  if (kind_ == uint8_t(BackendKind::local) && mode == Mode::exclusive) {
+    auto* s = static_cast<format::Slot*>(state_);
+    uint64_t token;
+    if (detail::try_acquire_exclusive_fast(s, incarnation_, &token)) {
+      if (__builtin_expect(detail::history_on(detail::hot_of(*this)), 0)) {
+        detail::finish_fast_acquire_recorded(*this, token);
+      } else {
+        detail::set_acquired_at(s, detail::realtime_coarse_ns());
+      }
+      return AcquireResult{Status(), {}, token};
+    }
   }
-  return acquire_backend(*this, mode, deadline);
+  return acquire_rest(*this, mode, deadline);
 }
 
 Status Lock::release(Mode mode) {
-  if (kind_ == uint8_t(BackendKind::local)) {
-    return mode == Mode::exclusive ? release_local_exclusive(*this) : release_local_shared(*this);
+  if (kind_ == uint8_t(BackendKind::local) && mode == Mode::exclusive &&
+      !detail::history_on(detail::hot_of(*this))) {
+    auto* s = static_cast<format::Slot*>(state_);
+    detail::Word128 old;
+    if (detail::try_release_exclusive_fast(s, incarnation_, &old)) {
+      if (__builtin_expect((detail::tid_word(old) & format::kWaiters) != 0, 0)) detail::wake_after_release(s, old);
+      return Status::OK();
+    }
   }
-  return release_backend(*this, mode);
+  return release_rest(*this, mode);
 }
 
 bool Lock::abandoned() const { return backend_ != nullptr && backend_->holds_abandoned(*this); }

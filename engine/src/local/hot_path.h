@@ -50,12 +50,10 @@ struct PendingWake {
 // it). The caller stamps the acquisition time (set_acquired_at) and takes
 // the token.
 inline void after_exclusive_acquire(format::Slot* s, ThreadSelf& me, uint32_t joins, const Word128& written) {
-  if (RobustHead* head = me.robust) {
-    robust_enqueue(head, &s->robust_next);
-    robust_clear_pending(head);
-  }
+  robust_enqueue(me.robust, &s->robust_next);
+  robust_clear_pending(me.robust);
   move_shared_joins(s, joins);
-  __atomic_store_n(&s->owner_shadow, (written.hi & ~uint64_t{0xffffffff}) | me.tid, __ATOMIC_RELEASE);
+  __atomic_store_n(&s->owner_shadow, (uint64_t{generation(written)} << 32) | me.tid, __ATOMIC_RELEASE);
 }
 
 inline void set_acquired_at(format::Slot* s, uint64_t now_ns) {
@@ -70,43 +68,39 @@ inline uint64_t take_token(format::Slot* s) {
   return t;
 }
 
-// Uncontended exclusive acquire: the record is FREE with no flag and no
-// waiter bit. One 16-byte CAS, from the value this thread last wrote there
-// when it has one (a failed CAS returns the current value: one more try).
-inline bool try_acquire_exclusive_fast(format::Slot* s, uint32_t incarnation, ThreadSelf& me) {
+// Uncontended exclusive acquire (ACQUIRE in lock_protocol.cc), with no call:
+// the thread is set up (thread_self), and the record is FREE with no flag and
+// no waiter bit. One 16-byte CAS, from the value this thread last wrote there
+// (a release followed by an acquire) or else from two plain loads. False,
+// having changed nothing, when the slow path must decide (it also retries a
+// CAS that failed). On success the lock is held and on the robust list, and
+// *token is its fencing token; the caller stamps the time.
+inline bool try_acquire_exclusive_fast(format::Slot* s, uint32_t incarnation, uint64_t* token) {
+  ThreadSelf& me = tls_self;
+  if (__builtin_expect(me.ready == 0, 0)) return false;
   Word128 cur = likely_value(me, s);
-  RobustHead* head = me.robust;
-  for (int attempt = 0;; ++attempt) {
-    if (cur.lo != 0) return false;
-    // After the record was read (or CASed from a value this thread wrote,
-    // which no removal and re-creation can bring back): see NAMES.
-    if (load_incarnation(s) != incarnation) return false;
-    // (me, start time, generation + 1); the FREE record's shared joins move.
-    const Word128 desired{me.owner_lo, ((cur.hi & ~uint64_t{0xffffffff}) + (uint64_t{1} << 32)) | me.start};
-    if (head != nullptr) robust_pending(head, &s->robust_next);
-    if (cas128(&s->owner, cur, desired)) {
-      after_exclusive_acquire(s, me, aux_word(cur), desired);  // cur was FREE
-      remember_value(me, s, desired);
-      return true;
-    }
-    if (head != nullptr) robust_clear_pending(head);
-    if (attempt == 1) return false;
+  // After the record was read (or CASed from a value this thread wrote,
+  // which no removal and re-creation can bring back): see NAMES.
+  if (cur.lo != 0 || load_incarnation(s) != incarnation) return false;
+  robust_pending(me.robust, &s->robust_next);
+  // (this thread, its start time, generation + 1)
+  const Word128 desired{me.owner_lo, (uint64_t{generation(cur) + 1} << 32) | me.start};
+  if (!cas128(&s->owner, cur, desired)) {
+    robust_clear_pending(me.robust);
+    return false;
   }
+  after_exclusive_acquire(s, me, aux_word(cur), desired);  // cur was FREE: its aux counts shared joins
+  remember_value(me, s, desired);
+  *token = take_token(s);
+  return true;
 }
 
-// What an inline exclusive release leaves to do, out of line: wake a waiter,
-// record the release. Only then does the release make a call.
-struct ReleaseTail {
-  Word128 old;           // the record the release CAS replaced
-  uint64_t acquired_at;  // set only with history on: when the released hold began
-  uint64_t token;        // set only with history on: the released hold's fencing token
-  bool history;          // record a `released` event
-};
-
 // Exclusive release by an owner that owes no repair (the common case), with
-// no call: false, having changed nothing, otherwise. *tail says what is left.
-inline bool try_release_exclusive_fast(format::Slot* s, uint32_t incarnation, const uint32_t* history_level,
-                                       ReleaseTail* tail) {
+// no call. False, having changed nothing, when the slow path must decide.
+// On success *old is the record the release CAS replaced. With history on,
+// the caller reads the hold's time stamp and token first (a new owner
+// overwrites them once the record is FREE).
+inline bool try_release_exclusive_fast(format::Slot* s, uint32_t incarnation, Word128* old) {
   ThreadSelf& me = tls_self;
   if (me.ready == 0 || me.abandoned_count != 0) return false;  // a release may have to pass "abandoned" on
   if (load_incarnation(s) != incarnation) return false;       // a stale handle (slow path says so)
@@ -115,33 +109,30 @@ inline bool try_release_exclusive_fast(format::Slot* s, uint32_t incarnation, co
   // this thread it owns the lock, and nothing but waiter bits can change
   // under a live owner. The CAS corrects a stale generation or waiter bits.
   if (!owned_by_fast(cur, me)) return false;
-  tail->history = __atomic_load_n(history_level, __ATOMIC_RELAXED) != format::kHistoryOff;
-  if (tail->history) {
-    tail->acquired_at = __atomic_load_n(&s->acquired_at, __ATOMIC_RELAXED);
-    tail->token = __atomic_load_n(&s->token, __ATOMIC_RELAXED);
-  }
   RobustHead* head = me.robust;
-  if (head != nullptr) {
-    robust_pending(head, &s->robust_next);
-    robust_dequeue(head, &s->robust_next);
-  }
+  robust_pending(head, &s->robust_next);
+  robust_dequeue(head, &s->robust_next);
   Word128 desired;
   do {
-    desired = make_word(0, 0, 0, generation(cur) + 1);
+    desired = Word128{0, uint64_t{generation(cur) + 1} << 32};  // FREE, generation + 1, no joins
   } while (!cas128(&s->owner, cur, desired));
-  if (head != nullptr) robust_clear_pending(head);
+  robust_clear_pending(head);
   remember_value(me, s, desired);
-  tail->old = cur;
+  *old = cur;
   return true;
 }
 
-inline bool release_tail_pending(const ReleaseTail& tail) {
-  return tail.history || (tid_word(tail.old) & format::kWaiters) != 0;
-}
+// The rest of an uncontended exclusive acquire with history on
+// (local_table.cc): the time stamp and the `acquired` event.
+void finish_fast_acquire_recorded(Lock& lock, uint64_t token);
 
-// The rest of an inline exclusive release (local_table.cc): wakes a waiter,
-// records the event.
-void finish_fast_release(Lock& lock, const ReleaseTail& tail);
+// A whole uncontended exclusive release with history on (local_table.cc):
+// the release, then its event, then the wake-up of a waiter. False when the
+// slow path must decide.
+bool release_exclusive_fast_recorded(Lock& lock);
+
+// Wakes the waiters a release from `old` owes (WAITERS was set), out of line.
+void wake_after_release(format::Slot* s, Word128 old);
 
 // Appends a history event of the handle's table (local_table.cc).
 void local_record(Backend* backend, const RingEvent& ev, uint64_t time_ns);
@@ -162,23 +153,6 @@ inline void record_event(ThreadSelf& me, const Lock& lock, const RingEvent& ev, 
     return;
   }
   local_record(LockAccess::backend(lock), ev, time_ns);
-}
-
-// REQUIRES: `lock` was made by the mapped-table backend.
-inline bool local_fast_acquire(Lock& lock, uint64_t* token) {
-  auto* s = static_cast<format::Slot*>(LockAccess::state(lock));
-  ThreadSelf& me = thread_self();
-  if (!try_acquire_exclusive_fast(s, LockAccess::incarnation(lock), me)) return false;
-  *token = take_token(s);
-  const uint64_t now = realtime_coarse_ns();
-  set_acquired_at(s, now);
-  if (history_on(hot_of(lock))) {
-    record_event(me, lock,
-                 RingEvent{format::kEventAcquired, format::kModeExclusive, 0, LockAccess::index(lock),
-                           LockAccess::incarnation(lock), 0, 0, generation(me.last_value), *token},
-                 now);
-  }
-  return true;
 }
 
 // Uncontended shared acquire (SHARED MODE in lock_protocol.cc, steps 1-3):

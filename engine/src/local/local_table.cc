@@ -273,18 +273,39 @@ void local_record(Backend* backend, const RingEvent& ev, uint64_t time_ns) {
   static_cast<LocalTable*>(backend)->ring().record_at(ev, time_ns);
 }
 
-void finish_fast_release(Lock& lock, const ReleaseTail& tail) {
-  if (tail.history) {
+void finish_fast_acquire_recorded(Lock& lock, uint64_t token) {
+  auto* s = static_cast<format::Slot*>(LockAccess::state(lock));
+  const uint64_t now = realtime_coarse_ns();
+  set_acquired_at(s, now);
+  ThreadSelf& me = tls_self;
+  record_event(me, lock,
+               RingEvent{format::kEventAcquired, format::kModeExclusive, 0, LockAccess::index(lock),
+                         LockAccess::incarnation(lock), 0, 0, generation(me.last_value), token},
+               now);
+}
+
+bool release_exclusive_fast_recorded(Lock& lock) {
+  auto* s = static_cast<format::Slot*>(LockAccess::state(lock));
+  // The hold's time stamp and token, read while this thread still holds it
+  // (try_release_exclusive_fast checks that it does, before changing anything).
+  const uint64_t acquired_at = __atomic_load_n(&s->acquired_at, __ATOMIC_RELAXED);
+  const uint64_t token = __atomic_load_n(&s->token, __ATOMIC_RELAXED);
+  Word128 old;
+  if (!try_release_exclusive_fast(s, LockAccess::incarnation(lock), &old)) return false;
+  if (history_on(hot_of(lock))) {
     const uint64_t now = realtime_coarse_ns();
     record_event(thread_self(), lock,
                  RingEvent{format::kEventReleased, format::kModeExclusive, 0, LockAccess::index(lock),
-                           LockAccess::incarnation(lock), 0, now > tail.acquired_at ? now - tail.acquired_at : 0,
-                           generation(tail.old) + 1, tail.token},
+                           LockAccess::incarnation(lock), 0, now > acquired_at ? now - acquired_at : 0,
+                           generation(old) + 1, token},
                  now);
   }
   // After the event (PendingWake).
-  if (tid_word(tail.old) & format::kWaiters) wake_waiters(static_cast<format::Slot*>(LockAccess::state(lock)), tail.old);
+  if (tid_word(old) & format::kWaiters) wake_waiters(s, old);
+  return true;
 }
+
+void wake_after_release(format::Slot* s, Word128 old) { wake_waiters(s, old); }
 
 void LocalTable::dead_found(uint32_t slot_index, const Owner& dead, Mode mode, uint32_t seen) {
   if (!ring_->on()) return;

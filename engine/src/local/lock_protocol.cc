@@ -374,9 +374,9 @@ Acquired acquire_exclusive(TableFile& file, format::Slot* s, uint32_t slot_index
 
     if (is_free(pw)) {  // with WRITER_WAITING too: writers may take it, readers may not
       Word128 desired = exclusive_record(me, cur, slept);
-      if (me.robust != nullptr) robust_pending(me.robust, &s->robust_next);
+      robust_pending(me.robust, &s->robust_next);
       if (!cas128(&s->owner, cur, desired)) {
-        if (me.robust != nullptr) robust_clear_pending(me.robust);
+        robust_clear_pending(me.robust);
         continue;
       }
       after_exclusive_acquire(s, me, aux_word(cur), desired);  // cur was FREE
@@ -401,9 +401,9 @@ Acquired acquire_exclusive(TableFile& file, format::Slot* s, uint32_t slot_index
           noted = gone;
         }
         Word128 desired = exclusive_record(me, cur, slept);
-        if (me.robust != nullptr) robust_pending(me.robust, &s->robust_next);
+        robust_pending(me.robust, &s->robust_next);
         if (!cas128(&s->owner, cur, desired)) {
-          if (me.robust != nullptr) robust_clear_pending(me.robust);
+          robust_clear_pending(me.robust);
           continue;
         }
         after_exclusive_acquire(s, me, 0, desired);  // cur was EXCLUSIVE: no joins
@@ -475,14 +475,12 @@ Code release_exclusive(format::Slot* s, uint32_t incarnation, bool* left_abandon
   if (!owned_by(cur, me)) return Code::not_owner;
   const bool abandoned = forget_abandoned(me, s);
   const Word128 desired = make_word(0, abandoned ? kAbandoned : 0, 0, generation(cur) + 1);
-  if (me.robust != nullptr) {
-    robust_pending(me.robust, &s->robust_next);
-    robust_dequeue(me.robust, &s->robust_next);
-  }
+  robust_pending(me.robust, &s->robust_next);
+  robust_dequeue(me.robust, &s->robust_next);
   // Only the WAITERS / SHARED_WAITERS bits can change under an owner.
   while (!cas128(&s->owner, cur, desired)) {
   }
-  if (me.robust != nullptr) robust_clear_pending(me.robust);
+  robust_clear_pending(me.robust);
   if (tid_word(cur) & kWaiters) *wake = PendingWake{s, cur, false};
   *left_abandoned = abandoned;
   *produced = generation(desired);

@@ -46,14 +46,12 @@ void release_own_reader(ThreadSelf& me, format::ReaderRecord* r) {
   store_op(r, 0);
   __atomic_store_n(&r->waits_for, uint64_t{0}, __ATOMIC_RELEASE);
   __atomic_store_n(&r->claimer_tid, 0u, __ATOMIC_RELAXED);
-  if (me.robust != nullptr) {
-    robust_pending(me.robust, &r->robust_next);
-    robust_dequeue(me.robust, &r->robust_next);
-  }
+  robust_pending(me.robust, &r->robust_next);
+  robust_dequeue(me.robust, &r->robust_next);
   Word128 cur = load128(&r->ident);
   while (!cas128(&r->ident, cur, make_word(0, 0, 0, generation(cur) + 1))) {
   }
-  if (me.robust != nullptr) robust_clear_pending(me.robust);
+  robust_clear_pending(me.robust);
 }
 
 // Frees the record of a dead reader, if it is still the same claim. Only the
@@ -128,17 +126,15 @@ Code claim_reader(TableFile& file, ThreadSelf& me, CachedReader* out) {
       Word128 id = guess128(&r->ident);
       if ((id.lo != 0 || aux_word(id) != 0) && !dead_idle_reader(r, id)) continue;
       Word128 desired = make_word(me.tid, me.pid, me.start, generation(id) + 1);
-      if (me.robust != nullptr) robust_pending(me.robust, &r->robust_next);
+      robust_pending(me.robust, &r->robust_next);
       if (!cas128(&r->ident, id, desired)) {
-        if (me.robust != nullptr) robust_clear_pending(me.robust);
+        robust_clear_pending(me.robust);
         continue;
       }
       __atomic_store_n(&r->claimer_tid, me.tid, __ATOMIC_RELAXED);
       __atomic_store_n(&r->waits_for, uint64_t{0}, __ATOMIC_RELEASE);  // a dead claimer's wait
-      if (me.robust != nullptr) {
-        robust_enqueue(me.robust, &r->robust_next);
-        robust_clear_pending(me.robust);
-      }
+      robust_enqueue(me.robust, &r->robust_next);
+      robust_clear_pending(me.robust);
       store_op(r, format::make_reader_op(0, ReaderState::idle, generation(desired)));
       cover(file, idx);
       *out = CachedReader{file.id(), r, uint32_t(idx), generation(desired)};

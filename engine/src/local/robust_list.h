@@ -70,8 +70,9 @@ inline void robust_dequeue(RobustHead* head, uint64_t* link) {
   }
   if (prev_link != 0) *reinterpret_cast<uint64_t*>(prev_link) = next;
   asm volatile("" ::: "memory");
-  link[0] = 0;
-  link[-1] = 0;
+  // The node's own links are left as they are: no list reaches it now, the
+  // kernel never follows list_op_pending's link, and the next enqueue of the
+  // node writes both.
 }
 
 }  // namespace locktable::detail

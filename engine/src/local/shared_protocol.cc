@@ -242,10 +242,8 @@ Code downgrade_exclusive(TableFile& file, format::Slot* s, uint32_t slot_index, 
   const bool abandoned = forget_abandoned(me, s);
   store_op(r, format::make_reader_op(slot_index, ReaderState::joining, rec.claim));
   crash_point("downgrade:after_intent");
-  if (me.robust != nullptr) {
-    robust_pending(me.robust, &s->robust_next);
-    robust_dequeue(me.robust, &s->robust_next);
-  }
+  robust_pending(me.robust, &s->robust_next);
+  robust_dequeue(me.robust, &s->robust_next);
   // Only the waiter bits can change under an owner: the CAS keeps them.
   Word128 desired;
   do {
@@ -253,7 +251,7 @@ Code downgrade_exclusive(TableFile& file, format::Slot* s, uint32_t slot_index, 
                         kSharedMode | (abandoned ? kAbandoned : 0) | (pid_word(cur) & kSharedWaiters) | 1, 0,
                         generation(cur) + 1);
   } while (!cas128(&s->owner, cur, desired));
-  if (me.robust != nullptr) robust_clear_pending(me.robust);
+  robust_clear_pending(me.robust);
   crash_point("downgrade:after_cas");
   store_op(r, format::make_reader_op(slot_index, ReaderState::in, rec.claim));
   remember_value(me, s, desired);

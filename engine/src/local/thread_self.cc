@@ -15,6 +15,9 @@ namespace {
 
 // Used only when the thread has no robust list registered (not glibc's nptl).
 thread_local RobustHead tls_own_head = {};
+// Used when the thread's robust list cannot be used (another futex_offset):
+// a list the kernel never walks, so the paths need no null test.
+thread_local RobustHead tls_detached_head = {};
 
 void reset_after_fork() { tls_self.ready = 0; }
 
@@ -46,6 +49,12 @@ ThreadSelf& thread_self_slow() {
   s.start = me.start;
   s.owner_lo = uint64_t{s.tid} | (uint64_t{s.pid} << 32);
   s.robust = find_robust_head();
+  if (s.robust == nullptr) {
+    tls_detached_head.list = &tls_detached_head;
+    tls_detached_head.futex_offset = kRobustFutexOffset;
+    tls_detached_head.list_op_pending = nullptr;
+    s.robust = &tls_detached_head;
+  }
   static_assert(sizeof s.comm == sizeof me.comm);
   std::memcpy(s.comm, me.comm, sizeof s.comm);
   // A child after fork holds none of its parent's locks and owns none of its

@@ -50,7 +50,8 @@ struct ThreadSelf {
   uint32_t tid;
   uint32_t start;     // low 32 bits of the thread's start time (clock ticks since boot)
   uint64_t owner_lo;  // tid | pid << 32: the low half of an owner record naming this thread
-  RobustHead* robust; // the thread's robust list head, or nullptr (polling only)
+  RobustHead* robust; // the thread's robust list head; never null: where the kernel's list
+                      // cannot be used, a private one it never walks (polling alone finds deaths)
   char comm[16];      // thread name, NUL-padded
   // How many exclusive holds of this thread were taken abandoned and not yet
   // marked consistent (the slots themselves are in lock_protocol.cc): while
