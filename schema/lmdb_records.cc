@@ -278,18 +278,20 @@ std::string slot_order_key(uint32_t slot) { return fmt::format("order/{}", slot)
 std::string encode_slot_order(const SlotOrder& rec) {
   Writer w;
   w.u16(kRecordVersion);
-  w.u16(20);
+  w.u16(24);
   w.u32(rec.incarnation);
   w.u32(rec.generation);
   w.u64(rec.time_ns);
+  w.u32(rec.ended);
   return w.take();
 }
 
 Status decode_slot_order(std::string_view value, SlotOrder* rec, uint32_t slot) {
   Reader r(value);
   uint16_t version = 0, size = 0;
+  rec->ended = 0;  // records of size 20 have none
   if (!read_prologue(r, 20, &version, &size) || !r.u32(&rec->incarnation) || !r.u32(&rec->generation) ||
-      !r.u64(&rec->time_ns) || !r.skip_to(size) || r.left() != 0) {
+      !r.u64(&rec->time_ns) || (size >= 24 && !r.u32(&rec->ended)) || !r.skip_to(size) || r.left() != 0) {
     return corrupt(fmt::format("order record of slot {} is malformed ({} bytes)", slot, value.size()));
   }
   return Status::OK();

@@ -63,7 +63,8 @@ std::string segment_state_key(uint32_t segment);
 struct SlotOrder {
   uint32_t incarnation = 0;
   uint32_t generation = 0;
-  uint64_t time_ns = 0;  // of that event: a generation far older in time is a wrapped one, not late
+  uint64_t time_ns = 0;  // of that event: a place far older in time is a wrapped one, not late
+  uint32_t ended = 0;    // with generation, its place in the lock's order (RingEntry::ended); 0 in records of size 20
 };
 std::string slot_order_key(uint32_t slot);
 

@@ -21,9 +21,11 @@ namespace locktable::format {
 // Version 2: 128-byte slots (a second, slow-path line), reader ops carry
 // their claim, the header keeps the reader high-water mark. Version 3: the
 // ring is cut into per-thread segments. Version 4: a FREE or SHARED owner
-// record counts shared acquisitions in aux (Slot::shared_moved).
-inline constexpr char kMagic[8] = {'L', 'O', 'C', 'K', 'T', 'B', 'L', '4'};
-inline constexpr uint32_t kVersion = 4;
+// record counts shared acquisitions in aux. Version 5: readers count
+// themselves in the slot's readers word with an add (Slot::readers); the
+// owner record is FREE or EXCLUSIVE only.
+inline constexpr char kMagic[8] = {'L', 'O', 'C', 'K', 'T', 'B', 'L', '5'};
+inline constexpr uint32_t kVersion = 5;
 inline constexpr uint32_t kHeaderSize = 4096;
 inline constexpr uint32_t kSlotSize = 128;
 inline constexpr uint32_t kReaderSize = 64;
@@ -52,32 +54,25 @@ inline constexpr int64_t kWriterLockByte = (int64_t{1} << 62) + 2;
 inline constexpr int64_t kReaderMutexByte = (int64_t{1} << 62) + 3;
 
 // ---------------------------------------------------------------------------
-// OwnerRecord: the 128-bit word that says who holds a lock. Read and changed
-// only as a whole (16-byte atomic load, lock cmpxchg16b), except that the
-// kernel may set bits 30/31 of tid_word on its own (robust futex protocol).
+// OwnerRecord: the 128-bit word that says which thread holds a lock
+// exclusively. Read and changed only as a whole (16-byte atomic load, lock
+// cmpxchg16b), except that the kernel may set bits 30/31 of tid_word on its
+// own (robust futex protocol). Readers are not in it: they count themselves
+// in Slot::readers (ReaderWord, below).
 //
-//   state      tid_word              pid_word                        aux                   generation
-//   FREE       WAITERS?              flags (ABANDONED, RETIRED, ...) shared joins n        g
-//   EXCLUSIVE  tid|WAITERS?|DIED?    pid | flags (SHARED_WAITERS)    owner start time      g
-//   SHARED     WAITERS?              SHARED|count|flags              shared joins n        g
+//   state      tid_word              pid_word                aux                    generation
+//   FREE       WAITERS?              flags                   0                      g
+//   EXCLUSIVE  tid|WAITERS?|DIED?    pid | flags             owner start time       g
 //
-// Shared joins n: the shared acquisitions since the record was last
-// EXCLUSIVE (mod 2^32), counted by the joining CAS itself so that counting
-// costs the shared path nothing. An exclusive acquisition that replaces a
-// FREE record with n != 0 adds n to Slot::shared_moved before it writes
-// owner_shadow; a join that wraps n to 0 adds 2^32 there. A lock's shared
-// acquisitions are shared_moved + (n while FREE or SHARED). Leaves and
-// recounts of dead readers keep n; the records made from an EXCLUSIVE one
-// (its release, recover, a downgrade) start at 0, a reader's takeover from a
-// dead writer at 1; a retirement and a new name set 0; a reboot reset keeps
-// a FREE record's n and moves a held SHARED one's.
+// An EXCLUSIVE owner is in once the readers word counts no reader; until then
+// it drains them (DRAINING), and new readers stay out.
 // ---------------------------------------------------------------------------
 struct OwnerRecord {
   uint32_t tid_word;    // robust futex word: owner tid (bits 0..29), OWNER_DIED (30), WAITERS (31)
-  uint32_t pid_word;    // owner pid or reader count (bits 0..21), flags (22..31)
+  uint32_t pid_word;    // owner pid (bits 0..21), flags (22..31)
   uint32_t aux;         // EXCLUSIVE: low 32 bits of the owner thread's start time (clock ticks
-                        // since boot); FREE/SHARED: shared joins n (above)
-  uint32_t generation;  // +1 on every change of ownership; never on flag-only changes
+                        // since boot); FREE: 0
+  uint32_t generation;  // +1 on every change of exclusive ownership; never on flag-only changes
 };
 static_assert(sizeof(OwnerRecord) == 16);
 static_assert(offsetof(OwnerRecord, tid_word) == 0);
@@ -90,14 +85,52 @@ inline constexpr uint32_t kTidMask = 0x3fffffffu;
 inline constexpr uint32_t kOwnerDied = 0x40000000u;
 inline constexpr uint32_t kWaiters = 0x80000000u;
 
-// pid_word bits.
+// pid_word bits. Bit 31 (SHARED up to version 4) is always 0.
 inline constexpr uint32_t kPidMask = 0x003fffffu;          // PID_MAX_LIMIT is 2^22 on 64-bit Linux
 inline constexpr uint32_t kRetired = 1u << 27;              // FREE only: name removed, slot not reusable yet
 inline constexpr uint32_t kSharedWaiters = 1u << 28;        // a thread waits to take it shared
-inline constexpr uint32_t kWriterWaiting = 1u << 29;        // SHARED/FREE: a writer waits; readers stay out
-inline constexpr uint32_t kAbandoned = 1u << 30;            // FREE/SHARED: next acquirer is told "abandoned"
-inline constexpr uint32_t kSharedMode = 1u << 31;           // SHARED: pid bits count the readers
-inline constexpr uint32_t kPidWordFlags = kRetired | kSharedWaiters | kWriterWaiting | kAbandoned | kSharedMode;
+inline constexpr uint32_t kDraining = 1u << 29;             // EXCLUSIVE: the owner waits for readers to leave
+                                                            // (it is not in; it may sleep on Slot::readers)
+inline constexpr uint32_t kAbandoned = 1u << 30;            // the next acquirer is told "abandoned" (FREE; and an
+                                                            // EXCLUSIVE owner that took it so, while DRAINING)
+inline constexpr uint32_t kPidWordFlags = kRetired | kSharedWaiters | kDraining | kAbandoned;
+
+// ---------------------------------------------------------------------------
+// ReaderWord (Slot::readers): the readers of a lock, changed by lock xadd
+// (and, to take dead readers out, by an 8-byte CAS).
+//
+//   bits 0..21   count     readers counted in: holding, or joining or backing
+//                          out (a join adds first and looks at the owner after)
+//   bits 22..53  ended     shared holds that ended (a leave, a dead reader taken
+//                          out), mod 2^32: the lock's shared acquisitions (its
+//                          wraps are added up in Slot::shared_carry)
+//   bits 54..63  backouts  joins undone, mod 2^10: with it every change of the
+//                          word changes its value (a recount compares values)
+// ---------------------------------------------------------------------------
+inline constexpr uint64_t kReaderCountMask = (uint64_t{1} << 22) - 1;
+inline constexpr uint32_t kReaderEndedShift = 22;
+inline constexpr uint64_t kReaderJoin = 1;                                    // count + 1
+inline constexpr uint64_t kReaderLeave = (uint64_t{1} << 22) - 1;             // count - 1, ended + 1
+inline constexpr uint64_t kReaderBackout = (uint64_t{1} << 54) - 1;           // count - 1, backouts + 1
+constexpr uint32_t reader_count(uint64_t w) { return uint32_t(w & kReaderCountMask); }
+constexpr uint32_t readers_ended(uint64_t w) { return uint32_t(w >> kReaderEndedShift); }
+constexpr uint64_t make_readers_word(uint32_t count, uint32_t ended, uint32_t backouts) {
+  return uint64_t{count} | (uint64_t{ended} << kReaderEndedShift) | (uint64_t{backouts & 0x3ffu} << 54);
+}
+constexpr uint32_t readers_backouts(uint64_t w) { return uint32_t(w >> 54); }
+// The deltas do what they say (with count >= 1 where they take one away).
+static_assert(make_readers_word(3, 7, 1) + kReaderJoin == make_readers_word(4, 7, 1));
+static_assert(make_readers_word(3, 7, 1) + kReaderLeave == make_readers_word(2, 8, 1));
+static_assert(make_readers_word(3, 7, 1) + kReaderBackout == make_readers_word(2, 7, 2));
+static_assert(make_readers_word(1, 0xffffffffu, 5) + kReaderLeave == make_readers_word(0, 0, 6));  // carry into backouts
+static_assert(make_readers_word(1, 5, 0x3ff) + kReaderBackout == make_readers_word(0, 5, 0));      // carry lost
+
+// owner_shadow: the exclusive owner's tid (bits 0..21) and the low 10 bits
+// of the generation its CAS produced (22..31), written by the owner after it.
+inline constexpr uint32_t kShadowTidMask = kPidMask;
+constexpr uint32_t make_owner_shadow(uint32_t tid, uint32_t generation) {
+  return (tid & kShadowTidMask) | (generation << 22);
+}
 
 // ---------------------------------------------------------------------------
 // Slot: one named lock, two cache lines. Line 0 is all the uncontended paths
@@ -107,55 +140,53 @@ struct alignas(64) Slot {
   // --- line 0 ---
   OwnerRecord owner;      // see above
   uint32_t incarnation;   // +1 each time the slot is given to a name; handles carry it
-  uint32_t dead_start;    // start time of dead_pid's thread (line 1), 0 if unknown: here because
-                          // line 1 is full; written only when a holder is found dead
+  uint32_t owner_shadow;  // make_owner_shadow(tid, generation) by the exclusive owner after acquiring:
+                          // names the dead owner's tid after the kernel has cleared it from tid_word
   uint64_t robust_prev;   // robust-list back link; meaningful only inside the owning process
   uint64_t robust_next;   // robust-list link; kernel finds the futex word at robust_next - 32
-  uint64_t owner_shadow;  // tid | generation << 32 written by the owner after acquiring: names the
-                          // dead owner's tid after the kernel has cleared it from tid_word
+  uint64_t readers;       // ReaderWord (above)
   uint64_t token;         // fencing token of the last exclusive acquisition (+1 by each exclusive
-                          // holder, while it holds; never decreases)
+                          // holder once it is in; never decreases)
   uint64_t acquired_at;   // CLOCK_REALTIME_COARSE ns of the current exclusive acquisition
   // --- line 1 ---
   uint32_t dead_pid;      // the last holder found dead (informational, for the next holder's
   uint32_t dead_tid;      //   "abandoned" report); tid 0 if unknown
-  uint32_t waiters;       // threads asleep on owner.tid_word (informational, may over-count after a crash)
-  uint32_t writer_tid;    // a writer waiting behind WRITER_WAITING (written by it before it sleeps;
-  uint32_t writer_pid;    //   readers that find WRITER_WAITING left on a FREE lock check it is alive)
-  uint32_t writer_start;
+  uint32_t waiters;       // threads asleep on the lock (informational, may over-count after a crash)
+  uint32_t dead_start;    // start time of dead_pid's thread, 0 if unknown
   // Counters of the name the slot has now (zeroed when a name takes the
-  // slot). Exclusive acquisitions are token - token_base (the hot path pays
-  // nothing for them); the rest are counted by the slow paths.
+  // slot). Exclusive acquisitions are token - token_base, shared ones
+  // ended + shared_carry - shared_base (the hot paths pay nothing for
+  // either); the rest are counted by the slow paths.
   uint64_t token_base;    // the token when the name took the slot (moved with it at a reboot reset)
   uint32_t contended;     // acquisitions that found the lock held and waited (atomic add)
   uint32_t timeouts;      // acquires that gave up at their deadline (atomic add)
   uint32_t abandoned;     // acquisitions told abandoned (a takeover, or not yet marked consistent; atomic add)
   uint32_t wait_max_us;   // the longest wait of an acquisition, µs (atomic max)
   uint64_t wait_total_us; // the waits of all acquisitions and timeouts, µs (atomic add)
-  uint64_t shared_moved;  // shared acquisitions moved out of the owner record's aux (OwnerRecord; atomic add)
+  uint64_t shared_carry;  // 2^32 for each wrap of the readers word's `ended` (atomic add, by the change that wraps it)
+  uint64_t shared_base;   // ended + shared_carry when the name took the slot
 };
 static_assert(sizeof(Slot) == kSlotSize);
 static_assert(offsetof(Slot, owner) == 0);
 static_assert(offsetof(Slot, incarnation) == 16);
-static_assert(offsetof(Slot, dead_start) == 20);
+static_assert(offsetof(Slot, owner_shadow) == 20);
 static_assert(offsetof(Slot, robust_prev) == 24);
 static_assert(offsetof(Slot, robust_next) == 32);
-static_assert(offsetof(Slot, owner_shadow) == 40);
+static_assert(offsetof(Slot, readers) == 40);
 static_assert(offsetof(Slot, token) == 48);
 static_assert(offsetof(Slot, acquired_at) == 56);
 static_assert(offsetof(Slot, dead_pid) == 64);
 static_assert(offsetof(Slot, dead_tid) == 68);
 static_assert(offsetof(Slot, waiters) == 72);
-static_assert(offsetof(Slot, writer_tid) == 76);
-static_assert(offsetof(Slot, writer_pid) == 80);
-static_assert(offsetof(Slot, writer_start) == 84);
-static_assert(offsetof(Slot, token_base) == 88);
-static_assert(offsetof(Slot, contended) == 96);
-static_assert(offsetof(Slot, timeouts) == 100);
-static_assert(offsetof(Slot, abandoned) == 104);
-static_assert(offsetof(Slot, wait_max_us) == 108);
-static_assert(offsetof(Slot, wait_total_us) == 112);
-static_assert(offsetof(Slot, shared_moved) == 120);
+static_assert(offsetof(Slot, dead_start) == 76);
+static_assert(offsetof(Slot, token_base) == 80);
+static_assert(offsetof(Slot, contended) == 88);
+static_assert(offsetof(Slot, timeouts) == 92);
+static_assert(offsetof(Slot, abandoned) == 96);
+static_assert(offsetof(Slot, wait_max_us) == 100);
+static_assert(offsetof(Slot, wait_total_us) == 104);
+static_assert(offsetof(Slot, shared_carry) == 112);
+static_assert(offsetof(Slot, shared_base) == 120);
 static_assert(offsetof(Slot, robust_next) - offsetof(Slot, owner) - offsetof(OwnerRecord, tid_word) == 32,
               "robust futex offset must be -32, as glibc's robust list uses");
 
@@ -266,9 +297,9 @@ struct alignas(64) RingEntry {
   uint32_t aux32;        // recovered: dead owner's tid
   uint64_t aux64;        // acquired: wait ns; released: hold ns; recovered: dead pid << 32 | start;
                          // grown: new slot capacity; reset: locks freed
-  uint32_t generation;   // the slot generation the event's CAS produced (or, kEventAfterGeneration,
-                         // the one it saw): one lock's events sort by it
-  uint32_t reserved0;
+  uint32_t generation;   // the owner record's generation at the event (see below)
+  uint32_t ended;        // the readers word's `ended` at the event: with generation, the event's place
+                         // in its lock's order (history_store.cc)
   uint64_t token;        // acquired, released, downgraded: the hold's fencing token (0: none)
 };
 static_assert(sizeof(RingEntry) == kRingEntrySize);
@@ -284,7 +315,7 @@ static_assert(offsetof(RingEntry, flags) == 34);
 static_assert(offsetof(RingEntry, aux32) == 36);
 static_assert(offsetof(RingEntry, aux64) == 40);
 static_assert(offsetof(RingEntry, generation) == 48);
-static_assert(offsetof(RingEntry, reserved0) == 52);
+static_assert(offsetof(RingEntry, ended) == 52);
 static_assert(offsetof(RingEntry, token) == 56);
 
 // The segments of a ring of `ring_entries` units: 4 to 256, about 2048 units

@@ -299,7 +299,7 @@ TEST_CASE("shared: misuse is an error, never a silent upgrade or a deadlock") {
 }
 
 TEST_CASE("shared: a reader killed at any step of joining or leaving leaves a consistent count") {
-  const char* point = GENERATE("join:after_intent", "join:after_cas", "leave:after_intent", "leave:after_cas",
+  const char* point = GENERATE("join:after_intent", "join:after_add", "leave:after_intent", "leave:after_add",
                                "leave:before_free");
   CAPTURE(point);
   TempDir tmp;
@@ -338,7 +338,7 @@ TEST_CASE("shared: a reader killed at any step of joining or leaving leaves a co
   AcquireResult r = l.acquire(Mode::exclusive, Deadline::after(std::chrono::seconds(10)));
   CHECK(r.held());
   // Told abandoned exactly when the dead reader had been counted in.
-  bool was_in = std::string(point) != "join:after_intent" && std::string(point) != "leave:after_cas" &&
+  bool was_in = std::string(point) != "join:after_intent" && std::string(point) != "leave:after_add" &&
                 std::string(point) != "leave:before_free";
   CHECK(r.abandoned() == was_in);
   (void)l.mark_consistent();
@@ -411,7 +411,7 @@ TEST_CASE("shared: dead readers are found by a waiting writer without recover") 
   pid_t victim = spawn([&] {
     std::unique_ptr<Table> tt;
     Lock rl = child_lock(tmp.table(), "c", &tt);
-    detail::arm_crash_point("join:after_cas");
+    detail::arm_crash_point("join:after_add");
     (void)rl.acquire(Mode::shared);
     return 4;
   });
@@ -498,23 +498,25 @@ TEST_CASE("shared: every shared acquisition is counted, across processes, writer
   LockCounters c = counters_of(*t, "catalog");
   CHECK(c.shared_acquisitions == uint64_t{kProcs} * kRounds * 9 / 10);
   CHECK(c.exclusive_acquisitions == uint64_t{kProcs} * kRounds / 10);
-  // A reader killed inside still counts once; removing it and the next
-  // writer's takeover count nothing more.
+  // A hold counts when it ends: a reader killed inside counts once, when the
+  // next writer takes it out; the downgraded hold that follows, when it is released.
   pid_t reader = spawn_holder(tmp.table(), "catalog", Mode::shared);
   ::kill(reader, SIGKILL);
   CHECK(wait_child(reader) == 128 + SIGKILL);
-  CHECK(counters_of(*t, "catalog").shared_acquisitions == c.shared_acquisitions + 1);
+  CHECK(counters_of(*t, "catalog").shared_acquisitions == c.shared_acquisitions);
   Lock w;
   REQUIRE(t->lookup("catalog", &w).ok());
   REQUIRE(w.acquire().abandoned());
-  REQUIRE(w.downgrade().ok());  // not a new acquisition
+  CHECK(counters_of(*t, "catalog").shared_acquisitions == c.shared_acquisitions + 1);
+  REQUIRE(w.downgrade().ok());
   CHECK(counters_of(*t, "catalog").shared_acquisitions == c.shared_acquisitions + 1);
   CHECK(w.release(Mode::shared).ok());
+  CHECK(counters_of(*t, "catalog").shared_acquisitions == c.shared_acquisitions + 2);
   CHECK(counters_of(*t, "catalog").exclusive_acquisitions == c.exclusive_acquisitions + 1);
   expect_consistent(*t);
 }
 
-TEST_CASE("shared: the shared count carries past 2^32 joins without an exclusive hold between") {
+TEST_CASE("shared: the shared count carries past 2^32 ended holds") {
   TempDir tmp;
   auto t = open_table(tmp.table());
   Lock l;
@@ -522,11 +524,11 @@ TEST_CASE("shared: the shared count carries past 2^32 joins without an exclusive
   REQUIRE(l.acquire(Mode::shared).held());
   REQUIRE(l.release(Mode::shared).ok());
   {
-    // Forge the count the record would have after 2^32 - 2 more joins.
+    // Forge the readers word as after 2^32 - 3 more ended holds.
     testing::RawTable raw(tmp.table());
     format::Slot* s = raw.slot(l.slot());
-    REQUIRE(s->owner.aux == 1);
-    s->owner.aux = 0xffffffffu - 1;
+    REQUIRE(format::readers_ended(s->readers) == 1);
+    s->readers = format::make_readers_word(0, 0xffffffffu - 1, format::readers_backouts(s->readers));
   }
   for (int i = 0; i < 3; ++i) {
     REQUIRE(l.acquire(Mode::shared).held());
@@ -537,6 +539,6 @@ TEST_CASE("shared: the shared count carries past 2^32 joins without an exclusive
   REQUIRE(l.release().ok());
   CHECK(counters_of(*t, "catalog").shared_acquisitions == (uint64_t{1} << 32) + 1);
   testing::RawTable raw(tmp.table());
-  CHECK(raw.slot(l.slot())->owner.aux == 0);
-  CHECK(raw.slot(l.slot())->shared_moved == (uint64_t{1} << 32) + 1);
+  CHECK(format::readers_ended(raw.slot(l.slot())->readers) == 1);
+  CHECK(raw.slot(l.slot())->shared_carry == (uint64_t{1} << 32));
 }

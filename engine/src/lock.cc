@@ -1,5 +1,6 @@
 // Lock: the uncontended paths of the mapped-table backend inline (one branch
-// on the handle's backend kind), everything else through the backend.
+// on the handle's backend kind), in a function for each mode, everything else
+// through the backend.
 #include "locktable/lock.h"
 
 #include "backend.h"
@@ -13,52 +14,57 @@ namespace {
 
 Status empty_handle() { return Status(Code::invalid_argument, "empty lock handle"); }
 
-// The mapped table's uncontended exclusive pair runs inline in Lock::acquire
-// and Lock::release (hot_path.h), with no call but the acquire's clock read,
-// so that the compiler saves few registers around it; everything else is out
-// of line: the shared-mode paths, the backend, a failed fast path.
+// The mapped table's uncontended paths (hot_path.h) run inline in the
+// functions of each mode, with no call but the clock read, so that the
+// compiler saves few registers around them; everything else is out of line:
+// the backend, a fast path that gave up, history on an exclusive release.
 [[gnu::noinline]] AcquireResult acquire_rest(Lock& lock, Mode mode, const Deadline& deadline) {
   detail::Backend* backend = detail::LockAccess::backend(lock);
   if (backend == nullptr) return AcquireResult{empty_handle(), {}};
-  if (detail::LockAccess::kind(lock) == BackendKind::local && mode == Mode::shared) {
-    uint64_t token;
-    if (detail::local_fast_acquire_shared(lock, &token)) return AcquireResult{Status(), {}, token};
-  }
   return backend->acquire(lock, mode, deadline);
 }
 
 [[gnu::noinline]] Status release_rest(Lock& lock, Mode mode) {
   detail::Backend* backend = detail::LockAccess::backend(lock);
   if (backend == nullptr) return empty_handle();
-  if (detail::LockAccess::kind(lock) == BackendKind::local) {
-    const bool fast = mode == Mode::shared ? detail::local_fast_release_shared(lock)
-                                           : detail::release_exclusive_fast_recorded(lock);
-    if (fast) return Status::OK();
+  if (detail::LockAccess::kind(lock) == BackendKind::local && mode == Mode::exclusive &&
+      detail::release_exclusive_fast_recorded(lock)) {
+    return Status::OK();
   }
   return backend->release(lock, mode);
 }
 
 }  // namespace
 
-AcquireResult Lock::acquire(Mode mode, Deadline deadline) {
-  if (kind_ == uint8_t(BackendKind::local) && mode == Mode::exclusive) {
+AcquireResult Lock::acquire_exclusive(Deadline deadline) {
+  if (kind_ == uint8_t(BackendKind::local)) {
     auto* s = static_cast<format::Slot*>(state_);
-    uint64_t token;
-    if (detail::try_acquire_exclusive_fast(s, incarnation_, &token)) {
+    uint64_t readers;
+    const detail::FastTake taken = detail::try_acquire_exclusive_fast(s, incarnation_, &readers);
+    if (__builtin_expect(taken == detail::FastTake::in, 1)) {
+      const uint64_t token = detail::take_token(s);
       if (__builtin_expect(detail::history_on(detail::hot_of(*this)), 0)) {
-        detail::finish_fast_acquire_recorded(*this, token);
+        detail::finish_fast_acquire_recorded(*this, token, readers);
       } else {
         detail::set_acquired_at(s, detail::realtime_coarse_ns());
       }
       return AcquireResult{Status(), {}, token};
     }
+    if (taken == detail::FastTake::readers) return detail::drain_after_fast_acquire(*this, deadline);
   }
-  return acquire_rest(*this, mode, deadline);
+  return acquire_rest(*this, Mode::exclusive, deadline);
 }
 
-Status Lock::release(Mode mode) {
-  if (kind_ == uint8_t(BackendKind::local) && mode == Mode::exclusive &&
-      !detail::history_on(detail::hot_of(*this))) {
+AcquireResult Lock::acquire_shared(Deadline deadline) {
+  uint64_t token;
+  if (kind_ == uint8_t(BackendKind::local) && detail::try_join_fast(*this, &token)) {
+    return AcquireResult{Status(), {}, token};
+  }
+  return acquire_rest(*this, Mode::shared, deadline);
+}
+
+Status Lock::release_exclusive() {
+  if (kind_ == uint8_t(BackendKind::local) && !detail::history_on(detail::hot_of(*this))) {
     auto* s = static_cast<format::Slot*>(state_);
     detail::Word128 old;
     if (detail::try_release_exclusive_fast(s, incarnation_, &old)) {
@@ -66,7 +72,12 @@ Status Lock::release(Mode mode) {
       return Status::OK();
     }
   }
-  return release_rest(*this, mode);
+  return release_rest(*this, Mode::exclusive);
+}
+
+Status Lock::release_shared() {
+  if (kind_ == uint8_t(BackendKind::local) && detail::try_leave_fast(*this)) return Status::OK();
+  return release_rest(*this, Mode::shared);
 }
 
 bool Lock::abandoned() const { return backend_ != nullptr && backend_->holds_abandoned(*this); }

@@ -51,7 +51,7 @@ const Family kFamilies[] = {
      "Exclusive acquisitions of the lock since its name was created.",
      [](const Row& r) { return std::to_string(r.counters.exclusive_acquisitions); }},
     {"locktable_shared_acquisitions_total", "counter",
-     "Shared acquisitions of the lock since its name was created (a downgrade is not one).",
+     "Shared holds of the lock that ended since its name was created (a downgraded one too).",
      [](const Row& r) { return std::to_string(r.counters.shared_acquisitions); }},
     {"locktable_contended_acquisitions_total", "counter", "Acquisitions (either mode) that found the lock held and waited.",
      [](const Row& r) { return std::to_string(r.counters.contended); }},

@@ -196,7 +196,7 @@ typedef struct lt_holder {
 /* What a lock counted since its name was created (etcd tables: all 0). */
 typedef struct lt_counters {
   uint64_t exclusive_acquisitions;
-  uint64_t shared_acquisitions;  /* a downgrade is not one */
+  uint64_t shared_acquisitions;  /* shared holds that ended (a downgraded one too) */
   uint64_t contended;            /* acquisitions that found the lock held and waited */
   uint64_t timeouts;
   uint64_t abandoned;            /* acquisitions told abandoned */

@@ -66,13 +66,15 @@ class Lock {
   // interrupted, already_held, stale_handle, deadlock, capacity,
   // invalid_argument (and the etcd ones above); ok and abandoned are held
   // (AcquireResult::held()).
-  AcquireResult acquire(Mode mode = Mode::exclusive, Deadline deadline = Deadline::never());
+  AcquireResult acquire(Mode mode = Mode::exclusive, Deadline deadline = Deadline::never()) {
+    return mode == Mode::exclusive ? acquire_exclusive(deadline) : acquire_shared(deadline);
+  }
   AcquireResult try_acquire(Mode mode = Mode::exclusive) { return acquire(mode, Deadline::now()); }
 
   // Release a lock this thread holds in `mode`. Errors: not_owner (not held
   // by this thread, or not in `mode`), stale_handle, lock_lost (etcd: the
   // hold is over all the same), invalid_argument.
-  Status release(Mode mode = Mode::exclusive);
+  Status release(Mode mode = Mode::exclusive) { return mode == Mode::exclusive ? release_exclusive() : release_shared(); }
 
   // True when the calling thread holds this lock and got it abandoned, and has
   // not yet called mark_consistent().
@@ -127,6 +129,12 @@ class Lock {
   friend struct detail::LockAccess;  // how a backend fills and reads a handle
 
   bool timed(Mode mode, Deadline deadline);
+  // acquire() and release() of each mode: the mode is known where they are
+  // called, so each mode's uncontended path is a function of its own.
+  AcquireResult acquire_exclusive(Deadline deadline);
+  AcquireResult acquire_shared(Deadline deadline);
+  Status release_exclusive();
+  Status release_shared();
 
   std::shared_ptr<detail::Backend> backend_;  // keeps the table open
   void* state_ = nullptr;                     // the backend's per-lock state (mapped table: the slot)

@@ -188,10 +188,12 @@ struct WaiterInfo {
   uint64_t waiting_ms = 0;
 };
 
-// What a lock counted since its name was created. A downgrade is not a new
-// acquisition. On etcd tables only the acquisitions are counted.
+// What a lock counted since its name was created. On etcd tables only the
+// acquisitions are counted. Every count only grows.
 struct LockCounters {
   uint64_t exclusive_acquisitions = 0;
+  // Shared holds that ended (released, or a dead reader's taken out): a hold
+  // counts when it ends; one downgraded from an exclusive hold counts too.
   uint64_t shared_acquisitions = 0;
   uint64_t contended = 0;      // acquisitions (either mode) that found the lock held and waited
   uint64_t timeouts = 0;       // acquires that gave up at their deadline

@@ -132,7 +132,7 @@ void check_slots(const TableParts& t, Problems& p, const NamedSlots& named) {
     SlotView v = inspect_slot(sl);
     const bool is_named = named.count(uint32_t(i)) != 0;
     if (!is_named && v.state != LockState::free) p.add("slot {}: held but has no name", i);
-    if (v.state != LockState::shared) continue;
+    if (v.readers == 0) continue;
     uint32_t at_least = 0, at_most = 0, counted = 0;
     for (int attempt = 0; attempt < 20; ++attempt) {  // the count may change under us: retry
       if (!count_readers(t.file, sl, uint32_t(i), &at_least, &at_most, &counted)) continue;

@@ -21,9 +21,11 @@ struct Freed {
 
 class DeathLog {
  public:
-  // `seen`: the slot generation at which the holder was found dead (its
-  // event sorts after the events at that generation, before the next one's).
-  virtual void dead_found(uint32_t slot_index, const Owner& dead, Mode mode, uint32_t seen) = 0;
+  // `seen_generation`, `seen_ended`: the owner record's generation and the
+  // readers word's `ended` at which the holder was found dead (ORDER IN
+  // HISTORY: its event sorts after the events at that place, before the next).
+  virtual void dead_found(uint32_t slot_index, const Owner& dead, Mode mode, uint32_t seen_generation,
+                          uint32_t seen_ended) = 0;
 
  protected:
   ~DeathLog() = default;

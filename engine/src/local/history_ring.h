@@ -28,10 +28,11 @@
 // fields, re-read the stamp, keep the copy only if it is unchanged; any other
 // stamp -> overwritten by a later lap of the segment: lost.
 //
-// Order. Each event carries the slot generation its CAS produced (a takeover's
-// `recovered` event the dead record's, flagged to sort after it): the drainer
-// merges segments so that every thread's events stay in program order (their
-// segment's order) and every lock's in generation order (history_store.cc).
+// Order. Each event carries its place in its lock's order (ORDER IN HISTORY
+// in lock_protocol.cc: the owner generation and the readers word's `ended`;
+// a takeover's `recovered` event what it saw, flagged to sort after it): the
+// drainer merges segments so that every thread's events stay in program order
+// (their segment's order) and every lock's in that order (history_store.cc).
 #pragma once
 
 #include <atomic>
@@ -60,6 +61,7 @@ struct RingEvent {
   uint64_t aux64;
   uint32_t generation;   // see RingEntry::generation; ignored with kEventUnordered
   uint64_t token = 0;    // see RingEntry::token
+  uint32_t ended = 0;    // see RingEntry::ended
 };
 
 // An event in no lock's order (timeouts, growth, resets).
@@ -154,7 +156,7 @@ class HistoryRing {
     store_relaxed(&words[4], uint64_t{ev.kind} | (uint64_t{ev.mode} << 8) | (uint64_t{ev.flags} << 16) |
                                  (uint64_t{ev.aux32} << 32));
     store_relaxed(&words[5], ev.aux64);
-    store_relaxed(&words[6], ev.generation);
+    store_relaxed(&words[6], uint64_t{ev.generation} | (uint64_t{ev.ended} << 32));
     store_relaxed(&words[7], ev.token);
     crash_point("append:before_complete");  // test builds only
     std::atomic_ref<uint64_t>(e->stamp).store(2 * i + 2, std::memory_order_release);

@@ -130,21 +130,34 @@ bool matches(const HistoryQuery& q, const Event& e) {
 
 bool ordered(const format::RingEntry& e) { return (e.flags & format::kEventUnordered) == 0; }
 
-// Generations compare as serial numbers: a batch holds far fewer than 2^31
-// ownership changes of one slot.
-bool generation_before(uint32_t a, uint32_t b) { return int32_t(a - b) < 0; }
+// Generations and `ended` counts compare as serial numbers: a batch holds far
+// fewer than 2^31 changes of one lock.
+bool serial_before(uint32_t a, uint32_t b) { return int32_t(a - b) < 0; }
 
-// An event's place in its lock's order: its generation, and a recovered
-// event after the others at the generation it saw.
+bool is_join(const format::RingEntry& e) { return e.kind == format::kEventAcquired && e.mode == format::kModeShared; }
+
+// An event's place in its lock's order (ORDER IN HISTORY in
+// lock_protocol.cc): the owner generation of its exclusive epoch, then the
+// readers word's `ended`; at one place, a wait given up or a takeover after
+// the others, a join after the leave that made `ended` what it saw, and joins
+// in the order they counted themselves in.
 struct OrderKey {
   uint32_t generation;
+  uint32_t ended;
   bool after;
+  bool join;
+  uint32_t rank;
   bool operator<(const OrderKey& o) const {
-    if (generation != o.generation) return generation_before(generation, o.generation);
-    return !after && o.after;
+    if (generation != o.generation) return serial_before(generation, o.generation);
+    if (ended != o.ended) return serial_before(ended, o.ended);
+    if (after != o.after) return !after;
+    if (join != o.join) return !join;
+    return rank < o.rank;
   }
 };
-OrderKey key_of(const format::RingEntry& e) { return {e.generation, (e.flags & format::kEventAfterGeneration) != 0}; }
+OrderKey key_of(const format::RingEntry& e) {
+  return {e.generation, e.ended, (e.flags & format::kEventAfterGeneration) != 0, is_join(e), is_join(e) ? e.aux32 : 0};
+}
 
 // ---------------------------------------------------------------------------
 // The merge (see history_store.h).
@@ -301,18 +314,22 @@ Status read_state(const Txn& txn, uint32_t k, format::SegmentState* st) {
   return with_context(txn.env().path(), format::decode_segment_state(v, st, k));
 }
 
-// An ownership change (acquired, released, created, removed) has the exact
-// generation of its CAS; a timeout or a recovery only the one it saw.
+// An ownership change (acquired, released, created, removed, downgraded) is
+// at the exact place its own change made; a timeout or a recovery only at the
+// one it saw.
 bool ownership_change(const format::RingEntry& e) {
   return ordered(e) && (e.flags & format::kEventAfterGeneration) == 0;
 }
 
-// Late: a later ownership change of the same lock is stored already. A
-// generation far older in time than the stored one has wrapped around; it is
-// not late.
+// Late: a later ownership change of the same lock is stored already (joins
+// at one place are not told apart here). A place far older in time than the
+// stored one has wrapped around; it is not late.
 bool is_late(const format::RingEntry& e, const format::SlotOrder& stored) {
-  return stored.time_ns != 0 && stored.incarnation == e.incarnation &&
-         generation_before(e.generation, stored.generation) && e.time_ns + kLateWindowNs > stored.time_ns;
+  if (stored.time_ns == 0 || stored.incarnation != e.incarnation || e.time_ns + kLateWindowNs <= stored.time_ns) {
+    return false;
+  }
+  if (e.generation != stored.generation) return serial_before(e.generation, stored.generation);
+  return serial_before(e.ended, stored.ended);
 }
 
 }  // namespace
@@ -456,7 +473,7 @@ Status HistoryStore::drain_batch(const std::vector<uint64_t>& pass_heads, bool f
         ++lost;
         continue;
       }
-      it->second = format::SlotOrder{e.incarnation, e.generation, e.time_ns};
+      it->second = format::SlotOrder{e.incarnation, e.generation, e.time_ns, e.ended};
     }
     if (e.kind == format::kEventRecovered) {
       // A takeover is recorded before its CAS (DeathLog), so racing waiters

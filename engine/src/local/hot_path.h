@@ -2,8 +2,9 @@
 // shared, inline, so that Lock::acquire and Lock::release (engine/src/lock.cc)
 // run them on the handle's cached slot pointer with no virtual call (see
 // backend.h). Whatever they do not finish goes to the slow paths in
-// lock_protocol.h through the backend; they change nothing when they give up.
-// The protocol is specified in lock_protocol.cc.
+// lock_protocol.h through the backend; they change nothing when they give up
+// (a join they made they back out first). The protocol is specified in
+// lock_protocol.cc.
 #pragma once
 
 #include <cstdint>
@@ -27,8 +28,8 @@ struct LocalHot {
   uint64_t file_id;               // TableFile::id(): keys the reader-record cache
 };
 
-// Wakes the threads asleep on the slot after a change away from `old`: all of
-// them when readers wait (they may all get in), otherwise one.
+// Wakes the threads asleep on the slot's owner record after a change away
+// from `old`: all of them when readers wait (they may all get in), otherwise one.
 void wake_waiters(format::Slot* s, const Word128& old);
 
 // A wake-up a change owes its slot's sleepers, done by the caller once it has
@@ -37,62 +38,67 @@ void wake_waiters(format::Slot* s, const Word128& old);
 // earlier one late).
 struct PendingWake {
   format::Slot* slot = nullptr;
-  Word128 old{0, 0};  // the record the change replaced (wake_waiters decides how many)
-  bool all = false;   // wake every sleeper whatever `old` says
+  Word128 old{0, 0};     // the record the change replaced (wake_waiters decides how many)
+  bool all = false;      // wake every sleeper whatever `old` says
+  bool drainer = false;  // wake the owner draining on the readers word instead
   void run() const;
 };
 
 // Bookkeeping an exclusive owner does right after its CAS wrote `written`:
-// put the slot on the thread's robust list, move the shared joins the
-// replaced record counted (`joins`: shared_joins of it) to shared_moved, then
-// record its tid for after the kernel clears it. owner_shadow, written last,
-// names the generation whose bookkeeping is done (read_counters waits for
-// it). The caller stamps the acquisition time (set_acquired_at) and takes
-// the token.
-inline void after_exclusive_acquire(format::Slot* s, ThreadSelf& me, uint32_t joins, const Word128& written) {
+// put the slot on the thread's robust list, then record its tid for after
+// the kernel clears it. The caller takes the token and stamps the time once
+// it is in (no reader counted).
+inline void after_exclusive_acquire(format::Slot* s, ThreadSelf& me, const Word128& written) {
   robust_enqueue(me.robust, &s->robust_next);
   robust_clear_pending(me.robust);
-  move_shared_joins(s, joins);
-  __atomic_store_n(&s->owner_shadow, (uint64_t{generation(written)} << 32) | me.tid, __ATOMIC_RELEASE);
+  __atomic_store_n(&s->owner_shadow, format::make_owner_shadow(me.tid, generation(written)), __ATOMIC_RELEASE);
 }
 
 inline void set_acquired_at(format::Slot* s, uint64_t now_ns) {
   __atomic_store_n(&s->acquired_at, now_ns, __ATOMIC_RELAXED);
 }
 
-// The new exclusive owner's fencing token. REQUIRES: the caller just acquired
-// `s` exclusively (it is the only writer of the token).
+// The new exclusive owner's fencing token. REQUIRES: the caller holds `s`
+// exclusively and is in (it is the only writer of the token).
 inline uint64_t take_token(format::Slot* s) {
   uint64_t t = __atomic_load_n(&s->token, __ATOMIC_RELAXED) + 1;
   __atomic_store_n(&s->token, t, __ATOMIC_RELAXED);
   return t;
 }
 
+// What an uncontended exclusive acquire did.
+enum class FastTake : uint8_t {
+  no,       // nothing: the slow path decides
+  in,       // holds it and is in
+  readers,  // holds it, but readers are counted in: it must drain them (the slow path)
+};
+
 // Uncontended exclusive acquire (ACQUIRE in lock_protocol.cc), with no call:
 // the thread is set up (thread_self), and the record is FREE with no flag and
 // no waiter bit. One 16-byte CAS, from the value this thread last wrote there
-// (a release followed by an acquire) or else from two plain loads. False,
-// having changed nothing, when the slow path must decide (it also retries a
-// CAS that failed). On success the lock is held and on the robust list, and
-// *token is its fencing token; the caller stamps the time.
-inline bool try_acquire_exclusive_fast(format::Slot* s, uint32_t incarnation, uint64_t* token) {
+// (a release followed by an acquire) or else from two plain loads; a failed
+// CAS goes to the slow path, which retries. After the CAS, the readers word
+// (*readers) says whether it is in. The caller takes the token once it is.
+inline FastTake try_acquire_exclusive_fast(format::Slot* s, uint32_t incarnation, uint64_t* readers) {
   ThreadSelf& me = tls_self;
-  if (__builtin_expect(me.ready == 0, 0)) return false;
+  if (__builtin_expect(me.ready == 0, 0)) return FastTake::no;
   Word128 cur = likely_value(me, s);
   // After the record was read (or CASed from a value this thread wrote,
   // which no removal and re-creation can bring back): see NAMES.
-  if (cur.lo != 0 || load_incarnation(s) != incarnation) return false;
+  if (cur.lo != 0 || load_incarnation(s) != incarnation) return FastTake::no;
   robust_pending(me.robust, &s->robust_next);
   // (this thread, its start time, generation + 1)
   const Word128 desired{me.owner_lo, (uint64_t{generation(cur) + 1} << 32) | me.start};
   if (!cas128(&s->owner, cur, desired)) {
     robust_clear_pending(me.robust);
-    return false;
+    return FastTake::no;
   }
-  after_exclusive_acquire(s, me, aux_word(cur), desired);  // cur was FREE: its aux counts shared joins
+  after_exclusive_acquire(s, me, desired);
   remember_value(me, s, desired);
-  *token = take_token(s);
-  return true;
+  // Dekker (SHARED MODE): the CAS was a full barrier; a reader not counted
+  // now will see this owner and back out.
+  *readers = load_readers(s);
+  return format::reader_count(*readers) == 0 ? FastTake::in : FastTake::readers;
 }
 
 // Exclusive release by an owner that owes no repair (the common case), with
@@ -107,14 +113,15 @@ inline bool try_release_exclusive_fast(format::Slot* s, uint32_t incarnation, Wo
   Word128 cur = guess128(&s->owner);
   // tid_word and pid_word are read together (one 8-byte load): if they name
   // this thread it owns the lock, and nothing but waiter bits can change
-  // under a live owner. The CAS corrects a stale generation or waiter bits.
+  // under a live owner that is in. The CAS corrects a stale generation or
+  // waiter bits.
   if (!owned_by_fast(cur, me)) return false;
   RobustHead* head = me.robust;
   robust_pending(head, &s->robust_next);
   robust_dequeue(head, &s->robust_next);
   Word128 desired;
   do {
-    desired = Word128{0, uint64_t{generation(cur) + 1} << 32};  // FREE, generation + 1, no joins
+    desired = Word128{0, uint64_t{generation(cur) + 1} << 32};  // FREE, generation + 1
   } while (!cas128(&s->owner, cur, desired));
   robust_clear_pending(head);
   remember_value(me, s, desired);
@@ -123,8 +130,13 @@ inline bool try_release_exclusive_fast(format::Slot* s, uint32_t incarnation, Wo
 }
 
 // The rest of an uncontended exclusive acquire with history on
-// (local_table.cc): the time stamp and the `acquired` event.
-void finish_fast_acquire_recorded(Lock& lock, uint64_t token);
+// (local_table.cc): the time stamp and the `acquired` event; `readers` is the
+// readers word it was in at.
+void finish_fast_acquire_recorded(Lock& lock, uint64_t token, uint64_t readers);
+
+// An uncontended exclusive acquire that found readers counted in: it holds
+// the lock and drains them, as the slow path does (local_table.cc).
+AcquireResult drain_after_fast_acquire(Lock& lock, const Deadline& deadline);
 
 // A whole uncontended exclusive release with history on (local_table.cc):
 // the release, then its event, then the wake-up of a waiter. False when the
@@ -155,44 +167,63 @@ inline void record_event(ThreadSelf& me, const Lock& lock, const RingEvent& ev, 
   local_record(LockAccess::backend(lock), ev, time_ns);
 }
 
-// Uncontended shared acquire (SHARED MODE in lock_protocol.cc, steps 1-3):
-// the thread has an idle reader record of this table cached and room for one
-// more hold, and the lock is FREE or SHARED with no writer waiting, not
-// retired and not abandoned (the slow path reports that).
+// The generation of the exclusive epoch a reader's change belongs to (ORDER
+// IN HISTORY): that of the last FREE record, one before a DRAINING owner's.
+inline uint32_t reader_epoch(const Word128& owner) {
+  return generation(owner) - (is_exclusive(pid_word(owner)) ? 1 : 0);
+}
+
+// Wakes a DRAINING owner asleep on the readers word (out of line).
+void wake_drainer(format::Slot* s);
+
+inline uint32_t load_owner_pid_word(const format::Slot* s) {
+  return __atomic_load_n(&s->owner.pid_word, __ATOMIC_ACQUIRE);
+}
+
+// After a change of the readers word from `before` that took a reader out
+// (a leave, a backout): the change that empties the count wakes an owner
+// that drains (SHARED MODE, leave step 3).
+inline void after_reader_out(format::Slot* s, uint64_t before) {
+  if (format::reader_count(before) == 1 && (load_owner_pid_word(s) & format::kDraining)) wake_drainer(s);
+}
+
+// Takes a join that was counted in back out (SHARED MODE, join step 4').
+inline void back_out(format::Slot* s) { after_reader_out(s, add_readers(s, format::kReaderBackout)); }
+
+// Uncontended shared acquire (SHARED MODE in lock_protocol.cc): the thread is
+// set up, has an idle reader record of this table cached and room for one
+// more inline hold, and the owner record is FREE with no flag (waiter bits
+// aside). False when the slow path must decide: then nothing changed (a join
+// that found a writer, RETIRED or another incarnation is backed out).
 // REQUIRES: `lock` was made by the mapped-table backend.
-inline bool local_fast_acquire_shared(Lock& lock, uint64_t* token) {
+[[gnu::always_inline]] inline bool try_join_fast(Lock& lock, uint64_t* token) {
   auto* s = static_cast<format::Slot*>(LockAccess::state(lock));
-  ThreadSelf& me = thread_self();
+  ThreadSelf& me = tls_self;
   const LocalHot* hot = hot_of(lock);
-  if (me.shared_count >= kInlineSharedHolds || find_inline_shared_hold(me, s) != nullptr) return false;
+  if (__builtin_expect(me.ready == 0, 0) || me.shared_count >= kInlineSharedHolds ||
+      find_inline_shared_hold(me, s) != nullptr) {
+    return false;
+  }
   uint32_t c = me.cached_count;
   while (c > 0 && me.cache[c - 1].table != hot->file_id) --c;
   if (c == 0) return false;
   const CachedReader rec = me.cache[c - 1];
   const uint32_t index = LockAccess::index(lock);
   const uint64_t idle = format::make_reader_op(index, format::ReaderState::idle, rec.claim);
-  Word128 cur = likely_value(me, s);
-  Word128 desired;
-  for (int attempt = 0;; ++attempt) {
-    const uint32_t pw = pid_word(cur);
-    const uint32_t count = pw & format::kPidMask;  // FREE: 0
-    if ((pw & (format::kRetired | format::kWriterWaiting | format::kAbandoned)) || (!is_shared(pw) && count != 0) ||
-        count == format::kPidMask) {
-      return false;
-    }
-    if (load_incarnation(s) != LockAccess::incarnation(lock)) return false;
-    store_op(rec.record, format::reader_op_in_state(idle, format::ReaderState::joining));
-    crash_point("join:after_intent");  // test builds only (crash_point.h); nothing otherwise
-    desired = make_word(tid_word(cur) & format::kWaiters, format::kSharedMode | (pw & format::kSharedWaiters) | (count + 1),
-                        aux_word(cur) + 1, generation(cur) + 1);  // FREE or SHARED: one more join
-    if (cas128(&s->owner, cur, desired)) break;
+  store_op(rec.record, format::reader_op_in_state(idle, format::ReaderState::joining));
+  crash_point("join:after_intent");  // test builds only (crash_point.h); nothing otherwise
+  const uint64_t before = add_readers(s, format::kReaderJoin);
+  crash_point("join:after_add");
+  // After the add (a full barrier): a writer that CASed before it is seen here.
+  const Word128 owner = guess128(&s->owner);
+  constexpr uint64_t kWaiterBits = uint64_t{format::kWaiters} | (uint64_t{format::kSharedWaiters} << 32);
+  if ((owner.lo & ~kWaiterBits) != 0 || load_incarnation(s) != LockAccess::incarnation(lock) ||
+      format::reader_count(before) >= kReaderCountLimit) {
+    back_out(s);
     store_op(rec.record, idle);
-    if (attempt == 1) return false;
+    return false;
   }
-  crash_point("join:after_cas");
-  after_shared_join(s, desired);
   store_op(rec.record, format::reader_op_in_state(idle, format::ReaderState::in));
-  remember_value(me, s, desired);
   // Out of the cache (the last entry, usually: no copy), into the holds.
   if (--me.cached_count != c - 1) me.cache[c - 1] = me.cache[me.cached_count];
   me.shared[me.shared_count++] = SharedHold{s, rec.record, rec.index, rec.claim};
@@ -201,9 +232,11 @@ inline bool local_fast_acquire_shared(Lock& lock, uint64_t* token) {
   const uint64_t now = realtime_coarse_ns();
   __atomic_store_n(&rec.record->acquired_at, now, __ATOMIC_RELAXED);
   if (history_on(hot)) {
+    // aux32: the count it added to, so that joins between two leaves keep their order.
     record_event(me, lock,
-                 RingEvent{format::kEventAcquired, format::kModeShared, 0, index, LockAccess::incarnation(lock), 0, 0,
-                           generation(desired), *token},
+                 RingEvent{format::kEventAcquired, format::kModeShared, 0, index, LockAccess::incarnation(lock),
+                           format::reader_count(before) + 1, 0, generation(owner), *token,
+                           format::readers_ended(before)},
                  now);
   }
   return true;
@@ -211,58 +244,39 @@ inline bool local_fast_acquire_shared(Lock& lock, uint64_t* token) {
 
 // Uncontended shared release of an inline hold with room for its record in
 // the cache. REQUIRES: `lock` was made by the mapped-table backend.
-inline bool local_fast_release_shared(Lock& lock) {
+[[gnu::always_inline]] inline bool try_leave_fast(Lock& lock) {
   auto* s = static_cast<format::Slot*>(LockAccess::state(lock));
-  ThreadSelf& me = thread_self();
+  ThreadSelf& me = tls_self;
+  if (__builtin_expect(me.ready == 0, 0)) return false;
   SharedHold* hold = find_inline_shared_hold(me, s);
   if (hold == nullptr || me.cached_count >= kReaderCacheSize) return false;
   if (load_incarnation(s) != LockAccess::incarnation(lock)) return false;
   const SharedHold h = *hold;
   const uint32_t index = LockAccess::index(lock);
   const uint64_t idle = format::make_reader_op(index, format::ReaderState::idle, h.claim);
-  store_op(h.record, format::reader_op_in_state(idle, format::ReaderState::leaving));
-  crash_point("leave:after_intent");
-  // This thread is counted, so the record is SHARED with a count of at
-  // least 1; a CAS from a stale guess fails and returns the current value.
   // For the event, read before the leave: a writer may take a new token right after it.
   const uint64_t token = __atomic_load_n(&s->token, __ATOMIC_RELAXED);
-  Word128 cur = likely_value(me, s);
-  Word128 desired;
-  uint32_t pw;
-  for (int attempt = 0;; ++attempt) {
-    pw = pid_word(cur);
-    const uint32_t count = pw & format::kPidMask;
-    if (!is_shared(pw) || count == 0) {  // a stale or torn guess
-      if (attempt == 0) {
-        cur = guess128(&s->owner);
-        continue;
-      }
-      store_op(h.record, format::reader_op_in_state(idle, format::ReaderState::in));
-      return false;
-    }
-    // The last reader keeps WRITER_WAITING and ABANDONED (lock_protocol.cc).
-    desired = count == 1 ? make_word(0, pw & (format::kAbandoned | format::kWriterWaiting), aux_word(cur), generation(cur) + 1)
-                         : make_word(tid_word(cur), pw - 1, aux_word(cur), generation(cur) + 1);
-    if (cas128(&s->owner, cur, desired)) break;
-  }
-  remember_value(me, s, desired);
-  crash_point("leave:after_cas");
+  store_op(h.record, format::reader_op_in_state(idle, format::ReaderState::leaving));
+  crash_point("leave:after_intent");
+  const uint64_t before = add_readers(s, format::kReaderLeave);  // this thread is counted: count >= 1
+  crash_point("leave:after_add");
+  after_ended_step(s, before, +1);
+  after_reader_out(s, before);
   store_op(h.record, idle);
   if (SharedHold* last = &me.shared[--me.shared_count]; hold != last) *hold = *last;  // usually the last: no copy
   crash_point("leave:before_free");
   me.cache[me.cached_count++] = CachedReader{hot_of(lock)->file_id, h.record, h.record_index, h.claim};
-  const bool wake = (pw & format::kPidMask) == 1 && (tid_word(cur) & format::kWaiters);
   if (history_on(hot_of(lock))) {
+    const Word128 owner = guess128(&s->owner);
     const uint64_t now = realtime_coarse_ns();
     const uint64_t since = __atomic_load_n(&h.record->acquired_at, __ATOMIC_RELAXED);
     record_event(me, lock,
                  RingEvent{format::kEventReleased, format::kModeShared,
-                           uint16_t((pw & format::kAbandoned) ? format::kEventAbandoned : 0), index,
-                           LockAccess::incarnation(lock), 0, now > since ? now - since : 0, generation(desired),
-                           token},
+                           uint16_t((pid_word(owner) & format::kAbandoned) ? format::kEventAbandoned : 0), index,
+                           LockAccess::incarnation(lock), 0, now > since ? now - since : 0, reader_epoch(owner), token,
+                           format::readers_ended(before) + 1},
                  now);
   }
-  if (wake) wake_waiters(s, cur);  // after the event (PendingWake)
   return true;
 }
 

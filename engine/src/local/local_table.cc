@@ -273,23 +273,30 @@ void local_record(Backend* backend, const RingEvent& ev, uint64_t time_ns) {
   static_cast<LocalTable*>(backend)->ring().record_at(ev, time_ns);
 }
 
-void finish_fast_acquire_recorded(Lock& lock, uint64_t token) {
+void finish_fast_acquire_recorded(Lock& lock, uint64_t token, uint64_t readers) {
   auto* s = static_cast<format::Slot*>(LockAccess::state(lock));
   const uint64_t now = realtime_coarse_ns();
   set_acquired_at(s, now);
   ThreadSelf& me = tls_self;
   record_event(me, lock,
                RingEvent{format::kEventAcquired, format::kModeExclusive, 0, LockAccess::index(lock),
-                         LockAccess::incarnation(lock), 0, 0, generation(me.last_value), token},
+                         LockAccess::incarnation(lock), 0, 0, generation(me.last_value), token,
+                         format::readers_ended(readers)},
                now);
+}
+
+AcquireResult drain_after_fast_acquire(Lock& lock, const Deadline& deadline) {
+  return static_cast<LocalTable*>(LockAccess::backend(lock))->drain(lock, deadline, tls_self.last_value);
 }
 
 bool release_exclusive_fast_recorded(Lock& lock) {
   auto* s = static_cast<format::Slot*>(LockAccess::state(lock));
-  // The hold's time stamp and token, read while this thread still holds it
-  // (try_release_exclusive_fast checks that it does, before changing anything).
+  // The hold's time stamp, token and place, read while this thread still
+  // holds it (try_release_exclusive_fast checks that it does, before
+  // changing anything; no reader's hold ends while it does).
   const uint64_t acquired_at = __atomic_load_n(&s->acquired_at, __ATOMIC_RELAXED);
   const uint64_t token = __atomic_load_n(&s->token, __ATOMIC_RELAXED);
+  const uint32_t ended = format::readers_ended(load_readers(s));
   Word128 old;
   if (!try_release_exclusive_fast(s, LockAccess::incarnation(lock), &old)) return false;
   if (history_on(hot_of(lock))) {
@@ -297,7 +304,7 @@ bool release_exclusive_fast_recorded(Lock& lock) {
     record_event(thread_self(), lock,
                  RingEvent{format::kEventReleased, format::kModeExclusive, 0, LockAccess::index(lock),
                            LockAccess::incarnation(lock), 0, now > acquired_at ? now - acquired_at : 0,
-                           generation(old) + 1, token},
+                           generation(old) + 1, token, ended},
                  now);
   }
   // After the event (PendingWake).
@@ -307,21 +314,37 @@ bool release_exclusive_fast_recorded(Lock& lock) {
 
 void wake_after_release(format::Slot* s, Word128 old) { wake_waiters(s, old); }
 
-void LocalTable::dead_found(uint32_t slot_index, const Owner& dead, Mode mode, uint32_t seen) {
+void LocalTable::dead_found(uint32_t slot_index, const Owner& dead, Mode mode, uint32_t seen_generation,
+                            uint32_t seen_ended) {
   if (!ring_->on()) return;
   format::Slot* s = file_->slot(slot_index);
   ring_->record(RingEvent{format::kEventRecovered, uint8_t(mode), format::kEventAfterGeneration, slot_index,
-                          s ? load_incarnation(s) : 0, dead.tid, (uint64_t{dead.pid} << 32) | dead.start_time, seen});
+                          s ? load_incarnation(s) : 0, dead.tid, (uint64_t{dead.pid} << 32) | dead.start_time,
+                          seen_generation, 0, seen_ended});
 }
 
 AcquireResult LocalTable::acquire(Lock& lock, Mode mode, const Deadline& deadline) {
   auto* slot = static_cast<format::Slot*>(LockAccess::state(lock));
   const uint32_t index = LockAccess::index(lock), inc = LockAccess::incarnation(lock);
+  return finish_acquire(lock, mode,
+                        mode == Mode::exclusive ? acquire_exclusive(*file_, slot, index, inc, deadline, *this, policy_)
+                                                : acquire_shared(*file_, slot, index, inc, deadline, *this, policy_));
+}
+
+AcquireResult LocalTable::drain(Lock& lock, const Deadline& deadline, const Word128& mine) {
+  auto* slot = static_cast<format::Slot*>(LockAccess::state(lock));
+  return finish_acquire(lock, Mode::exclusive,
+                        drain_exclusive(*file_, slot, LockAccess::index(lock), LockAccess::incarnation(lock),
+                                        deadline, *this, policy_, mine));
+}
+
+AcquireResult LocalTable::finish_acquire(Lock& lock, Mode mode, Acquired a) {
+  auto* slot = static_cast<format::Slot*>(LockAccess::state(lock));
+  const uint32_t index = LockAccess::index(lock), inc = LockAccess::incarnation(lock);
   const std::string& name = lock.name();
-  Acquired a = mode == Mode::exclusive
-                   ? acquire_exclusive(*file_, slot, index, inc, deadline, *this, policy_)
-                   : acquire_shared(*file_, slot, index, inc, deadline, *this, policy_);
   const uint8_t m = uint8_t(mode);
+  // A wait given up sorts after the place it saw; anything else is at the place its own change made.
+  const uint16_t after = a.saw_only ? format::kEventAfterGeneration : 0;
   switch (a.code) {
     case Code::ok:
     case Code::abandoned: {
@@ -329,7 +352,7 @@ AcquireResult LocalTable::acquire(Lock& lock, Mode mode, const Deadline& deadlin
       count_acquisition(slot, a.contended, abandoned, a.wait_ns);
       // (A takeover's `recovered` event was recorded before its CAS: dead_found.)
       ring_->record(RingEvent{format::kEventAcquired, m, uint16_t(abandoned ? format::kEventAbandoned : 0), index,
-                              inc, 0, a.wait_ns, a.generation, a.token});
+                              inc, a.rank, a.wait_ns, a.generation, a.token, a.ended});
       a.wake.run();
       if (!abandoned) return AcquireResult{Status::OK(), {}, a.token};
       return AcquireResult{Status(Code::abandoned,
@@ -341,15 +364,12 @@ AcquireResult LocalTable::acquire(Lock& lock, Mode mode, const Deadline& deadlin
     case Code::timed_out:
     case Code::interrupted:  // a wait given up early: counted and recorded as a timeout
       count_timeout(slot, a.wait_ns);
-      // In the lock's order after the generation the waiter gave up at.
-      ring_->record(RingEvent{format::kEventTimeout, m, format::kEventAfterGeneration, index, inc, 0, a.wait_ns,
-                              a.generation});
+      ring_->record(RingEvent{format::kEventTimeout, m, after, index, inc, 0, a.wait_ns, a.generation, 0, a.ended});
       return AcquireResult{Status(a.code, fmt::format("lock {}: {}", quote_name(name),
                                                       a.code == Code::timed_out ? "timed out" : "wait interrupted")),
                            {}};
     case Code::deadlock:
-      ring_->record(RingEvent{format::kEventDeadlock, m, format::kEventAfterGeneration, index, inc, 0, a.wait_ns,
-                              a.generation});
+      ring_->record(RingEvent{format::kEventDeadlock, m, after, index, inc, 0, a.wait_ns, a.generation, 0, a.ended});
       return AcquireResult{Status(Code::deadlock, describe_cycle(a.cycle)), {}};
     case Code::already_held:
       return AcquireResult{Status(Code::already_held, fmt::format("lock {}: already held by this thread{}",
@@ -378,15 +398,15 @@ Status LocalTable::release(Lock& lock, Mode mode) {
   const uint32_t index = LockAccess::index(lock), inc = LockAccess::incarnation(lock);
   bool left_abandoned = false;
   uint64_t acquired_at = 0;
-  uint32_t gen = 0;
+  uint32_t gen = 0, ended = 0;
   PendingWake wake;
   const uint64_t token = held_token(slot);  // before the release: the next holder takes a new one
   Code c;
   if (mode == Mode::exclusive) {
     acquired_at = __atomic_load_n(&slot->acquired_at, __ATOMIC_RELAXED);
-    c = release_exclusive(slot, inc, &left_abandoned, &gen, &wake);
+    c = release_exclusive(slot, inc, &left_abandoned, &gen, &ended, &wake);
   } else {
-    c = release_shared(*file_, slot, index, inc, &left_abandoned, &acquired_at, &gen, &wake);
+    c = release_shared(*file_, slot, index, inc, &left_abandoned, &acquired_at, &gen, &ended, &wake);
   }
   if (c == Code::stale_handle) {
     return Status(Code::stale_handle,
@@ -400,7 +420,7 @@ Status LocalTable::release(Lock& lock, Mode mode) {
     uint64_t now = realtime_coarse_ns();
     ring_->record_at(RingEvent{format::kEventReleased, uint8_t(mode),
                                uint16_t(left_abandoned ? format::kEventAbandoned : 0), index, inc, 0,
-                               now > acquired_at ? now - acquired_at : 0, gen, token},
+                               now > acquired_at ? now - acquired_at : 0, gen, token, ended},
                      now);
   }
   wake.run();
@@ -410,9 +430,9 @@ Status LocalTable::release(Lock& lock, Mode mode) {
 Status LocalTable::downgrade(Lock& lock) {
   auto* slot = static_cast<format::Slot*>(LockAccess::state(lock));
   const uint32_t index = LockAccess::index(lock), inc = LockAccess::incarnation(lock);
-  uint32_t gen = 0;
+  uint32_t gen = 0, ended = 0;
   PendingWake wake;
-  switch (downgrade_exclusive(*file_, slot, index, inc, &gen, &wake)) {
+  switch (downgrade_exclusive(*file_, slot, index, inc, &gen, &ended, &wake)) {
     case Code::ok:
       break;
     case Code::stale_handle:
@@ -426,7 +446,7 @@ Status LocalTable::downgrade(Lock& lock) {
                     fmt::format("lock {}: not held exclusive by this thread", quote_name(lock.name())));
   }
   ring_->record(RingEvent{format::kEventDowngraded, format::kModeShared, 0, index, inc, 0, 0, gen,
-                          __atomic_load_n(&slot->token, __ATOMIC_RELAXED)});
+                          __atomic_load_n(&slot->token, __ATOMIC_RELAXED), ended});
   wake.run();
   return Status::OK();
 }
@@ -539,9 +559,10 @@ Status LocalTable::list_each(const LockVisitor& visit, ListScope scope, std::str
   const uint64_t now = realtime_coarse_ns();
   const std::vector<WaitView> waits = published_waits(*file_);
   if (scope == ListScope::busy) {
-    // From the slots: a slot whose record is not plain FREE (held, shared,
-    // waiter bits, abandoned), or that a published wait names, and that has a
-    // live name; only those are named (one LMDB read each) and described.
+    // From the slots: a slot whose record is not plain FREE (held, waiter
+    // bits, abandoned) or that counts readers, or that a published wait
+    // names, and that has a live name; only those are named (one LMDB read
+    // each) and described.
     std::vector<uint32_t> waited;
     for (const WaitView& w : waits) waited.push_back(w.slot);
     std::sort(waited.begin(), waited.end());
@@ -553,7 +574,10 @@ Status LocalTable::list_each(const LockVisitor& visit, ListScope scope, std::str
       const uint32_t incarnation = load_incarnation(slot);
       const Word128 w = guess128(&slot->owner);
       if (incarnation == 0 || (pid_word(w) & format::kRetired)) continue;
-      if (w.lo == 0 && !std::binary_search(waited.begin(), waited.end(), uint32_t(i))) continue;
+      if (w.lo == 0 && format::reader_count(load_readers(slot)) == 0 &&
+          !std::binary_search(waited.begin(), waited.end(), uint32_t(i))) {
+        continue;
+      }
       if (s = name_of_slot(txn, uint32_t(i), incarnation, &name); !s.ok()) return s;
       if (name.empty() || !name.starts_with(prefix)) continue;  // empty: being created or removed right now
       format::NameRecord rec;

@@ -45,6 +45,9 @@ class LocalTable final : public Backend, public DeathLog {
   Status remove(std::string_view name) override;
 
   AcquireResult acquire(Lock& lock, Mode mode, const Deadline& deadline) override;
+  // An uncontended exclusive acquire that took the lock (its CAS wrote
+  // `mine`) and found readers counted in: drains them (hot_path.h).
+  AcquireResult drain(Lock& lock, const Deadline& deadline, const Word128& mine);
   Status release(Lock& lock, Mode mode) override;
   bool holds_abandoned(const Lock& lock) override;
   Status mark_consistent(Lock& lock) override;
@@ -62,7 +65,8 @@ class LocalTable final : public Backend, public DeathLog {
   Status set_retention(uint64_t count, std::chrono::seconds age) override;
 
   // DeathLog: a `recovered` event, appended before the takeover's CAS.
-  void dead_found(uint32_t slot_index, const Owner& dead, Mode mode, uint32_t seen) override;
+  void dead_found(uint32_t slot_index, const Owner& dead, Mode mode, uint32_t seen_generation,
+                  uint32_t seen_ended) override;
 
   HistoryRing& ring() { return *ring_; }
 
@@ -78,6 +82,8 @@ class LocalTable final : public Backend, public DeathLog {
   // LMDB environments cannot be used across fork(): an error in a child.
   Status check_same_process() const;
   bool process_holds_locks();
+  // What an acquire of the slow paths ends with: counters, event, status.
+  AcquireResult finish_acquire(Lock& lock, Mode mode, Acquired a);
   LockInfo describe(std::string_view name, const format::NameRecord& rec, uint64_t now,
                     const std::vector<WaitView>& waits);
   // The message of a `deadlock`: the cycle's locks (by name) and threads.

@@ -1,8 +1,8 @@
 // Per-lock counters in the slot's second line (table_format.h, Slot): the
 // slow paths count contention, waits, timeouts and takeovers; exclusive
 // acquisitions are the token's distance from token_base, and shared ones the
-// joins the owner record counts itself plus those moved to shared_moved
-// (OwnerRecord), so the uncontended paths pay nothing for either.
+// holds the readers word counts as ended (COUNTING in lock_protocol.cc), so
+// the uncontended paths pay nothing for either.
 #pragma once
 
 #include <sched.h>
@@ -37,28 +37,6 @@ inline void count_acquisition(format::Slot* s, bool contended, bool abandoned, u
 inline void count_timeout(format::Slot* s, uint64_t wait_ns) {
   __atomic_fetch_add(&s->timeouts, 1u, __ATOMIC_RELAXED);
   count_wait(s, wait_ns);
-}
-
-// shared_moved + the joins the record counts, read so that the sum never
-// goes back: the record is read before and after shared_moved (a change in
-// between: again), and an EXCLUSIVE record only once its owner has moved the
-// joins it replaced (owner_shadow names its generation; an owner stopped or
-// dead before that is waited for a bounded number of times, then its joins are
-// left out).
-inline uint64_t read_shared_acquisitions(const format::Slot* s) {
-  uint64_t moved = 0;
-  for (int attempt = 0; attempt < 1000; ++attempt) {
-    const Word128 before = guess128(&s->owner);
-    if (is_exclusive(pid_word(before)) &&
-        uint32_t(__atomic_load_n(&s->owner_shadow, __ATOMIC_ACQUIRE) >> 32) != generation(before)) {
-      if (attempt >= 10) sched_yield();
-      continue;
-    }
-    moved = __atomic_load_n(&s->shared_moved, __ATOMIC_ACQUIRE);
-    const Word128 after = guess128(&s->owner);
-    if (after == before) return moved + shared_joins(before);
-  }
-  return moved;
 }
 
 inline LockCounters read_counters(const format::Slot* s) {

@@ -73,7 +73,7 @@ Status NameMap::create(const std::vector<std::string_view>& names, std::vector<f
   if (s = txn.get_u64(format::kMetaNextSlot, &next, 0); !s.ok()) return s;
   const uint64_t next_before = next;
   struct Created {
-    uint32_t slot, incarnation, generation;
+    uint32_t slot, incarnation, generation, ended;
   };
   std::vector<Created> created;  // for the events
   const uint64_t now = realtime_ns();
@@ -109,7 +109,7 @@ Status NameMap::create(const std::vector<std::string_view>& names, std::vector<f
         !s.ok()) {
       return s;
     }
-    created.push_back(Created{index, rec.incarnation, gen});
+    created.push_back(Created{index, rec.incarnation, gen, format::readers_ended(load_readers(slot))});
   }
   if (next != next_before) {
     if (s = txn.put_u64(format::kMetaNextSlot, next); !s.ok()) return s;
@@ -117,7 +117,7 @@ Status NameMap::create(const std::vector<std::string_view>& names, std::vector<f
   crash_point("create:before_commit");
   if (s = txn.commit(); !s.ok()) return s;
   for (const Created& c : created) {
-    ring_.record(RingEvent{format::kEventCreated, 0, 0, c.slot, c.incarnation, 0, 0, c.generation});
+    ring_.record(RingEvent{format::kEventCreated, 0, 0, c.slot, c.incarnation, 0, 0, c.generation, 0, c.ended});
   }
   return Status::OK();
 }
@@ -138,8 +138,8 @@ Status NameMap::remove(std::string_view name) {
     return Status(Code::corrupt, fmt::format("{}: lock {} points at slot {} beyond the table", lmdb_.path(),
                                              quote_name(name), rec.slot));
   }
-  uint32_t gen = 0;
-  Code c = retire_slot(slot, rec.incarnation, &gen);
+  uint32_t gen = 0, ended = 0;
+  Code c = retire_slot(slot, rec.incarnation, &gen, &ended);
   if (c == Code::busy) {
     return Status(Code::busy,
                   fmt::format("{}: lock {} is held; release it before removing it", dir_, quote_name(name)));
@@ -164,7 +164,7 @@ Status NameMap::remove(std::string_view name) {
   }
   crash_point("remove:before_commit");
   if (s = txn.commit(); !s.ok()) return undo(s);
-  ring_.record(RingEvent{format::kEventRemoved, 0, 0, rec.slot, rec.incarnation, 0, 0, gen});
+  ring_.record(RingEvent{format::kEventRemoved, 0, 0, rec.slot, rec.incarnation, 0, 0, gen, 0, ended});
   return Status::OK();
 }
 

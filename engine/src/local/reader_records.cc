@@ -7,6 +7,7 @@
 #include <thread>
 
 #include "crash_point.h"
+#include "hot_path.h"
 #include "futex.h"
 #include "liveness.h"
 #include "slot_state.h"
@@ -16,11 +17,9 @@ namespace locktable::detail {
 using format::kAbandoned;
 using format::kOwnerDied;
 using format::kPidMask;
-using format::kSharedMode;
 using format::kSharedWaiters;
 using format::kTidMask;
 using format::kWaiters;
-using format::kWriterWaiting;
 using format::ReaderState;
 
 namespace {
@@ -178,10 +177,11 @@ bool reader_dead(const Word128& id) {
   return thread_liveness(pid_word(id) & kPidMask, tid_word(id) & kTidMask, aux_word(id)) == Liveness::dead;
 }
 
-uint32_t reap_dead_readers(TableFile& file, format::Slot* s, uint32_t slot_index, bool dry_run,
-                           std::vector<Freed>* freed, DeathLog& log) {
+Reaped reap_dead_readers(TableFile& file, format::Slot* s, uint32_t slot_index, bool dry_run, bool for_owner,
+                         std::vector<Freed>* freed, DeathLog& log) {
   for (int attempt = 0;; ++attempt) {
-    const Word128 before = load128(&s->owner);
+    const Word128 owner = load128(&s->owner);
+    const uint64_t before = load_readers(s);
     uint32_t live_in = 0;
     bool pending = false;
     std::vector<DeadReader> dead;
@@ -192,24 +192,26 @@ uint32_t reap_dead_readers(TableFile& file, format::Slot* s, uint32_t slot_index
       if (seen.kind == ReaderSeen::dead) dead.push_back(DeadReader{uint32_t(i), r, seen.ident, seen.state});
       return true;
     });
-    if (dead.empty()) return 0;
-    const uint32_t pw = pid_word(before);
-    const uint32_t counted = is_shared(pw) ? pw & kPidMask : 0;
-    if (!is_shared(pw)) {
-      // Nothing is counted: these records are leftovers (a join that never
-      // happened, or a recount that died before freeing them).
+    if (dead.empty()) return {};
+    if (!for_owner && is_exclusive(pid_word(owner))) return {};  // its owner drains, and recounts itself
+    const uint32_t counted = format::reader_count(before);
+    if (counted == 0) {
+      // Nothing is counted: these records are leftovers (a join that backed
+      // out, or a recount that died before freeing them).
       if (!dry_run) {
         for (const DeadReader& d : dead) free_dead_reader(d.record, load128(&d.record->ident), d.ident);
       }
-      return uint32_t(dead.size());
+      return Reaped{uint32_t(dead.size()), false, {}};
     }
     if (pending) {
       wait_for_pending(attempt);
       continue;
     }
-    if (!(load128(&s->owner) == before)) continue;  // a join or leave completed during the scan
+    // A join, backout or leave completed during the scan (every one changes
+    // the word), or the owner record changed: again.
+    if (load_readers(s) != before || !(load128(&s->owner) == owner)) continue;
     // Every live counted reader was IN above: the count is live_in. A dead
-    // one was counted if it was IN, or if the count says more than live_in.
+    // one was counted in if it was IN, or if the count says more than live_in.
     const bool dead_counted = counted > live_in;
     std::vector<const DeadReader*> was_in;
     for (const DeadReader& d : dead) {
@@ -218,7 +220,14 @@ uint32_t reap_dead_readers(TableFile& file, format::Slot* s, uint32_t slot_index
     for (const DeadReader* d : was_in) {
       if (freed) freed->push_back({slot_index, Mode::shared, reader_owner(d->record, d->ident)});
     }
-    if (dry_run) return uint32_t(dead.size());
+    if (dry_run) return Reaped{uint32_t(dead.size()), !was_in.empty(), {}};
+    // The next exclusive holder must learn it: a drainer is told below; a
+    // FREE owner record keeps ABANDONED for whoever comes (set before the
+    // count changes, so that a death in between loses nothing).
+    if (!was_in.empty() && !for_owner && !(pid_word(owner) & kAbandoned)) {
+      Word128 expected = owner;
+      if (!cas128(&s->owner, expected, Word128{owner.lo | (uint64_t{kAbandoned} << 32), owner.hi})) continue;
+    }
     // Each dead reader is reported once: before the CAS (TAKEOVER IN HISTORY),
     // then marked, so a recount that finds it again does not repeat it.
     // Two recounts racing over the same dead readers may both report one
@@ -226,23 +235,29 @@ uint32_t reap_dead_readers(TableFile& file, format::Slot* s, uint32_t slot_index
     for (const DeadReader* d : was_in) {
       Word128 now = load128(&d->record->ident);
       if ((pid_word(now) & format::kReaderReported) || now.hi != d->ident.hi) continue;
-      log.dead_found(slot_index, reader_owner(d->record, d->ident), Mode::shared, generation(before));
+      log.dead_found(slot_index, reader_owner(d->record, d->ident), Mode::shared, reader_epoch(owner),
+                     format::readers_ended(before));
       (void)cas128(&d->record->ident, now, Word128{now.lo | (uint64_t{format::kReaderReported} << 32), now.hi});
     }
-    const uint32_t flags = pw & (kWriterWaiting | kSharedWaiters | kAbandoned);
-    const uint32_t abandoned = was_in.empty() ? 0 : kAbandoned;
-    // The shared joins counted stay (table_format.h, OwnerRecord).
-    Word128 desired = live_in == 0 ? make_word(tid_word(before) & kWaiters, (flags & ~kSharedWaiters) | abandoned,
-                                               aux_word(before), generation(before) + 1)
-                                   : make_word(tid_word(before), kSharedMode | flags | abandoned | live_in,
-                                               aux_word(before), generation(before) + 1);
-    Word128 expected = before;
-    if (!cas128(&s->owner, expected, desired)) continue;
+    // The dead readers' holds end: as many leaves (count - n, ended + n).
+    const uint32_t n = counted - live_in;
+    uint64_t expected = before;
+    if (!__atomic_compare_exchange_n(&s->readers, &expected, before + uint64_t{n} * format::kReaderLeave, false,
+                                     __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST)) {
+      continue;
+    }
     crash_point("recount:after_cas");
-    if (!was_in.empty()) record_dead_owner(s, reader_owner(was_in.front()->record, was_in.front()->ident));
+    if (format::readers_ended(before) + uint64_t{n} > 0xffffffffu) carry_ended(s, +1);
+    Owner first;
+    if (!was_in.empty()) {
+      first = reader_owner(was_in.front()->record, was_in.front()->ident);
+      record_dead_owner(s, first);
+    }
     for (const DeadReader& d : dead) free_dead_reader(d.record, load128(&d.record->ident), d.ident);
-    if (live_in == 0 && (tid_word(before) & kWaiters)) futex_wake(&s->owner.tid_word, INT_MAX);
-    return uint32_t(dead.size());
+    if (live_in == 0 && !for_owner && (pid_word(load128(&s->owner)) & format::kDraining)) {
+      futex_wake(readers_futex(s), INT_MAX);
+    }
+    return Reaped{uint32_t(dead.size()), !was_in.empty(), first};
   }
 }
 
@@ -260,13 +275,13 @@ void recover_readers(TableFile& file, bool dry_run, std::vector<Freed>* freed, D
   std::sort(slots.begin(), slots.end());
   slots.erase(std::unique(slots.begin(), slots.end()), slots.end());
   for (uint32_t slot_index : slots) {
-    if (format::Slot* s = file.slot(slot_index)) reap_dead_readers(file, s, slot_index, dry_run, freed, log);
+    if (format::Slot* s = file.slot(slot_index)) reap_dead_readers(file, s, slot_index, dry_run, false, freed, log);
   }
 }
 
 bool count_readers(TableFile& file, format::Slot* s, uint32_t slot_index, uint32_t* at_least, uint32_t* at_most,
                    uint32_t* counted) {
-  const Word128 before = load128(&s->owner);
+  const uint64_t before = load_readers(s);
   uint32_t in = 0, pending = 0;
   for_each_reader(file, [&](uint64_t, format::ReaderRecord* r) {
     // A dead reader may or may not still be counted (a recount may have
@@ -276,10 +291,10 @@ bool count_readers(TableFile& file, format::Slot* s, uint32_t slot_index, uint32
     if (seen.kind == ReaderSeen::live_pending || seen.kind == ReaderSeen::dead) ++pending;
     return true;
   });
-  if (!(load128(&s->owner) == before)) return false;
+  if (load_readers(s) != before) return false;
   *at_least = in;
   *at_most = in + pending;
-  *counted = is_shared(pid_word(before)) ? (pid_word(before) & kPidMask) : 0;
+  *counted = format::reader_count(before);
   return true;
 }
 

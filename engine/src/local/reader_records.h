@@ -67,13 +67,23 @@ void drop_cached_readers(TableFile& file);
 Owner reader_owner(const format::ReaderRecord* r, const Word128& ident);
 bool reader_dead(const Word128& ident);
 
-// Takes the dead readers of one shared slot out of its count: the recount of
-// SHARED MODE in lock_protocol.cc. Each dead reader that may have been
-// counted is told to `log` before the CAS. Returns how many dead readers it
-// found (0: none, nothing changed). With dry_run, only reports.
+// What a recount found.
+struct Reaped {
+  uint32_t dead = 0;        // dead readers found (0: none, and nothing changed)
+  bool counted_in = false;  // one of them may have been in: the next exclusive holder is told abandoned
+  Owner first;              // the first of those, for that report
+};
+
+// Takes the dead readers of one slot out of its readers word: the recount of
+// RECOUNT in lock_protocol.cc. Each dead reader that may have been counted in
+// is told to `log` before the CAS. `for_owner`: the caller holds the slot
+// exclusively and drains it (a reader that may have been in makes it
+// abandoned: Reaped::counted_in). Otherwise (`recover`) the owner record must
+// be FREE: such a reader sets ABANDONED on it first; a slot with an
+// exclusive owner is left to that owner. With dry_run, only reports.
 // REQUIRES: the calling thread is not joining or leaving `s` itself.
-uint32_t reap_dead_readers(TableFile& file, format::Slot* s, uint32_t slot_index, bool dry_run,
-                           std::vector<Freed>* freed, DeathLog& log);
+Reaped reap_dead_readers(TableFile& file, format::Slot* s, uint32_t slot_index, bool dry_run, bool for_owner,
+                         std::vector<Freed>* freed, DeathLog& log);
 // The same for every slot a dead reader names, for `recover`.
 void recover_readers(TableFile& file, bool dry_run, std::vector<Freed>* freed, DeathLog& log);
 

@@ -45,23 +45,33 @@ void reset_counters(format::Slot* s) {
   __atomic_store_n(&s->abandoned, 0u, __ATOMIC_RELAXED);
   __atomic_store_n(&s->wait_max_us, 0u, __ATOMIC_RELAXED);
   __atomic_store_n(&s->wait_total_us, uint64_t{0}, __ATOMIC_RELAXED);
-  __atomic_store_n(&s->shared_moved, uint64_t{0}, __ATOMIC_RELAXED);
+  __atomic_store_n(&s->shared_base, format::readers_ended(load_readers(s)) +
+                                        __atomic_load_n(&s->shared_carry, __ATOMIC_RELAXED),
+                   __ATOMIC_RELAXED);
 }
 
-// Frees the slot (abandoned if it was held). True if it was held.
+// Frees the slot (abandoned if it was held, exclusive or shared). True if it was held.
+// REQUIRES: no live process uses the table (the reboot ended them all).
 bool reset_slot_after_reboot(format::Slot* s) {
   raise_token_floor(s);  // the file may have lost the last tokens' writes with the power
+  // The readers the reboot ended: their holds end (as leaves: COUNTING).
+  const uint64_t readers = load_readers(s);
+  const uint32_t counted = format::reader_count(readers);
+  if (counted != 0) {
+    __atomic_store_n(&s->readers, readers + uint64_t{counted} * format::kReaderLeave, __ATOMIC_RELAXED);
+    if (format::readers_ended(readers) + uint64_t{counted} > 0xffffffffu) carry_ended(s, +1);
+  }
   for (;;) {
     Word128 cur = load128(&s->owner);
     uint32_t pw = pid_word(cur);
-    bool held = !is_free(pw);
-    // A free record keeps its shared joins; those of readers the reboot ended move.
-    Word128 desired = held ? make_word(0, kAbandoned, 0, generation(cur) + 1)
-                           : make_word(0, pw & (kRetired | kAbandoned), aux_word(cur), generation(cur));
-    if (desired == cur) return false;
-    if (!cas128(&s->owner, cur, desired)) continue;
-    if (held) move_shared_joins(s, shared_joins(cur));
-    if (held) record_dead_owner(s, is_exclusive(pw) ? exclusive_owner(s, cur) : Owner{});
+    const bool held = is_exclusive(pw) || counted != 0;
+    const bool abandons = counted != 0 || (is_exclusive(pw) && (!(pw & format::kDraining) || (pw & kAbandoned)));
+    Word128 desired = is_exclusive(pw) ? make_word(0, abandons ? kAbandoned : 0, 0, generation(cur) + 1)
+                                       : make_word(0, (pw & (kRetired | kAbandoned)) | (abandons ? kAbandoned : 0),
+                                                   0, generation(cur));
+    if (!(desired == cur) && !cas128(&s->owner, cur, desired)) continue;
+    if (is_exclusive(pw) && abandons) record_dead_owner(s, exclusive_owner(s, cur));
+    if (!is_exclusive(pw) && counted != 0) record_dead_owner(s, Owner{});
     __atomic_store_n(&s->waiters, 0u, __ATOMIC_RELAXED);
     __atomic_store_n(&s->robust_prev, uint64_t{0}, __ATOMIC_RELAXED);
     __atomic_store_n(&s->robust_next, uint64_t{0}, __ATOMIC_RELAXED);
@@ -81,19 +91,29 @@ void reset_reader_after_reboot(format::ReaderRecord* r) {
 
 }  // namespace
 
-Code retire_slot(format::Slot* s, uint32_t incarnation, uint32_t* produced) {
+Code retire_slot(format::Slot* s, uint32_t incarnation, uint32_t* produced, uint32_t* ended) {
   for (;;) {
     Word128 cur = load128(&s->owner);
     if (load_incarnation(s) != incarnation) return Code::stale_handle;
     uint32_t pw = pid_word(cur);
     *produced = generation(cur);
+    *ended = format::readers_ended(load_readers(s));
     if (pw & kRetired) return Code::ok;
-    if (!is_free(pw)) return Code::busy;
-    *produced = generation(cur) + 1;
-    if (cas128(&s->owner, cur, make_word(0, kRetired, 0, generation(cur) + 1))) {
-      if (tid_word(cur) & kWaiters) futex_wake(&s->owner.tid_word, INT_MAX);  // they fail with stale_handle
-      return Code::ok;
+    if (!is_free(pw) || format::reader_count(load_readers(s)) != 0) return Code::busy;
+    Word128 desired = make_word(0, kRetired, 0, generation(cur) + 1);
+    if (!cas128(&s->owner, cur, desired)) continue;
+    // NAMES: a reader counted in now joined before the CAS, and saw no
+    // RETIRED: it holds the lock (busy); one that joins after sees RETIRED.
+    if (format::reader_count(load_readers(s)) != 0) {
+      // Undone (only waiter bits can have changed: nobody acquires RETIRED).
+      for (Word128 now = desired; !cas128(&s->owner, now, make_word(tid_word(now) & kWaiters, pid_word(now) & ~kRetired,
+                                                                    0, generation(now) + 1));) {
+      }
+      return Code::busy;
     }
+    *produced = generation(desired);
+    if (tid_word(cur) & kWaiters) futex_wake(&s->owner.tid_word, INT_MAX);  // they fail with stale_handle
+    return Code::ok;
   }
 }
 
@@ -104,7 +124,7 @@ uint32_t prepare_slot_for_new_name(format::Slot* s, uint32_t* produced) {
   for (;;) {
     Word128 cur = load128(&s->owner);
     *produced = generation(cur);
-    if (!is_free(pid_word(cur)) || (cur.lo == 0 && aux_word(cur) == 0)) break;
+    if (!is_free(pid_word(cur)) || cur.lo == 0) break;
     *produced = generation(cur) + 1;
     if (cas128(&s->owner, cur, make_word(0, 0, 0, generation(cur) + 1))) break;
   }

@@ -15,8 +15,9 @@ namespace locktable::detail {
 // FREE -> FREE|RETIRED, so no handle can acquire it any more.
 // Errors: busy (held), stale_handle (the slot belongs to another incarnation).
 // REQUIRES: the caller holds the LMDB write transaction of the removal.
-// *generation: the generation the retiring CAS produced (history order).
-Code retire_slot(format::Slot* s, uint32_t incarnation, uint32_t* generation);
+// *generation, *ended: the removal's place in its lock's order (ORDER IN
+// HISTORY in lock_protocol.cc).
+Code retire_slot(format::Slot* s, uint32_t incarnation, uint32_t* generation, uint32_t* ended);
 // Undoes retire_slot (a removal that did not commit). False if the slot is
 // not retired or belongs to another incarnation.
 // REQUIRES: the caller holds an LMDB write transaction, so no removal of the

@@ -14,22 +14,49 @@
 
 namespace locktable::detail {
 
-inline bool is_shared(uint32_t pid_word) { return (pid_word & format::kSharedMode) != 0; }
-inline bool is_free(uint32_t pid_word) { return !is_shared(pid_word) && (pid_word & format::kPidMask) == 0; }
-inline bool is_exclusive(uint32_t pid_word) { return !is_shared(pid_word) && (pid_word & format::kPidMask) != 0; }
+inline bool is_free(uint32_t pid_word) { return (pid_word & format::kPidMask) == 0; }
+inline bool is_exclusive(uint32_t pid_word) { return (pid_word & format::kPidMask) != 0; }
+// An EXCLUSIVE owner that is not in yet: it waits for the readers to leave.
+inline bool is_draining(uint32_t pid_word) { return is_exclusive(pid_word) && (pid_word & format::kDraining); }
 
-// The shared joins n a FREE or SHARED record counts (table_format.h,
-// OwnerRecord); 0 for an EXCLUSIVE one, whose aux is its owner's start time.
-inline uint32_t shared_joins(const Word128& w) { return is_exclusive(pid_word(w)) ? 0 : aux_word(w); }
+// --- the readers word (Slot::readers; table_format.h, ReaderWord) ---
+inline uint64_t load_readers(const format::Slot* s) { return __atomic_load_n(&s->readers, __ATOMIC_ACQUIRE); }
+// One xadd (a full barrier): returns the word before it.
+inline uint64_t add_readers(format::Slot* s, uint64_t delta) {
+  return __atomic_fetch_add(&s->readers, delta, __ATOMIC_SEQ_CST);
+}
+// A join adds first and looks after (SHARED MODE): far below the count's
+// limit, so that all the threads there are could add at once without
+// carrying into `ended`.
+inline constexpr uint32_t kReaderCountLimit = uint32_t(format::kReaderCountMask / 2);
 
-// Adds `joins` shared acquisitions that leave the owner record to shared_moved.
-inline void move_shared_joins(format::Slot* s, uint64_t joins) {
-  if (__builtin_expect(joins != 0, 0)) __atomic_fetch_add(&s->shared_moved, joins, __ATOMIC_RELAXED);
+// The futex word of a draining owner: the readers word's low 32 bits (the
+// count is in them, so every join, backout and leave changes it).
+inline uint32_t* readers_futex(format::Slot* s) { return reinterpret_cast<uint32_t*>(&s->readers); }
+
+// Adds `wraps` (+1 or -1) wraps of the readers word's `ended` to
+// shared_carry, so that the shared acquisitions (COUNTING) go on past 2^32.
+inline void carry_ended(format::Slot* s, int wraps) {
+  __atomic_fetch_add(&s->shared_carry, wraps > 0 ? uint64_t{1} << 32 : uint64_t(0) - (uint64_t{1} << 32),
+                     __ATOMIC_RELAXED);
 }
 
-// After a join CAS that wrote `written`: a count that wrapped to 0 moves 2^32.
-inline void after_shared_join(format::Slot* s, const Word128& written) {
-  if (__builtin_expect(aux_word(written) == 0, 0)) move_shared_joins(s, uint64_t{1} << 32);
+// After a change of the readers word from `before` that moved `ended` by
+// `step` (+1 or -1): a wrap carries.
+inline void after_ended_step(format::Slot* s, uint64_t before, int step) {
+  const uint32_t ended = format::readers_ended(before);
+  if (__builtin_expect(step > 0 ? ended == 0xffffffffu : ended == 0, 0)) carry_ended(s, step);
+}
+
+// The shared acquisitions of the name in the slot (COUNTING): the holds
+// that ended, read together with shared_carry.
+inline uint64_t read_shared_acquisitions(const format::Slot* s) {
+  for (;;) {
+    const uint64_t carry = __atomic_load_n(&s->shared_carry, __ATOMIC_ACQUIRE);
+    const uint64_t w = load_readers(s);
+    if (__atomic_load_n(&s->shared_carry, __ATOMIC_ACQUIRE) != carry) continue;
+    return format::readers_ended(w) + carry - __atomic_load_n(&s->shared_base, __ATOMIC_RELAXED);
+  }
 }
 
 inline uint32_t load_incarnation(const format::Slot* s) {
@@ -52,12 +79,14 @@ inline bool owned_by(const Word128& w, const ThreadSelf& me) {
 }
 
 // The tid of an exclusive owner, even after the kernel cleared it from
-// tid_word (owner_shadow, valid only while its generation matches).
+// tid_word (owner_shadow, valid only while its generation bits match: a
+// shadow left 1024 generations back would have needed 512 owners in a row
+// to die before writing theirs).
 inline uint32_t owner_tid(const format::Slot* s, const Word128& w) {
   uint32_t tid = tid_word(w) & format::kTidMask;
   if (tid != 0) return tid;
-  uint64_t shadow = __atomic_load_n(&s->owner_shadow, __ATOMIC_RELAXED);
-  return uint32_t(shadow >> 32) == generation(w) ? uint32_t(shadow) : 0;
+  const uint32_t shadow = __atomic_load_n(&s->owner_shadow, __ATOMIC_RELAXED);
+  return (shadow >> 22) == (generation(w) & 0x3ffu) ? (shadow & format::kShadowTidMask) : 0;
 }
 
 inline Owner exclusive_owner(const format::Slot* s, const Word128& w) {

@@ -15,15 +15,22 @@ SlotView inspect_slot(format::Slot* s) {
   v.retired = (pw & format::kRetired) != 0;
   v.abandoned = (pw & format::kAbandoned) != 0;
   v.waiters = __atomic_load_n(&s->waiters, __ATOMIC_RELAXED);
-  if (is_shared(pw)) {
-    v.state = LockState::shared;
-    v.mode = Mode::shared;
-    v.readers = pw & format::kPidMask;
-  } else if (is_exclusive(pw)) {
+  v.readers = format::reader_count(load_readers(s));
+  v.draining = is_draining(pw);
+  if (is_exclusive(pw)) {
     v.owner = exclusive_owner(s, cur);
     v.owner_alive = !holder_dead(s, cur);
-    v.state = v.owner_alive ? LockState::held : LockState::dead_owner;
     v.acquired_at = __atomic_load_n(&s->acquired_at, __ATOMIC_RELAXED);
+  }
+  if (is_exclusive(pw) && !v.draining) {
+    v.state = v.owner_alive ? LockState::held : LockState::dead_owner;
+  } else if (v.readers != 0) {
+    // Counted readers (a draining owner waits for them; joins in flight
+    // count too, for an instant).
+    v.state = LockState::shared;
+    v.mode = Mode::shared;
+  } else if (is_exclusive(pw)) {
+    v.state = v.owner_alive ? LockState::held : LockState::dead_owner;  // drained, about to be in
   }
   return v;
 }

@@ -18,7 +18,8 @@ struct SlotView {
   Mode mode = Mode::exclusive;
   Owner owner;                 // exclusive holder
   bool owner_alive = true;
-  uint32_t readers = 0;        // shared count
+  uint32_t readers = 0;        // readers counted in (the readers word)
+  bool draining = false;       // the exclusive owner waits for them (not in yet)
   uint32_t waiters = 0;
   bool abandoned = false;
   bool retired = false;

@@ -63,10 +63,11 @@ Snapshot read_snapshot(TableFile& file) {
 }
 
 // What keeps a published wait waiting: the threads it waits for, and the
-// generation of the lock's record when they were read.
+// lock's owner generation and readers word when they were read.
 struct Blockers {
   std::vector<Owner> threads;
   uint32_t generation = 0;
+  uint64_t readers = 0;
 };
 
 Blockers blockers_of(TableFile& file, const Snapshot& snap, const WaitView& v) {
@@ -74,18 +75,15 @@ Blockers blockers_of(TableFile& file, const Snapshot& snap, const WaitView& v) {
   format::Slot* s = file.slot(v.slot);
   if (s == nullptr || load_incarnation(s) != v.incarnation) return b;  // the name is gone
   const Word128 cur = load128(&s->owner);
-  const uint32_t pw = pid_word(cur);
   b.generation = generation(cur);
-  if (is_exclusive(pw)) {
-    if (!(tid_word(cur) & format::kOwnerDied)) b.threads.push_back(exclusive_owner(s, cur));
-  } else if (is_shared(pw)) {
+  b.readers = load_readers(s);
+  if (!is_exclusive(pid_word(cur))) return b;  // FREE: nothing keeps it waiting (it is about to get in)
+  const Owner owner = exclusive_owner(s, cur);
+  if (owner.pid == v.waiter.pid && owner.tid == v.waiter.tid) {
+    // The owner itself, draining: it waits for the readers counted in.
     if (auto it = snap.readers.find(v.slot); it != snap.readers.end()) b.threads = it->second;
-  }
-  // WRITER PREFERENCE: a reader kept out by waiting writers waits for them.
-  if (v.mode == Mode::shared && !is_exclusive(pw) && (pw & format::kWriterWaiting)) {
-    for (const auto& [key, w] : snap.waits) {
-      if (w.slot == v.slot && w.incarnation == v.incarnation && w.mode == Mode::exclusive) b.threads.push_back(w.waiter);
-    }
+  } else if (!(tid_word(cur) & format::kOwnerDied)) {
+    b.threads.push_back(owner);  // a writer, in or draining: it keeps readers and writers out
   }
   std::erase_if(b.threads, [&](const Owner& o) { return o.pid == v.waiter.pid && o.tid == v.waiter.tid; });
   return b;
@@ -195,7 +193,10 @@ bool deadlock_victim(TableFile& file, const ThreadSelf& me, const format::Reader
     }
     const Blockers& before = search.blockers(k);
     const Blockers now = blockers_of(file, second, again->second);
-    if (now.generation != before.generation || !blocks(before, next) || !blocks(now, next)) return false;
+    if (now.generation != before.generation || now.readers != before.readers || !blocks(before, next) ||
+        !blocks(now, next)) {
+      return false;
+    }
     if (thread_liveness(was.waiter.pid, was.waiter.tid, was.waiter.start_time) == Liveness::dead) return false;
   }
   cycle->clear();

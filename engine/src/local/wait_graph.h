@@ -4,16 +4,17 @@
 // A thread that is about to sleep on a lock publishes the wait in a reader
 // record it has claimed (ReaderRecord::waits_for, acquired_at, incarnation),
 // so any process can see who waits for what. Holders are what the table says
-// already: the exclusive owner in the slot's record, the shared holders in
-// reader records whose op is `in` for the slot. A shared waiter kept out by
-// WRITER_WAITING also waits for the waiting writers.
+// already: the exclusive owner in the slot's record (in, or draining: either
+// way it keeps the others out), the shared holders in reader records whose op
+// is `in` for the slot; a draining owner waits for those.
 //
 // A walk reads all that twice. A cycle counts only when both reads agree on
 // every edge: each member's wait word and start time unchanged (a wait has a
-// serial of its own), each lock's generation unchanged (it changes with every
-// ownership change), every member alive. Then, over the whole time between
-// the two reads, every member waited for a lock held by the next: a deadlock,
-// not a holder that has just released, died or gone.
+// serial of its own), each lock's owner generation and readers word unchanged
+// (they change with every change of ownership, exclusive or shared), every
+// member alive. Then, over the whole time between the two reads, every member
+// waited for a lock held by the next: a deadlock, not a holder that has just
+// released, died or gone.
 //
 // The victim is chosen from the cycle alone, so that every member that walks
 // names the same one: the member that began waiting last among those that

@@ -11,20 +11,12 @@
 namespace locktable::detail {
 
 using format::kSharedWaiters;
-using format::kWriterWaiting;
 
 bool set_flags(format::Slot* s, Word128& cur, uint32_t tid_bits, uint32_t pid_bits) {
   if ((tid_word(cur) & tid_bits) == tid_bits && (pid_word(cur) & pid_bits) == pid_bits) return true;
   Word128 desired{cur.lo | tid_bits | (uint64_t{pid_bits} << 32), cur.hi};
   if (!cas128(&s->owner, cur, desired)) return false;
   cur = desired;
-  return true;
-}
-
-bool clear_writer_waiting(format::Slot* s, Word128& cur) {
-  Word128 desired{cur.lo & ~(uint64_t{kWriterWaiting} << 32), cur.hi};
-  if (!cas128(&s->owner, cur, desired)) return false;
-  futex_wake(&s->owner.tid_word, INT_MAX);
   return true;
 }
 
@@ -35,27 +27,17 @@ void sleep_on(format::Slot* s, uint32_t seen_tid_word, int64_t max_ns) {
   waiters.fetch_sub(1, std::memory_order_relaxed);
 }
 
-void note_waiting_writer(format::Slot* s, const ThreadSelf& me) {
-  __atomic_store_n(&s->writer_tid, me.tid, __ATOMIC_RELAXED);
-  __atomic_store_n(&s->writer_pid, me.pid, __ATOMIC_RELAXED);
-  __atomic_store_n(&s->writer_start, me.start, __ATOMIC_RELAXED);
-}
-
-bool waiting_writer_dead(const format::Slot* s) {
-  uint32_t tid = __atomic_load_n(&s->writer_tid, __ATOMIC_RELAXED);
-  uint32_t pid = __atomic_load_n(&s->writer_pid, __ATOMIC_RELAXED);
-  uint32_t start = __atomic_load_n(&s->writer_start, __ATOMIC_RELAXED);
-  if (pid == 0 || tid == 0) return true;  // nobody wrote itself in: the flag is a leftover
-  return thread_liveness(pid, tid, start) == Liveness::dead;
-}
-
 void wake_waiters(format::Slot* s, const Word128& old) {
   futex_wake(&s->owner.tid_word, (pid_word(old) & kSharedWaiters) ? INT_MAX : 1);
 }
 
+void wake_drainer(format::Slot* s) { futex_wake(readers_futex(s), INT_MAX); }
+
 void PendingWake::run() const {
   if (slot == nullptr) return;
-  if (all) {
+  if (drainer) {
+    wake_drainer(slot);
+  } else if (all) {
     futex_wake(&slot->owner.tid_word, INT_MAX);
   } else {
     wake_waiters(slot, old);

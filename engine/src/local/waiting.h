@@ -10,24 +10,15 @@
 
 namespace locktable::detail {
 
-// FREE|WRITER_WAITING unchanged this long: readers check the waiting writer.
-inline constexpr uint64_t kStaleWriterNs = 20'000'000;
-
 // Identifies the holder a waiter watches (WaitClock::check_due): a new
 // holder restarts the liveness-check schedule.
 inline uint64_t holder_key(const Word128& w) { return w.lo ^ (uint64_t{aux_word(w)} << 1); }
-inline constexpr uint64_t kReadersKey = 0x5EADE25;  // a writer watching the readers
+inline constexpr uint64_t kReadersKey = 0x5EADE25;  // a draining owner watching the readers
 
 // Sets `bits` in the record (no generation change). False if it changed.
 bool set_flags(format::Slot* s, Word128& cur, uint32_t tid_bits, uint32_t pid_bits);
-// Clears WRITER_WAITING (no generation change) and wakes everyone, so readers
-// kept out by a writer that is gone or gave up get in. False if it changed.
-bool clear_writer_waiting(format::Slot* s, Word128& cur);
 // A futex sleep on the slot's record while it is `seen_tid_word`, counted in
 // the slot's (informational) sleeper count.
 void sleep_on(format::Slot* s, uint32_t seen_tid_word, int64_t max_ns);
-// The writer behind WRITER_WAITING, as it last wrote itself into the slot.
-void note_waiting_writer(format::Slot* s, const ThreadSelf& me);
-bool waiting_writer_dead(const format::Slot* s);
 
 }  // namespace locktable::detail
