@@ -169,6 +169,9 @@ inline void record_event(ThreadSelf& me, const Lock& lock, const RingEvent& ev, 
 
 // The generation of the exclusive epoch a reader's change belongs to (ORDER
 // IN HISTORY): that of the last FREE record, one before a DRAINING owner's.
+// For a leave, the owner record is read before its add: while the reader is
+// counted no writer gets in, so no exclusive change comes between the read
+// and the add, where after the add a writer may already have been in and out.
 inline uint32_t reader_epoch(const Word128& owner) {
   return generation(owner) - (is_exclusive(pid_word(owner)) ? 1 : 0);
 }
@@ -254,8 +257,10 @@ inline void back_out(format::Slot* s) { after_reader_out(s, add_readers(s, forma
   const SharedHold h = *hold;
   const uint32_t index = LockAccess::index(lock);
   const uint64_t idle = format::make_reader_op(index, format::ReaderState::idle, h.claim);
-  // For the event, read before the leave: a writer may take a new token right after it.
+  // For the event, read before the leave: a writer may take a new token, or
+  // be in and out, right after it (reader_epoch).
   const uint64_t token = __atomic_load_n(&s->token, __ATOMIC_RELAXED);
+  const Word128 owner = guess128(&s->owner);
   store_op(h.record, format::reader_op_in_state(idle, format::ReaderState::leaving));
   crash_point("leave:after_intent");
   const uint64_t before = add_readers(s, format::kReaderLeave);  // this thread is counted: count >= 1
@@ -267,12 +272,14 @@ inline void back_out(format::Slot* s) { after_reader_out(s, add_readers(s, forma
   crash_point("leave:before_free");
   me.cache[me.cached_count++] = CachedReader{hot_of(lock)->file_id, h.record, h.record_index, h.claim};
   if (history_on(hot_of(lock))) {
-    const Word128 owner = guess128(&s->owner);
     const uint64_t now = realtime_coarse_ns();
     const uint64_t since = __atomic_load_n(&h.record->acquired_at, __ATOMIC_RELAXED);
     record_event(me, lock,
                  RingEvent{format::kEventReleased, format::kModeShared,
-                           uint16_t((pid_word(owner) & format::kAbandoned) ? format::kEventAbandoned : 0), index,
+                           uint16_t(is_free(pid_word(owner)) && (pid_word(owner) & format::kAbandoned)
+                                        ? format::kEventAbandoned
+                                        : 0),
+                           index,
                            LockAccess::incarnation(lock), 0, now > since ? now - since : 0, reader_epoch(owner), token,
                            format::readers_ended(before) + 1},
                  now);

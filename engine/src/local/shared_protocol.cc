@@ -150,7 +150,8 @@ Code release_shared(TableFile& file, format::Slot* s, uint32_t slot_index, uint3
   const SharedHold h = *hold;
   format::ReaderRecord* r = h.record;
   *acquired_at = __atomic_load_n(&r->acquired_at, __ATOMIC_RELAXED);
-  // SHARED MODE, leave.
+  // SHARED MODE, leave. Its epoch is read while it is still counted (reader_epoch).
+  *produced = reader_epoch(guess128(&s->owner));
   store_op(r, format::make_reader_op(slot_index, ReaderState::leaving, h.claim));
   crash_point("leave:after_intent");
   const uint64_t before = add_readers(s, format::kReaderLeave);  // counted: the count is at least 1
@@ -158,7 +159,6 @@ Code release_shared(TableFile& file, format::Slot* s, uint32_t slot_index, uint3
   after_ended_step(s, before, +1);
   const Word128 owner = guess128(&s->owner);
   *left_abandoned = is_free(pid_word(owner)) && (pid_word(owner) & kAbandoned);
-  *produced = reader_epoch(owner);
   *ended = format::readers_ended(before) + 1;
   // The leave that empties the count wakes a draining owner, once its event is in.
   if (format::reader_count(before) == 1 && (pid_word(owner) & kDraining)) *wake = PendingWake{s, owner, false, true};
