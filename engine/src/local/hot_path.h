@@ -193,6 +193,18 @@ inline void after_reader_out(format::Slot* s, uint64_t before) {
 // Takes a join that was counted in back out (SHARED MODE, join step 4').
 inline void back_out(format::Slot* s) { after_reader_out(s, add_readers(s, format::kReaderBackout)); }
 
+// The rest of an uncontended shared acquire with history on (local_table.cc):
+// the time stamp and the `acquired` event; `before` is the readers word its
+// join added to, `owner` the owner record it read after.
+void finish_join_recorded(Lock& lock, format::ReaderRecord* record, uint64_t before, const Word128& owner,
+                          uint64_t token);
+
+// The rest of an uncontended shared release with history on (local_table.cc):
+// the `released` event, then the wake-up the leave owes a draining owner
+// (PendingWake); `owner` and `token` were read before the leave.
+void finish_leave_recorded(Lock& lock, format::ReaderRecord* record, uint64_t before, const Word128& owner,
+                           uint64_t token);
+
 // Uncontended shared acquire (SHARED MODE in lock_protocol.cc): the thread is
 // set up, has an idle reader record of this table cached and room for one
 // more inline hold, and the owner record is FREE with no flag (waiter bits
@@ -232,15 +244,10 @@ inline void back_out(format::Slot* s) { after_reader_out(s, add_readers(s, forma
   me.shared[me.shared_count++] = SharedHold{s, rec.record, rec.index, rec.claim};
   __atomic_store_n(&rec.record->incarnation, LockAccess::incarnation(lock), __ATOMIC_RELAXED);
   *token = __atomic_load_n(&s->token, __ATOMIC_RELAXED);
-  const uint64_t now = realtime_coarse_ns();
-  __atomic_store_n(&rec.record->acquired_at, now, __ATOMIC_RELAXED);
-  if (history_on(hot)) {
-    // aux32: the count it added to, so that joins between two leaves keep their order.
-    record_event(me, lock,
-                 RingEvent{format::kEventAcquired, format::kModeShared, 0, index, LockAccess::incarnation(lock),
-                           format::reader_count(before) + 1, 0, generation(owner), *token,
-                           format::readers_ended(before)},
-                 now);
+  if (__builtin_expect(history_on(hot), 0)) {
+    finish_join_recorded(lock, rec.record, before, owner, *token);
+  } else {
+    __atomic_store_n(&rec.record->acquired_at, realtime_coarse_ns(), __ATOMIC_RELAXED);
   }
   return true;
 }
@@ -255,34 +262,29 @@ inline void back_out(format::Slot* s) { after_reader_out(s, add_readers(s, forma
   if (hold == nullptr || me.cached_count >= kReaderCacheSize) return false;
   if (load_incarnation(s) != LockAccess::incarnation(lock)) return false;
   const SharedHold h = *hold;
-  const uint32_t index = LockAccess::index(lock);
-  const uint64_t idle = format::make_reader_op(index, format::ReaderState::idle, h.claim);
+  const uint64_t idle = format::make_reader_op(LockAccess::index(lock), format::ReaderState::idle, h.claim);
   // For the event, read before the leave: a writer may take a new token, or
   // be in and out, right after it (reader_epoch).
-  const uint64_t token = __atomic_load_n(&s->token, __ATOMIC_RELAXED);
-  const Word128 owner = guess128(&s->owner);
+  const bool history = history_on(hot_of(lock));
+  uint64_t token = 0;
+  Word128 owner{0, 0};
+  if (__builtin_expect(history, 0)) {
+    token = __atomic_load_n(&s->token, __ATOMIC_RELAXED);
+    owner = guess128(&s->owner);
+  }
   store_op(h.record, format::reader_op_in_state(idle, format::ReaderState::leaving));
   crash_point("leave:after_intent");
   const uint64_t before = add_readers(s, format::kReaderLeave);  // this thread is counted: count >= 1
   crash_point("leave:after_add");
   after_ended_step(s, before, +1);
-  after_reader_out(s, before);
   store_op(h.record, idle);
   if (SharedHold* last = &me.shared[--me.shared_count]; hold != last) *hold = *last;  // usually the last: no copy
   crash_point("leave:before_free");
   me.cache[me.cached_count++] = CachedReader{hot_of(lock)->file_id, h.record, h.record_index, h.claim};
-  if (history_on(hot_of(lock))) {
-    const uint64_t now = realtime_coarse_ns();
-    const uint64_t since = __atomic_load_n(&h.record->acquired_at, __ATOMIC_RELAXED);
-    record_event(me, lock,
-                 RingEvent{format::kEventReleased, format::kModeShared,
-                           uint16_t(is_free(pid_word(owner)) && (pid_word(owner) & format::kAbandoned)
-                                        ? format::kEventAbandoned
-                                        : 0),
-                           index,
-                           LockAccess::incarnation(lock), 0, now > since ? now - since : 0, reader_epoch(owner), token,
-                           format::readers_ended(before) + 1},
-                 now);
+  if (__builtin_expect(history, 0)) {
+    finish_leave_recorded(lock, h.record, before, owner, token);  // the event, then the wake-up
+  } else {
+    after_reader_out(s, before);
   }
   return true;
 }

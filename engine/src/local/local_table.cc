@@ -285,6 +285,32 @@ void finish_fast_acquire_recorded(Lock& lock, uint64_t token, uint64_t readers) 
                now);
 }
 
+void finish_join_recorded(Lock& lock, format::ReaderRecord* record, uint64_t before, const Word128& owner,
+                          uint64_t token) {
+  const uint64_t now = realtime_coarse_ns();
+  __atomic_store_n(&record->acquired_at, now, __ATOMIC_RELAXED);
+  // aux32: the count it added to, so that joins between two leaves keep their order.
+  record_event(tls_self, lock,
+               RingEvent{format::kEventAcquired, format::kModeShared, 0, LockAccess::index(lock),
+                         LockAccess::incarnation(lock), format::reader_count(before) + 1, 0, generation(owner), token,
+                         format::readers_ended(before)},
+               now);
+}
+
+void finish_leave_recorded(Lock& lock, format::ReaderRecord* record, uint64_t before, const Word128& owner,
+                           uint64_t token) {
+  auto* s = static_cast<format::Slot*>(LockAccess::state(lock));
+  const uint64_t now = realtime_coarse_ns();
+  const uint64_t since = __atomic_load_n(&record->acquired_at, __ATOMIC_RELAXED);
+  const bool abandoned = is_free(pid_word(owner)) && (pid_word(owner) & format::kAbandoned);
+  record_event(tls_self, lock,
+               RingEvent{format::kEventReleased, format::kModeShared, uint16_t(abandoned ? format::kEventAbandoned : 0),
+                         LockAccess::index(lock), LockAccess::incarnation(lock), 0, now > since ? now - since : 0,
+                         reader_epoch(owner), token, format::readers_ended(before) + 1},
+               now);
+  after_reader_out(s, before);
+}
+
 AcquireResult drain_after_fast_acquire(Lock& lock, const Deadline& deadline) {
   return static_cast<LocalTable*>(LockAccess::backend(lock))->drain(lock, deadline, tls_self.last_value);
 }
