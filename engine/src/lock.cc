@@ -17,7 +17,7 @@ Status empty_handle() { return Status(Code::invalid_argument, "empty lock handle
 // The mapped table's uncontended paths (hot_path.h) run inline in the
 // functions of each mode, with no call but the clock read, so that the
 // compiler saves few registers around them; everything else is out of line:
-// the backend, a fast path that gave up, history on an exclusive release.
+// the backend, a fast path that gave up, the history events.
 [[gnu::noinline]] AcquireResult acquire_rest(Lock& lock, Mode mode, const Deadline& deadline) {
   detail::Backend* backend = detail::LockAccess::backend(lock);
   if (backend == nullptr) return AcquireResult{empty_handle(), {}};
@@ -27,10 +27,6 @@ Status empty_handle() { return Status(Code::invalid_argument, "empty lock handle
 [[gnu::noinline]] Status release_rest(Lock& lock, Mode mode) {
   detail::Backend* backend = detail::LockAccess::backend(lock);
   if (backend == nullptr) return empty_handle();
-  if (detail::LockAccess::kind(lock) == BackendKind::local && mode == Mode::exclusive &&
-      detail::release_exclusive_fast_recorded(lock)) {
-    return Status::OK();
-  }
   return backend->release(lock, mode);
 }
 
@@ -64,12 +60,16 @@ AcquireResult Lock::acquire_shared(Deadline deadline) {
 }
 
 Status Lock::release_exclusive() {
-  if (kind_ == uint8_t(BackendKind::local) && !detail::history_on(detail::hot_of(*this))) {
-    auto* s = static_cast<format::Slot*>(state_);
-    detail::Word128 old;
-    if (detail::try_release_exclusive_fast(s, incarnation_, &old)) {
-      if (__builtin_expect((detail::tid_word(old) & format::kWaiters) != 0, 0)) detail::wake_after_release(s, old);
-      return Status::OK();
+  if (kind_ == uint8_t(BackendKind::local)) {
+    if (__builtin_expect(detail::history_on(detail::hot_of(*this)), 0)) {
+      if (detail::release_exclusive_fast_recorded(*this)) return Status::OK();
+    } else {
+      auto* s = static_cast<format::Slot*>(state_);
+      detail::Word128 old;
+      if (detail::try_release_exclusive_fast(s, incarnation_, &old)) {
+        if (__builtin_expect((detail::tid_word(old) & format::kWaiters) != 0, 0)) detail::wake_after_release(s, old);
+        return Status::OK();
+      }
     }
   }
   return release_rest(*this, Mode::exclusive);

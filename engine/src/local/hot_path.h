@@ -147,7 +147,7 @@ bool release_exclusive_fast_recorded(Lock& lock);
 void wake_after_release(format::Slot* s, Word128 old);
 
 // Appends a history event of the handle's table (local_table.cc).
-void local_record(Backend* backend, const RingEvent& ev, uint64_t time_ns);
+void local_record(Backend* backend, RingEvent ev, uint64_t time_ns);  // by value: the inline paths keep theirs in registers
 
 inline bool history_on(const LocalHot* hot) {
   return __atomic_load_n(hot->history_level, __ATOMIC_RELAXED) != format::kHistoryOff;
@@ -159,7 +159,7 @@ inline const LocalHot* hot_of(const Lock& lock) { return static_cast<const Local
 // thread's first ring segment is this table's (the usual case), else through
 // local_record, which finds or claims the segment.
 // REQUIRES: history is on; `me` is the calling thread's ThreadSelf, ready.
-inline void record_event(ThreadSelf& me, const Lock& lock, const RingEvent& ev, uint64_t time_ns) {
+inline void record_event(ThreadSelf& me, const Lock& lock, RingEvent ev, uint64_t time_ns) {
   if (__builtin_expect(me.segment_count != 0 && me.segments[0].table == hot_of(lock)->file_id, 1)) {
     HistoryRing::append(me.segments[0], me, ev, time_ns);
     return;

@@ -269,7 +269,7 @@ Status LocalTable::remove(std::string_view name) {
 // ---------------------------------------------------------------------------
 // Locks: what the inline paths (hot_path.h) did not finish.
 // ---------------------------------------------------------------------------
-void local_record(Backend* backend, const RingEvent& ev, uint64_t time_ns) {
+void local_record(Backend* backend, RingEvent ev, uint64_t time_ns) {
   static_cast<LocalTable*>(backend)->ring().record_at(ev, time_ns);
 }
 
