@@ -266,7 +266,9 @@ struct alignas(64) SegmentHeader {
                           // an owner is dead when the liveness check says so
   uint64_t head;          // events ever appended to this segment (all claims); the owner release-stores
                           // it after an event is complete
-  uint64_t reserved0[2];
+  uint64_t drained_hint;  // events below it are drained (stored in LMDB or counted lost), as the last
+                          // drainer committed it: only ever a hint, for choosing a segment to claim
+  uint64_t reserved0;
   uint64_t base;          // head when the current claim began: its events are [base, head)
   char comm[16];          // the owner thread's name, NUL-padded
   // --- unit 1 ---
@@ -277,7 +279,8 @@ struct alignas(64) SegmentHeader {
 static_assert(sizeof(SegmentHeader) == 128);
 static_assert(offsetof(SegmentHeader, ident) == 0);
 static_assert(offsetof(SegmentHeader, head) == 16);
-static_assert(offsetof(SegmentHeader, reserved0) == 24);
+static_assert(offsetof(SegmentHeader, drained_hint) == 24);
+static_assert(offsetof(SegmentHeader, reserved0) == 32);
 static_assert(offsetof(SegmentHeader, base) == 40);
 static_assert(offsetof(SegmentHeader, comm) == 48);
 static_assert(offsetof(SegmentHeader, prev_base) == 64);

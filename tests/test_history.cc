@@ -931,3 +931,28 @@ TEST_CASE("history: one lock's events replay in the order of its holds, readers 
   CHECK(!writer);
   CHECK(readers.empty());
 }
+
+// A process that ends before any drain leaves its events in a segment it no
+// longer claims: the next process must not take that one, and lap them, while
+// a segment with nothing left to drain is free.
+TEST_CASE("history: processes that run one after another, with no drain between, keep all their events") {
+  TempDir tmp;
+  auto t = open_table(tmp.table());
+  constexpr int kProcs = 3, kRounds = 700;  // 1,400 events each: two in one segment would lap
+  for (int p = 0; p < kProcs; ++p) {
+    pid_t kid = spawn([&] {
+      std::unique_ptr<Table> tt;
+      Lock l = child_lock(tmp.table(), "serial", &tt);
+      for (int i = 0; i < kRounds; ++i) {
+        if (!l.acquire().held() || !l.release().ok()) return 1;
+      }
+      return 0;
+    });
+    REQUIRE(wait_child(kid) == 0);
+  }
+  std::vector<Event> ev = all_events(*t);
+  CHECK(lost_in(ev) == 0);
+  size_t acquired = 0;
+  for (const Event& e : ev) acquired += e.kind == EventKind::acquired;
+  CHECK(acquired == size_t{kProcs} * kRounds);
+}

@@ -95,10 +95,14 @@ SegmentRef* HistoryRing::claim_segment(ThreadSelf& me) {
       return add_ref(me, k, std::atomic_ref<uint64_t>(h->head).load(std::memory_order_acquire));
     }
   }
-  // A free segment first; else one whose owner is dead (its events stay for
-  // the drainers: every entry names its writer).
+  // A free segment first, the one with the fewest events left to drain (the
+  // drainers' hint: a process that ends before any drain leaves its events in
+  // a free segment, which a claimer would lap); else one whose owner is dead
+  // (its events stay for the drainers: every entry names its writer).
   for (int pass = 0; pass < 2; ++pass) {
-    for (uint32_t k = 0; k < segments_; ++k) {
+    const uint32_t best = pass == 0 ? least_undrained_free_segment() : 0;
+    for (uint32_t n = 0; n < segments_; ++n) {
+      const uint32_t k = (best + n) % segments_;
       format::SegmentHeader* h = segment(k);
       Word128 id = guess128(&h->ident);
       if (pass == 0 ? !segment_free(id) : (segment_free(id) || !owner_dead(load128(&h->ident)))) continue;
@@ -119,6 +123,23 @@ SegmentRef* HistoryRing::claim_segment(ThreadSelf& me) {
     }
   }
   return nullptr;
+}
+
+uint32_t HistoryRing::least_undrained_free_segment() const {
+  uint32_t best = 0;
+  uint64_t least = UINT64_MAX;
+  for (uint32_t k = 0; k < segments_ && least != 0; ++k) {
+    const format::SegmentHeader* h = segment(k);
+    if (!segment_free(guess128(&h->ident))) continue;
+    const uint64_t head = std::atomic_ref<const uint64_t>(h->head).load(std::memory_order_acquire);
+    const uint64_t drained = std::atomic_ref<const uint64_t>(h->drained_hint).load(std::memory_order_relaxed);
+    const uint64_t left = head > drained ? head - drained : 0;
+    if (left < least) {
+      least = left;
+      best = k;
+    }
+  }
+  return best;
 }
 
 std::string HistoryRing::writer_name(uint32_t k, uint64_t i) const {

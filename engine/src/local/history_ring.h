@@ -123,6 +123,12 @@ class HistoryRing {
   // Frees segment k if its owner is dead and everything below `drained` is
   // all it ever appended (a drainer, after committing).
   void free_if_drained(uint32_t k, uint64_t drained);
+  // Leaves the hint that segment k is drained up to `drained` (a drainer,
+  // after committing), so that a claimer takes a free segment with nothing
+  // left to drain before one whose events it would lap.
+  void note_drained(uint32_t k, uint64_t drained) {
+    std::atomic_ref<uint64_t>(segment(k)->drained_hint).store(drained, std::memory_order_relaxed);
+  }
   uint64_t head(uint32_t k) const {
     return std::atomic_ref<const uint64_t>(segment(k)->head).load(std::memory_order_acquire);
   }
@@ -135,6 +141,9 @@ class HistoryRing {
     return nullptr;
   }
   SegmentRef* claim_segment(ThreadSelf& me);
+  // The free segment with the fewest events not drained yet, as the drainers'
+  // hints say (0 when none is free).
+  uint32_t least_undrained_free_segment() const;
   // Appends a ref to segment k, whose next event is `head`, to me.segments.
   // REQUIRES: the calling thread `me` claimed segment k; a ref slot is free.
   SegmentRef* add_ref(ThreadSelf& me, uint32_t k, uint64_t head);

@@ -541,7 +541,10 @@ Status HistoryStore::drain_batch(const std::vector<uint64_t>& pass_heads, bool f
   if (s = prune_graveyard(txn, oldest_undrained); !s.ok()) return s;
   crash_point("drain:before_commit");
   if (s = txn.commit(); !s.ok()) return s;
-  for (uint32_t k = 0; k < segments; ++k) ring_.free_if_drained(k, states[k].drained);
+  for (uint32_t k = 0; k < segments; ++k) {
+    ring_.note_drained(k, states[k].drained);
+    ring_.free_if_drained(k, states[k].drained);
+  }
   *done = !rest_left;
   *stuck = rest_left && taken == 0;
   return Status::OK();
